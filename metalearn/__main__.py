@@ -1,0 +1,3 @@
+from metalearn.cli import main
+
+raise SystemExit(main())
