@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, EOFError...
-        raise AudioError(f"unreadable ({str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__})") from None
+        raise AudioError(f"unreadable ({_reason(e)})") from None
     if data.shape[0] == 0:
         raise AudioError("empty (0 samples)")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -48,6 +49,12 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if float(np.abs(wave).max()) < SILENCE_PEAK:
         raise AudioError("silent (peak below 1e-4)")
     return np.ascontiguousarray(wave, dtype=np.float32), int(sr)
+
+
+def _reason(err: Exception) -> str:
+    """soundfile's message without the "Error opening 'path': " prefix that repeats the path."""
+    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return re.sub(r"^Error opening .*?: ", "", text)
 
 
 def resample(wave: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:

@@ -52,7 +52,8 @@ def load_corpus(name: str, root: str | Path, *, strict: bool = False, check_audi
     if classes is not None:
         bad = [c for c in classes if c not in CANONICAL]
         if bad:
-            raise MetalearnError(f"unknown classes {bad}; expected canonical emotions: {', '.join(CANONICAL)}")
+            raise MetalearnError(
+                f"unknown classes {bad}; expected canonical emotions: {', '.join(CANONICAL)}")
     ctx = LoadContext(corpus=name, report=ProblemReport(strict=strict), check_audio=check_audio,
                       classes=tuple(classes) if classes else None)
     module = importlib.import_module(f"metalearn.corpora.{name}")

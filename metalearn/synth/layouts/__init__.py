@@ -1,0 +1,1 @@
+"""One module per corpus layout the synthesiser writes; each has ``plan(seed, size, style) -> CorpusPlan``."""

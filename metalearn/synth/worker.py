@@ -1,0 +1,40 @@
+"""Render every utterance of one speaker into files (runs in a fresh worker process)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from metalearn.synth.channel import record
+from metalearn.synth.espeak import get_engine
+from metalearn.synth.plan import SpeakerPlan
+from metalearn.synth.render import speak
+from metalearn.synth.styles import StyleConfig, utterance_displacement
+
+
+def render_speaker(root: Path, speaker: SpeakerPlan, style: StyleConfig) -> float:
+    """Write ``speaker``'s utterances under ``root``; returns the seconds of audio written.
+
+    Must run in a process whose espeak-ng engine has rendered nothing yet: espeak-ng's flutter
+    phase carries over between calls, so only a fresh process gives byte-identical files.
+    """
+    engine = get_engine()
+    seconds = 0.0
+    try:
+        for utt in speaker.utterances:
+            rng = np.random.default_rng(utt.seed)
+            displacement = utterance_displacement(rng, speaker.style, utt.render, utt.intensity, style)
+            wave, gain_db = speak(engine, speaker.voice, displacement, utt.text, utt.seed)
+            audio = record(wave, engine.sample_rate, speaker.condition, rng, gain_db)
+            path = root / utt.rel_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            sf.write(str(tmp), audio, speaker.condition.sample_rate, subtype="PCM_16", format="WAV")
+            os.replace(tmp, path)
+            seconds += audio.shape[0] / speaker.condition.sample_rate
+    finally:
+        engine.close()
+    return seconds

@@ -1,0 +1,170 @@
+"""MSP-Podcast and MSP-IMPROV loaders on tiny trees in each corpus's real layout."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from metalearn.cli import main
+from metalearn.corpora import load_corpus
+from metalearn.corpora.msp_improv import parse_name
+from metalearn.errors import MetalearnError
+from metalearn.manifest import COLUMNS, read_manifest
+from tests._wav_esd_iemocap_msp import write_junk, write_wav
+
+CSV_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+
+
+def by_id(result) -> dict:
+    return {u.utterance_id: u for u in result.utterances}
+
+
+# ---------------------------------------------------------------- MSP-Podcast
+
+PODCAST_ROWS = [  # FileName, EmoClass, SpkrID, Gender, Split_Set
+    ("MSP-PODCAST_0001_0008.wav", "N", "127", "Female", "Train"),
+    ("MSP-PODCAST_0001_0019.wav", "A", "127", "Female", "Development"),
+    ("MSP-PODCAST_0002_0033.wav", "H", "Unknown", "Unknown", "Test1"),
+    ("MSP-PODCAST_0002_0039.wav", "X", "Unknown", "Unknown", "Test2"),
+    ("MSP-PODCAST_0003_0001.wav", "S", "1002", "Male", "Test2"),
+    ("MSP-PODCAST_0003_0002.wav", "Q", "1002", "Male", "Train"),  # unknown class letter
+    ("MSP-PODCAST_0004_0001.wav", "C", "88", "Male", "Train"),  # no audio
+]
+
+
+def podcast_tree(root: Path, rows=PODCAST_ROWS, audio: str = "Audios", header: str = CSV_HEADER) -> Path:
+    for name, *_ in rows:
+        if name != "MSP-PODCAST_0004_0001.wav":
+            write_wav(root / audio / name)
+    write_wav(root / audio / "MSP-PODCAST_0005_0001.wav")  # no row
+    labels = root / "Labels"
+    labels.mkdir(parents=True)
+    lines = [header] + [f"{n},{c},4.2,3.8,4.0,{s},{g},{sp}" for n, c, s, g, sp in rows]
+    (labels / "labels_consensus.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "Transcripts").mkdir()
+    (root / "Transcripts" / "MSP-PODCAST_0001_0008.txt").write_text("  So what do you think?\n")
+    write_junk(root / audio)
+    write_junk(root, names=("README.txt", ".DS_Store", "Partitions.txt"))
+    return root
+
+
+def test_podcast(tmp_path):
+    result = load_corpus("msp_podcast", podcast_tree(tmp_path / "MSP-Podcast"))
+    rows = by_id(result)
+    assert sorted(rows) == ["MSP-PODCAST_0001_0008", "MSP-PODCAST_0001_0019", "MSP-PODCAST_0002_0033",
+                            "MSP-PODCAST_0003_0001"]
+    assert {k: (u.speaker, u.gender, u.split, u.raw_label, u.emotion) for k, u in rows.items()} == {
+        "MSP-PODCAST_0001_0008": ("127", "female", "train", "N", "neutral"),
+        "MSP-PODCAST_0001_0019": ("127", "female", "development", "A", "angry"),
+        "MSP-PODCAST_0002_0033": ("Unknown", "unknown", "test1", "H", "happy"),
+        "MSP-PODCAST_0003_0001": ("1002", "male", "test2", "S", "sad"),
+    }
+    assert rows["MSP-PODCAST_0001_0008"].text == "So what do you think?"
+    assert rows["MSP-PODCAST_0001_0019"].text == ""
+    assert result.excluded == {"label X (no agreement)": 1, "label without audio": 1}
+    reasons = {Path(p.path).name: p.reason for p in result.problems.problems}
+    assert reasons.keys() == {"MSP-PODCAST_0003_0002.wav", "MSP-PODCAST_0005_0001.wav"}
+    assert reasons["MSP-PODCAST_0003_0002.wav"].startswith("unknown msp_podcast label 'Q'")
+    assert reasons["MSP-PODCAST_0005_0001.wav"] == "no row in labels_consensus.csv"
+
+
+def test_podcast_audio_folder_variant_and_bom(tmp_path):
+    root = podcast_tree(tmp_path / "podcast", audio="Audio", header="\ufeff" + CSV_HEADER)
+    result = load_corpus("msp_podcast", root, classes=("neutral", "sad"))
+    assert Counter(u.emotion for u in result.utterances) == {"neutral": 1, "sad": 1}
+    assert result.excluded["emotion angry (not in classes)"] == 1
+
+
+def test_podcast_errors(tmp_path):
+    root = tmp_path / "podcast"
+    write_wav(root / "Audios" / "MSP-PODCAST_0001_0008.wav")
+    with pytest.raises(MetalearnError, match=r"expected .*Labels/labels_consensus\.csv"):
+        load_corpus("msp_podcast", root)
+    (root / "Labels").mkdir()
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        "FileName,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\nMSP-PODCAST_0001_0008.wav,1,2,3,4,Male,Train\n")
+    with pytest.raises(MetalearnError, match="missing column EmoClass; expected columns: FileName, EmoClass"):
+        load_corpus("msp_podcast", root)
+    other = podcast_tree(tmp_path / "no_audio", audio="wavs")
+    with pytest.raises(MetalearnError, match="audio not found: expected a folder .*Audios"):
+        load_corpus("msp_podcast", other)
+
+
+def test_podcast_cli(tmp_path, capsys):
+    root = podcast_tree(tmp_path / "podcast")
+    out = tmp_path / "podcast.csv"
+    assert main(["manifest", "--corpus", "msp_podcast", "--root", str(root), "--out", str(out)]) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+    assert {u.split for u in read_manifest(out)} == {"train", "development", "test1", "test2"}
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "msp_podcast: 4 utterances, 3 speakers, 0.00 h -> " + str(out) in lines
+    assert "speaker neutral happy angry sad total" in lines
+    assert "127 1 0 1 0 2" in lines and "Unknown 0 1 0 0 1" in lines and "1002 0 0 0 1 1" in lines
+    assert "excluded: 1 x label X (no agreement)" in lines
+
+
+# ---------------------------------------------------------------- MSP-IMPROV
+
+IMPROV_FILES = [
+    "Audio/session1/S01A/P/MSP-IMPROV-S01A-F01-P-FM01.wav",
+    "Audio/session1/S01H/R/MSP-IMPROV-S01H-M01-R-MM01.wav",
+    "Audio/session1/S01N/T/MSP-IMPROV-S01N-M01-T-MF02.wav",
+    "Audio/session2/S02S/T/MSP-IMPROV-S02S-F02-T-FM01.wav",
+    "Audio/session3/S03N/S/MSP-IMPROV-S03N-M03-S-MF01.wav",
+    "extra/deeper/session6/S05A/S/MSP-IMPROV-S05A-M06-S-FM01.wav",
+    "Audio/session1/S01A/P/take1.wav",  # bad name
+    "Audio/session1/S01A/P/MSP-IMPROV-S01X-F01-P-FM01.wav",  # unknown emotion letter
+]
+
+
+def improv_tree(root: Path) -> Path:
+    for rel in IMPROV_FILES:
+        write_wav(root / rel)
+    write_junk(root, names=("README.txt", ".DS_Store", "Evalution.txt"))
+    (root / "Video" / "session1").mkdir(parents=True)
+    (root / "Video" / "session1" / "MSP-IMPROV-S01A-F01-P-FM01.avi").write_bytes(b"video")
+    return root
+
+
+def test_parse_name():
+    assert parse_name("MSP-IMPROV-S01A-F01-P-FM01") == {
+        "sentence": "01", "emotion": "A", "speaker": "F01", "gender": "F", "scenario": "P", "other": "FM01"}
+    assert parse_name("MSP-IMPROV-S01A-F01") is None
+    assert parse_name("UTD-IMPROV-S01A-F01-P-FM01") is None
+
+
+def test_improv(tmp_path):
+    result = load_corpus("msp_improv", improv_tree(tmp_path / "MSP-IMPROV"))
+    rows = by_id(result)
+    assert {k: (u.speaker, u.gender, u.raw_label, u.emotion) for k, u in rows.items()} == {
+        "MSP-IMPROV-S01A-F01-P-FM01": ("F01", "female", "A", "angry"),
+        "MSP-IMPROV-S01H-M01-R-MM01": ("M01", "male", "H", "happy"),
+        "MSP-IMPROV-S01N-M01-T-MF02": ("M01", "male", "N", "neutral"),
+        "MSP-IMPROV-S02S-F02-T-FM01": ("F02", "female", "S", "sad"),
+        "MSP-IMPROV-S03N-M03-S-MF01": ("M03", "male", "N", "neutral"),
+        "MSP-IMPROV-S05A-M06-S-FM01": ("M06", "male", "A", "angry"),
+    }
+    assert {(u.split, u.text) for u in rows.values()} == {("", "")}
+    assert Counter(u.speaker for u in rows.values()) == {"F01": 1, "M01": 2, "F02": 1, "M03": 1, "M06": 1}
+    reasons = {Path(p.path).name: p.reason for p in result.problems.problems}
+    assert reasons.keys() == {"take1.wav", "MSP-IMPROV-S01X-F01-P-FM01.wav"}
+    assert "expected MSP-IMPROV-S{NN}{A|H|S|N}-{F|M}{NN}-{P|R|S|T}-{pair}.wav" in reasons["take1.wav"]
+    assert reasons["MSP-IMPROV-S01X-F01-P-FM01.wav"].startswith("unknown msp_improv label 'X'")
+    assert not result.excluded
+
+
+def test_improv_cli(tmp_path, capsys):
+    root = improv_tree(tmp_path / "improv")
+    out = tmp_path / "improv.csv"
+    assert main(["manifest", "--corpus", "msp_improv", "--root", str(root), "--out", str(out)]) == 0
+    with open(out, newline="", encoding="utf-8") as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+    assert len(read_manifest(out)) == 6
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "speaker neutral happy angry sad total" in lines
+    assert "M01 1 1 0 0 2" in lines and "F02 0 0 0 1 1" in lines and "total 2 1 2 1 6" in lines
+    assert "skipped: 2 problems: 1 unexpected file name, 1 unknown msp_improv label 'X'" in lines
