@@ -88,13 +88,16 @@ def count_table(utterances: Sequence[Utterance], rows: str = "speaker", cols: st
     order = CANONICAL if cols == "emotion" else GENDERS if cols == "gender" else sorted(present)
     col_keys = [c for c in order if c in present]
     width = max([len(rows)] + [len(str(r)) for r in row_keys] + [5])
-    cw = [max(len(c), 5) for c in col_keys]
-    lines = [f"{rows:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(col_keys, cw, strict=True)) + "  total"]
+    widths = [max(len(c), 5) for c in col_keys]
+
+    def line(label: str, cells: Sequence[object], total: object) -> str:
+        body = " ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        return f"{label:<{width}} {body}  {total:>5}"
+
+    lines = [line(rows, col_keys, "total")]
     for r in row_keys:
         cells = [counts.get((r, c), 0) for c in col_keys]
-        lines.append(f"{r:<{width}} " + " ".join(f"{n:>{w}}" for n, w in zip(cells, cw, strict=True))
-                     + f"  {sum(cells):>5}")
+        lines.append(line(str(r), cells, sum(cells)))
     totals = [sum(counts.get((r, c), 0) for r in row_keys) for c in col_keys]
-    lines.append(f"{'total':<{width}} " + " ".join(f"{n:>{w}}" for n, w in zip(totals, cw, strict=True))
-                 + f"  {sum(totals):>5}")
+    lines.append(line("total", totals, sum(totals)))
     return "\n".join(lines)
