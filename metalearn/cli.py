@@ -40,7 +40,16 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from metalearn.synth import generate
 
-    generate(args.preset, Path(args.out), seed=args.seed, force=args.force)
+    out = Path(args.out)
+    summary = generate(args.preset, out, seed=args.seed, force=args.force, workers=args.workers)
+    print(f"{'corpus':<12} {'speakers':>8} {'utterances':>10} {'hours':>6}  status")
+    for name, c in summary["corpora"].items():
+        status = "already complete" if c["skipped"] else "generated"
+        print(f"{name:<12} {c['speakers']:>8} {c['utterances']:>10} {c['audio_seconds'] / 3600:>6.2f}  "
+              f"{status}: {out / name}")
+    print(f"done in {summary['seconds']:.0f} s (rendering {summary['render_seconds']:.0f} s); "
+          f"calibration report: {out / 'calibration.md'}")
+    print((out / "calibration.md").read_text())
     return 0
 
 
@@ -67,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the corpora")
     p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical files")
     p.add_argument("--force", action="store_true", help="regenerate even when the corpora exist")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_synth)
     return parser
 

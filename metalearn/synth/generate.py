@@ -15,7 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
+from metalearn.corpora import load_corpus
 from metalearn.errors import MetalearnError
+from metalearn.synth.calibration import calibrate_manifest, write_report
 from metalearn.synth.layouts import cremad, esd, iemocap, msp_podcast, ravdess
 from metalearn.synth.plan import CorpusPlan, SpeakerPlan
 from metalearn.synth.presets import PRESETS, Preset
@@ -63,7 +65,8 @@ def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers
     """Write the corpora of ``preset`` under ``out`` and the calibration report beside them.
 
     Returns:
-        {"corpora": {name: {"speakers", "utterances", "seconds", "skipped"}}, "seconds": wall time}
+        {"preset", "seed", "corpora": {name: {"speakers", "utterances", "skipped", "audio_seconds"}},
+         "render_seconds", "seconds"} (wall times)
     """
     if preset not in PRESETS:
         raise MetalearnError(f"unknown synth preset {preset!r}; expected one of: {', '.join(PRESETS)}")
@@ -101,6 +104,11 @@ def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         (root / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
-    summary_all = {"preset": preset, "seed": seed, "corpora": summary,
-                   "seconds": round(time.perf_counter() - start, 1)}
-    return summary_all
+    render_seconds = time.perf_counter() - start
+    if any(plan.name == TARGET for plan, _, _ in todo) or not (out / "calibration.json").is_file():
+        log.info("calibration: plain acoustic statistics on %s (about 5 ms per utterance)", TARGET)
+        rows = load_corpus(TARGET, out / TARGET).utterances
+        report = {"preset": preset, "seed": seed, **calibrate_manifest(rows, seed=seed)}
+        write_report(report, out, f"python -m metalearn synth --preset {preset} --out DIR --seed {seed}")
+    return {"preset": preset, "seed": seed, "corpora": summary, "render_seconds": round(render_seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1)}

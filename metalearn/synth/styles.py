@@ -45,9 +45,9 @@ class StyleConfig:
         other_mix: for "other" and no-agreement labels, how far toward a random emotion they lean.
     """
 
-    magnitude: tuple[float, float] = (0.5, 1.5)
-    idiosyncrasy: tuple[float, float] = (0.6, 1.1)
-    utterance_noise: float = 0.35
+    magnitude: tuple[float, float] = (0.4, 1.2)
+    idiosyncrasy: tuple[float, float] = (1.0, 1.6)
+    utterance_noise: float = 0.7
     other_mix: float = 0.6
 
 
