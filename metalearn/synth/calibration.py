@@ -57,40 +57,58 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
+def _leave_one_out(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int
+                   ) -> float:
+    """Accuracy on ``test`` of shrinkage LDA fitted on ``train`` (boolean masks [N])."""
+    xtr, xte = _standardise(x[train], x[test])
+    w, b = lda_fit(xtr, y[train], n_classes)
+    return float(np.mean(np.argmax(xte @ w + b, axis=1) == y[test]))
+
+
+def _kshot(x: np.ndarray, y: np.ndarray, others: np.ndarray, pool: np.ndarray, test: np.ndarray,
+           n_classes: int, k: int, repeats: int, rng: np.random.Generator) -> float | None:
+    """Mean accuracy over ``repeats`` draws of k examples per class from ``pool``; None if too few."""
+    candidates = [np.flatnonzero(pool & (y == c)) for c in range(n_classes)]
+    if min(len(c) for c in candidates) < k:
+        return None
+    xtr, xte, xall = _standardise(x[others], x[test], x)
+    cov = within_covariance(xtr, y[others], n_classes)
+    accs = []
+    for _ in range(repeats):
+        means = np.stack([xall[rng.choice(c, k, replace=False)].mean(axis=0) for c in candidates])
+        w, b = lda_from(means, cov, 0.2)
+        accs.append(np.mean(np.argmax(xte @ w + b, axis=1) == y[test]))
+    return float(np.mean(accs))
+
+
 def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.ndarray,
               ks: Sequence[int] = (1, 5, 10), repeats: int = 20, seed: int = 0) -> dict:
-    """Accuracies of the three classifiers; ``x`` [N, D], ``y`` [N] ints, ``speakers``, ``splits`` [N]."""
+    """Accuracies of the three classifiers; ``x`` [N, D], ``y`` [N] ints, ``speakers``, ``splits`` [N].
+
+    Each entry is (mean over speakers, 95% CI half-width); k-shot accuracies are first averaged
+    over ``repeats`` draws per speaker.
+    """
     n_classes = int(y.max()) + 1
     rng = np.random.default_rng(seed)
     normed = x.copy()
     for s in np.unique(speakers):
         normed[speakers == s] = _standardise(x[speakers == s])[0]
+    has_train = (splits == "train").any()
     si, sn, kshot = [], [], {k: [] for k in ks}
     for s in np.unique(speakers):
         test = (speakers == s) & ((splits == "test") | (splits == ""))
-        train = speakers != s
-        for feats, out in ((x, si), (normed, sn)):
-            xtr, xte = _standardise(feats[train], feats[test])
-            w, b = lda_fit(xtr, y[train], n_classes)
-            out.append(float(np.mean(np.argmax(xte @ w + b, axis=1) == y[test])))
-        xtr, xte, xown = _standardise(x[train], x[test], x)
-        cov = within_covariance(xtr, y[train], n_classes)
-        pool = (speakers == s) & (splits == "train") if (splits == "train").any() else test
+        others = speakers != s
+        si.append(_leave_one_out(x, y, others, test, n_classes))
+        sn.append(_leave_one_out(normed, y, others, test, n_classes))
+        pool = (speakers == s) & (splits == "train") if has_train else test
         for k in ks:
-            if min(np.sum(pool & (y == c)) for c in range(n_classes)) < k:
-                continue
-            accs = []
-            for _ in range(repeats):
-                picks = [rng.choice(np.flatnonzero(pool & (y == c)), k, replace=False) for c in range(n_classes)]
-                means = np.stack([xown[p].mean(axis=0) for p in picks])
-                w, b = lda_from(means, cov, 0.2)
-                accs.append(np.mean(np.argmax(xte @ w + b, axis=1) == y[test]))
-            kshot[k].append(float(np.mean(accs)))
-    report = {"chance": 1.0 / n_classes, "n_speakers": int(len(np.unique(speakers))),
-              "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
-              "speaker_independent": mean_ci(si), "speaker_normalised": mean_ci(sn),
-              "per_speaker_kshot": {str(k): mean_ci(v) for k, v in kshot.items() if v}}
-    return report
+            acc = _kshot(x, y, others, pool, test, n_classes, k, repeats, rng)
+            if acc is not None:
+                kshot[k].append(acc)
+    return {"chance": 1.0 / n_classes, "n_speakers": int(len(np.unique(speakers))), "repeats": repeats,
+            "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
+            "speaker_independent": mean_ci(si), "speaker_normalised": mean_ci(sn),
+            "per_speaker_kshot": {str(k): mean_ci(v) for k, v in kshot.items() if v}}
 
 
 def calibrate_manifest(rows: Sequence[Utterance], seed: int = 0) -> dict:
@@ -98,7 +116,8 @@ def calibrate_manifest(rows: Sequence[Utterance], seed: int = 0) -> dict:
     emotions = sorted({u.emotion for u in rows})
     x = np.stack([utterance_features(load_audio(u.path)) for u in rows])
     y = np.array([emotions.index(u.emotion) for u in rows])
-    report = calibrate(x, y, np.array([u.speaker for u in rows]), np.array([u.split for u in rows]), seed=seed)
+    speakers, splits = np.array([u.speaker for u in rows]), np.array([u.split for u in rows])
+    report = calibrate(x, y, speakers, splits, seed=seed)
     report["emotions"] = emotions
     return report
 
@@ -112,7 +131,9 @@ def write_report(report: dict, out: Path, command: str) -> None:
         f"Produced by `{command}`. Plain acoustic statistics (log-mel, pitch, energy, spectral shape), "
         f"{report['n_speakers']} speakers, {len(report['emotions'])} emotions "
         f"({', '.join(report['emotions'])}), scored on each speaker's test split "
-        f"({report['n_test_utterances']} utterances); mean over speakers ± 95% CI.", "",
+        f"({report['n_test_utterances']} utterances); mean over the {report['n_speakers']} speakers "
+        f"± 95% CI (t-interval); k-shot accuracies are first averaged over {report['repeats']} draws "
+        "of the k examples per speaker.", "",
         "| classifier | accuracy (%) |", "|---|---|",
         f"| chance | {100 * report['chance']:.1f} |",
         f"| speaker-independent (leave-one-speaker-out LDA) | {pct(report['speaker_independent'])} |",
