@@ -8,6 +8,7 @@ sentence in every emotion (parallel sentences). Speaker ids 0011-0020 take ESD's
 
 from __future__ import annotations
 
+from metalearn.corpora.esd import FEMALE
 from metalearn.synth.channel import Condition
 from metalearn.synth.plan import CorpusPlan, SpeakerPlan, UttPlan, new_speaker, utterance_seed
 from metalearn.synth.styles import StyleConfig
@@ -16,7 +17,6 @@ from metalearn.synth.text import sentences
 NAME = "esd"
 EMOTIONS = (("Neutral", "neutral"), ("Angry", "angry"), ("Happy", "happy"), ("Sad", "sad"),
             ("Surprise", "surprise"))
-FEMALE = {"0015", "0016", "0017", "0018", "0019"}
 CONDITION = Condition(snr_db=35.0, noise_colour=1.0, band_hz=(60.0, 7600.0), level_dbfs=-22.0)
 
 
