@@ -34,7 +34,7 @@ demo: corpora manifests
 corpora: $(STAMP)
 	$(PY) -m metalearn synth --preset demo --out $(DATA)
 
-manifests: $(STAMP)
+manifests: corpora
 	for c in esd $(SOURCES); do \
 	  $(PY) -m metalearn manifest --corpus $$c --root $(DATA)/$$c --out $(DATA)/manifests/$$c.csv || exit 1; \
 	  echo; \

@@ -48,8 +48,8 @@ from metalearn.synth.voices import Voice, sample_voice, variant_file
 
 SEED = 0
 CORPORA = ("esd", "iemocap", "msp_podcast", "cremad", "ravdess")
-# One speaker per corpus, for the tests that generate several times.
-MICRO = Preset(esd=(1, 1, 1, 1), iemocap=(1, 1), msp_podcast=(1, 1), cremad=(1, 1), ravdess=(1, 1))
+# One speaker per source corpus (two for the target), for the tests that generate several times.
+MICRO = Preset(esd=(2, 1, 1, 1), iemocap=(1, 1), msp_podcast=(1, 1), cremad=(1, 1), ravdess=(1, 1))
 SOURCES = ("iemocap", "msp_podcast", "cremad", "ravdess")
 OLD_NS = 1_000_000_000 * 10**9  # 2001-09-09: a file with this mtime was not written by the last call
 SENTENCE = "The old man painted the red door before noon."
