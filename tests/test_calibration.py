@@ -1,0 +1,75 @@
+"""The calibration statistics: LDA, confidence intervals, and the adaptation gap they should detect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from metalearn.synth.calibration import calibrate, lda_fit, mean_ci
+from metalearn.synth.features import f0_track, utterance_features
+
+
+def test_mean_ci_matches_t_interval():
+    v = [0.5, 0.7, 0.6, 0.8]
+    mean, half = mean_ci(v)
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
+    assert mean == pytest.approx(0.65)
+    assert half == pytest.approx((hi - lo) / 2)
+
+
+def test_lda_separates_gaussian_classes():
+    rng = np.random.default_rng(0)
+    means = rng.normal(scale=3.0, size=(4, 6))
+    y = np.repeat(np.arange(4), 50)
+    x = means[y] + rng.normal(size=(200, 6))
+    w, b = lda_fit(x, y, 4)
+    assert np.mean(np.argmax(x @ w + b, axis=1) == y) > 0.95
+
+
+def _speaker_styled(idiosyncrasy: float, seed: int = 0):
+    """Features whose class means are a shared prototype plus a speaker-specific offset."""
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(scale=2.0, size=(3, 8))
+    xs, ys, spk, split = [], [], [], []
+    for s in range(6):
+        own = protos + idiosyncrasy * rng.normal(scale=2.0, size=(3, 8)) + rng.normal(scale=3.0, size=8)
+        for c in range(3):
+            for i in range(20):
+                xs.append(own[c] + rng.normal(size=8))
+                ys.append(c)
+                spk.append(f"s{s}")
+                split.append("train" if i < 12 else "test")
+    return np.array(xs), np.array(ys), np.array(spk), np.array(split)
+
+
+def test_calibration_detects_speaker_specific_styles():
+    x, y, spk, split = _speaker_styled(idiosyncrasy=1.5)
+    report = calibrate(x, y, spk, split, ks=(1, 5), repeats=5)
+    si = report["speaker_independent"][0]
+    k5 = report["per_speaker_kshot"]["5"][0]
+    assert report["n_speakers"] == 6 and report["chance"] == pytest.approx(1 / 3)
+    assert k5 > si + 0.15
+
+
+def test_calibration_without_styles_needs_no_adaptation():
+    x, y, spk, split = _speaker_styled(idiosyncrasy=0.0)
+    report = calibrate(x, y, spk, split, ks=(5,), repeats=5)
+    assert report["speaker_normalised"][0] > 0.9
+    assert report["per_speaker_kshot"]["5"][0] < report["speaker_normalised"][0] + 0.05
+
+
+def test_kshot_skipped_when_too_few_examples():
+    x, y, spk, split = _speaker_styled(idiosyncrasy=1.0)
+    report = calibrate(x, y, spk, split, ks=(5, 50), repeats=2)
+    assert "50" not in report["per_speaker_kshot"]
+
+
+def test_f0_track_finds_the_pitch_of_a_pulse_train():
+    sr, f0 = 16_000, 160.0
+    t = np.arange(sr) / sr
+    wave = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 8))
+    track = f0_track(wave.astype(np.float32), sr)
+    assert np.mean(track > 0) > 0.9
+    assert np.median(track[track > 0]) == pytest.approx(f0, rel=0.03)
+    assert utterance_features(wave.astype(np.float32)).shape == (2 * 24 + 12,)
