@@ -38,7 +38,7 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from metalearn.synth import generate
+    from metalearn.synth.generate import generate
 
     out = Path(args.out)
     summary = generate(args.preset, out, seed=args.seed, force=args.force, workers=args.workers)

@@ -1,15 +1,20 @@
 """A small ctypes driver for libespeak-ng as bundled by the ``espeakng-loader`` package.
 
-The library is a process-wide singleton, so :class:`Espeak` is created once per process
-(:func:`get_engine`). Voices are espeak-ng *variant files* written into a private copy of the data
-folder (symlinks to the bundled data, plus our own ``voices/!v``), so every synthetic speaker and
-every rendered emotion gets exact pitch, formant, breathiness, roughness and flutter values.
+libespeak-ng keeps global state (its noise generator and a flutter phase that no API resets), so
+each :class:`Espeak` loads a private copy of the shared library: a new engine starts from a clean
+state whatever the process rendered before, which makes renderings byte-reproducible.
+
+Voices are espeak-ng *variant files* written into the engine's private copy of the data folder
+(symlinks to the bundled data, plus our own ``voices/!v``), so every synthetic speaker and every
+rendered emotion gets exact pitch, formant, breathiness, roughness and flutter values.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -51,8 +56,10 @@ class Espeak:
         except ImportError as e:
             raise MetalearnError("the synthesiser needs the package espeakng-loader "
                                  "(pip install -r requirements.txt -c constraints.txt)") from e
-        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.home = _private_data_dir(Path(espeakng_loader.get_data_path()))
+        private_lib = self.home / "libespeak-ng-private.so"
+        shutil.copyfile(espeakng_loader.get_library_path(), private_lib)  # a fresh instance, own state
+        self.lib = ctypes.CDLL(str(private_lib))
         self.variants = self.home / "espeak-ng-data" / "voices" / "!v"
         self.lib.espeak_Initialize.restype = ctypes.c_int
         rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.home).encode(), 0)
@@ -78,18 +85,20 @@ class Espeak:
             raise MetalearnError(f"espeak-ng rejected voice {language}+{name}")
 
     def close(self) -> None:
-        """Release the library and remove the private data folder."""
-        import shutil
+        """Release and unload the library and remove the private folder."""
+        import _ctypes
 
         self.lib.espeak_Terminate()
+        _ctypes.dlclose(self.lib._handle)
         shutil.rmtree(self.home, ignore_errors=True)
-        _set_engine(None)
+        if _ENGINE is self:
+            _set_engine(None)
 
     def seed(self, seed: int) -> None:
         """Seed espeak-ng's noise generator (breathiness) so a rendering is reproducible.
 
         Flutter keeps a phase counter across calls that no API resets, so byte-identical output also
-        needs the same sequence of calls in a fresh process (see ``synth.render``).
+        needs the same sequence of calls on a new engine (see ``synth.worker``).
         """
         self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed & 0x7FFFFFFF))
 
@@ -114,15 +123,20 @@ _ENGINE: Espeak | None = None
 
 
 def get_engine() -> Espeak:
-    """The process's engine (created on first use)."""
-    global _ENGINE
+    """The process's engine (created on first use; closed at exit if nobody closed it)."""
     if _ENGINE is None or _ENGINE_PID != os.getpid():
         _set_engine(Espeak())
+        atexit.register(_close_at_exit)
     assert _ENGINE is not None
     return _ENGINE
 
 
 _ENGINE_PID = -1
+
+
+def _close_at_exit() -> None:
+    if _ENGINE is not None and _ENGINE_PID == os.getpid():
+        _ENGINE.close()
 
 
 def _set_engine(engine: Espeak | None) -> None:

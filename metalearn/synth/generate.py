@@ -47,7 +47,7 @@ def _marker(preset_name: str, preset: Preset, seed: int, plan: CorpusPlan) -> di
 
 def _is_complete(root: Path, marker: dict) -> bool:
     try:
-        return json.loads((root / MARKER).read_text()) == marker
+        return json.loads((root / MARKER).read_text()) == json.loads(json.dumps(marker))
     except (OSError, ValueError):
         return False
 
@@ -92,8 +92,8 @@ def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers
         n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         log.info("rendering %d utterances of %d speakers with %d workers",
                  sum(len(j[2].utterances) for j in jobs), len(jobs), n_workers)
-        # maxtasksperchild=1: each speaker in a fresh process (espeak-ng state), so files are
-        # byte-identical for a seed whatever the number of workers.
+        # Each speaker gets a new engine (a private copy of libespeak-ng) in a new process, so files
+        # are byte-identical for a seed whatever the number of workers or what ran before.
         with _context().Pool(n_workers, maxtasksperchild=1) as pool:
             for i, (corpus, name, seconds) in enumerate(pool.imap(_render, jobs, chunksize=1), start=1):
                 summary[corpus]["audio_seconds"] += seconds
@@ -105,7 +105,10 @@ def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers
             path.write_text(text, encoding="utf-8")
         (root / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
     render_seconds = time.perf_counter() - start
-    if any(plan.name == TARGET for plan, _, _ in todo) or not (out / "calibration.json").is_file():
+    target = next(p for p in plans if p.name == TARGET)
+    if len(target.speakers) < 2:
+        log.warning("calibration skipped: it needs at least two %s speakers", TARGET)
+    elif any(plan.name == TARGET for plan, _, _ in todo) or not (out / "calibration.json").is_file():
         log.info("calibration: plain acoustic statistics on %s (about 5 ms per utterance)", TARGET)
         rows = load_corpus(TARGET, out / TARGET).utterances
         report = {"preset": preset, "seed": seed, **calibrate_manifest(rows, seed=seed)}

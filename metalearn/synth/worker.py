@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from metalearn.synth.channel import record
-from metalearn.synth.espeak import get_engine
+from metalearn.synth.espeak import Espeak
 from metalearn.synth.plan import SpeakerPlan
 from metalearn.synth.render import speak
 from metalearn.synth.styles import StyleConfig, utterance_displacement
@@ -18,10 +18,10 @@ from metalearn.synth.styles import StyleConfig, utterance_displacement
 def render_speaker(root: Path, speaker: SpeakerPlan, style: StyleConfig) -> float:
     """Write ``speaker``'s utterances under ``root``; returns the seconds of audio written.
 
-    Must run in a process whose espeak-ng engine has rendered nothing yet: espeak-ng's flutter
-    phase carries over between calls, so only a fresh process gives byte-identical files.
+    A new engine renders the speaker: espeak-ng's flutter phase carries over between calls, so only
+    a fresh engine and a fixed order give byte-identical files.
     """
-    engine = get_engine()
+    engine = Espeak()
     seconds = 0.0
     try:
         for utt in speaker.utterances:
