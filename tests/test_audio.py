@@ -9,7 +9,7 @@ import pytest
 
 from metalearn.audio import AudioError, ProblemReport, load_audio, read_audio
 from metalearn.errors import MetalearnError
-from tests._wav_other import tone, write_nan_wav, write_wav
+from tests.fixtures import tone, write_nan_wav, write_wav
 
 
 def test_truncated_in_data_reads_the_frames_present(tmp_path: Path) -> None:

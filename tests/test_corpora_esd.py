@@ -13,7 +13,7 @@ from metalearn.corpora import load_corpus
 from metalearn.corpora.esd import gender_of, split_of
 from metalearn.errors import MetalearnError
 from metalearn.manifest import COLUMNS, read_manifest
-from tests._wav_esd_iemocap_msp import write_junk, write_wav
+from tests.fixtures import write_junk, write_wav
 
 
 def by_id(result) -> dict:

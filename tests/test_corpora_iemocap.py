@@ -10,7 +10,7 @@ from metalearn.cli import main
 from metalearn.corpora import load_corpus
 from metalearn.corpora.iemocap import speaker_of
 from metalearn.manifest import COLUMNS, read_manifest
-from tests._wav_esd_iemocap_msp import write_junk, write_wav
+from tests.fixtures import write_junk, write_wav
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 

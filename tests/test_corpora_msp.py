@@ -13,7 +13,7 @@ from metalearn.corpora import load_corpus
 from metalearn.corpora.msp_improv import parse_name
 from metalearn.errors import MetalearnError
 from metalearn.manifest import COLUMNS, read_manifest
-from tests._wav_esd_iemocap_msp import write_junk, write_wav
+from tests.fixtures import write_junk, write_wav
 
 CSV_HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 

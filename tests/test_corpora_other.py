@@ -11,7 +11,7 @@ import pytest
 from metalearn.cli import main
 from metalearn.corpora import load_corpus
 from metalearn.manifest import COLUMNS, read_manifest
-from tests._wav_other import cremad_tree, ravdess_tree, write_junk, write_wav
+from tests.fixtures import cremad_tree, ravdess_tree, write_junk, write_wav
 
 
 def by_id(result) -> dict:

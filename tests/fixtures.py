@@ -1,4 +1,4 @@
-"""Helpers that write tiny audio files and corpus trees for the CREMA-D, RAVDESS and Mandarin tests."""
+"""Helpers that write tiny audio files, junk files and corpus trees for the tests."""
 
 from __future__ import annotations
 
