@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from metalearn.corpora import load_corpus
 from metalearn.errors import MetalearnError
 from metalearn.synth.calibration import calibrate_manifest, write_report
@@ -45,11 +47,14 @@ def _marker(preset_name: str, preset: Preset, seed: int, plan: CorpusPlan) -> di
             "sizes": dataclasses.asdict(preset)}
 
 
-def _is_complete(root: Path, marker: dict) -> bool:
+def _existing_marker(root: Path, marker: dict) -> dict | None:
+    """The marker in ``root`` when it describes this very corpus (a complete folder), else None."""
     try:
-        return json.loads((root / MARKER).read_text()) == json.loads(json.dumps(marker))
+        found = json.loads((root / MARKER).read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    same = {k: v for k, v in found.items() if k != "audio_seconds"} == json.loads(json.dumps(marker))
+    return found if same else None
 
 
 def _render(job: tuple[str, Path, SpeakerPlan, StyleConfig]) -> tuple[str, str, float]:
@@ -59,6 +64,56 @@ def _render(job: tuple[str, Path, SpeakerPlan, StyleConfig]) -> tuple[str, str, 
 
 def _context() -> mp.context.BaseContext:
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def _pending(plans: list[CorpusPlan], out: Path, preset: str, cfg: Preset, seed: int, force: bool
+             ) -> tuple[list[tuple[CorpusPlan, Path, dict]], dict]:
+    """Corpora to (re)generate, their folders emptied, and the summary of all of them."""
+    todo, summary = [], {}
+    for plan in plans:
+        root = out / plan.name
+        marker = _marker(preset, cfg, seed, plan)
+        found = None if force else _existing_marker(root, marker)
+        summary[plan.name] = {"speakers": len(plan.speakers), "utterances": plan.n_utterances,
+                              "skipped": found is not None,
+                              "audio_seconds": found.get("audio_seconds", 0.0) if found else 0.0}
+        if found:
+            log.info("%s: complete in %s, skipped", plan.name, root)
+            continue
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        todo.append((plan, root, marker))
+    return todo, summary
+
+
+def _render_all(todo: list[tuple[CorpusPlan, Path, dict]], style: StyleConfig, workers: int | None,
+                summary: dict) -> None:
+    """Render every speaker of ``todo`` in worker processes, with a progress bar."""
+    jobs = [(plan.name, root, sp, style) for plan, root, _ in todo for sp in plan.speakers]
+    if not jobs:
+        return
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    total = sum(len(j[2].utterances) for j in jobs)
+    log.info("rendering %d utterances of %d speakers with %d workers", total, len(jobs), n_workers)
+    sizes = {(plan.name, sp.speaker): len(sp.utterances) for plan, _, _ in todo for sp in plan.speakers}
+    # Each speaker gets a new engine (a private copy of libespeak-ng) in a new process, so files
+    # are byte-identical for a seed whatever the number of workers or what ran before.
+    with _context().Pool(n_workers, maxtasksperchild=1) as pool, \
+            tqdm(total=total, unit="utt", desc="synth", disable=None) as bar:
+        for corpus, name, seconds in pool.imap(_render, jobs, chunksize=1):
+            summary[corpus]["audio_seconds"] += seconds
+            bar.update(sizes[(corpus, name)])
+
+
+def _write_labels(todo: list[tuple[CorpusPlan, Path, dict]], summary: dict) -> None:
+    """Label files, then the marker that declares a corpus complete (written last)."""
+    for plan, root, marker in todo:
+        for rel, text in plan.label_files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        done = {**marker, "audio_seconds": round(summary[plan.name]["audio_seconds"], 3)}
+        (root / MARKER).write_text(json.dumps(done, indent=1, sort_keys=True))
 
 
 def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers: int | None = None) -> dict:
@@ -74,36 +129,9 @@ def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     plans = plan_corpora(cfg, seed)
-    todo, summary = [], {}
-    for plan in plans:
-        root = out / plan.name
-        marker = _marker(preset, cfg, seed, plan)
-        done = not force and _is_complete(root, marker)
-        summary[plan.name] = {"speakers": len(plan.speakers), "utterances": plan.n_utterances,
-                              "skipped": done, "audio_seconds": 0.0}
-        if done:
-            log.info("%s: complete in %s, skipped", plan.name, root)
-            continue
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        todo.append((plan, root, marker))
-    jobs = [(plan.name, root, sp, cfg.style) for plan, root, _ in todo for sp in plan.speakers]
-    if jobs:
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-        log.info("rendering %d utterances of %d speakers with %d workers",
-                 sum(len(j[2].utterances) for j in jobs), len(jobs), n_workers)
-        # Each speaker gets a new engine (a private copy of libespeak-ng) in a new process, so files
-        # are byte-identical for a seed whatever the number of workers or what ran before.
-        with _context().Pool(n_workers, maxtasksperchild=1) as pool:
-            for i, (corpus, name, seconds) in enumerate(pool.imap(_render, jobs, chunksize=1), start=1):
-                summary[corpus]["audio_seconds"] += seconds
-                log.info("[%d/%d] %s speaker %s: %.0f s of audio", i, len(jobs), corpus, name, seconds)
-    for plan, root, marker in todo:
-        for rel, text in plan.label_files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        (root / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+    todo, summary = _pending(plans, out, preset, cfg, seed, force)
+    _render_all(todo, cfg.style, workers, summary)
+    _write_labels(todo, summary)
     render_seconds = time.perf_counter() - start
     target = next(p for p in plans if p.name == TARGET)
     if len(target.speakers) < 2:
