@@ -1,0 +1,71 @@
+"""Speech backbones: one contract (:class:`SpeechBackbone`) over transformers encoders.
+
+:func:`build_backbone` maps a :class:`BackboneConfig` onto a module:
+- ``source="default"``: OpenAI Whisper imported offline from the PyPI packages (see ``default.py``);
+- a hub id or a local folder: ``from_pretrained`` (the family is read from its config);
+- ``source="tiny"``: a small random model of ``family``, for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from metalearn.backbones.base import BackboneOutput, SpeechBackbone, pad_batch
+from metalearn.errors import MetalearnError
+
+FAMILIES = ("whisper", "wav2vec2", "wavlm", "hubert", "data2vec-audio")
+
+__all__ = ["BackboneConfig", "BackboneOutput", "SpeechBackbone", "build_backbone", "pad_batch", "FAMILIES"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Which encoder to build.
+
+    Attributes:
+        family: whisper, wav2vec2, wavlm, hubert or data2vec-audio (for "tiny"; otherwise read from
+            the checkpoint's config).
+        source: "default", "tiny", a hub id (e.g. facebook/wav2vec2-base) or a local folder.
+        whisper_mode: "trimmed" (the utterance's own frames) or "window" (30 s windows).
+    """
+
+    family: str = "whisper"
+    source: str = "default"
+    whisper_mode: str = "trimmed"
+
+
+def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
+    """The backbone ``cfg`` describes, in eval mode."""
+    from metalearn.backbones import hf_ssl, tiny, whisper
+
+    if cfg.family not in FAMILIES:
+        raise MetalearnError(
+            f"unknown backbone family {cfg.family!r}; expected one of: {', '.join(FAMILIES)}")
+    if cfg.source == "tiny":
+        if cfg.family == "whisper":
+            model = whisper.whisper_from_config(tiny.WHISPER_TINY, cfg.whisper_mode)
+        else:
+            model = hf_ssl.ssl_from_config(tiny.SSL_TINY, cfg.family)
+        return model.eval()
+    source = cfg.source
+    if source == "default":
+        from metalearn.backbones.default import default_whisper_dir
+
+        source = str(default_whisper_dir())
+    try:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except OSError as e:
+        hint = "a local folder with config.json, or a hub id (hub downloads need network)"
+        raise MetalearnError(f"backbone source {source!r} could not be loaded: expected {hint}") from e
+    if model_type == "whisper":
+        return whisper.whisper_from_pretrained(source, cfg.whisper_mode).eval()
+    return hf_ssl.ssl_from_pretrained(source).eval()
+
+
+def checkpoint_path(source: str) -> Path | None:
+    """The local folder of ``source`` when it is one."""
+    p = Path(source)
+    return p if p.is_dir() else None
