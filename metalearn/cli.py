@@ -53,6 +53,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from metalearn.backbones import BackboneConfig, build_backbone
+    from metalearn.embeddings import EmbeddingConfig, extract
+    from metalearn.manifest import read_manifest
+
+    rows = [u for m in args.manifest for u in read_manifest(m)]
+    backbone = build_backbone(BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode))
+    cfg = EmbeddingConfig(cache_dir=args.cache_dir, batch_seconds=args.batch_seconds,
+                          max_seconds=args.max_seconds, device=args.device, precision=args.precision)
+    emb = extract(rows, backbone, cfg)
+    s, (_, n_states, dim) = emb.stats, emb.values.shape
+    print(f"{backbone.name}: {len(emb.rows)} embeddings [{n_states} states x {dim}]: "
+          f"{s['cached']} from cache, {s['extracted']} extracted in {s['batches']} batches, "
+          f"{s['shards_rebuilt']} damaged shards rebuilt; skipped: {emb.problems.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalearn.corpora import CORPORA
 
@@ -78,7 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="regenerate even when the corpora exist")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("embed", help="extract (or reuse) cached utterance embeddings for manifests")
+    p.add_argument("--manifest", required=True, nargs="+", metavar="FILE.csv", help="one or more manifests")
+    _add_backbone_args(p)
+    p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
+    p.add_argument("--batch-seconds", type=float, default=160.0, help="padded audio seconds per batch")
+    p.add_argument("--max-seconds", type=float, default=None, help="crop utterances to this duration")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
+    p.set_defaults(func=_cmd_embed)
     return parser
+
+
+def _add_backbone_args(p: argparse.ArgumentParser) -> None:
+    from metalearn.backbones import FAMILIES
+
+    p.add_argument("--backbone-family", default="whisper", choices=FAMILIES,
+                   help="family (used with --backbone-source tiny; else read from the checkpoint)")
+    p.add_argument("--backbone-source", default="default",
+                   help="default (Whisper from the installed packages), tiny, a hub id or a local folder")
+    p.add_argument("--whisper-mode", default="trimmed", choices=["trimmed", "window"],
+                   help="Whisper input: the utterance's own frames, or 30 s windows")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from metalearn.backbones.base import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.errors import MetalearnError
 
@@ -42,11 +44,13 @@ def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
     if cfg.family not in FAMILIES:
         raise MetalearnError(
             f"unknown backbone family {cfg.family!r}; expected one of: {', '.join(FAMILIES)}")
-    if cfg.source == "tiny":
-        if cfg.family == "whisper":
-            model = whisper.whisper_from_config(tiny.WHISPER_TINY, cfg.whisper_mode)
-        else:
-            model = hf_ssl.ssl_from_config(tiny.SSL_TINY, cfg.family)
+    if cfg.source == "tiny":  # the same random weights every time (seed 0), so caches stay valid
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            if cfg.family == "whisper":
+                model = whisper.whisper_from_config(tiny.WHISPER_TINY, cfg.whisper_mode)
+            else:
+                model = hf_ssl.ssl_from_config(tiny.SSL_TINY, cfg.family)
         return model.eval()
     source = cfg.source
     if source == "default":
