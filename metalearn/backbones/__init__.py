@@ -1,7 +1,8 @@
 """Speech backbones: one contract (:class:`SpeechBackbone`) over transformers encoders.
 
 :func:`build_backbone` maps a :class:`BackboneConfig` onto a module:
-- ``source="default"``: OpenAI Whisper imported offline from the PyPI packages (see ``default.py``);
+- ``source="default"`` (Whisper base) or ``"installed:tiny.en"``: OpenAI Whisper imported offline
+  from the PyPI packages (see ``default.py``);
 - a hub id or a local folder: ``from_pretrained`` (the family is read from its config);
 - ``source="tiny"``: a small random model of ``family``, for tests and smoke runs.
 """
@@ -28,7 +29,8 @@ class BackboneConfig:
     Attributes:
         family: whisper, wav2vec2, wavlm, hubert or data2vec-audio (for "tiny"; otherwise read from
             the checkpoint's config).
-        source: "default", "tiny", a hub id (e.g. facebook/wav2vec2-base) or a local folder.
+        source: "default", "installed:tiny.en", "tiny", a hub id (e.g. facebook/wav2vec2-base) or a
+            local folder.
         whisper_mode: "trimmed" (the utterance's own frames) or "window" (30 s windows).
     """
 
@@ -53,10 +55,10 @@ def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
                 model = hf_ssl.ssl_from_config(tiny.SSL_TINY, cfg.family)
         return model.eval()
     source = cfg.source
-    if source == "default":
-        from metalearn.backbones.default import default_whisper_dir
+    if source == "default" or source.startswith("installed:"):
+        from metalearn.backbones.default import DEFAULT_WHISPER, installed_whisper_dir
 
-        source = str(default_whisper_dir())
+        source = str(installed_whisper_dir(source.partition(":")[2] or DEFAULT_WHISPER))
     try:
         from transformers import AutoConfig
 
