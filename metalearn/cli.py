@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_synth)
 
+    from metalearn.pretune.cli import add_parser as add_pretune_parser
+
+    add_pretune_parser(sub)
+
     p = sub.add_parser("embed", help="extract (or reuse) cached utterance embeddings for manifests")
     p.add_argument("--manifest", required=True, nargs="+", metavar="FILE.csv", help="one or more manifests")
     _add_backbone_args(p)

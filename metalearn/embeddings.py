@@ -23,13 +23,13 @@ from queue import Queue
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from metalearn.audio import TARGET_SR, AudioError, ProblemReport, load_audio
 from metalearn.backbones import SpeechBackbone, pad_batch
 from metalearn.backbones.pooling import masked_mean
 from metalearn.devices import autocast, resolve_device
 from metalearn.manifest import Utterance
+from metalearn.progress import progress
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -227,8 +227,8 @@ def extract(rows: Sequence[Utterance], backbone: SpeechBackbone, cfg: EmbeddingC
     stats = {"cached": len(rows) - len(todo), "extracted": 0, "batches": 0}
     dtype = np.float16 if cfg.storage == "float16" else np.float32
     total = float(sum(durations))
-    with tqdm(total=total, unit="s", desc=f"embeddings {backbone.name}", disable=True if not todo else None,
-              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
+    with progress(total, f"embeddings {backbone.name}", "s", disable=not todo,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
         for kept, waves, bad in _prefetch(rows, batches, cfg.max_seconds, cfg.prefetch):
             for i, reason in bad:
                 report.add(rows[i].path, reason)

@@ -15,10 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from metalearn.corpora import load_corpus
 from metalearn.errors import MetalearnError
+from metalearn.progress import progress
 from metalearn.synth.calibration import calibrate_manifest, write_report
 from metalearn.synth.layouts import cremad, esd, iemocap, msp_podcast, ravdess
 from metalearn.synth.plan import CorpusPlan, SpeakerPlan
@@ -99,7 +98,7 @@ def _render_all(todo: list[tuple[CorpusPlan, Path, dict]], style: StyleConfig, w
     # Each speaker gets a new engine (a private copy of libespeak-ng) in a new process, so files
     # are byte-identical for a seed whatever the number of workers or what ran before.
     with _context().Pool(n_workers, maxtasksperchild=1) as pool, \
-            tqdm(total=total, unit="utt", desc="synth", disable=None) as bar:
+            progress(total, "synth", "utt") as bar:
         for corpus, name, seconds in pool.imap(_render, jobs, chunksize=1):
             summary[corpus]["audio_seconds"] += seconds
             bar.update(sizes[(corpus, name)])

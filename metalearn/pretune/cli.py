@@ -1,0 +1,100 @@
+"""``python -m metalearn pretune``: pre-finetune the backbone on every requested subset of source corpora.
+
+Also runnable alone (``python -m metalearn.pretune.cli pretune ...``) and under torchrun:
+``torchrun --nproc_per_node 2 -m metalearn pretune ...`` (the process group is initialised here when
+WORLD_SIZE > 1; batch_size stays the global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from metalearn.errors import MetalearnError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``pretune`` subcommand on ``subparsers``."""
+    p = subparsers.add_parser("pretune",
+                              help="supervised multi-corpus pre-finetuning (Paper A's PFT variants)")
+    p.add_argument("--manifests", nargs="+", required=True, metavar="FILE.csv",
+                   help="manifests of the source corpora (the corpus column names them)")
+    p.add_argument("--out", required=True, metavar="DIR", help="one folder per variant is written here")
+    p.add_argument("--subsets", default="all", metavar="SPEC",
+                   help="all (every subset, plus none) or a comma list: iemocap+msp_podcast,cremad,none")
+    p.add_argument("--preset", default="paper", help="paper (Paper A's recipe) or cpu-small (demo on CPU)")
+    p.add_argument("--backbone-family", default="whisper",
+                   help="whisper, wav2vec2, wavlm, hubert, data2vec-audio")
+    p.add_argument("--backbone-source", default="default", help="default, tiny, a hub id or a local folder")
+    p.add_argument("--whisper-mode", default="trimmed", choices=("trimmed", "window"),
+                   help="Whisper input: the utterance's own frames (trimmed) or 30 s windows")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override PretuneConfig fields, e.g. --set lr=1e-4 trainable_layers=none")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, read the manifests, train the missing variants, print a summary (rank 0)."""
+    from metalearn.backbones import FAMILIES, BackboneConfig
+    from metalearn.manifest import read_manifest
+    from metalearn.pretune import distributed
+    from metalearn.pretune.config import apply_overrides, preset
+    from metalearn.pretune.variants import parse_subsets, run_variants
+
+    cfg = apply_overrides(preset(args.preset), args.overrides)
+    if args.backbone_family not in FAMILIES:
+        raise MetalearnError(f"unknown backbone family {args.backbone_family!r}; "
+                             f"expected one of: {', '.join(FAMILIES)}")
+    backbone_cfg = BackboneConfig(family=args.backbone_family, source=args.backbone_source,
+                                  whisper_mode=args.whisper_mode)
+    utterances = [u for path in args.manifests for u in read_manifest(path)]
+    subsets = parse_subsets(args.subsets, sorted({u.corpus for u in utterances}))
+    device = distributed.init_from_env(cfg.device)
+    try:
+        world_size, rank = distributed.world()
+        if rank > 0:  # rank 0 speaks for all
+            logging.getLogger().setLevel(logging.ERROR)
+        log.info("pretune: %d variant(s), device %s, world size %d", len(subsets), device, world_size)
+        status = run_variants(utterances, subsets, args.out, cfg, backbone_cfg, device)
+    finally:
+        distributed.shutdown()
+    if rank == 0:
+        print(summary_table(Path(args.out), status))
+    return 0
+
+
+def summary_table(out: Path, status: dict[str, str]) -> str:
+    """One line per variant: status, best epoch, mean dev and test accuracy (from summary.json)."""
+    lines = [f"{'variant':<48} {'status':<15} {'best':>4} {'dev':>6} {'test':>6}"]
+    for name, state in status.items():
+        path = out / name / "summary.json"
+        s = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        cells = [s.get("best_epoch"), s.get("dev_mean"), s.get("test_mean")]
+        best, dev, test = ("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+                           for v in cells)
+        lines.append(f"{name:<48} {state:<15} {best:>4} {dev:>6} {test:>6}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point (same behaviour as ``python -m metalearn pretune``)."""
+    parser = argparse.ArgumentParser(prog="python -m metalearn.pretune.cli")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MetalearnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Per-corpus train/dev/test splits with their own label sets, and the audio batches training reads.
+
+A corpus with its own split (MSP-Podcast: Train / Development / Test1 ...; ESD: train / evaluation / test)
+keeps it: ``development``/``evaluation``/``validation`` become dev, ``test*`` become test. A corpus
+without one (IEMOCAP, MSP-IMPROV, ...) is split 80/10/10 by utterance, seeded, as Paper A does for IEMOCAP.
+Each corpus keeps its own label set: the canonical emotions present in its train split (in the
+canonical order); dev/test utterances with any other emotion are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from metalearn.audio import AudioError, load_audio
+from metalearn.backbones.base import pad_batch
+from metalearn.emotions import CANONICAL
+from metalearn.errors import MetalearnError
+from metalearn.manifest import Utterance
+from metalearn.pretune.sampler import KeyedBatches, ProportionalCorpusSampler
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CorpusSplits", "build_splits", "split_corpus", "SplitAudio", "collate",
+           "ProportionalCorpusSampler", "KeyedBatches", "PARTS"]
+
+PARTS = ("train", "dev", "test")
+DEV_NAMES = frozenset({"dev", "development", "evaluation", "validation", "valid", "val"})
+
+
+@dataclasses.dataclass
+class CorpusSplits:
+    """One corpus's splits. ``labels[y]`` is the emotion of class index y; ``dropped`` counts removals."""
+
+    corpus: str
+    labels: tuple[str, ...]
+    train: list[Utterance]
+    dev: list[Utterance]
+    test: list[Utterance]
+    own_split: bool
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def part(self, name: str) -> list[Utterance]:
+        return getattr(self, name)
+
+    def sizes(self) -> dict[str, int]:
+        return {p: len(self.part(p)) for p in PARTS}
+
+
+def part_of(split: str) -> str | None:
+    """The corpus's own split name mapped to train/dev/test (None for anything else)."""
+    s = split.strip().lower()
+    if s == "train":
+        return "train"
+    if s in DEV_NAMES:
+        return "dev"
+    if s.startswith("test"):
+        return "test"
+    return None
+
+
+def _corpus_rng(corpus: str, seed: int) -> np.random.Generator:
+    """A generator that depends on the corpus name, so one corpus's split ignores the others."""
+    return np.random.default_rng([seed, zlib.crc32(corpus.encode("utf-8"))])
+
+
+def _random_parts(rows: list[Utterance], rng: np.random.Generator,
+                  fractions: tuple[float, float] = (0.1, 0.1)) -> tuple[list, list, list]:
+    """Seeded (train, dev, test) of ``rows`` (ordered by utterance id first), dev/test fractions as given."""
+    rows = sorted(rows, key=lambda u: u.utterance_id)
+    order = rng.permutation(len(rows))
+    n_dev, n_test = (int(round(f * len(rows))) for f in fractions)
+    if len(rows) >= 3:
+        n_dev, n_test = max(n_dev, 1 if fractions[0] else 0), max(n_test, 1 if fractions[1] else 0)
+    pick = [rows[i] for i in order]
+    return pick[n_dev + n_test :], pick[:n_dev], pick[n_dev : n_dev + n_test]
+
+
+def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0) -> CorpusSplits:
+    """Train/dev/test of one corpus and its label set (see the module docstring)."""
+    rng = _corpus_rng(corpus, seed)
+    dropped: Counter[str] = Counter()
+    own = any(u.split for u in rows)
+    if own:
+        parts: dict[str, list[Utterance]] = defaultdict(list)
+        for u in rows:
+            p = part_of(u.split)
+            if p is None:
+                dropped[f"split {u.split!r}"] += 1
+            else:
+                parts[p].append(u)
+        train, dev, test = parts["train"], parts["dev"], parts["test"]
+        if not dev and train:
+            log.warning("%s: its own split has no dev part; 10%% of train becomes dev", corpus)
+            train, dev, _ = _random_parts(train, rng, (0.1, 0.0))
+    else:
+        train, dev, test = _random_parts(list(rows), rng)
+    present = {u.emotion for u in train}
+    labels = tuple(e for e in CANONICAL if e in present)
+    if len(labels) < 2:
+        raise MetalearnError(f"corpus {corpus}: its train split has {len(labels)} emotion(s) {labels}; "
+                             "a classification head needs at least 2")
+    kept = {}
+    for name, part in (("dev", dev), ("test", test)):
+        kept[name] = [u for u in part if u.emotion in present]
+        if len(kept[name]) < len(part):
+            dropped[f"{name} emotion not in train labels"] += len(part) - len(kept[name])
+    for reason, n in sorted(dropped.items()):
+        log.warning("%s: dropped %d utterance(s): %s", corpus, n, reason)
+    return CorpusSplits(corpus, labels, train, kept["dev"], kept["test"], own, dict(dropped))
+
+
+def build_splits(utterances: Sequence[Utterance], seed: int = 0,
+                 corpora: Sequence[str] | None = None) -> dict[str, CorpusSplits]:
+    """corpus -> its splits, for every corpus in ``utterances`` (or only ``corpora``), sorted by name."""
+    by_corpus: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        by_corpus[u.corpus].append(u)
+    wanted = sorted(by_corpus) if corpora is None else sorted(corpora)
+    missing = [c for c in wanted if c not in by_corpus]
+    if missing:
+        raise MetalearnError(f"corpora {missing} are not in the manifests (present: {sorted(by_corpus)})")
+    splits = {c: split_corpus(c, by_corpus[c], seed) for c in wanted}
+    for c, s in splits.items():
+        if not s.train:
+            raise MetalearnError(f"corpus {c}: no training utterances after splitting")
+        log.info("%s: %s split, train/dev/test %s, labels %s", c, "own" if s.own_split else "random 80/10/10",
+                 "/".join(str(n) for n in s.sizes().values()), ",".join(s.labels))
+    return splits
+
+
+class SplitAudio(Dataset):
+    """Audio of one part of every corpus, keyed by ``(corpus, index)``.
+
+    ``dataset[(corpus, i)]`` -> (wave [T] float32 at 16 kHz, cropped to ``max_seconds``; class index; corpus).
+    """
+
+    def __init__(self, splits: dict[str, CorpusSplits], part: str, max_seconds: float | None) -> None:
+        self.rows = {c: s.part(part) for c, s in splits.items()}
+        self.index = {c: {e: i for i, e in enumerate(s.labels)} for c, s in splits.items()}
+        self.max_seconds = max_seconds
+
+    def __getitem__(self, key: tuple[str, int]) -> tuple[Tensor, int, str]:
+        corpus, i = key
+        u = self.rows[corpus][i]
+        try:
+            wave = load_audio(u.path, max_seconds=self.max_seconds)
+        except AudioError as e:
+            raise MetalearnError(f"{u.path}: {e}") from None
+        return torch.from_numpy(wave), self.index[corpus][u.emotion], corpus
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+def collate(items: list[tuple[Tensor, int, str]]) -> tuple[Tensor, Tensor, Tensor, str]:
+    """Items of ONE corpus -> (waves [B, T] zero-padded, lengths [B], labels [B], corpus)."""
+    corpora = {c for _, _, c in items}
+    if len(corpora) != 1:
+        raise ValueError(f"a batch mixes corpora {sorted(corpora)}")
+    waves, lengths = pad_batch([w for w, _, _ in items])
+    return waves, lengths, torch.tensor([y for _, y, _ in items], dtype=torch.long), corpora.pop()
