@@ -5,9 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= data/demo
+RUNS ?= runs/demo
+CACHE ?= cache/embeddings
 SOURCES := iemocap msp_podcast cremad ravdess
+# The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
+DEMO_SOURCES := iemocap msp_podcast
 
-.PHONY: setup test test-slow lint demo corpora manifests clean-data
+.PHONY: setup test test-slow lint demo corpora manifests embeddings pretune clean-data
 
 setup: $(STAMP)
 
@@ -28,8 +32,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# The embedded default: synthesise the corpora (skipped when complete), then parse each with its loader.
-demo: corpora manifests
+# The embedded default, every step skipped when its outputs exist: synthesise the corpora, parse
+# them, embed the target with the default backbone, pre-finetune, embed with each variant.
+demo: embeddings
 
 corpora: $(STAMP)
 	$(PY) -m metalearn synth --preset demo --out $(DATA)
@@ -40,5 +45,15 @@ manifests: corpora
 	  echo; \
 	done
 
+pretune: manifests
+	$(PY) -m metalearn pretune --preset cpu-small --subsets all --out $(RUNS)/pretune \
+	  --manifests $(foreach c,$(DEMO_SOURCES),$(DATA)/manifests/$(c).csv)
+
+embeddings: pretune
+	$(PY) -m metalearn embed --manifest $(DATA)/manifests/esd.csv --cache-dir $(CACHE)
+	for v in $(RUNS)/pretune/pft-*; do \
+	  $(PY) -m metalearn embed --manifest $(DATA)/manifests/esd.csv --cache-dir $(CACHE) --variant $$v || exit 1; \
+	done
+
 clean-data:
-	rm -rf $(DATA)
+	rm -rf $(DATA) $(RUNS) $(CACHE)

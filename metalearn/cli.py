@@ -54,12 +54,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from metalearn.backbones import BackboneConfig, build_backbone
+    from metalearn.backbones import backbone_config, build_backbone
     from metalearn.embeddings import EmbeddingConfig, extract
     from metalearn.manifest import read_manifest
+    from metalearn.pretune.variants import backbone_for_variant
 
     rows = [u for m in args.manifest for u in read_manifest(m)]
-    backbone = build_backbone(BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode))
+    backbone = backbone_for_variant(args.variant) if args.variant else build_backbone(backbone_config(args))
     cfg = EmbeddingConfig(cache_dir=args.cache_dir, batch_seconds=args.batch_seconds,
                           max_seconds=args.max_seconds, device=args.device, precision=args.precision)
     emb = extract(rows, backbone, cfg)
@@ -71,6 +72,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from metalearn.backbones import add_backbone_args
     from metalearn.corpora import CORPORA
 
     parser = argparse.ArgumentParser(prog="python -m metalearn", description=__doc__)
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="extract (or reuse) cached utterance embeddings for manifests")
     p.add_argument("--manifest", required=True, nargs="+", metavar="FILE.csv", help="one or more manifests")
-    _add_backbone_args(p)
+    add_backbone_args(p)
+    p.add_argument("--variant", metavar="DIR", help="a pretune variant folder: its backbone, with its weights")
     p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
     p.add_argument("--batch-seconds", type=float, default=160.0, help="padded audio seconds per batch")
     p.add_argument("--max-seconds", type=float, default=None, help="crop utterances to this duration")
@@ -110,17 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.set_defaults(func=_cmd_embed)
     return parser
-
-
-def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    from metalearn.backbones import FAMILIES
-
-    p.add_argument("--backbone-family", default="whisper", choices=FAMILIES,
-                   help="family (used with --backbone-source tiny; else read from the checkpoint)")
-    p.add_argument("--backbone-source", default="default",
-                   help="default (Whisper from the installed packages), tiny, a hub id or a local folder")
-    p.add_argument("--whisper-mode", default="trimmed", choices=["trimmed", "window"],
-                   help="Whisper input: the utterance's own frames, or 30 s windows")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

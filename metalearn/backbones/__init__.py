@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from pathlib import Path
 
 import torch
 
@@ -19,7 +19,8 @@ from metalearn.errors import MetalearnError
 
 FAMILIES = ("whisper", "wav2vec2", "wavlm", "hubert", "data2vec-audio")
 
-__all__ = ["BackboneConfig", "BackboneOutput", "SpeechBackbone", "build_backbone", "pad_batch", "FAMILIES"]
+__all__ = ["BackboneConfig", "BackboneOutput", "SpeechBackbone", "build_backbone", "pad_batch", "FAMILIES",
+           "add_backbone_args", "backbone_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,22 @@ class BackboneConfig:
     whisper_mode: str = "trimmed"
 
 
+def add_backbone_args(parser: argparse.ArgumentParser) -> None:
+    """The ``--backbone-*`` options every command that builds a backbone takes."""
+    parser.add_argument("--backbone-family", default="whisper", choices=FAMILIES,
+                        help="family (used with --backbone-source tiny; else read from the checkpoint)")
+    parser.add_argument("--backbone-source", default="default",
+                        help="default (Whisper base from the installed packages), installed:tiny.en, tiny, "
+                             "a hub id or a local folder")
+    parser.add_argument("--whisper-mode", default="trimmed", choices=["trimmed", "window"],
+                        help="Whisper input: the utterance's own frames, or 30 s windows")
+
+
+def backbone_config(args: argparse.Namespace) -> BackboneConfig:
+    """The :class:`BackboneConfig` of parsed ``--backbone-*`` options."""
+    return BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode)
+
+
 def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
     """The backbone ``cfg`` describes, in eval mode."""
     from metalearn.backbones import hf_ssl, tiny, whisper
@@ -55,7 +72,8 @@ def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
                 model = hf_ssl.ssl_from_config(tiny.SSL_TINY, cfg.family)
         return model.eval()
     source = cfg.source
-    if source == "default" or source.startswith("installed:"):
+    installed = source == "default" or source.startswith("installed:")
+    if installed:
         from metalearn.backbones.default import DEFAULT_WHISPER, installed_whisper_dir
 
         source = str(installed_whisper_dir(source.partition(":")[2] or DEFAULT_WHISPER))
@@ -67,11 +85,10 @@ def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:
         hint = "a local folder with config.json, or a hub id (hub downloads need network)"
         raise MetalearnError(f"backbone source {source!r} could not be loaded: expected {hint}") from e
     if model_type == "whisper":
-        return whisper.whisper_from_pretrained(source, cfg.whisper_mode).eval()
-    return hf_ssl.ssl_from_pretrained(source).eval()
+        model = whisper.whisper_from_pretrained(source, cfg.whisper_mode)
+    else:
+        model = hf_ssl.ssl_from_pretrained(source)
+    if installed:  # name it by what the user asked for, not by the cache folder
+        model.name = model.name.replace(source, cfg.source)
+    return model.eval()
 
-
-def checkpoint_path(source: str) -> Path | None:
-    """The local folder of ``source`` when it is one."""
-    p = Path(source)
-    return p if p.is_dir() else None

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``pretune`` subcommand on ``subparsers``."""
+    from metalearn.backbones import add_backbone_args
+
     p = subparsers.add_parser("pretune",
                               help="supervised multi-corpus pre-finetuning (Paper A's PFT variants)")
     p.add_argument("--manifests", nargs="+", required=True, metavar="FILE.csv",
@@ -29,11 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--subsets", default="all", metavar="SPEC",
                    help="all (every subset, plus none) or a comma list: iemocap+msp_podcast,cremad,none")
     p.add_argument("--preset", default="paper", help="paper (Paper A's recipe) or cpu-small (demo on CPU)")
-    p.add_argument("--backbone-family", default="whisper",
-                   help="whisper, wav2vec2, wavlm, hubert, data2vec-audio")
-    p.add_argument("--backbone-source", default="default", help="default, tiny, a hub id or a local folder")
-    p.add_argument("--whisper-mode", default="trimmed", choices=("trimmed", "window"),
-                   help="Whisper input: the utterance's own frames (trimmed) or 30 s windows")
+    add_backbone_args(p)
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override PretuneConfig fields, e.g. --set lr=1e-4 trainable_layers=none")
     p.set_defaults(func=run)
@@ -42,18 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, read the manifests, train the missing variants, print a summary (rank 0)."""
-    from metalearn.backbones import FAMILIES, BackboneConfig
+    from metalearn.backbones import backbone_config
     from metalearn.manifest import read_manifest
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
     from metalearn.pretune.variants import parse_subsets, run_variants
 
     cfg = apply_overrides(preset(args.preset), args.overrides)
-    if args.backbone_family not in FAMILIES:
-        raise MetalearnError(f"unknown backbone family {args.backbone_family!r}; "
-                             f"expected one of: {', '.join(FAMILIES)}")
-    backbone_cfg = BackboneConfig(family=args.backbone_family, source=args.backbone_source,
-                                  whisper_mode=args.whisper_mode)
+    backbone_cfg = backbone_config(args)
     utterances = [u for path in args.manifests for u in read_manifest(path)]
     subsets = parse_subsets(args.subsets, sorted({u.corpus for u in utterances}))
     device = distributed.init_from_env(cfg.device)

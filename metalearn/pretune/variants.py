@@ -172,6 +172,7 @@ def load_variant(variant_dir: str | os.PathLike, backbone: SpeechBackbone) -> Sp
     except RuntimeError as e:
         raise MetalearnError(f"{folder / config['weights']} does not fit this backbone: "
                              f"{str(e).splitlines()[0]}") from None
+    backbone.name = f"{backbone.name}@{config['variant']}"
     return backbone
 
 
