@@ -28,6 +28,7 @@ from metalearn.audio import TARGET_SR, AudioError, ProblemReport, load_audio
 from metalearn.backbones import SpeechBackbone, pad_batch
 from metalearn.backbones.pooling import masked_mean
 from metalearn.devices import autocast, resolve_device
+from metalearn.fileio import atomic_path, write_json
 from metalearn.manifest import Utterance
 from metalearn.progress import progress
 
@@ -117,7 +118,7 @@ class ShardStore:
         meta = folder / "meta.json"
         if meta.is_file() and json.loads(meta.read_text()) != key:
             raise RuntimeError(f"{meta}: cache key differs from its folder name")
-        _atomic_write(meta, json.dumps(key, indent=1).encode())
+        write_json(meta, key)
         self.rebuilt = 0
 
     def load(self) -> dict[str, np.ndarray]:
@@ -147,18 +148,10 @@ class ShardStore:
         existing = [int(p.stem) for p in self.folder.glob("[0-9]*.json")]
         n = max(existing, default=-1) + 1
         data_file = self.folder / f"{n:06d}.npy"
-        tmp = data_file.with_name(data_file.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(data_file) as tmp, open(tmp, "wb") as f:
             np.save(f, values)
-        os.replace(tmp, data_file)
         index = {"items": list(items), "sha256": _sha256(data_file), "shape": list(values.shape)}
-        _atomic_write(data_file.with_suffix(".json"), json.dumps(index).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        write_json(data_file.with_suffix(".json"), index, indent=None)
 
 
 def plan_batches(durations: Sequence[float], batch_seconds: float, max_batch: int) -> list[list[int]]:

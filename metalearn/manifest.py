@@ -16,6 +16,7 @@ from pathlib import Path
 
 from metalearn.emotions import CANONICAL, GENDERS
 from metalearn.errors import MetalearnError
+from metalearn.fileio import atomic_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +48,12 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Utterance))
 def write_manifest(utterances: Iterable[Utterance], out: str | os.PathLike) -> Path:
     """Write ``utterances`` as CSV with the contract's columns; the write is atomic."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for u in utterances:
             row = dataclasses.astuple(u)
             writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
-    os.replace(tmp, out)
     return out
 
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from metalearn.backbones import BackboneConfig, SpeechBackbone, build_backbone
 from metalearn.errors import MetalearnError
+from metalearn.fileio import atomic_path, write_json
 from metalearn.manifest import Utterance
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
@@ -65,17 +66,14 @@ def parse_subsets(spec: str, corpora: Sequence[str]) -> list[tuple[str, ...]]:
 
 def _write_json(path: Path, obj: object) -> None:
     """Atomic JSON write (strict JSON: NaN -> null)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(obj), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, jsonable(obj), indent=2)
 
 
 def _save_tensors(module: torch.nn.Module, path: Path) -> None:
     """``module``'s state dict as safetensors (CPU copies, so shared storage is never an issue); atomic."""
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def _variant_config(subset: tuple[str, ...], cfg: PretuneConfig, backbone_cfg: BackboneConfig,

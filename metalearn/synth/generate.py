@@ -17,6 +17,7 @@ from pathlib import Path
 
 from metalearn.corpora import load_corpus
 from metalearn.errors import MetalearnError
+from metalearn.fileio import write_atomic
 from metalearn.progress import progress
 from metalearn.synth.calibration import calibrate_manifest, write_report
 from metalearn.synth.layouts import cremad, esd, iemocap, msp_podcast, ravdess
@@ -108,11 +109,9 @@ def _write_labels(todo: list[tuple[CorpusPlan, Path, dict]], summary: dict) -> N
     """Label files, then the marker that declares a corpus complete (written last)."""
     for plan, root, marker in todo:
         for rel, text in plan.label_files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            write_atomic(root / rel, text)
         done = {**marker, "audio_seconds": round(summary[plan.name]["audio_seconds"], 3)}
-        (root / MARKER).write_text(json.dumps(done, indent=1, sort_keys=True))
+        write_atomic(root / MARKER, json.dumps(done, indent=1, sort_keys=True))
 
 
 def generate(preset: str, out: Path, seed: int = 0, force: bool = False, workers: int | None = None) -> dict:

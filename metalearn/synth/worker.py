@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from metalearn.fileio import atomic_path
 from metalearn.synth.channel import record
 from metalearn.synth.espeak import Espeak
 from metalearn.synth.plan import SpeakerPlan
@@ -29,11 +29,8 @@ def render_speaker(root: Path, speaker: SpeakerPlan, style: StyleConfig) -> floa
             displacement = utterance_displacement(rng, speaker.style, utt.render, utt.intensity, style)
             wave, gain_db = speak(engine, speaker.voice, displacement, utt.text, utt.seed)
             audio = record(wave, engine.sample_rate, speaker.condition, rng, gain_db)
-            path = root / utt.rel_path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            sf.write(str(tmp), audio, speaker.condition.sample_rate, subtype="PCM_16", format="WAV")
-            os.replace(tmp, path)
+            with atomic_path(root / utt.rel_path) as tmp:
+                sf.write(str(tmp), audio, speaker.condition.sample_rate, subtype="PCM_16", format="WAV")
             seconds += audio.shape[0] / speaker.condition.sample_rate
     finally:
         engine.close()
