@@ -11,7 +11,7 @@ SOURCES := iemocap msp_podcast cremad ravdess
 # The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
 DEMO_SOURCES := iemocap msp_podcast
 
-.PHONY: setup test test-slow lint demo corpora manifests embeddings pretune clean-data
+.PHONY: setup setup-l2l test test-slow lint demo corpora manifests embeddings pretune clean-data
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $(STAMP)
+
+# Optional learn2learn backend (see requirements-l2l.txt for why it installs this way).
+setup-l2l: $(STAMP)
+	$(PY) -m pip install --quiet "Cython>=3.0" -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps "learn2learn==0.2.0" -c constraints.txt \
+	  --config-settings=--build-option=build_ext
 
 test: $(STAMP)
 	$(PY) -m ruff check .
