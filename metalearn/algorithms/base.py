@@ -21,7 +21,11 @@ class TaskSampler(Protocol):
     queries: int
 
     def sample(self, n_episodes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q]), S = ways * shots."""
+        """(support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q]).
+
+        S = ways * shots for N-way tasks; for the binary protocol S = shots, Paper A's total k.
+        Methods read S and Q from the shapes.
+        """
         ...
 
 
