@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from metalearn.manifest import Utterance
+
 
 def tone(seconds: float = 0.1, sr: int = 16_000, freq: float = 220.0, channels: int = 1,
          amplitude: float = 0.3) -> np.ndarray:
@@ -64,3 +66,22 @@ def ravdess_tree(root: Path, names: Iterable[str], sr: int = 48_000, seconds: fl
         actor = Path(name).stem.split("-")[-1]
         write_wav(root / f"Actor_{actor}" / name, sr=sr, seconds=seconds)
     return root
+
+
+# Synthetic manifests for the episode and engine tests (no audio files: fake paths).
+EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")  # canonical order
+SPLITS = ("train", "evaluation", "test", "")
+SPEAKERS = ("0011", "0012", "0013")
+
+
+def make_rows(speakers=SPEAKERS, counts=(10, 3, 4), corpus="esd", emotions=EMOTIONS, short=None) -> list[Utterance]:
+    """``counts`` = (train, evaluation, test) utterances per speaker x emotion; ``short`` overrides train counts."""
+    rows = []
+    for s in speakers:
+        for e in emotions:
+            n_train = (short or {}).get((s, e), counts[0])
+            for split, n in zip(("train", "evaluation", "test"), (n_train, *counts[1:]), strict=True):
+                for j in range(n):
+                    uid = f"{s}_{e}_{split}_{j}"
+                    rows.append(Utterance(uid, f"/fake/{uid}.wav", corpus, s, "female", e, e, split, 1.0, 16000))
+    return rows

@@ -24,23 +24,7 @@ from metalearn.episodes import (
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
 from metalearn.tasks import SpeakerTaskSampler, episode_tensors
-
-EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")  # canonical order
-SPLITS = ("train", "evaluation", "test", "")
-SPEAKERS = ("0011", "0012", "0013")
-
-
-def make_rows(speakers=SPEAKERS, counts=(10, 3, 4), corpus="esd", emotions=EMOTIONS, short=None) -> list[Utterance]:
-    """``counts`` = (train, evaluation, test) utterances per speaker x emotion; ``short`` overrides train counts."""
-    rows = []
-    for s in speakers:
-        for e in emotions:
-            n_train = (short or {}).get((s, e), counts[0])
-            for split, n in zip(("train", "evaluation", "test"), (n_train, *counts[1:]), strict=True):
-                for j in range(n):
-                    uid = f"{s}_{e}_{split}_{j}"
-                    rows.append(Utterance(uid, f"/fake/{uid}.wav", corpus, s, "female", e, e, split, 1.0, 16000))
-    return rows
+from tests.fixtures import EMOTIONS, SPEAKERS, SPLITS, make_rows
 
 
 def make_unsplit(speakers=("Ses01F", "Ses01M"), n=8) -> list[Utterance]:
