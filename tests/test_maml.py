@@ -103,8 +103,10 @@ def float64():
 def small(name: str, seed: int = 0, **overrides):
     """A float64 model with a small head and short inner loops."""
     cls, cfg_cls = ALL[name]
-    cfg = cfg_cls(**{"hidden": (16,), "inner_lr": 0.3, "inner_steps": 3, "test_steps": 4, "meta_batch": 4,
-                     **overrides})
+    base = {"hidden": (16,), "inner_lr": 0.3, "inner_steps": 3, "test_steps": 4, "meta_batch": 4}
+    if name == "reptile":
+        base["inner_optimizer"] = "sgd"
+    cfg = cfg_cls(**{**base, **overrides})
     with float64():
         return cls(D, W, cfg, seed=seed)
 
@@ -246,7 +248,7 @@ def test_adaptation_lowers_the_support_loss(name):
 # --- learning, determinism, purity -----------------------------------------------------------------
 
 LEARN = {"hidden": (32,), "inner_lr": 0.3, "inner_steps": 3, "test_steps": 5, "meta_batch": 8, "meta_lr": 3e-3}
-REPTILE = {"meta_lr": 0.5, "inner_steps": 5}
+REPTILE = {"inner_optimizer": "sgd", "meta_lr": 0.5, "inner_steps": 5}
 
 
 @pytest.mark.parametrize("ways", [5, 2])
@@ -285,6 +287,17 @@ def test_predict_leaves_the_meta_parameters_untouched(name):
     assert max_diff(before, m.meta) == 0
     with pytest.raises(MetalearnError, match="5-way"):
         m.predict(sx, sy.clamp(max=1), qx, 2)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_default_config_trains_and_predicts_float32(name):
+    cls, cfg_cls = ALL[name]
+    m = cls(D, W, seed=0)
+    assert m.cfg == cfg_cls() and m.name == name
+    m.meta_train(SpeakerTasks(D, W, 1, 3, speakers=range(10), seed=7), 1)
+    sx, sy, qx, _ = (t.float() if t.is_floating_point() else t for t in random_batch())
+    logits = m.predict(sx, sy, qx, W)
+    assert logits.shape == (3, 7, W) and logits.dtype == torch.float32 and bool(torch.isfinite(logits).all())
 
 
 # --- model selection by validation macro-F1 --------------------------------------------------------

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import vmap
 
+from metalearn.errors import MetalearnError
+
 Params = dict[str, Tensor]
 # trajectory(support_x [S, D], support_y [S], x [N, D], every) -> [T + 1, N, W] if every else [N, W]
 Trajectory = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
@@ -82,6 +84,14 @@ def body_params(params: Params) -> Params:
     """Every layer but the last (empty for a linear head)."""
     last = last_keys(params)
     return {k: v for k, v in params.items() if k not in last}
+
+
+def check_episodes(name: str, built_ways: int, built_dim: int, ways: int, support_x: Tensor) -> None:
+    """Raise a one-line error unless the episodes have the ways and embedding size the head was built for."""
+    if ways != built_ways:
+        raise MetalearnError(f"{name}: built for {built_ways}-way episodes, got ways={ways}")
+    if support_x.shape[-1] != built_dim:
+        raise MetalearnError(f"{name}: built for {built_dim}-d embeddings, got {support_x.shape[-1]}")
 
 
 def macro_f1(pred: Tensor, target: Tensor, ways: int) -> Tensor:

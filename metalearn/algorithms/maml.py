@@ -6,9 +6,11 @@ arguments. The fast path vmaps (adapt, then query loss) over episodes and differ
 ``torch.func.grad``; ``adapt_reference`` / ``episode_loss_reference`` are the readable per-episode loop with
 ``torch.autograd.grad(create_graph=not first_order)`` that the tests compare the fast path against.
 
-Defaults (tried on synthetic speakers whose class means are a shared prototype plus a speaker offset, on
-standardized embeddings): hidden 256, inner_lr 0.5, 5 inner steps in meta-training and up to 10 at test
-time, Adam meta_lr 1e-3, 16 episodes per meta-batch.
+Defaults (tried on synthetic speakers: class means = shared prototype + speaker shift + per-speaker-class
+offset, standardized, D = 128 and 768, 5-way 1- and 5-shot, 200 meta-steps): hidden 256, inner_lr 0.05,
+5 inner steps in meta-training and up to 10 at test time, Adam meta_lr 1e-3, 16 tasks per meta-step; all four
+reach 0.90-0.98 query accuracy on unseen speakers at D = 768. The stable inner_lr scales as 1 / D (the squared
+norm of a standardized embedding): at D = 768, 0.01-0.1 all work and 0.3 diverges; at D = 128, 0.5 diverges.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from metalearn.algorithms.heads import (
     Params,
     body_forward,
     body_params,
+    check_episodes,
     head_forward,
     init_head,
     last_keys,
@@ -34,7 +37,6 @@ from metalearn.algorithms.heads import (
     predict_episodes,
 )
 from metalearn.devices import resolve_device
-from metalearn.errors import MetalearnError
 
 InnerLR = float | Tensor | dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
@@ -121,7 +123,7 @@ class MAMLConfig:
     """
 
     hidden: tuple[int, ...] = (256,)
-    inner_lr: float = 0.5
+    inner_lr: float = 0.05
     inner_steps: int = 5
     test_steps: int = 10
     meta_lr: float = 1e-3
@@ -248,16 +250,10 @@ class MAML:
             self.optimizer.step()
             self.losses.append(float(loss))
 
-    def _check(self, ways: int, support_x: Tensor) -> None:
-        if ways != self.ways:
-            raise MetalearnError(f"{self.name}: built for {self.ways}-way episodes, got ways={ways}")
-        if support_x.shape[-1] != self.dim:
-            raise MetalearnError(f"{self.name}: built for {self.dim}-d embeddings, got {support_x.shape[-1]}")
-
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
         """Adapt to each episode (test_steps, or the best 0..test_steps by val macro-F1) -> logits [E, Q, W]."""
-        self._check(ways, support_x)
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
         meta = _map(torch.Tensor.detach, self.meta)
         with torch.no_grad():
             logits = predict_episodes(lambda sx, sy, x, every: self.trajectory(meta, sx, sy, x, every),
@@ -267,7 +263,7 @@ class MAML:
 
     def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
         """``predict`` without validation data, by the per-episode autograd loop -> logits [E, Q, W]."""
-        self._check(ways, support_x)
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
         meta = _map(torch.Tensor.detach, self.meta)
         out = []
         for sx, sy, qx in zip(self._cast(support_x), support_y.to(self.device), self._cast(query_x), strict=True):

@@ -7,8 +7,10 @@ per-task loop with ``torch.optim`` that the tests compare against. Test time: fi
 meta-learned initialisation on the support set with the same inner optimizer (``test_steps`` steps, or the
 best of 0..test_steps by validation macro-F1).
 
-Defaults (tried on synthetic speakers, standardized embeddings): hidden 256, inner SGD lr 0.5, 5 inner steps,
-10 test steps, meta_lr 0.5, 16 tasks per meta-step. Inner Adam uses beta1 = 0 as in the paper.
+Defaults (tried on the synthetic speakers described in ``maml.py``, D = 768, 200 meta-steps): hidden 256,
+inner Adam (beta1 = 0, as in the paper) lr 3e-3, 5 inner steps, 10 test steps, meta_lr 0.5, 16 tasks per
+meta-step: 0.84 (1-shot) and 0.96 (5-shot) 5-way accuracy on unseen speakers; inner SGD (best lr 0.1) reached
+only 0.55 / 0.92, and Adam at lr 1e-2 0.46 / 0.84.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch.func import grad, vmap
 
 from metalearn.algorithms.base import TaskSampler
 from metalearn.algorithms.functional import cross_entropy
-from metalearn.algorithms.heads import Params, head_forward, init_head, predict_episodes
+from metalearn.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_episodes
 from metalearn.algorithms.maml import sgd_step
 from metalearn.devices import resolve_device
 from metalearn.errors import MetalearnError
@@ -48,8 +50,8 @@ class ReptileConfig:
     """
 
     hidden: tuple[int, ...] = (256,)
-    inner_optimizer: str = "sgd"
-    inner_lr: float = 0.5
+    inner_optimizer: str = "adam"
+    inner_lr: float = 3e-3
     inner_steps: int = 5
     test_steps: int = 10
     meta_lr: float = 0.5
@@ -152,12 +154,6 @@ class Reptile:
             delta = self.meta_delta(sampler.sample(self.cfg.meta_batch))
             self.meta["head"] = {k: v + self.cfg.meta_lr * delta[k] for k, v in self.meta["head"].items()}
 
-    def _check(self, ways: int, support_x: Tensor) -> None:
-        if ways != self.ways:
-            raise MetalearnError(f"{self.name}: built for {self.ways}-way episodes, got ways={ways}")
-        if support_x.shape[-1] != self.dim:
-            raise MetalearnError(f"{self.name}: built for {self.dim}-d embeddings, got {support_x.shape[-1]}")
-
     def trajectory(self, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
         """Logits of ``x [N, D]`` after 0..test_steps fine-tuning steps [T + 1, N, W] (``every``), else [N, W]."""
         head, steps = self.meta["head"], self.cfg.test_steps
@@ -169,7 +165,7 @@ class Reptile:
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
         """Fine-tune from the meta-learned init on each support set -> query logits [E, Q, W]."""
-        self._check(ways, support_x)
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
         cast = lambda t: t.to(self.device, self.dtype)  # noqa: E731
         with torch.no_grad():
             logits = predict_episodes(self.trajectory, cast(support_x), support_y.to(self.device), cast(query_x),
@@ -178,7 +174,7 @@ class Reptile:
 
     def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
         """``predict`` without validation data, one episode at a time with ``torch.optim`` -> [E, Q, W]."""
-        self._check(ways, support_x)
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
         out = []
         for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
             sx, qx = sx.to(self.device, self.dtype), qx.to(self.device, self.dtype)
