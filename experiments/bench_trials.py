@@ -94,8 +94,8 @@ class TaskStream:
             offset = torch.randn(batch, 1, dim, generator=g)
             sy = torch.arange(ways).repeat_interleave(shots).expand(batch, -1)
             qy = torch.arange(ways).repeat_interleave(queries).expand(batch, -1)
-            sx = protos[cls.gather(1, sy)] + offset + 0.5 * torch.randn(batch, sy.shape[1], dim, generator=g)
-            qx = protos[cls.gather(1, qy)] + offset + 0.5 * torch.randn(batch, qy.shape[1], dim, generator=g)
+            sx = protos[cls.gather(1, sy)] + offset + 1.5 * torch.randn(batch, sy.shape[1], dim, generator=g)
+            qx = protos[cls.gather(1, qy)] + offset + 1.5 * torch.randn(batch, qy.shape[1], dim, generator=g)
             self.batches.append((sx, sy.clone(), qx, qy.clone()))
         self.i = 0
 
@@ -133,7 +133,7 @@ def part_b(steps: int, batch: int) -> dict:
     """Meta-steps per second on identical tasks: vectorised, per-episode loop, learn2learn; gradient and
     accuracy parity (parameters drift apart under Adam from float32 rounding alone, so they are not compared)."""
     dim, ways, shots, queries = 512, 5, 1, 5
-    cfg = MAMLConfig(hidden=(256,), inner_lr=0.5, inner_steps=5, meta_batch=batch)
+    cfg = MAMLConfig(hidden=(256,), inner_steps=5, meta_batch=batch)  # default inner_lr (0.05)
     out: dict = {"tasks_per_step": batch, "shape": f"{ways}-way {shots}-shot, {dim}-d, MLP {dim}-256-{ways}, "
                  f"{cfg.inner_steps} inner steps, second order", "steps": steps}
     held_out = TaskStream(dim, ways, shots, queries, batch, 4, seed=2)

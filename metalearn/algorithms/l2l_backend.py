@@ -29,10 +29,14 @@ from metalearn.errors import MetalearnError
 
 def import_l2l() -> tuple[types.ModuleType, types.ModuleType]:
     """(learn2learn.algorithms.maml, learn2learn.algorithms.meta_sgd) without learn2learn's package __init__."""
-    spec = importlib.util.find_spec("learn2learn")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetalearnError("learn2learn is not installed: run `make setup-l2l` (see requirements-l2l.txt)")
-    root = list(spec.submodule_search_locations)[0]
+    loaded = sys.modules.get("learn2learn")
+    if loaded is not None and getattr(loaded, "__path__", None):
+        root = list(loaded.__path__)[0]
+    else:
+        spec = importlib.util.find_spec("learn2learn")
+        if spec is None or not spec.submodule_search_locations:
+            raise MetalearnError("learn2learn is not installed: run `make setup-l2l` (see requirements-l2l.txt)")
+        root = list(spec.submodule_search_locations)[0]
     for name, path in (("learn2learn", root), ("learn2learn.algorithms", f"{root}/algorithms")):
         if name not in sys.modules:
             package = types.ModuleType(name)
@@ -92,7 +96,7 @@ class L2LMAML:
             loss = total / sx.shape[0]
             loss.backward()
             self.optimizer.step()
-            self.losses.append(float(loss))
+            self.losses.append(float(loss.detach()))
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
