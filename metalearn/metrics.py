@@ -51,7 +51,7 @@ def _counts(conf: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def _nan_where_empty(values: Tensor, total: Tensor) -> Tensor:
-    return torch.where(total > 0, values, torch.full_like(values, math.nan)).float()
+    return torch.where(total > 0, values, torch.full_like(values, math.nan))  # float64: exact for selection
 
 
 def accuracy_from_confusion(conf: Tensor) -> Tensor:

@@ -99,7 +99,7 @@ def test_padding_is_ignored_and_empty_episode_is_nan() -> None:
     assert out["accuracy"][0].item() == pytest.approx(0.5)
     assert out["uar"][0].item() == pytest.approx(0.5)
     assert all(math.isnan(v[1].item()) for v in out.values())
-    assert all(v.shape == (2,) and v.dtype == torch.float32 for v in out.values())
+    assert all(v.shape == (2,) and v.dtype == torch.float64 for v in out.values())
 
 
 def test_mean_ci95_is_the_t_interval() -> None:

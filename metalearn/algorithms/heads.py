@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import vmap
 
+from metalearn import metrics
 from metalearn.errors import MetalearnError
 
 Params = dict[str, Tensor]
@@ -95,18 +96,16 @@ def check_episodes(name: str, built_ways: int, built_dim: int, ways: int, suppor
 
 
 def macro_f1(pred: Tensor, target: Tensor, ways: int) -> Tensor:
-    """Macro-F1 over the last dim: pred, target [..., N] ints -> [...]. Rows with target < 0 are padding.
+    """Macro-F1 over the last dim: pred, target [..., N] ints (broadcastable) -> [...]. Target < 0 is padding.
 
-    As scikit-learn: the mean over the classes present in the target or the prediction of 2tp / (2tp + fp + fn).
+    :func:`metalearn.metrics.macro_f1` (scikit-learn's convention) over any leading dims; an episode with
+    no real row scores 0 rather than NaN, so it never wins a model selection.
     """
-    valid = target >= 0
-    classes = torch.arange(ways, device=pred.device)
-    p = (pred.unsqueeze(-1) == classes) & valid.unsqueeze(-1)  # [..., N, W]
-    t = (target.unsqueeze(-1) == classes) & valid.unsqueeze(-1)
-    tp = (p & t).sum(-2)
-    denom = p.sum(-2) + t.sum(-2)  # 2tp + fp + fn; 0 for a class absent from both, which then scores 0
-    f1 = (2 * tp).double() / denom.clamp(min=1)
-    return f1.sum(-1) / (denom > 0).sum(-1).clamp(min=1)
+    pred, target = torch.broadcast_tensors(pred, target)
+    n = pred.shape[-1]
+    flat_pred, flat_target = pred.reshape(-1, n), target.reshape(-1, n)
+    f1 = metrics.macro_f1(flat_pred, flat_target, flat_target >= 0, ways)
+    return f1.nan_to_num(0.0).reshape(pred.shape[:-1])
 
 
 def select_by_validation(query_logits: Tensor, val_logits: Tensor, val_y: Tensor) -> Tensor:
