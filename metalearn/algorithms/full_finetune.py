@@ -29,6 +29,7 @@ from metalearn.errors import MetalearnError
 from metalearn.evaluate import RECORD_FIELDS
 from metalearn.metrics import episode_metrics, macro_f1
 from metalearn.pretune.model import freeze_all_but_top
+from metalearn.pretune.schedule import linear_warmup_decay
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,7 @@ class FullFinetune:
         total = epochs * math.ceil(n_batches / cfg.grad_accum)
         warmup = int(cfg.warmup_fraction * total)
 
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total))
         val = [cache[k] for k in episode.validation]
         y_val = torch.tensor(episode.validation_labels)
         best_f1, best_epoch, best_state, since_best = -math.inf, 0, None, 0
