@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from metalearn.backbones import add_backbone_args
     from metalearn.corpora import CORPORA
 
-    parser = argparse.ArgumentParser(prog="python -m metalearn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m metalearn",
+        description="metalearn: few-shot speech emotion recognition in which every speaker is a task.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
