@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -138,6 +139,7 @@ def train(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: P
                              f"{world_size} (e.g. --set batch_size={world_size})")
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # transformers' SpecAugment masks (wav2vec2 family) draw from numpy's global RNG
     model.to(device).train()
     net: nn.Module = model
     if world_size > 1:
