@@ -28,7 +28,7 @@ from metalearn.audio import TARGET_SR, AudioError, ProblemReport, load_audio
 from metalearn.backbones import SpeechBackbone, pad_batch
 from metalearn.backbones.pooling import masked_mean
 from metalearn.devices import autocast, resolve_device
-from metalearn.fileio import atomic_path, write_json
+from metalearn.fileio import atomic_path, sha256_file, write_json
 from metalearn.manifest import Utterance
 from metalearn.progress import progress
 
@@ -101,14 +101,6 @@ def file_identity(path: str) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ShardStore:
     """The shards of one cache folder: read and verify them, append new ones atomically."""
 
@@ -128,7 +120,7 @@ class ShardStore:
             data_file = index_file.with_suffix(".npy")
             try:
                 index = json.loads(index_file.read_text())
-                if _sha256(data_file) != index["sha256"]:
+                if sha256_file(data_file) != index["sha256"]:
                     raise ValueError("checksum mismatch")
                 values = np.load(data_file)
                 if values.shape[0] != len(index["items"]):
@@ -150,7 +142,7 @@ class ShardStore:
         data_file = self.folder / f"{n:06d}.npy"
         with atomic_path(data_file) as tmp, open(tmp, "wb") as f:
             np.save(f, values)
-        index = {"items": list(items), "sha256": _sha256(data_file), "shape": list(values.shape)}
+        index = {"items": list(items), "sha256": sha256_file(data_file), "shape": list(values.shape)}
         write_json(data_file.with_suffix(".json"), index, indent=None)
 
 

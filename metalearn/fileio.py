@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -31,3 +32,12 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 def write_json(path: str | os.PathLike, obj: object, indent: int | None = 1) -> None:
     """``obj`` as JSON at ``path``, atomically."""
     write_atomic(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,7 +18,6 @@ Quantised weights (``int8``/``int16``) come with a sibling ``<name>_scale``: ``f
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.errors import MetalearnError
+from metalearn.fileio import sha256_file
 
 SUPPORTED_VERSIONS = range(1, 7)
 # Order of the DataType enum in include/ctranslate2/types.h; bfloat16 is widened to float32.
@@ -131,15 +131,6 @@ def dequantize(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             value = value.astype(np.float32) / scale
         out[name] = value
     return out
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha256(path: str | os.PathLike, expected: str | None, actual: str | None = None,
