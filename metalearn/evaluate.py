@@ -22,7 +22,8 @@ from metalearn.metrics import episode_metrics, mean_ci95
 from metalearn.tasks import episode_tensors
 
 RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",
-                 "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id", "repetition")
+                 "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id", "repetition",
+                 "ways")
 SUMMARY_FIELDS = ("pretune", "algorithm", "protocol", "k", "n_trials", "accuracy_mean", "accuracy_ci95",
                   "macro_f1_mean", "macro_f1_ci95", "uar_mean", "uar_ci95", "weighted_f1_mean", "weighted_f1_ci95")
 
@@ -63,7 +64,7 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
                 "speaker": e.speaker, "target_emotion": e.target_emotion, "seed": seed,
                 **{m: float(v[i]) for m, v in scores.items()},
                 "n_support": len(e.support), "n_query": len(e.query), "seconds": seconds,
-                "episode_id": e.episode_id, "repetition": e.repetition})
+                "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)})
     return records
 
 

@@ -34,6 +34,7 @@ class Adapter(Protocol):
     """An adaptation method. ``meta_train`` is a no-op for methods that do not meta-learn."""
 
     name: str
+    meta_learns: bool  # False when meta_train learns nothing (the runner then skips building a task sampler)
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """Learn the meta-parameters on ``steps`` batches of tasks from ``sampler``."""

@@ -162,6 +162,7 @@ class Finetune:
     """A linear head fine-tuned from scratch on each episode's support embeddings; nothing is meta-learned."""
 
     name = "finetune"
+    meta_learns = False
 
     def __init__(self, dim: int, cfg: FinetuneConfig | None = None, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:

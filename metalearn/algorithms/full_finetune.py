@@ -177,6 +177,6 @@ def run_trials_full(adapter: FullFinetune, episodes: Sequence[Episode], *, run: 
                   "speaker": e.speaker, "target_emotion": e.target_emotion, "seed": seed,
                   **{m: float(v[0]) for m, v in scores.items()},
                   "n_support": len(e.support), "n_query": len(e.query), "seconds": info["seconds"],
-                  "episode_id": e.episode_id, "repetition": e.repetition}
+                  "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)}
         records.append({f: values[f] for f in RECORD_FIELDS})
     return records

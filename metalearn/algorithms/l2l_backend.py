@@ -68,6 +68,7 @@ class L2LMAML:
         self.cfg = cfg or MAMLConfig()
         self.dim, self.ways, self.device = dim, ways, torch.device(device)
         self.name = f"l2l_{algorithm}"
+        self.meta_learns = True
         head = head_module(dim, ways, self.cfg.hidden, seed).to(self.device)
         if algorithm == "maml":
             self.learner = maml_mod.MAML(head, lr=self.cfg.inner_lr, first_order=first_order)

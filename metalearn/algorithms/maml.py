@@ -168,6 +168,7 @@ class MAML:
     """
 
     name = "maml"
+    meta_learns = True
     config_cls: type[MAMLConfig] = MAMLConfig
 
     def __init__(self, dim: int, ways: int, cfg: MAMLConfig | None = None, seed: int = 0,

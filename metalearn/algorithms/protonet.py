@@ -60,6 +60,7 @@ class ProtoNet:
             raise MetalearnError(f"distance {self.cfg.distance!r}: expected one of {', '.join(DISTANCES)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.name = "protonet_proj" if self.cfg.projection else "protonet"
+        self.meta_learns = self.cfg.projection
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.embed = build_projection(dim, self.cfg).to(self.device)

@@ -116,6 +116,7 @@ class Reptile:
     """Reptile: meta-learns the head's initialisation by moving it toward each task's fine-tuned weights."""
 
     name = "reptile"
+    meta_learns = True
     config_cls = ReptileConfig
 
     def __init__(self, dim: int, ways: int, cfg: ReptileConfig | None = None, seed: int = 0,

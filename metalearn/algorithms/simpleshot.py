@@ -55,6 +55,7 @@ class SimpleShot:
         if self.cfg.center not in CENTERS:
             raise MetalearnError(f"center {self.cfg.center!r}: expected one of {', '.join(CENTERS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.meta_learns = self.cfg.center == "base"
         self.base_mean: Tensor | None = None  # [D], set by meta_train or fit_base_mean
 
     def fit_base_mean(self, embeddings: Tensor) -> None:

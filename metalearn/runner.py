@@ -1,0 +1,252 @@
+"""``python -m metalearn run``: one config, the whole grid, resumable, shardable, reported and tracked.
+
+The order of work: check the config and the corpus roots, save the resolved config, prepare the
+manifest and the pretune variants, draw (or reload) the evaluation episodes, plan the grid's units,
+then score this shard's unfinished units, appending every finished batch of trials to the trial log.
+Tables and plots are written from the log alone; W&B mirrors them once the grid is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from metalearn.algorithms import build_adapter
+from metalearn.config import FULL_FINETUNE, ExperimentConfig, as_dict, git_commit, to_yaml
+from metalearn.episodes import Episode, binary_episodes, load_episodes, nway_episodes, save_episodes, utterance_key
+from metalearn.errors import MetalearnError
+from metalearn.evaluate import run_trials
+from metalearn.fileio import write_atomic, write_json
+from metalearn.grid import Unit, assign_folds, plan_units, shard_units
+from metalearn.manifest import Utterance
+from metalearn.progress import progress
+from metalearn.records import TrialLog, read_trials, shard_file, trial_key
+from metalearn.stages import check_roots, prepare_manifest, prepare_variants, standardize, variant_features
+from metalearn.tasks import SpeakerTaskSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out: Path
+    planned: int          # trials in the whole grid
+    done: int             # trials with a record (all shards)
+    ran: int              # trials this call ran
+    complete: bool
+    reported: dict[str, Path]
+    tracking_hint: str | None
+
+
+def save_config(cfg: ExperimentConfig, out: Path) -> None:
+    """``out/config.yaml`` (resolved); a folder holding another config's trials is refused."""
+    text = to_yaml(cfg)
+    path = out / "config.yaml"
+    if path.is_file() and _science(path.read_text(encoding="utf-8")) != _science(text):
+        old, new = _science(path.read_text(encoding="utf-8")), _science(text)
+        first = next(a for a, b in zip(old + [""], new + [""], strict=False) if a != b)
+        raise MetalearnError(f"{out} holds a run with another config (first difference: {first.strip()!r}); "
+                             f"use another out=... or delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+
+
+def _science(yaml_text: str) -> list[str]:
+    """The lines of a resolved config that decide the numbers (tracking and name do not)."""
+    lines, skip = [], False
+    for line in yaml_text.splitlines():
+        if not line.startswith(" "):
+            skip = line.startswith(("tracking:", "name:", "out:"))
+        if not skip:
+            lines.append(line)
+    return lines
+
+
+def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int,
+                   folder: Path) -> list[Episode]:
+    """The seed's evaluation episodes, read from ``folder`` when saved there, else drawn and saved."""
+    path = folder / f"episodes-seed{seed}.jsonl"
+    if path.is_file():
+        return load_episodes(path)[0]
+    ep = cfg.episodes
+    if ep.protocol == "binary":
+        targets = ep.targets or sorted({u.emotion for u in rows})
+        episodes, skipped = binary_episodes(rows, speakers, targets, ep.ks, ep.repetitions, seed)
+    else:
+        episodes, skipped = [], []
+        for k in ep.ks:
+            e, s = nway_episodes(rows, speakers, k, ep.repetitions, seed, ep.classes, ep.queries)
+            episodes += e
+            skipped += s
+    for s in skipped[:5]:
+        log.warning("skipped episode %s: %s", s.episode_id, s.reason)
+    if len(skipped) > 5:
+        log.warning("... %d skipped episodes in all (listed in %s)", len(skipped), path)
+    if not episodes:
+        raise MetalearnError(f"no episode could be drawn for seed {seed}: {skipped[0].reason if skipped else ''}")
+    save_episodes(path, episodes, skipped)
+    return episodes
+
+
+def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> RunResult:
+    """Run (or finish) this shard of the config's grid; write the report from every record present."""
+    out = Path(cfg.out)
+    check_roots(cfg)
+    save_config(cfg, out)
+    write_json(out / f"run{'' if shard[1] == 1 else f'-shard{shard[0] + 1}'}.json",
+               {"git_commit": git_commit(), "started": time.time(), "shard": f"{shard[0] + 1}/{shard[1]}"})
+    rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
+            if u.speaker not in set(cfg.speakers.exclude)]
+    variants = prepare_variants(cfg)
+    speakers = sorted({u.speaker for u in rows})
+    folds = assign_folds(speakers, cfg.speakers.folds, cfg.speakers.seed, cfg.speakers.test)
+    episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
+    units = _plan(cfg, variants, folds, episodes)
+    trial_log = TrialLog(out / shard_file(*shard))
+    mine = shard_units(units, *shard)
+    done_before = {trial_key(r) for r in read_trials(out)} if _has_logs(out) else set()
+    todo = [u for u in mine if any(_key(u, e) not in done_before for e in u.episodes)]
+    total = sum(len(u.episodes) for u in mine)
+    ran = _run_units(cfg, todo, variants, rows, folds, trial_log, done_before, total)
+    return _finish(cfg, out, units, ran)
+
+
+def _plan(cfg: ExperimentConfig, variants: dict[str, Path], folds: list[list[str]],
+          episodes: dict[int, list[Episode]]) -> list[Unit]:
+    algos = cfg.algorithms
+    per_k = [a for a in algos.run if a != FULL_FINETUNE] if cfg.meta_train.shots is None else []
+    only = {FULL_FINETUNE: (set(algos.full_finetune_ks) if algos.full_finetune_ks else None,
+                            algos.full_finetune_repetitions)}
+    return plan_units(list(variants), cfg.seeds, folds, algos.run, episodes, per_k=per_k, chunk=cfg.chunk,
+                      only=only)
+
+
+def _key(unit: Unit, e: Episode) -> tuple:
+    return unit.variant, unit.algorithm, e.episode_id, unit.seed
+
+
+def _has_logs(out: Path) -> bool:
+    return any(p.stat().st_size for p in out.glob("trials*.jsonl")) or (out / "trials.csv").is_file()
+
+
+def _run_units(cfg: ExperimentConfig, todo: list[Unit], variants: dict[str, Path], rows: list[Utterance],
+               folds: list[list[str]], trial_log: TrialLog, done: set, total: int) -> int:
+    ran = 0
+    initial = total - sum(len(u.episodes) for u in todo)
+    with progress(total, f"{cfg.name} trials", "trial", initial=initial) as bar:
+        for variant, by_variant in groupby(todo, key=lambda u: u.variant):
+            kept, x = variant_features(cfg, variants[variant], rows)
+            index_of = {utterance_key(u): i for i, u in enumerate(kept)}
+            for group, units in groupby(by_variant, key=lambda u: u.group):
+                for unit, records in _score(cfg, group, list(units), kept, x, index_of, folds, variants):
+                    trial_log.append([r for r in records if trial_key(r) not in done])
+                    ran += len(records)
+                    bar.update(len(unit.episodes))
+    return ran
+
+
+def _score(cfg: ExperimentConfig, group: tuple, units: list[Unit], rows: list[Utterance], x: Tensor,
+           index_of: dict[str, int], folds: list[list[str]], variants: dict[str, Path]
+           ) -> Iterator[tuple[Unit, list[dict]]]:
+    """Meta-train the group's adapter once, then score each unit (one batch of episodes)."""
+    variant, seed, fold, algorithm, meta_k = group
+    test = set(folds[fold])
+    train_rows = np.array([i for i, u in enumerate(rows) if u.speaker not in test])
+    if cfg.features.standardize and len(train_rows):
+        x = standardize(x, train_rows)
+    adapter = None
+    for unit in units:
+        episodes = _usable(unit.episodes, index_of)
+        if not episodes:
+            continue
+        if algorithm == FULL_FINETUNE:
+            from metalearn.algorithms.full_finetune import run_trials_full
+
+            adapter = adapter or _full_finetune(cfg, variants[variant], rows)
+            yield unit, run_trials_full(adapter, episodes, run=cfg.name, pretune=variant, seed=seed)
+            continue
+        adapter = adapter or _meta_trained(cfg, algorithm, x, rows, train_rows, episodes[0], meta_k,
+                                           _derived_seed(seed, fold, meta_k))
+        yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=variant, seed=seed,
+                               chunk=len(episodes))
+
+
+def _usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> list[Episode]:
+    """Episodes whose every utterance has an embedding (an unreadable file drops its episodes, with a warning)."""
+    keep = []
+    for e in episodes:
+        lost = [k for k in (*e.support, *e.query, *e.validation) if k not in index_of]
+        if lost:
+            log.warning("episode %s: no embedding for %s (unreadable file); skipped", e.episode_id, lost[0])
+        else:
+            keep.append(e)
+    return keep
+
+
+def _derived_seed(seed: int, fold: int, meta_k: int) -> int:
+    return int(np.random.SeedSequence([seed, fold, meta_k]).generate_state(1)[0])
+
+
+def _meta_trained(cfg: ExperimentConfig, algorithm: str, x: Tensor, rows: list[Utterance], train_rows: np.ndarray,
+                  example: Episode, meta_k: int, seed: int):
+    """The algorithm built for the episodes' shape and, when it meta-learns, meta-trained on other speakers."""
+    ways = len(example.classes)
+    options = as_dict(getattr(cfg.algorithms, algorithm))
+    adapter = build_adapter(algorithm, x.shape[1], ways, options, seed=seed, device=cfg.device)
+    if not getattr(adapter, "meta_learns", True) or cfg.meta_train.steps == 0:
+        return adapter
+    if not len(train_rows):
+        raise MetalearnError(f"algorithm {algorithm} meta-learns but fold has no meta-training speakers "
+                             f"(set speakers.folds >= 2 or name speakers.test)")
+    binary = example.protocol == "binary"
+    keep = [i for i in train_rows if binary or rows[i].emotion in example.classes]
+    shots = meta_k or cfg.meta_train.shots or example.k
+    sampler = SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], [rows[i].speaker for i in keep],
+                                 sorted({rows[i].speaker for i in keep}), ways, shots,
+                                 cfg.meta_train.queries, seed + 1, example.protocol, cfg.device)
+    adapter.meta_train(sampler, cfg.meta_train.steps)
+    return adapter
+
+
+def _full_finetune(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]):
+    from metalearn.algorithms.full_finetune import FullFinetune
+    from metalearn.pretune.variants import backbone_for_variant
+
+    return FullFinetune(lambda: backbone_for_variant(folder), {utterance_key(u): u.path for u in rows},
+                        cfg.algorithms.full_finetune)
+
+
+def _finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> RunResult:
+    from metalearn.report import write_report
+
+    records = read_trials(out)
+    have = {trial_key(r) for r in records}
+    planned = {_key(u, e) for u in units for e in u.episodes}
+    complete = planned <= have
+    reported = write_report(out, records)
+    hint = _track(cfg, out, records, reported) if complete else None
+    if not complete:
+        log.info("%d of %d trials have records; run the other shards (or this command again) to finish",
+                 len(planned & have), len(planned))
+    return RunResult(out, len(planned), len(planned & have), ran, complete, reported, hint)
+
+
+def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict[str, Path]) -> str | None:
+    from metalearn.evaluate import RECORD_FIELDS, summarize
+    from metalearn.tracking import Tracker
+
+    config = {**as_dict(cfg), "git_commit": git_commit()}
+    with Tracker(out, cfg.name, json.loads(json.dumps(config, default=str)), cfg.tracking) as tracker:
+        tracker.log_curves(summarize(records))
+        tracker.log_table("trials", records, RECORD_FIELDS)
+        tracker.log_images({k: p for k, p in reported.items() if str(p).endswith(".png")})
+        hint = tracker.finish()
+    return hint

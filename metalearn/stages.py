@@ -1,0 +1,100 @@
+"""The stages a run needs before its trials, each skipped when its output exists (speechbrain's prepare).
+
+Manifests from corpus roots, pretune variants from the source corpora, and per-variant features from
+the embedding cache. Every stage checks its inputs first and fails with one line naming the config key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalearn.config import CorpusConfig, ExperimentConfig
+from metalearn.errors import MetalearnError
+from metalearn.manifest import Utterance, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def manifest_path(corpus: CorpusConfig, manifests_dir: str) -> Path:
+    """Where the corpus's manifest is (or will be written)."""
+    return Path(corpus.manifest or Path(manifests_dir) / f"{corpus.corpus}.csv")
+
+
+def check_roots(cfg: ExperimentConfig) -> None:
+    """Before any work: every corpus whose manifest is missing needs an existing root."""
+    corpora = {"data.target": cfg.data.target, **{f"data.sources.{k}": c for k, c in cfg.data.sources.items()}}
+    for key, corpus in corpora.items():
+        if key != "data.target" and not _needs_sources(cfg):
+            continue
+        if not manifest_path(corpus, cfg.data.manifests_dir).is_file() and not Path(corpus.root).is_dir():
+            raise MetalearnError(f"config key '{key}.root': {corpus.root} is not a folder (the {corpus.corpus} "
+                                 f"corpus root; set {key}.root=/path/to/{corpus.corpus})")
+
+
+def _needs_sources(cfg: ExperimentConfig) -> bool:
+    return any(s != "none" for s in cfg.pretune.subsets)
+
+
+def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance]:
+    """The corpus's manifest rows: read when the file exists, else parsed from its root and written."""
+    path = manifest_path(corpus, manifests_dir)
+    if path.is_file():
+        return read_manifest(path)
+    from metalearn.corpora import load_corpus
+
+    log.info("%s: writing the manifest from %s", path, corpus.root)
+    result = load_corpus(corpus.corpus, corpus.root, classes=tuple(corpus.classes) if corpus.classes else None)
+    write_manifest(result.utterances, path)
+    if result.problems.problems:
+        result.problems.write(path.with_name(path.stem + ".problems.tsv"))
+        log.warning("%s: skipped %s", corpus.corpus, result.problems.summary())
+    return result.utterances
+
+
+def prepare_variants(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Pretune variant name -> folder, training the missing ones (when ``pretune.train``)."""
+    from metalearn.devices import resolve_device
+    from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
+
+    sources = [u for c in cfg.data.sources.values() for u in prepare_manifest(c, cfg.data.manifests_dir)] \
+        if _needs_sources(cfg) else []
+    corpora = sorted({u.corpus for u in sources})
+    subsets = parse_subsets(",".join(cfg.pretune.subsets), corpora)
+    out = Path(cfg.pretune.out)
+    names = {variant_name(s): out / variant_name(s) for s in subsets}
+    missing = [n for n, d in names.items() if not (d / "done.json").is_file()]
+    if missing and not cfg.pretune.train:
+        raise MetalearnError(f"pretune variants {missing} are not in {out} (set pretune.train=true to train them)")
+    if missing:
+        todo = [s for s in subsets if variant_name(s) in missing]
+        run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
+    return names
+
+
+def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:
+    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached)."""
+    from metalearn.embeddings import extract
+    from metalearn.evaluate import select_features
+    from metalearn.pretune.variants import backbone_for_variant
+
+    emb = extract(rows, backbone_for_variant(folder), cfg.embeddings)
+    if emb.problems.problems:
+        log.warning("%s: %s", folder.name, emb.problems.summary())
+    layer = "mean" if cfg.features.mean_layers else cfg.features.layer
+    n_states = emb.values.shape[1]
+    if layer != "mean" and not -n_states <= layer < n_states:
+        raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
+                             f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
+    return emb.rows, select_features(emb.values, layer)
+
+
+def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:
+    """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
+    ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
+    mean, std = ref.mean(0), ref.std(0).clamp_min(1e-8)
+    return ((x.double() - mean) / std).float()
