@@ -71,6 +71,40 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from metalearn.config import load_config
+    from metalearn.grid import parse_shard
+    from metalearn.report import summary_table
+    from metalearn.runner import run_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    result = run_experiment(cfg, shard)
+    from metalearn.evaluate import summarize
+    from metalearn.records import read_trials
+
+    print(summary_table(summarize(read_trials(result.out))))
+    state = "complete" if result.complete else "incomplete (run the other shards, then `report`)"
+    print(f"{result.done}/{result.planned} trials ({result.ran} run now), {state}; results in {result.out}/")
+    for name, path in result.reported.items():
+        print(f"  {name}: {path}")
+    if result.tracking_hint:
+        print(result.tracking_hint)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from metalearn.records import merge_runs
+    from metalearn.report import write_report
+
+    path = merge_runs(args.sources, args.out)
+    written = write_report(args.out)
+    print(f"merged {len(args.sources)} run folder(s) into {path}")
+    for name, written_path in written.items():
+        print(f"  {name}: {written_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalearn.backbones import add_backbone_args
     from metalearn.corpora import CORPORA
@@ -114,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("run", help="run an experiment grid (pretune x algorithm x k x speaker x seed), resumable")
+    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
+                   help="a preset in experiments/ (demo, compare, paper_a) or a YAML file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. episodes.ks=[1,5] algorithms.maml.inner_lr=0.1 tracking.wandb=false")
+    p.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the grid (1-based)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("merge", help="merge the trial logs of run folders (shards run apart) and report")
+    p.add_argument("out", metavar="OUT_DIR", help="the merged run folder")
+    p.add_argument("sources", nargs="+", metavar="RUN_DIR", help="run folders to merge")
+    p.set_defaults(func=_cmd_merge)
+
+    from metalearn.episode_demo import add_parser as add_episode_parser
+    from metalearn.report import add_parser as add_report_parser
+
+    add_report_parser(sub)
+    add_episode_parser(sub)
     return parser
 
 

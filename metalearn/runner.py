@@ -141,7 +141,7 @@ def _run_units(cfg: ExperimentConfig, todo: list[Unit], variants: dict[str, Path
                folds: list[list[str]], trial_log: TrialLog, done: set, total: int) -> int:
     ran = 0
     initial = total - sum(len(u.episodes) for u in todo)
-    with progress(total, f"{cfg.name} trials", "trial", initial=initial) as bar:
+    with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
         for variant, by_variant in groupby(todo, key=lambda u: u.variant):
             kept, x = variant_features(cfg, variants[variant], rows)
             index_of = {utterance_key(u): i for i, u in enumerate(kept)}

@@ -1,0 +1,80 @@
+"""The experiment config: defaults -> YAML -> overrides; every mistake is one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metalearn.algorithms.maml import MAMLConfig
+from metalearn.config import EXPERIMENTS, ExperimentConfig, load_config, to_yaml
+from metalearn.errors import MetalearnError
+from metalearn.pretune.config import PretuneConfig
+from metalearn.stages import check_roots
+
+PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+PAPER_A_CORPORA = ("target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective",
+                   "sources.msp_podcast")
+
+
+def test_layers_apply_in_order_and_give_dataclasses() -> None:
+    cfg = load_config("demo", ["episodes.ks=[1,3]", "algorithms.maml.inner_lr=0.2", "algorithms.maml.hidden=[32,16]"])
+    assert isinstance(cfg, ExperimentConfig) and isinstance(cfg.algorithms.maml, MAMLConfig)
+    assert isinstance(cfg.pretune.recipe, PretuneConfig)
+    assert cfg.episodes.ks == [1, 3] and cfg.algorithms.maml.inner_lr == 0.2
+    assert cfg.algorithms.maml.hidden == (32, 16)           # the constructor's own type
+    assert cfg.pretune.recipe.trainable_layers == 2          # from demo.yaml
+    assert cfg.algorithms.fomaml.inner_lr == MAMLConfig().inner_lr  # the dataclass default
+    assert cfg.out == "results/demo"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_resolved_config_round_trips(preset: str, tmp_path: Path) -> None:
+    overrides = [f"data.{k}.root=/x" for k in PAPER_A_CORPORA] if preset == "paper_a" else []
+    cfg = load_config(preset, overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    (["algorithms.maml.inner_lrr=3"], "config key 'algorithms.maml.inner_lrr' is not a valid key; closest valid "
+                                      "keys: algorithms.maml.inner_lr"),
+    (["episodes.repetitions=many"], "config key 'episodes.repetitions': Value 'many'"),
+    (["episode.ks=[1]"], "closest valid keys: episodes"),
+    (["algorithms.run=[mamll]"], "unknown algorithm 'mamll'; did you mean maml"),
+    (["episodes.ks=[0,1]"], "config key 'episodes.ks'"),
+    (["episodes.protocol=triplet"], "config key 'episodes.protocol': 'triplet'"),
+    (["episodes.ks"], "override 'episodes.ks' is not key=value"),
+    (["pretune.recipe.lr=-1"], "pretune lr must be > 0"),
+])
+def test_mistakes_are_one_line_naming_the_key(override: list[str], expected: str) -> None:
+    with pytest.raises(MetalearnError) as err:
+        load_config("demo", override)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_preset_lists_the_presets() -> None:
+    with pytest.raises(MetalearnError, match="unknown preset 'dmeo'; expected one of: .*demo"):
+        load_config("dmeo")
+
+
+def test_real_corpus_preset_needs_its_roots(tmp_path: Path) -> None:
+    with pytest.raises(MetalearnError, match=r"config key 'data.\w+.*root' has no value"):
+        load_config("paper_a")
+    overrides = [f"data.{k}.root={tmp_path / 'nowhere'}" for k in PAPER_A_CORPORA]
+    cfg = load_config("paper_a", [*overrides, f"data.manifests_dir={tmp_path}"])
+    with pytest.raises(MetalearnError, match=r"config key 'data.target.root': .*nowhere is not a folder"):
+        check_roots(cfg)
+
+
+def test_bad_yaml_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("episodes: {ks: [1, 2}\n")
+    with pytest.raises(MetalearnError, match="bad.yaml: not valid YAML") as err:
+        load_config(str(path))
+    assert "\n" not in str(err.value)
+    path.write_text("episodes:\n  kss: [1]\n")
+    with pytest.raises(MetalearnError, match="'episodes.kss' is not a valid key; closest valid keys: episodes.ks"):
+        load_config(str(path))

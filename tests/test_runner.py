@@ -1,0 +1,158 @@
+"""The runner on the tiny synthetic corpus: complete grids, resume after a kill, shards, determinism, report.
+
+One reference run (tiny Whisper backbone, 4 speakers, 2 folds, 2 seeds, 4 algorithms) is compared with
+interrupted, sharded and repeated runs; every comparison ignores only the wall-time column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from metalearn.cli import main
+from metalearn.config import load_config
+from metalearn.errors import MetalearnError
+from metalearn.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
+from metalearn.runner import run_experiment
+from metalearn.synth.generate import generate
+
+ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runner")
+    generate("tiny", root / "data", seed=0)
+    return root
+
+
+def overrides(base: Path, out: str, *extra: str) -> list[str]:
+    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
+            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
+            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
+            "episodes.repetitions=2", "speakers.folds=2", "seeds=[0,1]", "meta_train.steps=3",
+            "meta_train.queries=1", f"algorithms.run=[{','.join(ALGORITHMS)}]", "algorithms.finetune.steps=10",
+            "algorithms.fomaml.hidden=[8]", "algorithms.protonet_proj.proj_dim=8", "tracking.wandb=false",
+            "chunk=3", *extra]
+
+
+def run(base: Path, out: str, *extra: str, shard: tuple[int, int] = (0, 1)):
+    return run_experiment(load_config(None, overrides(base, out, *extra)), shard)
+
+
+def stable(path: Path) -> list[dict]:
+    """trials.csv rows without the wall-time column."""
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def reference(base: Path):
+    return run(base, "ref")
+
+
+def test_complete_run_writes_everything(reference) -> None:
+    out = reference.out
+    episodes = sum(1 for s in (0, 1) for line in open(out / f"episodes-seed{s}.jsonl") if '"skipped"' not in line)
+    assert reference.complete and reference.planned == reference.done == reference.ran == episodes * len(ALGORITHMS)
+    for name in ("trials.jsonl", "trials.csv", "summary.csv", "per_speaker.csv", "summary.md", "config.yaml",
+                 "run.json", "accuracy_vs_k.png", "macro_f1_vs_k.png", "uar_vs_k.png"):
+        assert (out / name).is_file(), name
+    records = read_trials(out)
+    assert len({trial_key(r) for r in records}) == len(records) == reference.planned
+    assert {r["algorithm"] for r in records} == set(ALGORITHMS) and {r["seed"] for r in records} == {0, 1}
+    assert json.loads((out / "run.json").read_text())["git_commit"]
+    with open(out / "summary.csv", newline="") as f:
+        assert sum(int(r["n_trials"]) for r in csv.DictReader(f)) == len(records)
+
+
+def test_folds_keep_meta_training_speakers_apart(reference) -> None:
+    """Each speaker is tested in exactly one fold, so every speaker has every algorithm's trials once per episode."""
+    records = read_trials(reference.out)
+    speakers = {r["speaker"] for r in records}
+    assert len(speakers) == 4
+    per = {(r["speaker"], r["episode_id"], r["seed"]): 0 for r in records}
+    for r in records:
+        per[(r["speaker"], r["episode_id"], r["seed"])] += 1
+    assert set(per.values()) == {len(ALGORITHMS)}
+
+
+def test_same_seed_same_trials(base: Path, reference) -> None:
+    again = run(base, "again")
+    assert stable(again.out / "trials.csv") == stable(reference.out / "trials.csv")
+
+
+def test_resume_after_kill_finishes_without_loss_or_duplicates(base: Path, reference,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real_append, calls = TrialLog.append, []
+
+    def dying_append(self, records):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed between two batches
+        calls.append(len(records))
+        real_append(self, records)
+
+    monkeypatch.setattr(TrialLog, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        run(base, "killed")
+    monkeypatch.setattr(TrialLog, "append", real_append)
+    log = base / "killed" / "trials.jsonl"
+    kept = log.read_text().splitlines()
+    assert len(kept) == sum(calls) < reference.planned
+    with open(log, "a") as f:  # ... and killed again in the middle of a write: a torn last line
+        f.write(kept[0][: len(kept[0]) // 2])
+    resumed = run(base, "killed")
+    assert resumed.complete and resumed.ran == reference.planned - len(kept)
+    lines = log.read_text().splitlines()
+    assert len(lines) == reference.planned and len({trial_key(json.loads(x)) for x in lines}) == len(lines)
+    assert stable(base / "killed" / "trials.csv") == stable(reference.out / "trials.csv")
+    assert run(base, "killed").ran == 0  # a finished grid reruns nothing
+
+
+def test_shards_together_equal_the_whole_grid(base: Path, reference) -> None:
+    results = [run(base, "sharded", shard=(i, 3)) for i in range(3)]
+    assert [r.complete for r in results] == [False, False, True]
+    assert sorted(p.name for p in (base / "sharded").glob("trials*.jsonl")) == [
+        f"trials.shard-{i}-of-3.jsonl" for i in (1, 2, 3)]
+    assert sum(r.ran for r in results) == reference.planned
+    assert stable(base / "sharded" / "trials.csv") == stable(reference.out / "trials.csv")
+    # the same shards run in folders of their own, then merged
+    apart = [run(base, f"apart{i}", shard=(i, 2)).out for i in range(2)]
+    assert main(["merge", str(base / "merged"), *map(str, apart)]) == 0
+    assert stable(base / "merged" / "trials.csv") == stable(reference.out / "trials.csv")
+
+
+def test_report_command_regenerates_from_records(base: Path, reference) -> None:
+    folder = base / "copy"
+    shutil.copytree(reference.out, folder)
+    expected = (folder / "summary.csv").read_bytes()
+    for name in ("summary.csv", "summary.md", "accuracy_vs_k.png", "trials.csv"):
+        (folder / name).unlink()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "summary.csv").read_bytes() == expected
+    assert (folder / "summary.md").is_file() and (folder / "accuracy_vs_k.png").stat().st_size > 10_000
+    assert main(["report", str(base / "no-such-run")]) == 2
+
+
+def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
+    with pytest.raises(MetalearnError, match="holds a run with another config .*repetitions"):
+        run(base, "ref", "episodes.repetitions=3")
+    assert run(base, "ref", "tracking.project=elsewhere").ran == 0  # tracking settings do not change numbers
+
+
+def test_bad_trial_log_line_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "trials.jsonl").write_text('{"run": "x"}\nnot json\n')
+    with pytest.raises(MetalearnError, match=r"trials.jsonl:1: trial record lacks field"):
+        read_trials(tmp_path)
+
+
+def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path) -> None:
+    records = read_trials(reference.out)
+    changed = [{**r, "accuracy": 1.0 - r["accuracy"]} if i == 0 else r for i, r in enumerate(records)]
+    TrialLog(tmp_path / "other" / "trials.jsonl").append(changed)
+    with pytest.raises(MetalearnError, match="appears twice with different results"):
+        merge_runs([reference.out, tmp_path / "other"], tmp_path / "merged")
