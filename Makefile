@@ -11,7 +11,7 @@ SOURCES := iemocap msp_podcast cremad ravdess
 # The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
 DEMO_SOURCES := iemocap msp_podcast
 
-.PHONY: setup setup-l2l test test-slow lint demo corpora manifests embeddings pretune clean-data
+.PHONY: setup setup-l2l test test-slow lint demo episode corpora manifests embeddings pretune clean-data
 
 setup: $(STAMP)
 
@@ -39,8 +39,14 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # The embedded default, every step skipped when its outputs exist: synthesise the corpora, parse
-# them, embed the target with the default backbone, pre-finetune, embed with each variant.
-demo: embeddings
+# them, then the comparison (experiments/demo.yaml): pre-finetune the variants, embed the target with
+# each, run every algorithm at every k, write results/demo/ and a W&B offline run.
+demo: manifests
+	$(PY) -m metalearn run --config demo
+
+# A single episode, for students: one speaker, one k, every step printed, and a picture.
+episode: manifests
+	$(PY) -m metalearn episode --manifest $(DATA)/manifests/esd.csv --k 5 --out runs/episode/episode.png
 
 corpora: $(STAMP)
 	$(PY) -m metalearn synth --preset demo --out $(DATA)
@@ -55,6 +61,7 @@ pretune: manifests
 	$(PY) -m metalearn pretune --preset cpu-small --subsets all --out $(RUNS)/pretune \
 	  --manifests $(foreach c,$(DEMO_SOURCES),$(DATA)/manifests/$(c).csv)
 
+# The pre-finetuning and embedding steps on their own (`make demo` runs them itself through the runner).
 embeddings: pretune
 	$(PY) -m metalearn embed --manifest $(DATA)/manifests/esd.csv --cache-dir $(CACHE)
 	for v in $(RUNS)/pretune/pft-*; do \

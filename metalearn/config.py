@@ -109,6 +109,7 @@ class AlgorithmsConfig:
     full_finetune: FullFinetuneConfig = field(default_factory=FullFinetuneConfig)
     full_finetune_ks: list[int] | None = None          # it is slow: the ks it runs at (None: all)
     full_finetune_repetitions: int | None = None       # and the repetitions (None: all)
+    full_finetune_variants: list[str] | None = None    # and the pretune variants (None: all)
 
 
 @dataclass

@@ -95,6 +95,13 @@ def cache_key(backbone: SpeechBackbone, cfg: EmbeddingConfig) -> dict:
             "max_seconds": cfg.max_seconds, "sample_rate": TARGET_SR, "storage": cfg.storage}
 
 
+def cache_store(backbone: SpeechBackbone, cfg: EmbeddingConfig) -> ShardStore:
+    """The cache folder of ``backbone`` under ``cfg`` (named by the hash of its key)."""
+    key = cache_key(backbone, cfg)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return ShardStore(Path(cfg.cache_dir) / digest, key)
+
+
 def file_identity(path: str) -> str:
     """path|size|mtime_ns of a file: changes when the file is replaced or edited."""
     st = os.stat(path)
@@ -159,7 +166,7 @@ def plan_batches(durations: Sequence[float], batch_seconds: float, max_batch: in
     return batches
 
 
-def _prefetch(rows: Sequence[Utterance], batches: list[list[int]], max_seconds: float | None,
+def prefetch_audio(rows: Sequence[Utterance], batches: list[list[int]], max_seconds: float | None,
               depth: int) -> Iterator[tuple[list[int], list[torch.Tensor], list[tuple[int, str]]]]:
     """Yield (indices kept, waves, [(index, reason)] of bad files) per batch, read ahead in a thread."""
     queue: Queue = Queue(maxsize=max(depth, 1))
@@ -198,9 +205,7 @@ def extract(rows: Sequence[Utterance], backbone: SpeechBackbone, cfg: EmbeddingC
     report = report or ProblemReport()
     device = resolve_device(cfg.device)
     backbone = backbone.to(device).eval()
-    key = cache_key(backbone, cfg)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    store = ShardStore(Path(cfg.cache_dir) / digest, key)
+    store = cache_store(backbone, cfg)
     table = store.load()
     identities = [file_identity(u.path) if os.path.exists(u.path) else "" for u in rows]
     for u, ident in zip(rows, identities, strict=True):
@@ -214,7 +219,7 @@ def extract(rows: Sequence[Utterance], backbone: SpeechBackbone, cfg: EmbeddingC
     total = float(sum(durations))
     with progress(total, f"embeddings {backbone.name}", "s", disable=not todo,
                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
-        for kept, waves, bad in _prefetch(rows, batches, cfg.max_seconds, cfg.prefetch):
+        for kept, waves, bad in prefetch_audio(rows, batches, cfg.max_seconds, cfg.prefetch):
             for i, reason in bad:
                 report.add(rows[i].path, reason)
             if kept:

@@ -35,6 +35,18 @@ class Unit:
         return self.variant, self.seed, self.fold, self.algorithm, self.meta_k
 
 
+@dataclass(frozen=True)
+class Subset:
+    """A part of the grid: only these ks, the first ``repetitions`` repetitions, these variants (None: all)."""
+
+    ks: frozenset[int] | None = None
+    repetitions: int | None = None
+    variants: frozenset[str] | None = None
+
+    def has(self, e: Episode) -> bool:
+        return (self.ks is None or e.k in self.ks) and (self.repetitions is None or e.repetition < self.repetitions)
+
+
 def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[str] | None = None
                  ) -> list[list[str]]:
     """Meta-test speakers of each fold: ``test`` as the one fold, else ``folds`` seeded, near-equal parts.
@@ -58,14 +70,14 @@ def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[
 
 def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
                algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
-               chunk: int, only: dict[str, tuple[set[int] | None, int | None]] | None = None) -> list[Unit]:
+               chunk: int, only: dict[str, Subset] | None = None) -> list[Unit]:
     """Every unit of the grid, in a fixed order.
 
     Args:
         episodes: seed -> that seed's evaluation episodes.
         per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
         chunk: episodes per batch (1 for algorithms listed in ``only`` with a slow per-episode path).
-        only: algorithm -> (ks it runs at or None, max repetitions or None), for slow algorithms.
+        only: algorithm -> the part of the grid it runs on (slow algorithms; one episode per unit).
     """
     only = only or {}
     units = []
@@ -74,8 +86,10 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
             for f, test in enumerate(folds):
                 mine = [e for e in episodes[seed] if e.speaker in set(test)]
                 for algorithm in algorithms:
-                    ks, reps = only.get(algorithm, (None, None))
-                    chosen = [e for e in mine if (ks is None or e.k in ks) and (reps is None or e.repetition < reps)]
+                    part = only.get(algorithm, Subset())
+                    if part.variants is not None and variant not in part.variants:
+                        continue
+                    chosen = [e for e in mine if part.has(e)]
                     size = 1 if algorithm in only else chunk
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
                         units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b))

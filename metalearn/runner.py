@@ -25,11 +25,18 @@ from metalearn.episodes import Episode, binary_episodes, load_episodes, nway_epi
 from metalearn.errors import MetalearnError
 from metalearn.evaluate import run_trials
 from metalearn.fileio import write_atomic, write_json
-from metalearn.grid import Unit, assign_folds, plan_units, shard_units
+from metalearn.grid import Subset, Unit, assign_folds, plan_units, shard_units
 from metalearn.manifest import Utterance
 from metalearn.progress import progress
 from metalearn.records import TrialLog, read_trials, shard_file, trial_key
-from metalearn.stages import check_roots, prepare_manifest, prepare_variants, standardize, variant_features
+from metalearn.stages import (
+    check_roots,
+    prefill_embeddings,
+    prepare_manifest,
+    prepare_variants,
+    standardize,
+    variant_features,
+)
 from metalearn.tasks import SpeakerTaskSampler
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,7 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> Ru
     done_before = {trial_key(r) for r in read_trials(out)} if _has_logs(out) else set()
     todo = [u for u in mine if any(_key(u, e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
+    prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
     ran = _run_units(cfg, todo, variants, rows, folds, trial_log, done_before, total)
     return _finish(cfg, out, units, ran)
 
@@ -122,11 +130,19 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> Ru
 def _plan(cfg: ExperimentConfig, variants: dict[str, Path], folds: list[list[str]],
           episodes: dict[int, list[Episode]]) -> list[Unit]:
     algos = cfg.algorithms
+    unknown = sorted(set(algos.full_finetune_variants or ()) - set(variants))
+    if unknown:
+        raise MetalearnError(f"config key 'algorithms.full_finetune_variants': {unknown} are not among this run's "
+                             f"pretune variants ({', '.join(variants)})")
     per_k = [a for a in algos.run if a != FULL_FINETUNE] if cfg.meta_train.shots is None else []
-    only = {FULL_FINETUNE: (set(algos.full_finetune_ks) if algos.full_finetune_ks else None,
-                            algos.full_finetune_repetitions)}
+    only = {FULL_FINETUNE: Subset(_set(algos.full_finetune_ks), algos.full_finetune_repetitions,
+                                  _set(algos.full_finetune_variants))}
     return plan_units(list(variants), cfg.seeds, folds, algos.run, episodes, per_k=per_k, chunk=cfg.chunk,
                       only=only)
+
+
+def _set(values: list | None) -> frozenset | None:
+    return None if values is None else frozenset(values)
 
 
 def _key(unit: Unit, e: Episode) -> tuple:

@@ -93,6 +93,25 @@ def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance])
     return emb.rows, select_features(emb.values, layer)
 
 
+def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Utterance], group: int = 8) -> None:
+    """Fill the embedding caches of several variants at once, sharing their frozen layers' forward.
+
+    Only for backbones that expose a shared trunk (Whisper); others are embedded one at a time later.
+    At most ``group`` backbones are held in memory together.
+    """
+    from metalearn.pretune.variants import backbone_for_variant
+    from metalearn.shared_extract import fill_caches
+
+    for start in range(0, len(folders), group):
+        chunk = folders[start:start + group]
+        if len(chunk) < 2:
+            return
+        first = backbone_for_variant(chunk[0])
+        if not hasattr(first, "trunk"):
+            return
+        fill_caches(rows, [first, *(backbone_for_variant(f) for f in chunk[1:])], cfg.embeddings)
+
+
 def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:
     """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
     ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()

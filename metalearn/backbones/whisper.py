@@ -10,6 +10,8 @@ Pooling uses the valid frames in both modes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 from transformers import WhisperConfig, WhisperModel
@@ -39,6 +41,15 @@ class LogMel(nn.Module):
         log_spec = torch.clamp(self.filters @ power, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
         return (log_spec + 4.0) / 4.0
+
+
+@dataclasses.dataclass
+class Trunk:
+    """The shared lower part of a forward: states [layers + 1] of [B, F, D], the attention mask, frames [B]."""
+
+    states: list[Tensor]
+    mask: Tensor | None
+    frames: Tensor
 
 
 class WhisperBackbone(SpeechBackbone):
@@ -73,6 +84,10 @@ class WhisperBackbone(SpeechBackbone):
         return batch, mel_lengths
 
     def forward(self, waves: Tensor, lengths: Tensor) -> BackboneOutput:
+        return self.forward_from(self.trunk(waves, lengths, 0), 0)
+
+    def trunk(self, waves: Tensor, lengths: Tensor, layers: int) -> Trunk:
+        """The input embedding and the first ``layers`` transformer layers (shared by variants that froze them)."""
         mel, mel_lengths = self.features(waves, lengths)
         enc = self.encoder
         x = nn.functional.gelu(enc.conv1(mel))  # [B, D, F]
@@ -87,11 +102,22 @@ class WhisperBackbone(SpeechBackbone):
             mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
             mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
         states = [x]
-        for layer in enc.layers:
-            x = layer(x, mask)
-            states.append(x)
-        states[-1] = enc.layer_norm(x)
-        return BackboneOutput(torch.stack(states), frames.long())
+        for layer in enc.layers[:layers]:
+            states.append(layer(states[-1], mask))
+        return Trunk(states, mask, frames.long())
+
+    def forward_from(self, trunk: Trunk, layers: int) -> BackboneOutput:
+        """Every hidden state, continuing ``trunk`` (states 0..layers) through this model's layers ``layers``..L."""
+        states = list(trunk.states[: layers + 1])
+        for layer in self.encoder.layers[layers:]:
+            states.append(layer(states[-1], trunk.mask))
+        states[-1] = self.encoder.layer_norm(states[-1])
+        return BackboneOutput(torch.stack(states), trunk.frames)
+
+    def trunk_modules(self, layers: int) -> list[nn.Module]:
+        """The modules :meth:`trunk` uses for ``layers`` layers (two models share a trunk when these are equal)."""
+        enc = self.encoder
+        return [enc.conv1, enc.conv2, enc.embed_positions, *enc.layers[:layers]]
 
 
 def whisper_from_pretrained(source: str, mode: str = "trimmed") -> WhisperBackbone:
