@@ -28,7 +28,7 @@ from metalearn.embeddings import EmbeddingConfig
 from metalearn.episodes import PROTOCOLS
 from metalearn.errors import MetalearnError
 from metalearn.pretune.config import PretuneConfig
-from metalearn.tracking import TrackingConfig
+from metalearn.tracking import TrackingConfig, resolve_mode
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 FULL_FINETUNE = "full_finetune"
@@ -217,6 +217,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise MetalearnError(f"config key 'algorithms.run': {algos.run} must list distinct algorithms")
     if cfg.speakers.test is None and cfg.speakers.folds < 1:
         raise MetalearnError(f"config key 'speakers.folds': {cfg.speakers.folds} must be >= 1")
+    if cfg.tracking.wandb:
+        resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the grid
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise MetalearnError(f"config key 'seeds': {cfg.seeds} must be distinct integers >= 0")
 

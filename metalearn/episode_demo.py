@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,8 +26,10 @@ from metalearn.episodes import Episode, nway_episodes, utterance_key
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
 from metalearn.metrics import confusion
+from metalearn.stages import standardize
 from metalearn.tasks import SpeakerTaskSampler
 
+# The algorithms that learn something across speakers (each adapter says so in ``meta_learns``).
 META_ALGORITHMS = ("protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile")
 DEFAULT_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
 # Smaller meta-batches than the experiments' defaults, so 100 meta-steps of any algorithm take a few seconds.
@@ -102,7 +105,7 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
         raise MetalearnError(f"meta_steps {meta_steps}: expected an integer >= 0")
     episode = _draw_episode(rows, speaker, k, queries, seed)
     others = [i for i, u in enumerate(rows) if u.speaker != speaker]
-    x = _standardize(x.float(), others)
+    x = standardize(x.float(), np.array(others)) if len(others) > 1 else x.float()
     index_of = {utterance_key(u): i for i, u in enumerate(rows)}
     sup = torch.tensor([index_of[key] for key in episode.support])
     qry = torch.tensor([index_of[key] for key in episode.query])
@@ -113,8 +116,7 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
     if meta_steps > 0 and any(a in META_ALGORITHMS for a in names):
         sampler = _meta_sampler(x, rows, others, len(episode.classes), k, seed)
     for name in names:
-        steps = meta_steps if name in META_ALGORITHMS else 0
-        result.algorithms[name] = _run_one(name, result, sampler if steps else None, steps, seed)
+        result.algorithms[name] = _run_one(name, result, sampler, meta_steps, seed)
     return result
 
 
@@ -124,14 +126,6 @@ def _draw_episode(rows: Sequence[Utterance], speaker: str, k: int, queries: int 
     if skipped:
         raise MetalearnError(f"k={k}, queries={queries}: {skipped[0].reason}")
     return episodes[0]
-
-
-def _standardize(x: Tensor, others: list[int]) -> Tensor:
-    """[N, D] z-scored per dimension with the mean and std of the rows ``others`` (unchanged when empty)."""
-    if len(others) < 2:
-        return x
-    ref = x[others]
-    return (x - ref.mean(0)) / ref.std(0).clamp_min(1e-6)
 
 
 def _meta_sampler(x: Tensor, rows: Sequence[Utterance], others: list[int], ways: int, k: int,
@@ -157,7 +151,8 @@ def _run_one(name: str, result: EpisodeResult, sampler: SpeakerTaskSampler | Non
     start = time.perf_counter()
     ways = len(result.episode.classes)
     adapter = build_adapter(name, result.support_x.shape[1], ways, DEMO_OPTIONS.get(name), seed)
-    if sampler is not None:
+    steps = steps if sampler is not None and adapter.meta_learns else 0
+    if steps:
         adapter.meta_train(sampler, steps)
     logits = adapter.predict(result.support_x[None], result.support_y[None], result.query_x[None], ways)[0].detach()
     pred = logits.argmax(-1)

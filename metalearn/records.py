@@ -116,6 +116,12 @@ def _stable(r: dict) -> dict:
     return {f: r[f] for f in RECORD_FIELDS if f not in VOLATILE}
 
 
+def read_logs(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of a folder's trial logs (what a resumed run trusts; a trials.csv alone is only a table)."""
+    logs = sorted(Path(run_dir).glob(TRIALS_GLOB))
+    return dedupe((r for p in logs for r in _read_lines(p)), str(run_dir))
+
+
 def read_trials(run_dir: str | os.PathLike) -> list[dict]:
     """Every trial record of a run folder: its ``trials*.jsonl`` logs, else its ``trials.csv``."""
     run_dir = Path(run_dir)

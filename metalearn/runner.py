@@ -28,7 +28,7 @@ from metalearn.fileio import write_atomic, write_json
 from metalearn.grid import Subset, Unit, assign_folds, plan_units, shard_units
 from metalearn.manifest import Utterance
 from metalearn.progress import progress
-from metalearn.records import TrialLog, read_trials, shard_file, trial_key
+from metalearn.records import TrialLog, read_logs, read_trials, shard_file, trial_key
 from metalearn.stages import (
     check_roots,
     prefill_embeddings,
@@ -119,7 +119,7 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> Ru
     units = _plan(cfg, variants, folds, episodes)
     trial_log = TrialLog(out / shard_file(*shard))
     mine = shard_units(units, *shard)
-    done_before = {trial_key(r) for r in read_trials(out)} if _has_logs(out) else set()
+    done_before = {trial_key(r) for r in read_logs(out)}
     todo = [u for u in mine if any(_key(u, e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
     prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
@@ -147,10 +147,6 @@ def _set(values: list | None) -> frozenset | None:
 
 def _key(unit: Unit, e: Episode) -> tuple:
     return unit.variant, unit.algorithm, e.episode_id, unit.seed
-
-
-def _has_logs(out: Path) -> bool:
-    return any(p.stat().st_size for p in out.glob("trials*.jsonl")) or (out / "trials.csv").is_file()
 
 
 def _run_units(cfg: ExperimentConfig, todo: list[Unit], variants: dict[str, Path], rows: list[Utterance],

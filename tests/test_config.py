@@ -47,6 +47,7 @@ def test_resolved_config_round_trips(preset: str, tmp_path: Path) -> None:
     (["episodes.protocol=triplet"], "config key 'episodes.protocol': 'triplet'"),
     (["episodes.ks"], "override 'episodes.ks' is not key=value"),
     (["pretune.recipe.lr=-1"], "pretune lr must be > 0"),
+    (["tracking.mode=offlne"], "unknown W&B mode 'offlne'"),
 ])
 def test_mistakes_are_one_line_naming_the_key(override: list[str], expected: str) -> None:
     with pytest.raises(MetalearnError) as err:

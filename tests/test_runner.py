@@ -144,6 +144,17 @@ def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
     assert run(base, "ref", "tracking.project=elsewhere").ran == 0  # tracking settings do not change numbers
 
 
+def test_committed_tables_alone_do_not_count_as_done(base: Path, reference) -> None:
+    """A fresh clone has results/<run>/trials.csv but no trial log: the run computes every trial again."""
+    folder = base / "tables-only"
+    shutil.copytree(reference.out, folder)
+    for log in folder.glob("*.jsonl"):
+        if log.name.startswith("trials"):
+            log.unlink()
+    again = run(base, "tables-only")
+    assert again.ran == reference.planned and stable(folder / "trials.csv") == stable(reference.out / "trials.csv")
+
+
 def test_bad_trial_log_line_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "trials.jsonl").write_text('{"run": "x"}\nnot json\n')
     with pytest.raises(MetalearnError, match=r"trials.jsonl:1: trial record lacks field"):
@@ -156,3 +167,28 @@ def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path
     TrialLog(tmp_path / "other" / "trials.jsonl").append(changed)
     with pytest.raises(MetalearnError, match="appears twice with different results"):
         merge_runs([reference.out, tmp_path / "other"], tmp_path / "merged")
+
+
+def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
+    """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
+    from metalearn.grid import assign_folds
+    from metalearn.manifest import Utterance
+    from metalearn.pretune.variants import enumerate_subsets, variant_name
+    from metalearn.runner import _plan, build_episodes
+
+    cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (
+        "target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective", "sources.msp_podcast")])
+    sizes = {"evaluation": 20, "test": 30, "train": 300}
+    rows = [Utterance(f"{s:04d}_{e}_{split}_{i}", f"{s}/{e}/{i}.wav", "esd", f"{s:04d}", "female", e, e, split, 2.0,
+                      16000) for s in range(1, 21) for e in ("neutral", "happy", "angry", "sad", "surprise")
+            for split, n in sizes.items() for i in range(n)]
+    speakers = sorted({u.speaker for u in rows})
+    folds = assign_folds(speakers, cfg.speakers.folds, cfg.speakers.seed, cfg.speakers.test)
+    episodes = {0: build_episodes(cfg, rows, speakers, 0, tmp_path)}
+    variants = {variant_name(s): tmp_path for s in enumerate_subsets(
+        ["iemocap", "msp_improv", "mandarin_affective", "msp_podcast"])}
+    units = _plan(cfg, variants, folds, episodes)
+    assert len(variants) == 16 and folds == [speakers]
+    assert sum(len(u.episodes) for u in units) == 33_600
+    assert {u.algorithm for u in units} == {"full_finetune"}
+    assert {len(e.support) for u in units for e in u.episodes} == {2, 4, 8, 16, 24, 32, 64}
