@@ -16,10 +16,12 @@ DEMO_SOURCES := iemocap msp_podcast
 setup: $(STAMP)
 
 # Re-runs only when requirements change; a fresh machine needs nothing but Python 3.11.
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	# metalearn itself, editable, so `python experiments/*.py` finds it from any folder
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Optional learn2learn backend (see requirements-l2l.txt for why it installs this way).
