@@ -79,7 +79,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     shard = parse_shard(args.shard) if args.shard else (0, 1)
-    result = run_experiment(cfg, shard)
+    result = run_experiment(cfg, shard, prepare_only=args.prepare)
+    if result is None:
+        print(f"prepared {cfg.out}: manifests, pretune variants, episodes and embeddings; now run the shards")
+        return 0
     from metalearn.evaluate import summarize
     from metalearn.records import read_trials
 
@@ -154,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a preset in experiments/ (demo, compare, paper_a) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. episodes.ks=[1,5] algorithms.maml.inner_lr=0.1 tracking.wandb=false")
-    p.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the grid (1-based)")
+    p.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the grid (1-based); "
+                   "the variants must be trained already (--prepare)")
+    p.add_argument("--prepare", action="store_true",
+                   help="only train the variants, draw the episodes and fill the embedding caches (before shards)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("merge", help="merge the trial logs of run folders (shards run apart) and report")

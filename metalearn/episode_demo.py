@@ -10,8 +10,6 @@ algorithm's prediction, accuracies and confusion matrices; ``episode_plot`` draw
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import textwrap
 import time
 from collections.abc import Sequence
@@ -275,20 +273,3 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_backbone_args(p)
     p.set_defaults(func=_cmd_episode)
     return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``python -m metalearn.episode_demo episode ...``."""
-    parser = argparse.ArgumentParser(prog="python -m metalearn.episode_demo")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except MetalearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

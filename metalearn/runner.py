@@ -103,8 +103,13 @@ def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[
     return episodes
 
 
-def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> RunResult:
-    """Run (or finish) this shard of the config's grid; write the report from every record present."""
+def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepare_only: bool = False
+                   ) -> RunResult | None:
+    """Run (or finish) this shard of the config's grid; write the report from every record present.
+
+    ``prepare_only``: manifests, pretune variants, episodes and every variant's embeddings, then stop
+    (run it once before starting shards in parallel, so they do not train or embed the same thing twice).
+    """
     out = Path(cfg.out)
     check_roots(cfg)
     save_config(cfg, out)
@@ -112,11 +117,17 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1)) -> Ru
                {"git_commit": git_commit(), "started": time.time(), "shard": f"{shard[0] + 1}/{shard[1]}"})
     rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
             if u.speaker not in set(cfg.speakers.exclude)]
-    variants = prepare_variants(cfg)
+    # Shards running side by side must not train the same variant at once: they need it trained already.
+    variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     speakers = sorted({u.speaker for u in rows})
     folds = assign_folds(speakers, cfg.speakers.folds, cfg.speakers.seed, cfg.speakers.test)
     episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
     units = _plan(cfg, variants, folds, episodes)
+    if prepare_only:
+        prefill_embeddings(cfg, list(variants.values()), rows)
+        for folder in variants.values():
+            variant_features(cfg, folder, rows)
+        return None
     trial_log = TrialLog(out / shard_file(*shard))
     mine = shard_units(units, *shard)
     done_before = {trial_key(r) for r in read_logs(out)}

@@ -56,8 +56,8 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
     return result.utterances
 
 
-def prepare_variants(cfg: ExperimentConfig) -> dict[str, Path]:
-    """Pretune variant name -> folder, training the missing ones (when ``pretune.train``)."""
+def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Path]:
+    """Pretune variant name -> folder, training the missing ones (when ``train``; else they are an error)."""
     from metalearn.devices import resolve_device
     from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
 
@@ -68,8 +68,9 @@ def prepare_variants(cfg: ExperimentConfig) -> dict[str, Path]:
     out = Path(cfg.pretune.out)
     names = {variant_name(s): out / variant_name(s) for s in subsets}
     missing = [n for n, d in names.items() if not (d / "done.json").is_file()]
-    if missing and not cfg.pretune.train:
-        raise MetalearnError(f"pretune variants {missing} are not in {out} (set pretune.train=true to train them)")
+    if missing and not train:
+        raise MetalearnError(f"pretune variants {missing} are not trained in {out}: train them first, once "
+                             f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
     if missing:
         todo = [s for s in subsets if variant_name(s) in missing]
         run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from metalearn.algorithms import ALGORITHMS
-from metalearn.episode_demo import format_report, main, run_episode_demo
+from metalearn.cli import main
+from metalearn.episode_demo import format_report, run_episode_demo
 from metalearn.episode_plot import plot_episode
 from metalearn.episodes import utterance_key
 from metalearn.errors import MetalearnError

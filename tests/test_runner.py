@@ -192,3 +192,14 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     assert sum(len(u.episodes) for u in units) == 33_600
     assert {u.algorithm for u in units} == {"full_finetune"}
     assert {len(e.support) for u in units for e in u.episodes} == {2, 4, 8, 16, 24, 32, 64}
+
+
+def test_shards_need_prepared_variants(base: Path) -> None:
+    """Shards side by side never train a variant; `--prepare` does it once, then shards start."""
+    extra = (f"pretune.out={base / 'pretune-fresh'}",)
+    with pytest.raises(MetalearnError, match=r"pretune variants \['none'\] are not trained .*--prepare"):
+        run(base, "prep", *extra, shard=(0, 2))
+    assert run_experiment(load_config(None, overrides(base, "prep", *extra)), prepare_only=True) is None
+    assert (base / "pretune-fresh" / "none" / "done.json").is_file()
+    assert not list((base / "prep").glob("trials*.jsonl"))
+    assert run(base, "prep", *extra, shard=(0, 2)).ran > 0
