@@ -229,7 +229,8 @@ def extract(rows: Sequence[Utterance], backbone: SpeechBackbone, cfg: EmbeddingC
                 stats["extracted"] += len(kept)
                 stats["batches"] += 1
             done = kept + [i for i, _ in bad]
-            bar.update(sum(min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in done))
+            step = sum(min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in done)
+            bar.update(min(step, bar.total - bar.n))  # float sums in another order may overshoot
     stats["shards_rebuilt"] = store.rebuilt
     keep = [i for i, ident in enumerate(identities) if ident in table]
     values = np.stack([table[identities[i]] for i in keep]).astype(np.float32) if keep else \

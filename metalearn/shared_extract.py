@@ -89,7 +89,8 @@ def fill_caches(rows: Sequence[Utterance], backbones: Sequence[SpeechBackbone], 
             if kept:
                 _one_batch(backbones, stores, tables, [identities[i] for i in kept], waves, depth, device,
                            cfg.precision, dtype)
-            bar.update(sum(min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in kept + [i for i, _ in bad]))
+            step = sum(min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in kept + [i for i, _ in bad])
+            bar.update(min(step, bar.total - bar.n))  # float sums in another order may overshoot
     return True
 
 
