@@ -16,7 +16,7 @@ DEMO_SOURCES := iemocap msp_podcast
 setup: $(STAMP)
 
 # Re-runs only when requirements change; a fresh machine needs nothing but Python 3.11.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
