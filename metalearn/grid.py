@@ -60,9 +60,9 @@ def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[
             raise MetalearnError(f"config key 'speakers.test': {unknown} are not speakers of the target corpus "
                                  f"(have: {', '.join(speakers)})")
         return [sorted(test)]
-    if folds == 1 or not 1 <= folds <= len(speakers):
-        if folds != 1:
-            raise MetalearnError(f"config key 'speakers.folds': {folds} folds for {len(speakers)} speakers")
+    if not 1 <= folds <= len(speakers):
+        raise MetalearnError(f"config key 'speakers.folds': {folds} folds for {len(speakers)} speakers")
+    if folds == 1:
         return [speakers]
     order = np.random.default_rng(seed).permutation(len(speakers))
     return [sorted(speakers[i] for i in part) for part in np.array_split(order, folds)]
