@@ -73,7 +73,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from metalearn.config import load_config
+    from metalearn.evaluate import summarize
     from metalearn.grid import parse_shard
+    from metalearn.records import read_trials
     from metalearn.report import summary_table
     from metalearn.runner import run_experiment
 
@@ -83,9 +85,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if result is None:
         print(f"prepared {cfg.out}: manifests, pretune variants, episodes and embeddings; now run the shards")
         return 0
-    from metalearn.evaluate import summarize
-    from metalearn.records import read_trials
-
     print(summary_table(summarize(read_trials(result.out))))
     state = "complete" if result.complete else "incomplete (run the other shards, then `report`)"
     print(f"{result.done}/{result.planned} trials ({result.ran} run now), {state}; results in {result.out}/")
