@@ -30,6 +30,7 @@ from metalearn.metrics import accuracy_from_confusion, confusion, uar_from_confu
 from metalearn.pretune.clap_model import ClapModel
 from metalearn.pretune.model import freeze_all_but_top
 from metalearn.pretune.schedule import linear_warmup_decay
+from metalearn.pretune.train import snapshot
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def train_clap(model: ClapModel, train: Sequence[Utterance], dev: Sequence[Utter
         dev_scores = zero_shot_scores(model, dev, classes, cfg, device)
         improved = dev_scores["ua"] > best_dev["ua"]
         if improved or best is None:
-            best, best_epoch, best_dev, waited = _snapshot(model), epoch, dev_scores, 0
+            best, best_epoch, best_dev, waited = snapshot(model), epoch, dev_scores, 0
         else:
             waited += 1
         curve.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev": dev_scores,
@@ -155,6 +156,3 @@ def train_clap(model: ClapModel, train: Sequence[Utterance], dev: Sequence[Utter
     test_scores = zero_shot_scores(model, test, classes, cfg, device)
     return ClapResult(best_epoch, epoch, best_dev, test_scores, time.perf_counter() - start)
 
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -155,7 +155,7 @@ def train(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: P
                                device, loop.steps)
             dev = evaluator(model, splits, "dev", cfg, device)
             if stopper.update(mean_accuracy(dev)) or best_state is None:
-                best_state, best_epoch, best_dev = _snapshot(model), epoch, dev
+                best_state, best_epoch, best_dev = snapshot(model), epoch, dev
             row = dict(epoch=epoch, step=epoch * loop.steps, train_loss=loss, lr=loop.sched.get_last_lr()[0],
                        dev_accuracy=dev, dev_mean=mean_accuracy(dev), best_epoch=best_epoch,
                        seconds=round(time.perf_counter() - start, 2))
@@ -179,7 +179,7 @@ def train(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: P
                        mean_accuracy(best_dev), test, mean_accuracy(test), time.perf_counter() - start)
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the state dict."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
