@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from metalearn.audio import TARGET_SR, AudioError, ProblemReport, load_audio
-from metalearn.backbones import SpeechBackbone, pad_batch
+from metalearn.backbones import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.backbones.pooling import masked_mean
 from metalearn.devices import autocast, resolve_device
 from metalearn.fileio import atomic_path, sha256_file, write_json
@@ -195,6 +195,11 @@ def embed_batch(backbone: SpeechBackbone, waves: list[torch.Tensor], device: tor
     batch, lengths = pad_batch(waves)
     with autocast(device, precision):
         out = backbone(batch.to(device), lengths.to(device))
+    return pooled_states(out)
+
+
+def pooled_states(out: BackboneOutput) -> np.ndarray:
+    """Every hidden state mean-pooled over valid frames: [B, L + 1, D] float32 on the CPU."""
     pooled = masked_mean(out.hidden_states.float(), out.lengths)  # [L + 1, B, D]
     return pooled.permute(1, 0, 2).cpu().numpy()
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from metalearn.backbones import SpeechBackbone, pad_batch
-from metalearn.backbones.pooling import masked_mean
 from metalearn.devices import autocast, resolve_device
 from metalearn.embeddings import (
     EmbeddingConfig,
@@ -27,6 +26,7 @@ from metalearn.embeddings import (
     extract,
     file_identity,
     plan_batches,
+    pooled_states,
     prefetch_audio,
 )
 from metalearn.manifest import Utterance
@@ -106,7 +106,7 @@ def _one_batch(backbones, stores, tables, idents: list[str], waves: list[torch.T
             if not need:
                 continue
             out = backbone.forward_from(trunk, depth)
-            pooled = masked_mean(out.hidden_states.float(), out.lengths).permute(1, 0, 2).cpu().numpy()
+            pooled = pooled_states(out)
             store.append([idents[j] for j in need], pooled[need].astype(dtype))
             table.update(idents[j] for j in need)
 

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
-from metalearn.metrics import accuracy_from_confusion, confusion, uar_from_confusion
 from metalearn.pretune.clap_model import ClapConfig, ClapModel
+from metalearn.pretune.clap_train import wa_ua
 
 IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
 
@@ -53,8 +53,7 @@ def session(u: Utterance) -> str:
 
 def scores(logits: Tensor, y: Tensor, ways: int) -> dict[str, float]:
     """WA and UA of ``logits`` [N, W] against ``y`` [N]."""
-    conf = confusion(logits.argmax(-1)[None], y[None], None, ways)
-    return {"wa": float(accuracy_from_confusion(conf)[0]), "ua": float(uar_from_confusion(conf)[0])}
+    return wa_ua(logits.argmax(-1), y, ways)
 
 
 def train_heads(model: ClapModel, x: Tensor, emotions: Sequence[str], genders: Sequence[str], dev_x: Tensor,

@@ -95,8 +95,13 @@ def zero_shot_scores(model: ClapModel, rows: Sequence[Utterance], classes: Seque
         preds.append(model.zero_shot_logits(pooled.float(), list(classes)).argmax(-1).cpu())
     model.train(was)
     y = torch.tensor([index[u.emotion] for u in rows])
-    conf = confusion(torch.cat(preds)[None], y[None], None, len(classes))
-    return {"wa": float(accuracy_from_confusion(conf)[0]), "ua": float(uar_from_confusion(conf)[0]), "n": len(rows)}
+    return {**wa_ua(torch.cat(preds), y, len(classes)), "n": len(rows)}
+
+
+def wa_ua(pred: torch.Tensor, y: torch.Tensor, ways: int) -> dict[str, float]:
+    """WA (accuracy) and UA (mean per-class recall) of predictions ``pred`` [N] against ``y`` [N]."""
+    conf = confusion(pred[None], y[None], None, ways)
+    return {"wa": float(accuracy_from_confusion(conf)[0]), "ua": float(uar_from_confusion(conf)[0])}
 
 
 def _optimizer(model: ClapModel, cfg: ClapTrainConfig) -> torch.optim.Optimizer:
