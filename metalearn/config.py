@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
 import subprocess
 from collections.abc import Sequence
@@ -114,6 +115,7 @@ class AlgorithmsConfig:
 
 @dataclass
 class ExperimentConfig:
+    kind: str = "fewshot"         # which experiment schema a preset fills (see KINDS)
     name: str = "experiment"
     out: str = "results/${name}"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -145,16 +147,43 @@ def preset_path(preset: str) -> Path:
     return path
 
 
-def load_config(preset: str | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Defaults, then the preset's YAML, then ``key=value`` overrides; validated, as dataclasses."""
-    schema = OmegaConf.structured(ExperimentConfig)
-    layers = [schema]
-    if preset:
-        path = preset_path(preset)
-        layers.append(_guard(lambda: OmegaConf.load(path), schema, f"{path}: "))
+# An experiment kind -> (module, config dataclass, validation function): a preset's top-level ``kind``
+# picks its schema (default "fewshot"); every kind shares presets, overrides and the one-line errors.
+KINDS: dict[str, tuple[str, str, str]] = {
+    "fewshot": ("metalearn.config", "ExperimentConfig", "validate"),
+    "loso": ("metalearn.loso", "LosoExperimentConfig", "validate"),
+}
+
+
+def schema_of(kind: str) -> tuple[type, object]:
+    """(config dataclass, validation function) of an experiment kind."""
+    if kind not in KINDS:
+        raise MetalearnError(f"config key 'kind': {kind!r} is not one of {', '.join(KINDS)}")
+    module, cls, check = KINDS[kind]
+    mod = importlib.import_module(module)
+    return getattr(mod, cls), getattr(mod, check)
+
+
+def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: str | None = None):
+    """Defaults, then the preset's YAML, then ``key=value`` overrides; validated, as dataclasses.
+
+    The schema is ``kind``'s, else the one named by the preset's (or an override's) ``kind`` key, else
+    :class:`ExperimentConfig`.
+    """
     for item in overrides:
         if "=" not in item:
             raise MetalearnError(f"override {item!r} is not key=value (e.g. episodes.ks=[1,5])")
+    data = None
+    if preset:
+        path = preset_path(preset)
+        data = _guard(lambda: OmegaConf.load(path), OmegaConf.create({}), f"{path}: ")
+    named = [i.split("=", 1)[1] for i in overrides if i.split("=", 1)[0] == "kind"]
+    kind = kind or (named[-1] if named else None) or (data.get("kind") if data is not None else None) or "fewshot"
+    cls, check = schema_of(str(kind))
+    schema = OmegaConf.structured(cls)
+    layers = [schema]
+    if data is not None:
+        layers.append(_guard(lambda: OmegaConf.merge(schema, data), schema, f"{path}: "))
     layers.append(_guard(lambda: OmegaConf.from_dotlist(list(overrides)), schema, "override: "))
     merged = _guard(lambda: OmegaConf.merge(*layers), schema)
     missing = sorted(OmegaConf.missing_keys(merged))
@@ -162,7 +191,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = ()) -> Exp
         raise MetalearnError(f"config key {missing[0]!r} has no value; set it, e.g. {missing[0]}=/path "
                              f"({len(missing)} unset: {', '.join(missing)})")
     cfg = _guard(lambda: OmegaConf.to_object(merged), schema)
-    validate(cfg)
+    check(cfg)
     return cfg
 
 
@@ -202,6 +231,8 @@ def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Cross-field checks no type can express; one line each."""
+    if cfg.kind != "fewshot":
+        raise MetalearnError(f"config key 'kind': {cfg.kind!r} in a few-shot experiment config")
     ep, algos = cfg.episodes, cfg.algorithms
     if ep.protocol not in PROTOCOLS:
         raise MetalearnError(f"config key 'episodes.protocol': {ep.protocol!r} is not one of {PROTOCOLS}")

@@ -21,7 +21,7 @@ from torch import Tensor
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
 from metalearn.pretune.clap_model import ClapConfig, ClapModel
-from metalearn.pretune.clap_train import wa_ua
+from metalearn.pretune.clap_heads import ClapHeadsConfig, dev_split, scores, train_heads
 
 IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
 
@@ -51,43 +51,6 @@ def session(u: Utterance) -> str:
     return u.speaker[:5]
 
 
-def scores(logits: Tensor, y: Tensor, ways: int) -> dict[str, float]:
-    """WA and UA of ``logits`` [N, W] against ``y`` [N]."""
-    return wa_ua(logits.argmax(-1), y, ways)
-
-
-def train_heads(model: ClapModel, x: Tensor, emotions: Sequence[str], genders: Sequence[str], dev_x: Tensor,
-                dev_y: Tensor, cfg: LosoConfig) -> tuple[int, dict[str, float]]:
-    """Train the heads on pooled features ``x`` [N, D]; keep the step with the best dev zero-shot UA.
-
-    The text encoder stays frozen (``ClapConfig.train_text`` is False here), so only projections and scales learn.
-    """
-    rng = np.random.default_rng(cfg.seed)
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(("backbone.", "text."))]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
-    labels = sorted(set(emotions))
-    ids = torch.tensor([labels.index(e) for e in emotions])
-    with torch.no_grad():  # the text encoder is frozen: each class prompt is encoded once
-        sentences = model.text(model.prompts(labels))  # [C, H]
-    best: tuple[float, int, dict, dict] = (-1.0, 0, {}, {})
-    for step in range(1, cfg.steps + 1):
-        idx = rng.choice(len(x), min(cfg.batch_size, len(x)), replace=False)
-        batch_ids = torch.unique(ids[idx], return_inverse=True)[1]
-        text = F.normalize(model.text_projection(sentences[ids[idx]]), dim=-1)
-        out = model.loss(model.project_audio(x[idx]), text, batch_ids, [genders[i] for i in idx])
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            with torch.no_grad():
-                dev = scores(model.zero_shot_logits(dev_x, cfg.classes), dev_y, len(cfg.classes))
-            if dev["ua"] > best[0]:
-                state = {k: v.detach().clone() for k, v in model.heads_state_dict().items()}
-                best = (dev["ua"], step, dev, state)
-    model.load_heads(best[3])
-    return best[1], best[2]
-
-
 def run_loso(rows: Sequence[Utterance], x: Tensor, cfg: LosoConfig, backbone) -> list[dict]:
     """One record per (variant, held-out session): WA, UA, test size, the dev-selected step.
 
@@ -105,14 +68,15 @@ def run_loso(rows: Sequence[Utterance], x: Tensor, cfg: LosoConfig, backbone) ->
         for held in sessions:
             test = np.array([i for i, u in enumerate(rows) if session(u) == held])
             rest = np.array([i for i, u in enumerate(rows) if session(u) != held])
-            rest = np.random.default_rng(cfg.seed).permutation(rest)
-            n_dev = max(1, int(round(cfg.dev_fraction * len(rest))))
-            dev, train = rest[:n_dev], rest[n_dev:]
+            dev_at, train_at = dev_split(len(rest), cfg.dev_fraction, cfg.seed)
+            dev, train = rest[dev_at], rest[train_at]
             torch.manual_seed(cfg.seed)
             model = ClapModel(backbone, ClapConfig(text_source=cfg.text_source, embed_dim=cfg.embed_dim,
                                                    prompt=cfg.prompt, variant=variant, alpha=cfg.alphas[variant]))
             step, dev_scores = train_heads(model, x[train], [rows[i].emotion for i in train],
-                                           [rows[i].gender for i in train], x[dev], y[dev], cfg)
+                                           [rows[i].gender for i in train], x[dev], y[dev], cfg.classes,
+                                           ClapHeadsConfig(cfg.steps, cfg.batch_size, cfg.lr, cfg.eval_every,
+                                                           cfg.dev_fraction, cfg.seed))
             with torch.no_grad():
                 test_scores = scores(model.zero_shot_logits(x[test], cfg.classes), y[test], len(cfg.classes))
             records.append({"variant": variant, "session": held, **test_scores, "n_test": len(test),

@@ -77,20 +77,22 @@ class ClapModel(nn.Module):
     """Speech backbone + text tower, each with a projection into the shared space, and the CLAP loss.
 
     Args:
-        backbone: any :class:`SpeechBackbone` (hidden size D).
+        backbone: any :class:`SpeechBackbone` (hidden size D), or just D: heads over pooled features that
+            come from elsewhere (the embedding cache); then :meth:`pool` and :meth:`forward` are unavailable.
         cfg: :class:`ClapConfig`.
     """
 
-    def __init__(self, backbone: SpeechBackbone, cfg: ClapConfig) -> None:
+    def __init__(self, backbone: SpeechBackbone | int, cfg: ClapConfig) -> None:
         super().__init__()
         check_config(cfg)
-        if not -backbone.num_states <= cfg.layer < backbone.num_states:
+        if not isinstance(backbone, int) and not -backbone.num_states <= cfg.layer < backbone.num_states:
             raise MetalearnError(f"CLAP layer {cfg.layer} outside the backbone's {backbone.num_states} hidden states")
         self.cfg = cfg
         self.loss = ClapLoss(cfg.variant, cfg.alpha, cfg.init_scale)
-        self.backbone = backbone
+        self.backbone = None if isinstance(backbone, int) else backbone
+        audio_dim = backbone if isinstance(backbone, int) else backbone.hidden_size
         self.text = TextTower(cfg.text_source)
-        self.audio_projection = projection(cfg.projection, backbone.hidden_size, cfg.embed_dim)
+        self.audio_projection = projection(cfg.projection, audio_dim, cfg.embed_dim)
         self.text_projection = projection(cfg.projection, self.text.hidden_size, cfg.embed_dim)
         self.text.requires_grad_(cfg.train_text)
         if not cfg.train_text:
@@ -107,6 +109,8 @@ class ClapModel(nn.Module):
 
     def pool(self, waves: Tensor, lengths: Tensor) -> Tensor:
         """``waves`` [B, T] at 16 kHz, ``lengths`` [B] -> masked mean of hidden state ``layer`` [B, D]."""
+        if self.backbone is None:
+            raise MetalearnError("this CLAP model holds heads only (built from a feature size): it cannot read audio")
         out = self.backbone(waves, lengths)
         return masked_mean(out.hidden_states[self.cfg.layer], out.lengths)
 
