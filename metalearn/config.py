@@ -23,16 +23,21 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from metalearn.algorithms import ALGORITHMS, config_class
+from metalearn.algorithms.finetune import FinetuneConfig
 from metalearn.algorithms.full_finetune import FullFinetuneConfig
 from metalearn.backbones import BackboneConfig
 from metalearn.embeddings import EmbeddingConfig
 from metalearn.episodes import PROTOCOLS
 from metalearn.errors import MetalearnError
+from metalearn.pretune.clap_variant import ClapStageConfig, check_stage
 from metalearn.pretune.config import PretuneConfig
 from metalearn.tracking import TrackingConfig, resolve_mode
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 FULL_FINETUNE = "full_finetune"
+ZERO_SHOT = "zeroshot"       # CLAP variants only: nearest class prompt, the k = 0 point of the curves
+TEXT_HEAD = "texthead"       # CLAP variants only: fine-tuning from the class prompts' head
+PROMPTED = (ZERO_SHOT, TEXT_HEAD)
 
 
 @dataclass
@@ -61,6 +66,7 @@ class PretuneStageConfig:
     subsets: list[str] = field(default_factory=lambda: ["none"])  # ["all"] or e.g. ["none", "iemocap+cremad"]
     train: bool = True            # train missing variants; False: a missing variant is an error
     recipe: PretuneConfig = field(default_factory=PretuneConfig)
+    clap: ClapStageConfig = field(default_factory=ClapStageConfig)  # GEmo-CLAP variants, one per loss
 
 
 @dataclass
@@ -107,6 +113,7 @@ class AlgorithmsConfig:
     anil: config_class("anil") = field(default_factory=config_class("anil"))
     metasgd: config_class("metasgd") = field(default_factory=config_class("metasgd"))
     reptile: config_class("reptile") = field(default_factory=config_class("reptile"))
+    texthead: FinetuneConfig = field(default_factory=FinetuneConfig)  # CLAP variants: head from class prompts
     full_finetune: FullFinetuneConfig = field(default_factory=FullFinetuneConfig)
     full_finetune_ks: list[int] | None = None          # it is slow: the ks it runs at (None: all)
     full_finetune_repetitions: int | None = None       # and the repetitions (None: all)
@@ -238,7 +245,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise MetalearnError(f"config key 'episodes.protocol': {ep.protocol!r} is not one of {PROTOCOLS}")
     if not ep.ks or min(ep.ks) < 1 or (ep.protocol == "binary" and any(k % 2 for k in ep.ks)):
         raise MetalearnError(f"config key 'episodes.ks': {ep.ks} must be >= 1 (binary: even)")
-    known = [*ALGORITHMS, FULL_FINETUNE]
+    known = [*ALGORITHMS, FULL_FINETUNE, *PROMPTED]
     for name in algos.run:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=2)
@@ -246,6 +253,14 @@ def validate(cfg: ExperimentConfig) -> None:
                                  + (f"; did you mean {', '.join(close)}?" if close else f"; known: {known}"))
     if len(set(algos.run)) != len(algos.run) or not algos.run:
         raise MetalearnError(f"config key 'algorithms.run': {algos.run} must list distinct algorithms")
+    check_stage(cfg.pretune.clap)
+    prompted = [a for a in algos.run if a in PROMPTED]
+    if prompted and not cfg.pretune.clap.losses:
+        raise MetalearnError(f"config key 'algorithms.run': {prompted} need CLAP variants (set pretune.clap.losses, "
+                             f"e.g. [emo, sl])")
+    if prompted and ep.protocol != "nway":
+        raise MetalearnError(f"config key 'algorithms.run': {prompted} classify by emotion prompts and need "
+                             f"episodes.protocol=nway, not {ep.protocol!r}")
     if cfg.speakers.test is None and cfg.speakers.folds < 1:
         raise MetalearnError(f"config key 'speakers.folds': {cfg.speakers.folds} must be >= 1")
     if cfg.tracking.wandb:

@@ -70,14 +70,15 @@ def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[
 
 def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
                algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
-               chunk: int, only: dict[str, Subset] | None = None) -> list[Unit]:
+               chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = ()) -> list[Unit]:
     """Every unit of the grid, in a fixed order.
 
     Args:
         episodes: seed -> that seed's evaluation episodes.
         per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
-        chunk: episodes per batch (1 for algorithms listed in ``only`` with a slow per-episode path).
-        only: algorithm -> the part of the grid it runs on (slow algorithms; one episode per unit).
+        chunk: episodes per batch.
+        only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
+        slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode).
     """
     only = only or {}
     units = []
@@ -90,7 +91,7 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                     if part.variants is not None and variant not in part.variants:
                         continue
                     chosen = [e for e in mine if part.has(e)]
-                    size = 1 if algorithm in only else chunk
+                    size = 1 if algorithm in slow else chunk
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
                         units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b))
                                   for b in group_by_shape(group, size)]

@@ -142,6 +142,9 @@ def _draw_panel(ax, rows: Sequence[dict], metric: str, styles: dict, chance: flo
         k, mean, half = (list(v) for v in zip(*pts, strict=True))
         half = [0.0 if math.isnan(h) else h for h in half]
         color, marker = styles[algorithm]
+        if len(k) == 1:  # a lone point (zero-shot at k = 0) has no band to draw: an error bar instead
+            ax.errorbar(k, mean, yerr=half, color=color, marker=marker, ms=5, lw=1.6, capsize=3, label=algorithm)
+            continue
         ax.fill_between(k, [m - h for m, h in zip(mean, half, strict=True)],
                         [m + h for m, h in zip(mean, half, strict=True)], color=color, alpha=0.18, lw=0)
         ax.plot(k, mean, color=color, marker=marker, ms=5, lw=1.6, label=algorithm)

@@ -13,28 +13,31 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from metalearn.algorithms import build_adapter
-from metalearn.config import FULL_FINETUNE, ExperimentConfig, as_dict, git_commit, to_yaml
+from metalearn.config import FULL_FINETUNE, PROMPTED, ZERO_SHOT, ExperimentConfig, as_dict, git_commit, to_yaml
 from metalearn.episodes import Episode, binary_episodes, load_episodes, nway_episodes, save_episodes, utterance_key
 from metalearn.errors import MetalearnError
 from metalearn.evaluate import run_trials
 from metalearn.fileio import write_atomic, write_json
 from metalearn.grid import Subset, Unit, assign_folds, plan_units, shard_units
 from metalearn.manifest import Utterance
+from metalearn.pretune.clap_variant import is_clap
 from metalearn.progress import progress
 from metalearn.records import TrialLog, read_logs, read_trials, shard_file, trial_key
 from metalearn.stages import (
     check_roots,
+    fit_standardizer,
     prefill_embeddings,
     prepare_manifest,
     prepare_variants,
-    standardize,
     variant_features,
 )
 from metalearn.tasks import SpeakerTaskSampler
@@ -54,10 +57,14 @@ class RunResult:
 
 
 def save_config(cfg: ExperimentConfig, out: Path) -> None:
-    """``out/config.yaml`` (resolved); a folder holding another config's trials is refused."""
+    """``out/config.yaml`` (resolved); a folder holding another config's trials or episodes is refused.
+
+    Committed tables with no logs beside them (a fresh clone) hold no work: their config.yaml is replaced.
+    """
     text = to_yaml(cfg)
     path = out / "config.yaml"
-    if path.is_file() and _science(path.read_text(encoding="utf-8")) != _science(text):
+    holds_work = any(out.glob("*.jsonl"))  # trial logs, saved episodes
+    if holds_work and path.is_file() and _science(path.read_text(encoding="utf-8")) != _science(text):
         old, new = _science(path.read_text(encoding="utf-8")), _science(text)
         first = next(a for a, b in zip(old + [""], new + [""], strict=False) if a != b)
         raise MetalearnError(f"{out} holds a run with another config (first difference: {first.strip()!r}); "
@@ -146,10 +153,14 @@ def _plan(cfg: ExperimentConfig, variants: dict[str, Path], folds: list[list[str
         raise MetalearnError(f"config key 'algorithms.full_finetune_variants': {unknown} are not among this run's "
                              f"pretune variants ({', '.join(variants)})")
     per_k = [a for a in algos.run if a != FULL_FINETUNE] if cfg.meta_train.shots is None else []
+    clap = frozenset(v for v, folder in variants.items() if is_clap(folder))
     only = {FULL_FINETUNE: Subset(_set(algos.full_finetune_ks), algos.full_finetune_repetitions,
-                                  _set(algos.full_finetune_variants))}
+                                  _set(algos.full_finetune_variants)),
+            # zero-shot ignores the support set: it is scored once, on the smallest k's episodes, as k = 0
+            ZERO_SHOT: Subset(frozenset({min(cfg.episodes.ks)}), None, clap),
+            **{a: Subset(variants=clap) for a in PROMPTED if a != ZERO_SHOT}}
     return plan_units(list(variants), cfg.seeds, folds, algos.run, episodes, per_k=per_k, chunk=cfg.chunk,
-                      only=only)
+                      only=only, slow=(FULL_FINETUNE,))
 
 
 def _set(values: list | None) -> frozenset | None:
@@ -183,8 +194,10 @@ def _score(cfg: ExperimentConfig, group: tuple, units: list[Unit], rows: list[Ut
     variant, seed, fold, algorithm, meta_k = group
     test = set(folds[fold])
     train_rows = np.array([i for i, u in enumerate(rows) if u.speaker not in test])
+    shift, scale = torch.zeros(x.shape[1]), torch.ones(x.shape[1])  # x = standardized * scale + shift
     if cfg.features.standardize and len(train_rows):
-        x = standardize(x, train_rows)
+        shift, scale = fit_standardizer(x, train_rows)
+        x = ((x.double() - shift) / scale).float()
     adapter = None
     for unit in units:
         episodes = _usable(unit.episodes, index_of)
@@ -196,10 +209,17 @@ def _score(cfg: ExperimentConfig, group: tuple, units: list[Unit], rows: list[Ut
             adapter = adapter or _full_finetune(cfg, variants[variant], rows)
             yield unit, run_trials_full(adapter, episodes, run=cfg.name, pretune=variant, seed=seed)
             continue
-        adapter = adapter or _meta_trained(cfg, algorithm, x, rows, train_rows, episodes[0], meta_k,
+        if algorithm in PROMPTED:
+            adapter = adapter or _prompted(cfg, algorithm, variants[variant], episodes[0].classes, shift, scale,
                                            _derived_seed(seed, fold, meta_k))
-        yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=variant, seed=seed,
-                               chunk=len(episodes))
+        else:
+            adapter = adapter or _meta_trained(cfg, algorithm, x, rows, train_rows, episodes[0], meta_k,
+                                               _derived_seed(seed, fold, meta_k))
+        records = run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=variant, seed=seed,
+                             chunk=len(episodes))
+        if algorithm == ZERO_SHOT:  # no support item is used: the k = 0 point
+            records = [{**r, "k": 0, "n_support": 0} for r in records]
+        yield unit, records
 
 
 def _usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> list[Episode]:
@@ -237,6 +257,27 @@ def _meta_trained(cfg: ExperimentConfig, algorithm: str, x: Tensor, rows: list[U
                                  cfg.meta_train.queries, seed + 1, example.protocol, cfg.device)
     adapter.meta_train(sampler, cfg.meta_train.steps)
     return adapter
+
+
+@lru_cache(maxsize=8)
+def _prompt_prior(folder: Path, classes: tuple[str, ...]) -> dict[str, Tensor]:
+    """A CLAP variant's zero-shot head over its raw embeddings [E]: weight [E, W], bias [W]."""
+    from metalearn.pretune.clap_variant import load_clap_heads, prompt_head
+
+    return prompt_head(load_clap_heads(folder), classes)
+
+
+def _prompted(cfg: ExperimentConfig, algorithm: str, folder: Path, classes: tuple[str, ...], shift: Tensor,
+              scale: Tensor, seed: int):
+    """Zero-shot or the text-initialised head of a CLAP variant, over features standardized by (shift, scale)."""
+    from metalearn.algorithms.text_head import TextHead, ZeroShot, reparametrize
+
+    raw = _prompt_prior(folder, tuple(classes))
+    weight, bias = reparametrize(raw["weight"].double(), raw["bias"].double(), shift.double(), scale.double())
+    prior = {"weight": weight.float(), "bias": bias.float()}
+    if algorithm == ZERO_SHOT:
+        return ZeroShot(len(shift), prior, cfg.device)
+    return TextHead(len(shift), prior, cfg.algorithms.texthead, seed, cfg.device)
 
 
 def _full_finetune(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]):

@@ -37,7 +37,7 @@ def check_roots(cfg: ExperimentConfig) -> None:
 
 
 def _needs_sources(cfg: ExperimentConfig) -> bool:
-    return any(s != "none" for s in cfg.pretune.subsets)
+    return any(s != "none" for s in cfg.pretune.subsets) or bool(cfg.pretune.clap.losses)
 
 
 def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance]:
@@ -74,18 +74,51 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pat
     if missing:
         todo = [s for s in subsets if variant_name(s) in missing]
         run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
+    return {**names, **_clap_variants(cfg, sources, corpora, out, train)}
+
+
+def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: list[str], out: Path,
+                   train: bool) -> dict[str, Path]:
+    """CLAP variant name -> folder (one per loss of ``pretune.clap``), training the missing ones."""
+    from metalearn.pretune.clap_variant import clap_variant_name, train_clap_variant
+
+    stage = cfg.pretune.clap
+    if not stage.losses:
+        return {}
+    chosen = corpora if stage.corpora == "all" else sorted(set(stage.corpora.split("+")))
+    unknown = sorted(set(chosen) - set(corpora))
+    if unknown or not chosen:
+        raise MetalearnError(f"config key 'pretune.clap.corpora': {stage.corpora!r} names corpora {unknown} that are "
+                             f"not among data.sources ({', '.join(corpora) or 'none'}); use all or A+B")
+    names = {clap_variant_name(loss, chosen): out / clap_variant_name(loss, chosen) for loss in stage.losses}
+    for loss, (name, folder) in zip(stage.losses, names.items(), strict=True):
+        if (folder / "done.json").is_file():
+            continue
+        if not train:
+            raise MetalearnError(f"CLAP variant {name} is not trained in {out}: train it first, once "
+                                 f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
+        log.info("%s: CLAP pre-finetuning (%s encoder) into %s", name, stage.encoder, folder)
+        train_clap_variant(loss, chosen, sources, folder, stage, cfg.backbone, cfg.embeddings)
     return names
 
 
 def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:
-    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached)."""
+    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
+
+    Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
+    their audio embeddings [N, E] (their own pooled layer through their audio projection).
+    """
     from metalearn.embeddings import extract
     from metalearn.evaluate import select_features
+    from metalearn.pretune.clap_variant import clap_features, clap_layer, is_clap, load_clap_heads
     from metalearn.pretune.variants import backbone_for_variant
 
     emb = extract(rows, backbone_for_variant(folder), cfg.embeddings)
     if emb.problems.problems:
         log.warning("%s: %s", folder.name, emb.problems.summary())
+    if is_clap(folder):  # the CLAP audio tower: its pooled layer through the audio projection
+        pooled = select_features(emb.values, clap_layer(folder))
+        return emb.rows, clap_features(load_clap_heads(folder), pooled)
     layer = "mean" if cfg.features.mean_layers else cfg.features.layer
     n_states = emb.values.shape[1]
     if layer != "mean" and not -n_states <= layer < n_states:
@@ -113,8 +146,13 @@ def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Ut
         fill_caches(rows, [first, *(backbone_for_variant(f) for f in chunk[1:])], cfg.embeddings)
 
 
+def fit_standardizer(x: Tensor, fit_rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(mean [D], std [D]) in float64 of ``x[fit_rows]`` (``x`` [N, D]), std floored at 1e-8."""
+    ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
+    return ref.mean(0), ref.std(0).clamp_min(1e-8)
+
+
 def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:
     """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
-    ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
-    mean, std = ref.mean(0), ref.std(0).clamp_min(1e-8)
+    mean, std = fit_standardizer(x, fit_rows)
     return ((x.double() - mean) / std).float()

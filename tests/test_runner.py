@@ -203,3 +203,13 @@ def test_shards_need_prepared_variants(base: Path) -> None:
     assert (base / "pretune-fresh" / "none" / "done.json").is_file()
     assert not list((base / "prep").glob("trials*.jsonl"))
     assert run(base, "prep", *extra, shard=(0, 2)).ran > 0
+
+
+def test_committed_tables_of_an_older_config_do_not_block_a_fresh_run(base: Path, reference) -> None:
+    """A fresh clone whose committed config.yaml predates a config change runs, and rewrites the folder."""
+    folder = base / "old-tables"
+    shutil.copytree(reference.out, folder)
+    for log in folder.glob("*.jsonl"):
+        log.unlink()
+    result = run(base, "old-tables", "episodes.repetitions=1")
+    assert result.complete and "repetitions: 1" in (folder / "config.yaml").read_text()

@@ -181,9 +181,14 @@ class Finetune:
         mean, scale = support_standardizer(sx, sy, self.cfg.standardize)
         vx = None if val_x is None else (val_x.to(self.device) - mean) / scale
         vy = None if val_y is None else val_y.to(self.device)
-        init = init_heads(sx.shape[0], sx.shape[-1], ways, self.cfg.init_std, self.seed, sx.dtype, self.device)
+        init = self.initial_heads(sx.shape[0], ways, mean, scale, sx.dtype)
         fit = fit_heads if self.cfg.vectorized else fit_heads_reference
         return fit((sx - mean) / scale, sy, (qx - mean) / scale, ways, self.cfg, init, vx, vy)
+
+    def initial_heads(self, episodes: int, ways: int, mean: Tensor, scale: Tensor, dtype: torch.dtype) -> Params:
+        """The heads training starts from, over standardised features ``(x - mean) / scale`` ([E, 1, D] each):
+        zero (or N(0, init_std^2)) weight [E, D, W] and zero bias [E, W]."""
+        return init_heads(episodes, self.dim, ways, self.cfg.init_std, self.seed, dtype, self.device)
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:

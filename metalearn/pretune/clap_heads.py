@@ -30,7 +30,8 @@ class ClapHeadsConfig:
     batch_size: int = 32
     lr: float = 1e-3
     eval_every: int = 25
-    dev_fraction: float = 0.1     # share of the training utterances held out for step selection
+    dev_fraction: float = 0.1     # LOSO: share of the training sessions held out for step selection (variants
+                                  # use their sources' own dev split)
     seed: int = 0
 
     def __post_init__(self) -> None:

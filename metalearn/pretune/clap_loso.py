@@ -15,13 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
 from metalearn.pretune.clap_heads import ClapHeadsConfig, dev_split, scores, train_heads
+from metalearn.pretune.clap_model import ClapConfig, ClapModel
 
 IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
 
