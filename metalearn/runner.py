@@ -259,9 +259,15 @@ def _meta_trained(cfg: ExperimentConfig, algorithm: str, x: Tensor, rows: list[U
     return adapter
 
 
-@lru_cache(maxsize=8)
 def _prompt_prior(folder: Path, classes: tuple[str, ...]) -> dict[str, Tensor]:
-    """A CLAP variant's zero-shot head over its raw embeddings [E]: weight [E, W], bias [W]."""
+    """A CLAP variant's zero-shot head over its raw embeddings [E]: weight [E, W], bias [W] (cached per process)."""
+    from metalearn.pretune.clap_variant import HEADS
+
+    return _prompt_prior_cached(folder, classes, (folder / HEADS).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _prompt_prior_cached(folder: Path, classes: tuple[str, ...], mtime_ns: int) -> dict[str, Tensor]:
     from metalearn.pretune.clap_variant import load_clap_heads, prompt_head
 
     return prompt_head(load_clap_heads(folder), classes)
