@@ -48,6 +48,7 @@ lint: $(STAMP)
 # each, run every algorithm at every k, write results/demo/ and a W&B offline run.
 demo: manifests
 	$(PY) -m metalearn run --config demo
+	$(PY) -m metalearn run --config gemo_demo
 
 # A single episode, for students: one speaker, one k, every step printed, and a picture.
 episode: manifests

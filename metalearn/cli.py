@@ -75,11 +75,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from metalearn.config import load_config
     from metalearn.evaluate import summarize
     from metalearn.grid import parse_shard
+    from metalearn.loso import LosoExperimentConfig, run_loso_experiment
     from metalearn.records import read_trials
     from metalearn.report import summary_table
     from metalearn.runner import run_experiment
 
     cfg = load_config(args.config, args.overrides)
+    if isinstance(cfg, LosoExperimentConfig):  # GEmo-CLAP's leave-one-session-out folds, one process
+        if args.shard or args.prepare:
+            raise MetalearnError(f"--shard/--prepare split a few-shot grid; {args.config} is a loso experiment "
+                                 f"(kind: loso): run it without them (a rerun resumes its unfinished folds)")
+        loso = run_loso_experiment(cfg)
+        print(loso.table)
+        state = "complete" if loso.complete else "incomplete (run the command again to finish)"
+        print(f"{loso.done}/{loso.planned} folds ({loso.ran} run now, {loso.seconds:.1f} s), {state}; "
+              f"results in {loso.out}/")
+        for name, path in loso.paths.items():
+            print(f"  {name}: {path}")
+        if loso.tracking_hint:
+            print(loso.tracking_hint)
+        return 0
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     result = run_experiment(cfg, shard, prepare_only=args.prepare)
     if result is None:

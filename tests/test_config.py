@@ -30,7 +30,8 @@ def test_layers_apply_in_order_and_give_dataclasses() -> None:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_resolved_config_round_trips(preset: str, tmp_path: Path) -> None:
-    overrides = [f"data.{k}.root=/x" for k in PAPER_A_CORPORA] if preset == "paper_a" else []
+    overrides = {"paper_a": [f"data.{k}.root=/x" for k in PAPER_A_CORPORA],
+                 "paper_b": ["data.target.root=/x"]}.get(preset, [])
     cfg = load_config(preset, overrides)
     path = tmp_path / "config.yaml"
     path.write_text(to_yaml(cfg))

@@ -9,8 +9,9 @@ the best dev UA (mean per-class recall) is kept.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +43,21 @@ class ClapHeadsConfig:
             raise MetalearnError(f"clap heads batch_size must be >= 2 (a contrastive batch), got {self.batch_size}")
         if not 0 < self.dev_fraction < 1:
             raise MetalearnError(f"clap heads dev_fraction must be in (0, 1), got {self.dev_fraction}")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one intra-op thread: the heads' small matrix products only lose to thread hand-offs.
+
+    Measured on 2 shared CPU cores (another process busy on them): a gemo_demo fold took 93 s with torch's
+    2 threads and 1.1 s with one, with identical results.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def dev_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ from metalearn.errors import MetalearnError
 from metalearn.evaluate import select_features
 from metalearn.fileio import atomic_path, write_json
 from metalearn.manifest import Utterance
-from metalearn.pretune.clap_heads import ClapHeadsConfig, scores, train_heads
+from metalearn.pretune.clap_heads import ClapHeadsConfig, one_thread, scores, train_heads
 from metalearn.pretune.clap_loss import VARIANTS
 from metalearn.pretune.clap_model import ClapConfig, ClapModel
 from metalearn.pretune.clap_train import ClapTrainConfig, train_clap
@@ -168,8 +168,9 @@ def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, train: 
     y = {n: torch.tensor([classes.index(u.emotion) for u in parts[n][0]], dtype=torch.long) for n in parts}
     torch.manual_seed(cfg.heads.seed)
     model = ClapModel(x.shape[1], model_cfg)
-    step, dev_scores = train_heads(model, tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows],
-                                   dv_x, y["dev"], classes, cfg.heads)
+    with one_thread():  # small matrix products: thread hand-offs cost more than they bring
+        step, dev_scores = train_heads(model, tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows],
+                                       dv_x, y["dev"], classes, cfg.heads)
     with torch.no_grad():
         test_scores = scores(model.zero_shot_logits(te_x, classes), y["test"], len(classes)) if len(te_rows) \
             else {"wa": float("nan"), "ua": float("nan")}
