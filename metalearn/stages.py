@@ -6,6 +6,7 @@ the embedding cache. Every stage checks its inputs first and fails with one line
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -136,6 +137,7 @@ def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Ut
     from metalearn.pretune.variants import backbone_for_variant
     from metalearn.shared_extract import fill_caches
 
+    folders = list({_encoder_identity(f): f for f in reversed(folders)}.values())[::-1]
     for start in range(0, len(folders), group):
         chunk = folders[start:start + group]
         if len(chunk) < 2:
@@ -150,6 +152,14 @@ def fit_standardizer(x: Tensor, fit_rows: np.ndarray) -> tuple[Tensor, Tensor]:
     """(mean [D], std [D]) in float64 of ``x[fit_rows]`` (``x`` [N, D]), std floored at 1e-8."""
     ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
     return ref.mean(0), ref.std(0).clamp_min(1e-8)
+
+
+def _encoder_identity(folder: Path) -> str:
+    """Variants with equal identities embed identically (e.g. "none" and frozen-encoder CLAP variants)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    weights = config.get("weights")
+    return json.dumps({"backbone": config["backbone"], "weights": str(folder / weights) if weights else None},
+                      sort_keys=True)
 
 
 def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:

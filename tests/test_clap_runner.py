@@ -189,3 +189,10 @@ def test_bad_clap_settings_are_one_line_errors(base: Path, extra: list[str], mes
 def test_clap_corpora_must_be_sources(base: Path) -> None:
     with pytest.raises(MetalearnError, match="'pretune.clap.corpora': 'cremad' names corpora"):
         run_experiment(load_config(None, overrides(base, "bad2", "pretune.clap.corpora=cremad")))
+
+
+def test_frozen_clap_variants_embed_like_none_and_are_extracted_once(base: Path, clap_run) -> None:
+    from metalearn.stages import _encoder_identity
+
+    folders = [base / "pretune" / n for n in ("none", "clap-emo-iemocap+msp_podcast", "clap-sl-iemocap+msp_podcast")]
+    assert len({_encoder_identity(f) for f in folders}) == 1
