@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,20 @@ def wandb_records(path: Path) -> list:
     return records
 
 
+def finished_records(path: Path, timeout: float = 30.0) -> list:
+    """The records of a finished run's .wandb file, polling until its exit record is on disk.
+
+    The wandb service process writes the file; on a loaded machine its last block can land a moment after
+    ``run.finish`` returns, so one immediate read may miss the exit record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def history(records: list) -> list[dict]:
     """The logged history rows of a decoded run, user keys only."""
     rows = []
@@ -125,7 +140,7 @@ def test_offline_run_mirrors_local_files(tmp_path: Path, monkeypatch: pytest.Mon
     assert [line["k"] for line in lines[1:]] == [1, 2, 4]
     assert lines[1]["uar_ci95/loso/none/protonet"] == 0.02
 
-    records = wandb_records(wandb_file)
+    records = finished_records(wandb_file)
     rows = history(records)
     curves = [r for r in rows if "k" in r and "accuracy/loso/none/protonet" in r]
     assert [r["k"] for r in curves] == [1, 2, 4]
@@ -218,6 +233,6 @@ def test_error_after_init_stops_mirroring_and_still_finishes(
             raise ValueError("bad")
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     assert tracker.hint is not None and "wandb sync" in tracker.hint
-    records = wandb_records(next(offline_run(tmp_path).glob("run-*.wandb")))
+    records = finished_records(next(offline_run(tmp_path).glob("run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [1]
     assert read_jsonl(tmp_path / "metrics.jsonl")[0]["x"] == 1
