@@ -41,3 +41,29 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cut_torn_tail(path: str | os.PathLike) -> int:
+    """Truncate a JSON Lines file after its last newline (a line a killed writer left half-written).
+
+    Returns the number of bytes cut (0 when the file ends with a newline or is empty).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+    return len(data) - cut
+
+
+def append_durably(path: str | os.PathLike, data: bytes) -> None:
+    """Append ``data`` to an existing file in one ``O_APPEND`` write loop, then fsync before returning."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -37,7 +37,7 @@ from metalearn.config import CorpusConfig, as_dict, git_commit
 from metalearn.embeddings import EmbeddingConfig
 from metalearn.emotions import CANONICAL
 from metalearn.errors import MetalearnError
-from metalearn.fileio import atomic_path, write_atomic, write_json
+from metalearn.fileio import append_durably, atomic_path, cut_torn_tail, write_atomic, write_json
 from metalearn.manifest import Utterance
 from metalearn.pretune.clap_heads import ClapHeadsConfig
 from metalearn.pretune.clap_loso import (
@@ -175,13 +175,9 @@ class JsonlLog:
             self._keep(record)
 
     def _repair(self) -> None:
-        data = self.path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):
-            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path,
-                        len(data) - cut)
-            with open(self.path, "r+b") as f:
-                f.truncate(cut)
+        cut = cut_torn_tail(self.path)
+        if cut:
+            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
 
     def _read(self) -> list[dict]:
         out = []
@@ -215,14 +211,7 @@ class JsonlLog:
             return
         record = {f: record[f] for f in self.fields}
         data = (json.dumps(record) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_durably(self.path, data)
         self.records[self.key(record)] = record
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metalearn.errors import MetalearnError
 from metalearn.evaluate import RECORD_FIELDS
-from metalearn.fileio import atomic_path
+from metalearn.fileio import append_durably, atomic_path, cut_torn_tail
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,9 @@ class TrialLog:
         self.done = {trial_key(r) for r in _read_lines(self.path)}
 
     def _repair(self) -> None:
-        data = self.path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):
-            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path,
-                        len(data) - cut)
-            with open(self.path, "r+b") as f:
-                f.truncate(cut)
+        cut = cut_torn_tail(self.path)
+        if cut:
+            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
 
     def append(self, records: Sequence[dict]) -> None:
         """Append ``records`` in one write, then fsync; records already in the log are skipped."""
@@ -70,14 +66,7 @@ class TrialLog:
         if not new:
             return
         data = "".join(json.dumps({f: r[f] for f in RECORD_FIELDS}) + "\n" for r in new).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_durably(self.path, data)
         self.done.update(trial_key(r) for r in new)
 
 
