@@ -16,7 +16,7 @@ from metalearn.backbones import BackboneConfig, build_backbone
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
 from metalearn.pretune.clap_model import ClapConfig, ClapModel
-from metalearn.pretune.clap_train import ClapTrainConfig, train_clap, zero_shot_scores
+from metalearn.pretune.clap_train import ClapTrainConfig, _optimizer, train_clap, zero_shot_scores
 from tests.fixtures import write_wav
 
 PITCH = {"happy": 440.0, "sad": 220.0}
@@ -73,3 +73,21 @@ def test_bad_settings_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(MetalearnError, match="3 training utterances for a batch of 8"):
         train_clap(model(), rows(tmp_path, 1)[:3], [], [], ["happy", "sad"], ClapTrainConfig(batch_size=8),
                    torch.device("cpu"))
+
+
+@pytest.mark.parametrize("train_text", [False, True])
+def test_optimizer_groups_partition_the_trainable_parameters_by_learning_rate(train_text: bool) -> None:
+    torch.manual_seed(0)
+    m = ClapModel(build_backbone(BackboneConfig(family="whisper", source="tiny")),
+                  ClapConfig(text_source="tiny", embed_dim=16, train_text=train_text))
+    cfg = ClapTrainConfig(lr=2e-5, head_lr=3e-3, text_lr=7e-6, trainable_layers=1)
+    groups = {g["lr"]: {id(p) for p in g["params"]} for g in _optimizer(m, cfg).param_groups}
+    text = {id(p) for p in m.text.parameters()}
+    backbone = {id(p) for p in m.backbone.parameters() if p.requires_grad}
+    assert set(groups) == ({3e-3, 2e-5, 7e-6} if train_text else {3e-3, 2e-5})
+    assert groups[2e-5] == backbone and (groups[7e-6] == text if train_text else True)
+    assert groups[3e-3] == {id(p) for n, p in m.named_parameters()
+                            if p.requires_grad and not n.startswith(("backbone.", "text."))}
+    everything = set().union(*groups.values())
+    assert everything == {id(p) for p in m.parameters() if p.requires_grad}
+    assert sum(len(g) for g in groups.values()) == len(everything)  # no parameter in two groups

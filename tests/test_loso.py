@@ -240,17 +240,20 @@ def test_finetune_trains_the_encoder_per_fold_from_audio(base: Path, monkeypatch
 
     def spy(model, train, dev, test, classes, cfg, device, curve_path=None):
         seen.append(({session(u) for u in [*train, *dev]}, {session(u) for u in test}, model.backbone))
+        texts.append(model.text)
         return real(model, train, dev, test, classes, cfg, device, curve_path)
 
-    real = loso.train_clap
+    real, texts = loso.train_clap, []
     monkeypatch.setattr(loso, "train_clap", spy)
-    extra = ("encoder=finetune", "variants=[emo,sl]", "seeds=[0]", "train.batch_size=4", "train.steps_per_epoch=2",
-             "train.max_epochs=2", "train.patience=1", "train.max_seconds=0.3", "train.trainable_layers=1",
-             "train.eval_batch_size=32")
+    extra = ("encoder=finetune", "model.train_text=true", "variants=[emo,sl]", "seeds=[0]", "train.batch_size=4",
+             "train.steps_per_epoch=2", "train.max_epochs=2", "train.patience=1", "train.max_seconds=0.3",
+             "train.trainable_layers=1", "train.eval_batch_size=32")
     result = run(base, "finetune", *extra)
     assert result.complete and result.ran == 4
     assert all(not trained & tested and len(tested) == 1 for trained, tested, _ in seen)
     assert len({id(backbone) for *_, backbone in seen}) == 4  # a fresh backbone per fold (all still alive)
+    assert len({id(text) for text in texts}) == 4  # and a fresh text tower, trained with it
+    assert all(p.requires_grad for text in texts for p in text.parameters())
     records = [json.loads(line) for line in (result.out / "records.jsonl").read_text().splitlines()]
     assert [(r["variant"], r["session"]) for r in records] == [("emo", "Ses01"), ("emo", "Ses02"),
                                                                ("sl", "Ses01"), ("sl", "Ses02")]

@@ -1,10 +1,11 @@
 """Contrastive language-audio pre-finetuning (Emo-CLAP, ML-/SL-GEmo-CLAP) of a :class:`ClapModel`.
 
 Batches are drawn at random from the training utterances (seeded); the backbone's top layers, the two
-projections and the logit scales train with AdamW (the backbone at ``lr``, the heads at ``head_lr``),
-linear warmup then decay. After every epoch the model classifies the dev utterances zero-shot (nearest
-class prompt) and early stopping keeps the epoch with the best dev UA (mean per-class recall, the
-measure GEmo-CLAP reports beside WA); the test utterances are scored once, with that epoch's weights.
+projections and the logit scales train with AdamW (the backbone at ``lr``, the heads at ``head_lr``,
+and the text encoder at ``text_lr`` when the model's ``train_text`` is set), linear warmup then decay.
+After every epoch the model classifies the dev utterances zero-shot (nearest class prompt) and early
+stopping keeps the epoch with the best dev UA (mean per-class recall, the measure GEmo-CLAP reports
+beside WA); the test utterances are scored once, with that epoch's weights.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ClapTrainConfig:
 
     lr: float = 5e-5                 # backbone layers
     head_lr: float = 1e-3            # projections and logit scales
+    text_lr: float = 1e-5            # the text encoder, when the model's train_text is set (else unused)
     batch_size: int = 16             # contrastive batch: more items, more negatives and positives per row
     steps_per_epoch: int | None = None  # None: one pass over the training utterances
     max_epochs: int = 10
@@ -55,7 +57,7 @@ class ClapTrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        for name in ("lr", "head_lr", "batch_size", "max_epochs", "max_seconds", "eval_batch_size"):
+        for name in ("lr", "head_lr", "text_lr", "batch_size", "max_epochs", "max_seconds", "eval_batch_size"):
             if not getattr(self, name) > 0:
                 raise MetalearnError(f"clap training {name} must be > 0, got {getattr(self, name)!r}")
         if self.batch_size < 2:
@@ -105,11 +107,15 @@ def wa_ua(pred: torch.Tensor, y: torch.Tensor, ways: int) -> dict[str, float]:
 
 
 def _optimizer(model: ClapModel, cfg: ClapTrainConfig) -> torch.optim.Optimizer:
+    """AdamW over three groups: heads (projections, scales) at head_lr, the backbone's trainable top
+    layers at lr, the text encoder at text_lr (only when it trains); empty groups are left out."""
     freeze_all_but_top(model.backbone, cfg.trainable_layers)
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    ids = {id(p) for p in model.backbone.parameters()}
-    heads = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    groups = [{"params": heads, "lr": cfg.head_lr}] + ([{"params": backbone, "lr": cfg.lr}] if backbone else [])
+    text = [p for p in model.text.parameters() if p.requires_grad]
+    towers = {id(p) for p in model.backbone.parameters()} | {id(p) for p in model.text.parameters()}
+    heads = [p for p in model.parameters() if p.requires_grad and id(p) not in towers]
+    groups = [{"params": ps, "lr": lr} for ps, lr in ((heads, cfg.head_lr), (backbone, cfg.lr), (text, cfg.text_lr))
+              if ps]
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
