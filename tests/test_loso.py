@@ -19,7 +19,8 @@ from metalearn import loso
 from metalearn.cli import main
 from metalearn.config import load_config
 from metalearn.errors import MetalearnError
-from metalearn.loso import RECORD_FIELDS, VOLATILE, JsonlLog, LosoExperimentConfig, fold_key, run_loso_experiment
+from metalearn.jsonl_log import JsonlLog
+from metalearn.loso import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
 from metalearn.pretune.clap_loso import session
 from tests.fixtures import write_wav
 
