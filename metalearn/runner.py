@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from metalearn.algorithms import build_adapter
@@ -64,24 +65,51 @@ def save_config(cfg: ExperimentConfig, out: Path) -> None:
     text = to_yaml(cfg)
     path = out / "config.yaml"
     holds_work = any(out.glob("*.jsonl"))  # trial logs, saved episodes
-    if holds_work and path.is_file() and _science(path.read_text(encoding="utf-8")) != _science(text):
-        old, new = _science(path.read_text(encoding="utf-8")), _science(text)
-        first = next(a for a, b in zip(old + [""], new + [""], strict=False) if a != b)
-        raise MetalearnError(f"{out} holds a run with another config (first difference: {first.strip()!r}); "
-                             f"use another out=... or delete the folder")
+    if holds_work and path.is_file():
+        defaults = OmegaConf.to_yaml(OmegaConf.structured(type(cfg)))
+        difference = config_difference(path.read_text(encoding="utf-8"), text, defaults)
+        if difference:
+            raise MetalearnError(f"{out} holds a run with another config ({difference}); use another out=... or "
+                                 f"delete the folder")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text)
 
 
-def _science(yaml_text: str) -> list[str]:
-    """The lines of a resolved config that decide the numbers (tracking and name do not)."""
-    lines, skip = [], False
-    for line in yaml_text.splitlines():
-        if not line.startswith(" "):
-            skip = line.startswith(("tracking:", "name:", "out:"))
-        if not skip:
-            lines.append(line)
-    return lines
+NOT_SCIENCE = ("tracking", "name", "out")  # top-level keys that do not change the numbers
+
+
+def config_difference(saved_yaml: str, new_yaml: str, defaults_yaml: str | None = None) -> str | None:
+    """The first config key whose value differs between a run's saved config and a new one, as a phrase
+    naming the key and both values (``(absent)`` for a key one side lacks); None when they agree outside
+    :data:`NOT_SCIENCE`.
+
+    A key the saved config lacks (a field added to the code since) is no difference when its new value is
+    its default in ``defaults_yaml``: the project's rule is that a new field's default keeps the old
+    behaviour, so pulling an update does not strand a run half done.
+    """
+    old, new, defaults = (_flat(OmegaConf.to_container(OmegaConf.create(t or ""), resolve=False))
+                          for t in (saved_yaml, new_yaml, defaults_yaml))
+    for key in sorted(set(old) | set(new)):
+        if key.split(".")[0] in NOT_SCIENCE or old.get(key, _ABSENT) == new.get(key, _ABSENT):
+            continue
+        if key not in old and key in defaults and defaults[key] == new[key]:
+            continue
+        shown = [repr(d[key]) if key in d else "(absent)" for d in (old, new)]
+        return f"first difference: config key '{key}': {shown[0]} in its config.yaml, {shown[1]} now"
+    return None
+
+
+_ABSENT = object()
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    """A nested dict as dotted key -> leaf value (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, object] = {}
+    for k, v in node.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int,
