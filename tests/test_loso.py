@@ -181,7 +181,7 @@ def test_resume_after_kill_gives_the_same_table_without_duplicates(base: Path, r
 
 
 def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
-    with pytest.raises(MetalearnError, match="holds a run with another config .*steps: 20"):
+    with pytest.raises(MetalearnError, match="another config .*'heads.steps': 20 in its config.yaml, 30 now"):
         run(base, "ref", "heads.steps=30")
     assert run(base, "ref", "tracking.project=elsewhere").ran == 0  # tracking settings do not change numbers
 

@@ -139,7 +139,7 @@ def test_report_command_regenerates_from_records(base: Path, reference) -> None:
 
 
 def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
-    with pytest.raises(MetalearnError, match="holds a run with another config .*repetitions"):
+    with pytest.raises(MetalearnError, match="another config .*'episodes.repetitions': 2 in its config.yaml, 3 now"):
         run(base, "ref", "episodes.repetitions=3")
     assert run(base, "ref", "tracking.project=elsewhere").ran == 0  # tracking settings do not change numbers
 
