@@ -51,7 +51,7 @@ from metalearn.pretune.clap_loso import (
     train_sessions,
 )
 from metalearn.pretune.clap_loss import VARIANTS
-from metalearn.pretune.clap_model import ClapConfig, ClapModel, check_config
+from metalearn.pretune.clap_model import ClapConfig, ClapModel, check_config, with_loss
 from metalearn.pretune.clap_train import ClapTrainConfig, train_clap
 from metalearn.pretune.clap_variant import ENCODERS
 from metalearn.tracking import TrackingConfig, resolve_mode
@@ -141,11 +141,6 @@ def validate(cfg: LosoExperimentConfig) -> None:
         raise MetalearnError(f"config key 'seeds': {cfg.seeds} must be distinct integers >= 0")
     if cfg.tracking.wandb:
         resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the folds
-
-
-def model_config(cfg: LosoExperimentConfig, variant: str) -> ClapConfig:
-    """``cfg.model`` with ``variant``'s loss and alpha."""
-    return dataclasses.replace(cfg.model, variant=variant, alpha=float(cfg.alphas[variant]))
 
 
 # ---------------------------------------------------------------------------------------------- the fold log
@@ -249,7 +244,7 @@ def run_folds(cfg: LosoExperimentConfig, rows: list[Utterance], todo: Sequence[t
             fold = loso_fold(rows, held_out, cfg.heads.dev_fraction, seed)
             if x is not None:
                 heads = dataclasses.replace(cfg.heads, seed=seed)
-                scores = {**heads_fold(x, rows, fold, classes, model_config(cfg, variant), heads),
+                scores = {**heads_fold(x, rows, fold, classes, with_loss(cfg.model, cfg.alphas, variant), heads),
                           "best_epoch": None, "epochs": None}
             else:
                 curve = out / "curves" / f"{variant}-{held_out}-seed{seed}.jsonl"
@@ -282,7 +277,7 @@ def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: Fold, 
                   device: torch.device, curve: Path) -> dict:
     """A fresh backbone and CLAP model trained from audio on the fold; the held-out session scored once."""
     torch.manual_seed(seed)
-    model = ClapModel(build_backbone(cfg.backbone), model_config(cfg, variant))
+    model = ClapModel(build_backbone(cfg.backbone), with_loss(cfg.model, cfg.alphas, variant))
     curve.parent.mkdir(parents=True, exist_ok=True)
     part = {name: [rows[i] for i in getattr(fold, name)] for name in ("train", "dev", "test")}
     fit = train_clap(model, part["train"], part["dev"], part["test"], list(cfg.data.target.classes),

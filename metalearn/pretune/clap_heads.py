@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metalearn.errors import MetalearnError
-from metalearn.pretune.clap_model import ClapModel
+from metalearn.pretune.clap_model import ClapConfig, ClapModel
 from metalearn.pretune.clap_train import wa_ua
 
 
@@ -109,3 +110,23 @@ def train_heads(model: ClapModel, x: Tensor, emotions: Sequence[str], genders: S
                 best = (dev["ua"], step, dev, state)
     model.load_heads(best[3])
     return best[1], best[2]
+
+
+def fit_heads(x: Tensor, emotions: Sequence[str], genders: Sequence[str], dev_x: Tensor, dev_y: Tensor,
+              test_x: Tensor, test_y: Tensor, classes: Sequence[str], model_cfg: ClapConfig,
+              cfg: ClapHeadsConfig) -> tuple[ClapModel, int, dict[str, float], dict[str, float]]:
+    """Fresh CLAP heads (initialised from ``cfg.seed``) over pooled features, trained and scored, on one thread.
+
+    Trains on ``x`` [N, D] with :func:`train_heads` (``dev_x`` [V, D], ``dev_y`` [V] pick the step), then
+    classifies ``test_x`` [T, D] zero-shot against ``test_y`` [T] (WA and UA are NaN when T = 0).
+    Returns (model holding the kept step's heads, that step, dev {"wa", "ua"}, test {"wa", "ua"}).
+    """
+    classes = list(classes)
+    with one_thread():  # small matrix products: thread hand-offs cost more than they bring
+        torch.manual_seed(cfg.seed)
+        model = ClapModel(x.shape[1], model_cfg)
+        step, dev = train_heads(model, x, emotions, genders, dev_x, dev_y, classes, cfg)
+        with torch.no_grad():
+            test = (scores(model.zero_shot_logits(test_x, classes), test_y, len(classes)) if len(test_y)
+                    else {"wa": math.nan, "ua": math.nan})
+    return model, step, dev, test

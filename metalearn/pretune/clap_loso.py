@@ -21,8 +21,8 @@ from torch import Tensor
 from metalearn.errors import MetalearnError
 from metalearn.manifest import Utterance
 from metalearn.metrics import mean_ci95
-from metalearn.pretune.clap_heads import ClapHeadsConfig, dev_split, one_thread, scores, train_heads
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
+from metalearn.pretune.clap_heads import ClapHeadsConfig, dev_split, fit_heads
+from metalearn.pretune.clap_model import ClapConfig
 
 IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
 NAMES = {"clip": "CLIP targets", "emo": "Emo-CLAP", "ml": "ML-GEmo-CLAP", "sl": "SL-GEmo-CLAP"}
@@ -85,22 +85,14 @@ def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: Fold, classes: Sequen
 
     ``x`` [N, D] is aligned with ``rows`` (every row's emotion in ``classes``). The heads are initialised
     from ``heads_cfg.seed``; the dev set picks the step. Returns wa, ua, n_test, n_train, n_dev, dev_wa,
-    dev_ua, best_step. Runs on one CPU thread (:func:`one_thread`).
+    dev_ua, best_step. Runs on one CPU thread (:func:`fit_heads`).
     """
-    with one_thread():
-        return _heads_fold(x, rows, fold, list(classes), model_cfg, heads_cfg)
-
-
-def _heads_fold(x: Tensor, rows: Sequence[Utterance], fold: Fold, classes: list[str], model_cfg: ClapConfig,
-                heads_cfg: ClapHeadsConfig) -> dict:
+    classes = list(classes)
     y = torch.tensor([classes.index(u.emotion) for u in rows], dtype=torch.long)
-    torch.manual_seed(heads_cfg.seed)
-    model = ClapModel(x.shape[1], model_cfg)
     train = fold.train
-    step, dev = train_heads(model, x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
-                            x[fold.dev], y[fold.dev], classes, heads_cfg)
-    with torch.no_grad():
-        test = scores(model.zero_shot_logits(x[fold.test], classes), y[fold.test], len(classes))
+    _, step, dev, test = fit_heads(x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
+                                   x[fold.dev], y[fold.dev], x[fold.test], y[fold.test], classes, model_cfg,
+                                   heads_cfg)
     return {**test, "n_test": len(fold.test), "n_train": len(train), "n_dev": len(fold.dev),
             "dev_wa": dev["wa"], "dev_ua": dev["ua"], "best_step": step}
 

@@ -13,7 +13,7 @@ embedding cache's pooled vectors without audio (:meth:`ClapModel.zero_shot_logit
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +64,11 @@ def check_config(cfg: ClapConfig) -> None:
         raise MetalearnError(f"CLAP embed_dim {cfg.embed_dim}, expected a dimension >= 1")
     if LABEL_FIELD not in cfg.prompt:
         raise MetalearnError(f"CLAP prompt {cfg.prompt!r}, expected a template containing {LABEL_FIELD}")
+
+
+def with_loss(cfg: ClapConfig, alphas: Mapping[str, float], loss: str) -> ClapConfig:
+    """``cfg`` with the loss ``loss`` (emo, ml, sl, clip) and its emotion weight ``alphas[loss]``."""
+    return replace(cfg, variant=loss, alpha=float(alphas[loss]))
 
 
 def projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:

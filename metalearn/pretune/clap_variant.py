@@ -40,9 +40,9 @@ from metalearn.errors import MetalearnError
 from metalearn.evaluate import select_features
 from metalearn.fileio import atomic_path, write_json
 from metalearn.manifest import Utterance
-from metalearn.pretune.clap_heads import ClapHeadsConfig, one_thread, scores, train_heads
+from metalearn.pretune.clap_heads import ClapHeadsConfig, fit_heads
 from metalearn.pretune.clap_loss import VARIANTS
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
+from metalearn.pretune.clap_model import ClapConfig, ClapModel, with_loss
 from metalearn.pretune.clap_train import ClapTrainConfig, train_clap
 from metalearn.pretune.data import build_splits
 from metalearn.pretune.train import jsonable
@@ -105,11 +105,6 @@ def clap_variant_name(loss: str, corpora: Sequence[str]) -> str:
     return f"clap-{loss}-{'+'.join(sorted(corpora))}"
 
 
-def model_config(cfg: ClapStageConfig, loss: str) -> ClapConfig:
-    """The stage's :class:`ClapConfig` with ``loss``'s variant and alpha."""
-    return dataclasses.replace(cfg.model, variant=loss, alpha=float(cfg.alphas[loss]))
-
-
 def _save(state: dict[str, Tensor], path: Path) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}, str(tmp))
@@ -126,7 +121,7 @@ def train_clap_variant(loss: str, corpora: Sequence[str], sources: Sequence[Utte
     dev, test = ([u for u in part if u.emotion in classes] for part in (dev, test))
     if not dev:
         raise MetalearnError(f"CLAP variant {folder.name}: no dev utterances to select the heads with")
-    model_cfg = model_config(cfg, loss)
+    model_cfg = with_loss(cfg.model, cfg.alphas, loss)
     backbone = build_backbone(backbone_cfg)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "config.json", jsonable({
@@ -166,14 +161,8 @@ def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, train: 
         parts[name] = (kept, x[[index[utterance_key(u)] for u in kept]])
     (tr_rows, tr_x), (dv_rows, dv_x), (te_rows, te_x) = parts["train"], parts["dev"], parts["test"]
     y = {n: torch.tensor([classes.index(u.emotion) for u in parts[n][0]], dtype=torch.long) for n in parts}
-    torch.manual_seed(cfg.heads.seed)
-    model = ClapModel(x.shape[1], model_cfg)
-    with one_thread():  # small matrix products: thread hand-offs cost more than they bring
-        step, dev_scores = train_heads(model, tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows],
-                                       dv_x, y["dev"], classes, cfg.heads)
-    with torch.no_grad():
-        test_scores = scores(model.zero_shot_logits(te_x, classes), y["test"], len(classes)) if len(te_rows) \
-            else {"wa": float("nan"), "ua": float("nan")}
+    model, step, dev_scores, test_scores = fit_heads(tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows],
+                                                     dv_x, y["dev"], te_x, y["test"], classes, model_cfg, cfg.heads)
     return model, {"best_step": step, "dev": {**dev_scores, "n": len(dv_rows)},
                    "test": {**test_scores, "n": len(te_rows)}}
 
