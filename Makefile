@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # The embedded default, every step skipped when its outputs exist: synthesise the corpora, parse
-# them, then the comparison (experiments/demo.yaml): pre-finetune the variants, embed the target with
+# them, then the comparison (metalearn/experiment/presets/demo.yaml): pre-finetune the variants, embed the target with
 # each, run every algorithm at every k, write results/demo/ and a W&B offline run.
 demo: manifests
 	$(PY) -m metalearn run --config demo

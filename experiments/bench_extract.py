@@ -4,7 +4,7 @@
 
 Measures on the same utterances and the same length-sorted batches:
 - bare forward: audio already in memory, only ``backbone(batch, lengths)`` timed;
-- pipeline: ``metalearn.embeddings.extract`` into an empty cache (read, resample, forward, pool, write);
+- pipeline: ``metalearn.features.embeddings.extract`` into an empty cache (read, resample, forward, pool, write);
   the two alternate, twice each, and the best pass of each is kept;
 - cache hit: ``extract`` again (zero forwards);
 and the peak resident memory. Writes results/bench_extract.{json,md}.
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from metalearn.audio import load_audio
-from metalearn.backbones import BackboneConfig, build_backbone, pad_batch
-from metalearn.devices import resolve_device
-from metalearn.embeddings import EmbeddingConfig, extract, plan_batches
-from metalearn.manifest import read_manifest
+from metalearn.data.audio import load_audio
+from metalearn.data.manifest import read_manifest
+from metalearn.features.backbones import BackboneConfig, build_backbone, pad_batch
+from metalearn.features.embeddings import EmbeddingConfig, extract, plan_batches
+from metalearn.util.devices import resolve_device
 
 
 def bare_forward(backbone, waves, batches, device) -> float:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metalearn.embeddings import EmbeddingConfig, extract
-from metalearn.manifest import read_manifest
+from metalearn.data.manifest import read_manifest
+from metalearn.features.embeddings import EmbeddingConfig, extract
+from metalearn.features.shared_trunk import extract_variants, shared_layers
 from metalearn.pretune.variants import backbone_for_variant
-from metalearn.shared_extract import extract_variants, shared_layers
 
 
 def timed(fn) -> tuple[float, list]:

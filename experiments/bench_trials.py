@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metalearn.algorithms.finetune import Finetune, FinetuneConfig
-from metalearn.algorithms.maml import MAML, MAMLConfig
-from metalearn.episodes import binary_episodes, utterance_key
-from metalearn.evaluate import run_trials
-from metalearn.manifest import Utterance
+from metalearn.data.manifest import Utterance
+from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig
+from metalearn.fewshot.algorithms.maml import MAML, MAMLConfig
+from metalearn.fewshot.episodes import binary_episodes, utterance_key
+from metalearn.fewshot.trials import run_trials
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")
 KS = (2, 4, 8, 16, 24, 32, 64)
@@ -141,7 +141,7 @@ def part_b(steps: int, batch: int) -> dict:
     for name in ("vectorised", "loop", "learn2learn"):
         if name == "learn2learn":
             try:
-                from metalearn.algorithms.l2l_backend import L2LMAML
+                from metalearn.fewshot.algorithms.l2l_backend import L2LMAML
                 model = L2LMAML(dim, ways, cfg, seed=0)
             except Exception as e:  # not installed: say so in the results
                 out["learn2learn"] = f"not measured ({e})"

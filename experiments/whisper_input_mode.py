@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.embeddings import EmbeddingConfig, extract
-from metalearn.manifest import read_manifest
-from metalearn.synth.calibration import calibrate
+from metalearn.data.manifest import read_manifest
+from metalearn.data.synth.calibration import calibrate
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.features.embeddings import EmbeddingConfig, extract
 
 
 def subset(rows, n_speakers: int, train_per_class: int):

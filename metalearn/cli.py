@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metalearn.errors import MetalearnError
+from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger("metalearn")
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
-    from metalearn.corpora import load_corpus
-    from metalearn.manifest import count_table, write_manifest
+    from metalearn.data.corpora import load_corpus
+    from metalearn.data.manifest import count_table, write_manifest
 
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
     result = load_corpus(args.corpus, args.root, strict=args.strict,
@@ -38,7 +38,7 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from metalearn.synth.generate import generate
+    from metalearn.data.synth.generate import generate
 
     out = Path(args.out)
     summary = generate(args.preset, out, seed=args.seed, force=args.force, workers=args.workers)
@@ -54,9 +54,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from metalearn.backbones import backbone_config, build_backbone
-    from metalearn.embeddings import EmbeddingConfig, extract
-    from metalearn.manifest import read_manifest
+    from metalearn.data.manifest import read_manifest
+    from metalearn.features.backbones import backbone_config, build_backbone
+    from metalearn.features.embeddings import EmbeddingConfig, extract
     from metalearn.pretune.variants import backbone_for_variant
 
     rows = [u for m in args.manifest for u in read_manifest(m)]
@@ -72,47 +72,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from metalearn.config import load_config
-    from metalearn.evaluate import summarize
-    from metalearn.grid import parse_shard
-    from metalearn.loso import LosoExperimentConfig, run_loso_experiment
-    from metalearn.records import read_trials
-    from metalearn.report import summary_table
-    from metalearn.runner import run_experiment
+    from metalearn.experiment.kinds import kind_of_config
+    from metalearn.experiment.load import load_config
 
     cfg = load_config(args.config, args.overrides)
-    if isinstance(cfg, LosoExperimentConfig):  # GEmo-CLAP's leave-one-session-out folds, one process
-        if args.shard or args.prepare:
-            raise MetalearnError(f"--shard/--prepare split a few-shot grid; {args.config} is a loso experiment "
-                                 f"(kind: loso): run it without them (a rerun resumes its unfinished folds)")
-        loso = run_loso_experiment(cfg)
-        print(loso.table)
-        state = "complete" if loso.complete else "incomplete (run the command again to finish)"
-        print(f"{loso.done}/{loso.planned} folds ({loso.ran} run now, {loso.seconds:.1f} s), {state}; "
-              f"results in {loso.out}/")
-        for name, path in loso.paths.items():
-            print(f"  {name}: {path}")
-        if loso.tracking_hint:
-            print(loso.tracking_hint)
-        return 0
-    shard = parse_shard(args.shard) if args.shard else (0, 1)
-    result = run_experiment(cfg, shard, prepare_only=args.prepare)
-    if result is None:
-        print(f"prepared {cfg.out}: manifests, pretune variants, episodes and embeddings; now run the shards")
-        return 0
-    print(summary_table(summarize(read_trials(result.out))))
-    state = "complete" if result.complete else "incomplete (run the other shards, then `report`)"
-    print(f"{result.done}/{result.planned} trials ({result.ran} run now), {state}; results in {result.out}/")
-    for name, path in result.reported.items():
-        print(f"  {name}: {path}")
-    if result.tracking_hint:
-        print(result.tracking_hint)
-    return 0
+    return kind_of_config(cfg).main(cfg, args.shard, args.prepare)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from metalearn.records import merge_runs
-    from metalearn.report import write_report
+    from metalearn.report.records import merge_runs
+    from metalearn.report.tables import write_report
 
     path = merge_runs(args.sources, args.out)
     written = write_report(args.out)
@@ -123,8 +92,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metalearn.backbones import add_backbone_args
-    from metalearn.corpora import CORPORA
+    from metalearn.data.corpora import CORPORA
+    from metalearn.features.backbones import add_backbone_args
 
     parser = argparse.ArgumentParser(
         prog="python -m metalearn",
@@ -168,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run an experiment grid (pretune x algorithm x k x speaker x seed), resumable")
     p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
-                   help="a preset in experiments/ (demo, compare, paper_a) or a YAML file")
+                   help="a preset name (demo, compare, paper_a, paper_b, ...; more folders: $METALEARN_PRESETS) "
+                        "or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. episodes.ks=[1,5] algorithms.maml.inner_lr=0.1 tracking.wandb=false")
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the grid (1-based); "
@@ -182,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="RUN_DIR", help="run folders to merge")
     p.set_defaults(func=_cmd_merge)
 
-    from metalearn.episode_demo import add_parser as add_episode_parser
-    from metalearn.report import add_parser as add_report_parser
+    from metalearn.demo.episode import add_parser as add_episode_parser
+    from metalearn.report.tables import add_parser as add_report_parser
 
     add_report_parser(sub)
     add_episode_parser(sub)

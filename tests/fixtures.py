@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from metalearn.manifest import Utterance
+from metalearn.data.manifest import Utterance
 
 
 def tone(seconds: float = 0.1, sr: int = 16_000, freq: float = 220.0, channels: int = 1,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metalearn.algorithms import ALGORITHMS, Adapter, build_adapter
-from metalearn.errors import MetalearnError
+from metalearn.fewshot.algorithms import ALGORITHMS, Adapter, build_adapter
+from metalearn.util.errors import MetalearnError
 
 
 class Tasks:

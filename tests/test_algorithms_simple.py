@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.algorithms.base import Adapter
-from metalearn.algorithms.finetune import (
+from metalearn.fewshot.algorithms.base import Adapter
+from metalearn.fewshot.algorithms.finetune import (
     Finetune,
     FinetuneConfig,
     fit_heads,
@@ -15,7 +15,7 @@ from metalearn.algorithms.finetune import (
     init_heads,
     support_standardizer,
 )
-from metalearn.algorithms.functional import (
+from metalearn.fewshot.algorithms.functional import (
     adam_init,
     batched_adam_step,
     cosine_logits,
@@ -25,9 +25,9 @@ from metalearn.algorithms.functional import (
     prototypical_loss,
     squared_euclidean_logits,
 )
-from metalearn.algorithms.protonet import ProtoNet, ProtoNetConfig
-from metalearn.algorithms.simpleshot import SimpleShot, SimpleShotConfig
-from metalearn.metrics import macro_f1
+from metalearn.fewshot.algorithms.protonet import ProtoNet, ProtoNetConfig
+from metalearn.fewshot.algorithms.simpleshot import SimpleShot, SimpleShotConfig
+from metalearn.util.metrics import macro_f1
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metalearn.audio import AudioError, ProblemReport, load_audio, read_audio
-from metalearn.errors import MetalearnError
+from metalearn.data.audio import AudioError, ProblemReport, load_audio, read_audio
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import tone, write_nan_wav, write_wav
 
 

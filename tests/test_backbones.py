@@ -8,11 +8,11 @@ import torch
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from metalearn.backbones import BackboneConfig, build_backbone, pad_batch
-from metalearn.backbones.pooling import WeightedLayerSum, masked_mean, select_layers
-from metalearn.backbones.tiny import WHISPER_TINY
-from metalearn.backbones.whisper import LogMel, WhisperBackbone
-from metalearn.errors import MetalearnError
+from metalearn.features.backbones import BackboneConfig, build_backbone, pad_batch
+from metalearn.features.backbones.pooling import WeightedLayerSum, masked_mean, select_layers
+from metalearn.features.backbones.tiny import WHISPER_TINY
+from metalearn.features.backbones.whisper import LogMel, WhisperBackbone
+from metalearn.util.errors import MetalearnError
 
 SSL_FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec-audio")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metalearn.synth.calibration import calibrate, lda_fit, mean_ci
-from metalearn.synth.features import f0_track, utterance_features
+from metalearn.data.synth.calibration import calibrate, lda_fit, mean_ci
+from metalearn.data.synth.features import f0_track, utterance_features
 
 
 def test_mean_ci_matches_t_interval():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance
-from metalearn.pretune.clap_heads import ClapHeadsConfig
-from metalearn.pretune.clap_loso import (
+from metalearn.clap.heads import ClapHeadsConfig
+from metalearn.clap.model import ClapConfig
+from metalearn.data.manifest import Utterance
+from metalearn.experiment.loso_folds import (
     IEMOCAP4,
     Fold,
     check_fold,
@@ -23,7 +23,7 @@ from metalearn.pretune.clap_loso import (
     sessions_of,
     train_sessions,
 )
-from metalearn.pretune.clap_model import ClapConfig
+from metalearn.util.errors import MetalearnError
 
 
 def corpus(sessions: int = 2, per: int = 6, dim: int = 16) -> tuple[list[Utterance], torch.Tensor]:

@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalearn.errors import MetalearnError
-from metalearn.pretune.clap_loss import (
+from metalearn.clap.loss import (
     ClapLoss,
     contrastive_loss,
     equality_targets,
@@ -19,6 +18,7 @@ from metalearn.pretune.clap_loss import (
     row_normalize,
     soft_targets,
 )
+from metalearn.util.errors import MetalearnError
 
 UNKNOWN = "unknown"
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.errors import MetalearnError
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
-from metalearn.pretune.text_tower import TextTower, default_text_dir
+from metalearn.clap.model import ClapConfig, ClapModel
+from metalearn.clap.text_tower import TextTower, default_text_dir
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.util.errors import MetalearnError
 
 SR = 16_000
 EMOTIONS = ["happy", "sad", "happy", "sad"]

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from metalearn.algorithms.finetune import FinetuneConfig
-from metalearn.algorithms.text_head import TextHead, ZeroShot, reparametrize
-from metalearn.config import load_config
-from metalearn.episodes import load_episodes, utterance_key
-from metalearn.errors import MetalearnError
-from metalearn.manifest import read_manifest
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
-from metalearn.pretune.clap_variant import load_clap_heads, prompt_head
-from metalearn.records import read_trials, trial_key
-from metalearn.runner import run_experiment
-from metalearn.stages import variant_features
-from metalearn.synth.generate import generate
+from metalearn.clap.model import ClapConfig, ClapModel
+from metalearn.clap.variant import load_clap_heads, prompt_head
+from metalearn.data.manifest import read_manifest
+from metalearn.data.synth.generate import generate
+from metalearn.experiment.load import load_config
+from metalearn.experiment.runner import run_experiment
+from metalearn.experiment.stages import variant_features
+from metalearn.fewshot.algorithms.finetune import FinetuneConfig
+from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot, reparametrize
+from metalearn.fewshot.episodes import load_episodes, utterance_key
+from metalearn.report.records import read_trials, trial_key
+from metalearn.util.errors import MetalearnError
 
 
 def random_prior(dim: int, ways: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -192,7 +192,7 @@ def test_clap_corpora_must_be_sources(base: Path) -> None:
 
 
 def test_frozen_clap_variants_embed_like_none_and_are_extracted_once(base: Path, clap_run) -> None:
-    from metalearn.stages import _encoder_identity
+    from metalearn.experiment.stages import _encoder_identity
 
     folders = [base / "pretune" / n for n in ("none", "clap-emo-iemocap+msp_podcast", "clap-sl-iemocap+msp_podcast")]
     assert len({_encoder_identity(f) for f in folders}) == 1

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance
-from metalearn.pretune.clap_model import ClapConfig, ClapModel
-from metalearn.pretune.clap_train import ClapTrainConfig, _optimizer, train_clap, zero_shot_scores
+from metalearn.clap.model import ClapConfig, ClapModel
+from metalearn.clap.train import ClapTrainConfig, _optimizer, train_clap, zero_shot_scores
+from metalearn.data.manifest import Utterance
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 
 PITCH = {"happy": 440.0, "sad": 220.0}

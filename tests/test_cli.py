@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.corpora import CORPORA
-from metalearn.manifest import read_manifest
+from metalearn.data.corpora import CORPORA
+from metalearn.data.manifest import read_manifest
 from tests.fixtures import cremad_tree, ravdess_tree, write_nan_wav
 
 GOOD = ["03-01-01-01-01-01-01.wav", "03-01-05-02-01-01-01.wav", "03-01-04-01-02-01-02.wav"]

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.algorithms.maml import MAMLConfig
-from metalearn.config import EXPERIMENTS, ExperimentConfig, load_config, to_yaml
-from metalearn.errors import MetalearnError
+from metalearn.experiment.config import ExperimentConfig
+from metalearn.experiment.load import load_config, preset_names
+from metalearn.experiment.run_folder import to_yaml
+from metalearn.experiment.stages import check_roots
+from metalearn.fewshot.algorithms.maml import MAMLConfig
 from metalearn.pretune.config import PretuneConfig
-from metalearn.stages import check_roots
+from metalearn.util.errors import MetalearnError
 
-PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+PRESETS = preset_names()
 PAPER_A_CORPORA = ("target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective",
                    "sources.msp_podcast")
 

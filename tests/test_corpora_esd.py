@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.corpora import load_corpus
-from metalearn.corpora.esd import gender_of, split_of
-from metalearn.errors import MetalearnError
-from metalearn.manifest import COLUMNS, read_manifest
+from metalearn.data.corpora import load_corpus
+from metalearn.data.corpora.esd import gender_of, split_of
+from metalearn.data.manifest import COLUMNS, read_manifest
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_junk, write_wav
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from metalearn.cli import main
-from metalearn.corpora import load_corpus
-from metalearn.corpora.iemocap import speaker_of
-from metalearn.manifest import COLUMNS, read_manifest
+from metalearn.data.corpora import load_corpus
+from metalearn.data.corpora.iemocap import speaker_of
+from metalearn.data.manifest import COLUMNS, read_manifest
 from tests.fixtures import write_junk, write_wav
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"

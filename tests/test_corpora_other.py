@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.corpora import load_corpus
-from metalearn.manifest import COLUMNS, read_manifest
+from metalearn.data.corpora import load_corpus
+from metalearn.data.manifest import COLUMNS, read_manifest
 from tests.fixtures import cremad_tree, ravdess_tree, write_junk, write_wav
 
 

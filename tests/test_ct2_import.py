@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.backbones.ct2_format import DTYPES, dequantize, read_ct2, sha256_file
-from metalearn.backbones.whisper_ct2 import build_model, whisper_state_dict
-from metalearn.backbones.whisper_import import (
+from metalearn.features.backbones.ct2_format import DTYPES, dequantize, read_ct2, sha256_file
+from metalearn.features.backbones.whisper_ct2 import build_model, whisper_state_dict
+from metalearn.features.backbones.whisper_import import (
     MARKER,
     WHISPER_SOURCES,
     find_installed_whisper,
     import_installed_whisper,
     import_whisper,
 )
-from metalearn.errors import MetalearnError
+from metalearn.util.errors import MetalearnError
 
 D, HEADS, FFN, MELS, VOCAB, SRC, TGT = 16, 2, 32, 80, 60, 8, 10
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
@@ -323,8 +323,8 @@ def _words(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """SENTENCE spoken by espeak-ng (a private engine), float32 [T] at 16 kHz."""
-    from metalearn.audio import resample
-    from metalearn.synth.espeak import Espeak
+    from metalearn.data.audio import resample
+    from metalearn.data.synth.espeak import Espeak
 
     engine = Espeak()
     try:

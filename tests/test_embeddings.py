@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.backbones.pooling import masked_mean
-from metalearn.embeddings import EmbeddingConfig, extract, plan_batches
-from metalearn.manifest import Utterance
+from metalearn.data.manifest import Utterance
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.features.backbones.pooling import masked_mean
+from metalearn.features.embeddings import EmbeddingConfig, extract, plan_batches
 from tests.fixtures import write_nan_wav, write_wav
 
 
@@ -65,7 +65,7 @@ def test_second_run_performs_no_forward(setup):
 def test_values_are_each_utterances_own_pooled_states(setup):
     rows, bb, cfg = setup
     emb = extract(rows, bb, cfg)
-    from metalearn.audio import load_audio
+    from metalearn.data.audio import load_audio
 
     for i in (0, 7):
         w = torch.from_numpy(load_audio(rows[i].path))

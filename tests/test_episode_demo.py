@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.algorithms import ALGORITHMS
 from metalearn.cli import main
-from metalearn.episode_demo import format_report, run_episode_demo
-from metalearn.episode_plot import plot_episode
-from metalearn.episodes import utterance_key
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance
+from metalearn.data.manifest import Utterance
+from metalearn.demo.episode import format_report, run_episode_demo
+from metalearn.demo.plot import plot_episode
+from metalearn.fewshot.algorithms import ALGORITHMS
+from metalearn.fewshot.episodes import utterance_key
+from metalearn.util.errors import MetalearnError
 
 SPEAKERS = ("0011", "0012", "0013", "0014", "0015")
 EMOTIONS = ("neutral", "happy", "angry", "sad")
@@ -185,7 +185,7 @@ def test_user_errors_are_one_line(data) -> None:
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 short tones (3 speakers x 3 emotions x 5 train + 3 test) as WAV files and their manifest."""
-    from metalearn.manifest import write_manifest
+    from metalearn.data.manifest import write_manifest
     from tests.fixtures import write_wav
 
     out, rows = tmp_path_factory.mktemp("tones"), []

@@ -10,8 +10,9 @@ from collections import Counter
 import pytest
 import torch
 
-from metalearn.algorithms.base import TaskSampler
-from metalearn.episodes import (
+from metalearn.data.manifest import Utterance
+from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.episodes import (
     Episode,
     Skipped,
     binary_episodes,
@@ -21,9 +22,8 @@ from metalearn.episodes import (
     split_speakers,
     utterance_key,
 )
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance
-from metalearn.tasks import SpeakerTaskSampler, episode_tensors
+from metalearn.fewshot.tasks import SpeakerTaskSampler, episode_tensors
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import EMOTIONS, SPEAKERS, SPLITS, make_rows
 
 

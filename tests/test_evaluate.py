@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.algorithms.simpleshot import SimpleShot
-from metalearn.episodes import binary_episodes, nway_episodes, utterance_key
-from metalearn.evaluate import RECORD_FIELDS, group_by_shape, run_trials, select_features, summarize
-from metalearn.metrics import mean_ci95
+from metalearn.fewshot.algorithms.simpleshot import SimpleShot
+from metalearn.fewshot.episodes import binary_episodes, nway_episodes, utterance_key
+from metalearn.fewshot.trials import RECORD_FIELDS, group_by_shape, run_trials, select_features, summarize
+from metalearn.util.metrics import mean_ci95
 from tests.fixtures import EMOTIONS, make_rows
 
 DESIGN_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",

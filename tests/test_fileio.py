@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.fileio import append_durably, cut_torn_tail, write_atomic
+from metalearn.util.fileio import append_durably, cut_torn_tail, write_atomic
 
 
 @pytest.mark.parametrize(("content", "kept"), [

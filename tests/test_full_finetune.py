@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from metalearn.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig, run_trials_full
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.episodes import Episode
-from metalearn.errors import MetalearnError
-from metalearn.evaluate import RECORD_FIELDS
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig, run_trials_full
+from metalearn.fewshot.episodes import Episode
+from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.pretune.model import transformer_layers
+from metalearn.util.errors import MetalearnError
 
 SR = 16_000
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalearn.algorithms.maml import MAML, MAMLConfig
+from metalearn.fewshot.algorithms.maml import MAML, MAMLConfig
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("learn2learn") is None,
                                 reason="learn2learn not installed (make setup-l2l)")
@@ -25,7 +25,7 @@ def _batch(e=4, ways=3, shots=2, queries=3, dim=8, seed=0):
 
 
 def test_same_meta_gradient_and_predictions_as_the_vectorised_maml():
-    from metalearn.algorithms.l2l_backend import L2LMAML
+    from metalearn.fewshot.algorithms.l2l_backend import L2LMAML
 
     cfg = MAMLConfig(hidden=(16,), inner_lr=0.1, inner_steps=3, test_steps=3)
     ours, theirs = MAML(8, 3, cfg, seed=0), L2LMAML(8, 3, cfg, seed=0)
@@ -40,7 +40,7 @@ def test_same_meta_gradient_and_predictions_as_the_vectorised_maml():
 
 
 def test_import_does_not_pull_gym_or_torchvision():
-    from metalearn.algorithms.l2l_backend import import_l2l
+    from metalearn.fewshot.algorithms.l2l_backend import import_l2l
 
     import_l2l()
     assert "torchvision" not in sys.modules and "gym" not in sys.modules

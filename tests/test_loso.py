@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metalearn import loso
 from metalearn.cli import main
-from metalearn.config import load_config
-from metalearn.errors import MetalearnError
-from metalearn.jsonl_log import JsonlLog
-from metalearn.loso import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
-from metalearn.pretune.clap_loso import session
+from metalearn.experiment import loso
+from metalearn.experiment.load import load_config
+from metalearn.experiment.loso import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
+from metalearn.experiment.loso_folds import session
+from metalearn.util.errors import MetalearnError
+from metalearn.util.jsonl_log import JsonlLog
 from tests.fixtures import write_wav
 
 # label code -> tone (Hz); "exc" is merged into happy, "fru" is outside the 4 classes

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from metalearn.algorithms.heads import (
+from metalearn.fewshot.algorithms.heads import (
     body_forward,
     body_params,
     head_forward,
@@ -21,7 +21,7 @@ from metalearn.algorithms.heads import (
     macro_f1,
     select_by_validation,
 )
-from metalearn.algorithms.maml import (
+from metalearn.fewshot.algorithms.maml import (
     ANIL,
     FOMAML,
     MAML,
@@ -31,8 +31,8 @@ from metalearn.algorithms.maml import (
     MetaSGD,
     MetaSGDConfig,
 )
-from metalearn.algorithms.reptile import Reptile, ReptileConfig, inner_train
-from metalearn.errors import MetalearnError
+from metalearn.fewshot.algorithms.reptile import Reptile, ReptileConfig, inner_train
+from metalearn.util.errors import MetalearnError
 
 D, W = 12, 5
 GRADIENT = {"maml": (MAML, MAMLConfig), "fomaml": (FOMAML, FOMAMLConfig), "anil": (ANIL, ANILConfig),

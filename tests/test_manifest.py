@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from metalearn.emotions import CANONICAL, LABEL_MAPS, UnknownLabel, canonical_emotion
-from metalearn.errors import MetalearnError
-from metalearn.manifest import COLUMNS, Utterance, count_table, read_manifest, write_manifest
+from metalearn.data.emotions import CANONICAL, LABEL_MAPS, UnknownLabel, canonical_emotion
+from metalearn.data.manifest import COLUMNS, Utterance, count_table, read_manifest, write_manifest
+from metalearn.util.errors import MetalearnError
 
 
 def _utt(i: int, speaker: str = "s1", emotion: str = "happy", gender: str = "female") -> Utterance:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from metalearn.metrics import accuracy, confusion, episode_metrics, macro_f1, mean_ci95, uar, weighted_f1
+from metalearn.util.metrics import accuracy, confusion, episode_metrics, macro_f1, mean_ci95, uar, weighted_f1
 
 
 def _reference(y_true: list[int], y_pred: list[int]) -> dict[str, float]:

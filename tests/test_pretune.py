@@ -17,9 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance, read_manifest, write_manifest
+from metalearn.data.manifest import Utterance, read_manifest, write_manifest
+from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.cli import main as pretune_main
 from metalearn.pretune.config import PretuneConfig, apply_overrides, preset
 from metalearn.pretune.data import build_splits, split_corpus
@@ -34,6 +33,7 @@ from metalearn.pretune.variants import (
     run_variants,
     variant_name,
 )
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 
 W2V = BackboneConfig(family="wav2vec2", source="tiny")

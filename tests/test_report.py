@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metalearn.errors import MetalearnError
-from metalearn.evaluate import RECORD_FIELDS, SUMMARY_FIELDS, summarize
-from metalearn.plots import metric_figure, per_speaker_figure, plot_metric_vs_k
-from metalearn.records import TrialLog
-from metalearn.report import add_parser, chance_level, per_speaker, summary_table, write_report
+from metalearn.fewshot.trials import RECORD_FIELDS, SUMMARY_FIELDS, summarize
+from metalearn.report.plots import metric_figure, per_speaker_figure, plot_metric_vs_k
+from metalearn.report.records import TrialLog
+from metalearn.report.tables import add_parser, chance_level, per_speaker, summary_table, write_report
+from metalearn.util.errors import MetalearnError
 
 PRETUNES = ("none", "iemocap+msp_podcast")
 ALGORITHMS = ("maml", "protonet", "simpleshot")

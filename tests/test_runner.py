@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.config import load_config
-from metalearn.errors import MetalearnError
-from metalearn.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
-from metalearn.runner import run_experiment
-from metalearn.synth.generate import generate
+from metalearn.data.synth.generate import generate
+from metalearn.experiment.load import load_config
+from metalearn.experiment.runner import run_experiment
+from metalearn.report.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
+from metalearn.util.errors import MetalearnError
 
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
 
@@ -171,10 +171,10 @@ def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path
 
 def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
-    from metalearn.grid import assign_folds
-    from metalearn.manifest import Utterance
+    from metalearn.data.manifest import Utterance
+    from metalearn.experiment.grid import assign_folds
+    from metalearn.experiment.runner import _plan, build_episodes
     from metalearn.pretune.variants import enumerate_subsets, variant_name
-    from metalearn.runner import _plan, build_episodes
 
     cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (
         "target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective", "sources.msp_podcast")])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.backbones import BackboneConfig, build_backbone
-from metalearn.embeddings import EmbeddingConfig, extract
-from metalearn.shared_extract import extract_variants, shared_layers
+from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.features.embeddings import EmbeddingConfig, extract
+from metalearn.features.shared_trunk import extract_variants, shared_layers
 from tests.test_embeddings import _rows
 
 

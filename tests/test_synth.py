@@ -24,18 +24,17 @@ import numpy as np
 import pytest
 from scipy import fft as sfft
 
-import metalearn.synth.generate as synth_generate
+import metalearn.data.synth.generate as synth_generate
 from metalearn.cli import main
-from metalearn.corpora import load_corpus
-from metalearn.corpora.esd import FEMALE as ESD_FEMALE
-from metalearn.corpora.esd import MALE as ESD_MALE
-from metalearn.errors import MetalearnError
-from metalearn.synth.channel import Condition, coloured_noise, record, spectral_tilt
-from metalearn.synth.generate import MARKER, generate, plan_corpora
-from metalearn.synth.plan import CorpusPlan
-from metalearn.synth.presets import PRESETS, Preset
-from metalearn.synth.render import speak
-from metalearn.synth.styles import (
+from metalearn.data.corpora import load_corpus
+from metalearn.data.corpora.esd import FEMALE as ESD_FEMALE
+from metalearn.data.corpora.esd import MALE as ESD_MALE
+from metalearn.data.synth.channel import Condition, coloured_noise, record, spectral_tilt
+from metalearn.data.synth.generate import MARKER, generate, plan_corpora
+from metalearn.data.synth.plan import CorpusPlan
+from metalearn.data.synth.presets import PRESETS, Preset
+from metalearn.data.synth.render import speak
+from metalearn.data.synth.styles import (
     DIMS,
     PROTOTYPES,
     SCALE,
@@ -44,7 +43,8 @@ from metalearn.synth.styles import (
     sample_style,
     utterance_displacement,
 )
-from metalearn.synth.voices import Voice, sample_voice, variant_file
+from metalearn.data.synth.voices import Voice, sample_voice, variant_file
+from metalearn.util.errors import MetalearnError
 
 SEED = 0
 CORPORA = ("esd", "iemocap", "msp_podcast", "cremad", "ravdess")
@@ -314,7 +314,7 @@ def test_different_seed_gives_different_audio(micro: Generated, micro_preset: st
 def test_output_does_not_depend_on_the_parent_using_espeak(micro: Generated, micro_preset: str,
                                                           tmp_path: Path) -> None:
     def dirty_generate(out: Path) -> dict[str, str]:
-        from metalearn.synth.espeak import get_engine
+        from metalearn.data.synth.espeak import get_engine
 
         engine = get_engine()
         speak(engine, sample_voice(np.random.default_rng(1), "female"), PROTOTYPES["fear"], SENTENCE, 1)
@@ -598,7 +598,7 @@ def test_speak_maps_and_clips_the_displacement() -> None:
 # ----------------------------------------------------------------- 7. emotions are actually rendered
 
 def render_emotions(gender: str) -> dict[str, tuple[float, float, float]]:
-    from metalearn.synth.espeak import get_engine
+    from metalearn.data.synth.espeak import get_engine
 
     engine = get_engine()
     voice = sample_voice(np.random.default_rng(SEED), gender)
@@ -631,7 +631,7 @@ def test_emotions_change_pitch_rate_and_loudness(gender: str) -> None:
 # ----------------------------------------------------------------------------- 8. the espeak driver
 
 def drive_engine() -> dict:
-    from metalearn.synth.espeak import get_engine
+    from metalearn.data.synth.espeak import get_engine
 
     engine = get_engine()
     assert get_engine() is engine

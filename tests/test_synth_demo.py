@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from metalearn.corpora import load_corpus
-from metalearn.synth.generate import generate
+from metalearn.data.corpora import load_corpus
+from metalearn.data.synth.generate import generate
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metalearn.errors import MetalearnError
-from metalearn.tracking import Tracker, TrackingConfig, curve_points, resolve_mode
+from metalearn.report.tracking import Tracker, TrackingConfig, curve_points, resolve_mode
+from metalearn.util.errors import MetalearnError
 
 ALGORITHMS = ("protonet", "maml")
 KS = (4, 1, 2)  # deliberately not sorted
@@ -209,7 +209,7 @@ def test_failing_wandb_warns_once_and_keeps_local_files(
         raise RuntimeError("no server")
 
     monkeypatch.setattr(wandb, "init", boom)
-    with caplog.at_level(logging.WARNING, logger="metalearn.tracking"):
+    with caplog.at_level(logging.WARNING, logger="metalearn.report.tracking"):
         tracker = Tracker(tmp_path, "fail", {}, TrackingConfig(mode="online"))
         tracker.log({"x": 1}, step=3)
         tracker.log_curves(summary_rows())
@@ -225,7 +225,7 @@ def test_failing_wandb_warns_once_and_keeps_local_files(
 def test_error_after_init_stops_mirroring_and_still_finishes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="metalearn.tracking"), pytest.raises(ValueError, match="bad"):
+    with caplog.at_level(logging.WARNING, logger="metalearn.report.tracking"), pytest.raises(ValueError, match="bad"):
         with Tracker(tmp_path, "later", {}, TrackingConfig()) as tracker:
             tracker.log_images({"p": tmp_path / "missing.png"})  # wandb.Image raises
             assert not tracker.wandb_enabled

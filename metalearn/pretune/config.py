@@ -7,7 +7,7 @@ import types
 import typing
 from collections.abc import Sequence
 
-from metalearn.errors import MetalearnError
+from metalearn.util.errors import MetalearnError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from metalearn.audio import AudioError, load_audio
-from metalearn.backbones.base import pad_batch
-from metalearn.emotions import CANONICAL
-from metalearn.errors import MetalearnError
-from metalearn.manifest import Utterance
+from metalearn.data.audio import AudioError, load_audio
+from metalearn.data.emotions import CANONICAL
+from metalearn.data.manifest import Utterance
+from metalearn.features.backbones.base import pad_batch
 from metalearn.pretune.sampler import KeyedBatches, ProportionalCorpusSampler
+from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
 

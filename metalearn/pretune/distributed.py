@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from metalearn.devices import resolve_device
+from metalearn.util.devices import resolve_device
 
 
 def world() -> tuple[int, int]:

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 import torch
 from torch.utils.data import DataLoader
 
-from metalearn.devices import autocast
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, SplitAudio, collate
 from metalearn.pretune.distributed import all_sum, world
 from metalearn.pretune.model import MultiHeadClassifier, count_correct
+from metalearn.util.devices import autocast
 
 
 def eval_batches(splits: Mapping[str, CorpusSplits], part: str,

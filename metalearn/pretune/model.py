@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from metalearn.backbones.base import SpeechBackbone
-from metalearn.backbones.pooling import masked_mean
-from metalearn.errors import MetalearnError
+from metalearn.features.backbones.base import SpeechBackbone
+from metalearn.features.backbones.pooling import masked_mean
+from metalearn.util.errors import MetalearnError
 
 
 class MultiHeadClassifier(nn.Module):

@@ -23,14 +23,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from metalearn.devices import autocast
-from metalearn.errors import MetalearnError
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, KeyedBatches, ProportionalCorpusSampler, SplitAudio, collate
 from metalearn.pretune.distributed import all_sum, is_main, world
 from metalearn.pretune.evaluate import evaluate, mean_accuracy
 from metalearn.pretune.model import MultiHeadClassifier, scaled_loss
 from metalearn.pretune.schedule import EarlyStopping, linear_warmup_decay
+from metalearn.util.devices import autocast
+from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
 __all__ = ["EarlyStopping", "TrainResult", "linear_warmup_decay", "steps_per_epoch", "train"]

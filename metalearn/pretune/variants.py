@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from metalearn.backbones import BackboneConfig, SpeechBackbone, build_backbone
-from metalearn.errors import MetalearnError
-from metalearn.fileio import atomic_path, write_json
-from metalearn.manifest import Utterance
+from metalearn.data.manifest import Utterance
+from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_backbone
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
 from metalearn.pretune.distributed import barrier, from_main, is_main, world
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top
 from metalearn.pretune.train import TrainResult, jsonable, train
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 NONE = "none"

@@ -1,0 +1,3 @@
+"""GEmo-CLAP: the contrastive loss, the audio and text towers, training, heads on cached features,
+CLAP pretune variants.
+"""

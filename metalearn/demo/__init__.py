@@ -1,0 +1,1 @@
+"""The student demo: one episode, every step printed, and a picture."""

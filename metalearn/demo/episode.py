@@ -1,0 +1,275 @@
+"""``python -m metalearn episode``: one speaker's N-way k-shot episode, every chosen algorithm on it, for students.
+
+The episode is drawn exactly as in the experiments (``nway_episodes``: k support clips per emotion from the
+speaker's train split, queries from its test split). Features are z-scored with the statistics of the OTHER
+speakers' rows, and meta-learning algorithms are meta-trained on the other speakers only, so nothing about
+the episode's speaker is seen before its support set. The report shows the support set, every query with each
+algorithm's prediction, accuracies and confusion matrices; ``episode_plot`` draws the picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalearn.data.manifest import Utterance
+from metalearn.experiment.stages import standardize
+from metalearn.fewshot.algorithms import ALGORITHMS, build_adapter
+from metalearn.fewshot.episodes import Episode, nway_episodes, utterance_key
+from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.util.errors import MetalearnError
+from metalearn.util.metrics import confusion
+
+# The algorithms that learn something across speakers (each adapter says so in ``meta_learns``).
+META_ALGORITHMS = ("protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile")
+DEFAULT_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
+# Smaller meta-batches than the experiments' defaults, so 100 meta-steps of any algorithm take a few seconds.
+DEMO_OPTIONS: dict[str, dict[str, object]] = {name: {"meta_batch": 8} for name in META_ALGORITHMS[1:]}
+META_QUERIES = 5  # query clips per class of each meta-training task (fewer when the other speakers lack data)
+WIDTH = 100  # report columns
+
+
+@dataclass
+class AlgorithmResult:
+    """One algorithm on the episode: logits [Q, W], predictions [Q], confusion [W, W] (rows true)."""
+
+    name: str
+    logits: Tensor
+    predictions: Tensor
+    confusion: Tensor
+    correct: int
+    total: int
+    meta_steps: int
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+
+@dataclass
+class EpisodeResult:
+    """The episode, its standardised features (support_x [S, D], query_x [Q, D]) and each algorithm's result."""
+
+    episode: Episode
+    support_rows: list[Utterance]
+    query_rows: list[Utterance]
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    meta_speakers: tuple[str, ...]  # the other speakers: standardisation statistics and meta-training tasks
+    algorithms: dict[str, AlgorithmResult]
+
+
+def check_speaker(rows: Sequence[Utterance], speaker: str) -> list[str]:
+    """All speakers of ``rows`` (sorted); an error naming the valid ones when ``speaker`` is not among them."""
+    speakers = sorted({u.speaker for u in rows})
+    if speaker not in speakers:
+        raise MetalearnError(f"speaker {speaker!r} is not in the manifest; expected one of: {', '.join(speakers)}")
+    return speakers
+
+
+def check_algorithms(algorithms: Sequence[str]) -> list[str]:
+    """The names, checked: known and distinct."""
+    names = list(algorithms)
+    unknown = [a for a in names if a not in ALGORITHMS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise MetalearnError(f"algorithms {names}: expected distinct names among {', '.join(ALGORITHMS)}")
+    return names
+
+
+def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int, algorithms: Sequence[str], *,
+                     queries: int | None, meta_steps: int, seed: int) -> EpisodeResult:
+    """Draw ``speaker``'s episode, meta-train on the other speakers where needed, score every algorithm.
+
+    Args:
+        x: [N, D] features aligned with ``rows``.
+        queries: query clips per class (None: the speaker's whole test split).
+        meta_steps: meta-training steps of the algorithms in ``META_ALGORITHMS`` (others have none).
+    """
+    if x.ndim != 2 or x.shape[0] != len(rows):
+        raise MetalearnError(f"features of shape {tuple(x.shape)}: expected [{len(rows)}, D], one row per utterance")
+    check_speaker(rows, speaker)
+    names = check_algorithms(algorithms)
+    if meta_steps < 0:
+        raise MetalearnError(f"meta_steps {meta_steps}: expected an integer >= 0")
+    episode = _draw_episode(rows, speaker, k, queries, seed)
+    others = [i for i, u in enumerate(rows) if u.speaker != speaker]
+    x = standardize(x.float(), np.array(others)) if len(others) > 1 else x.float()
+    index_of = {utterance_key(u): i for i, u in enumerate(rows)}
+    sup = torch.tensor([index_of[key] for key in episode.support])
+    qry = torch.tensor([index_of[key] for key in episode.query])
+    result = EpisodeResult(episode, [rows[i] for i in sup], [rows[i] for i in qry], x[sup],
+                           torch.tensor(episode.support_labels), x[qry], torch.tensor(episode.query_labels),
+                           tuple(sorted({rows[i].speaker for i in others})), {})
+    sampler = None
+    if meta_steps > 0 and any(a in META_ALGORITHMS for a in names):
+        sampler = _meta_sampler(x, rows, others, len(episode.classes), k, seed)
+    for name in names:
+        result.algorithms[name] = _run_one(name, result, sampler, meta_steps, seed)
+    return result
+
+
+def _draw_episode(rows: Sequence[Utterance], speaker: str, k: int, queries: int | None, seed: int) -> Episode:
+    """The speaker's first N-way episode (repetition 0), or a one-line error saying what it lacks."""
+    episodes, skipped = nway_episodes(rows, [speaker], k, 1, seed, queries=queries)
+    if skipped:
+        raise MetalearnError(f"k={k}, queries={queries}: {skipped[0].reason}")
+    return episodes[0]
+
+
+def _meta_sampler(x: Tensor, rows: Sequence[Utterance], others: list[int], ways: int, k: int,
+                  seed: int) -> SpeakerTaskSampler:
+    """Meta-training tasks (ways x k support, ways x q query) drawn from the other speakers' rows only."""
+    counts: dict[str, dict[str, int]] = {}
+    for i in others:
+        by_emotion = counts.setdefault(rows[i].speaker, {})
+        by_emotion[rows[i].emotion] = by_emotion.get(rows[i].emotion, 0) + 1
+    capacity = max((sorted(c.values(), reverse=True)[ways - 1] for c in counts.values() if len(c) >= ways),
+                   default=0)
+    if capacity < k + 1:
+        raise MetalearnError(f"k={k}: meta-training needs another speaker with at least {k + 1} utterances in each "
+                             f"of {ways} emotions; the most any has is {capacity}")
+    labels, speakers = [rows[i].emotion for i in others], [rows[i].speaker for i in others]
+    return SpeakerTaskSampler(x[others], labels, speakers, sorted(counts), ways, k,
+                              min(META_QUERIES, capacity - k), seed)
+
+
+def _run_one(name: str, result: EpisodeResult, sampler: SpeakerTaskSampler | None, steps: int,
+             seed: int) -> AlgorithmResult:
+    """Build ``name``, meta-train it ``steps`` steps (when > 0), predict the episode's queries."""
+    start = time.perf_counter()
+    ways = len(result.episode.classes)
+    adapter = build_adapter(name, result.support_x.shape[1], ways, DEMO_OPTIONS.get(name), seed)
+    steps = steps if sampler is not None and adapter.meta_learns else 0
+    if steps:
+        adapter.meta_train(sampler, steps)
+    logits = adapter.predict(result.support_x[None], result.support_y[None], result.query_x[None], ways)[0].detach()
+    pred = logits.argmax(-1)
+    conf = confusion(pred[None], result.query_y[None], None, ways)[0].long()
+    return AlgorithmResult(name, logits, pred, conf, int(conf.trace()), int(conf.sum()), steps,
+                           time.perf_counter() - start)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def _rows_table(headers: Sequence[str], cells: list[list[str]], text: list[str] | None,
+                numbers: bool = False) -> list[str]:
+    """Columns two spaces apart, left-aligned (``numbers``: right-aligned but the first); ``text`` (one per row)
+    fills what is left of ``WIDTH`` when at least 12 columns are left."""
+    widths = [max([len(h), *(len(r[j]) for r in cells)]) for j, h in enumerate(headers)]
+    used = sum(widths) + 2 * len(widths) + 2
+    show_text = text is not None and any(text) and WIDTH - used >= 12
+    out = []
+    for r, t in zip([list(headers), *cells], ["text", *(text or [""] * len(cells))], strict=True):
+        line = "  " + "  ".join(c.rjust(w) if numbers and j else c.ljust(w)
+                                for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+        out.append((line + "  " + _clip(t, WIDTH - used) if show_text else line).rstrip())
+    return out
+
+
+def _query_table(result: EpisodeResult) -> list[str]:
+    """One line per query: id, true emotion, each algorithm's prediction (" x" when wrong), its text."""
+    classes, cells = result.episode.classes, []
+    for i, (u, y) in enumerate(zip(result.query_rows, result.episode.query_labels, strict=True)):
+        preds = [int(a.predictions[i]) for a in result.algorithms.values()]
+        cells.append([u.utterance_id, classes[y], *(classes[p] + ("" if p == y else " x") for p in preds)])
+    return _rows_table(["utterance", "true", *result.algorithms], cells, [u.text for u in result.query_rows])
+
+
+def format_report(result: EpisodeResult) -> str:
+    """The episode as plain text (at most ``WIDTH`` columns but for long algorithm lists): sets, predictions,
+    accuracies and a confusion matrix per algorithm."""
+    e, classes = result.episode, result.episode.classes
+    meta = [a.name for a in result.algorithms.values() if a.meta_steps]
+    others = len(result.meta_speakers)
+    setup = [f"features z-scored with the statistics of the {others} other speakers" if others
+             else "features not standardised (no other speakers)"]
+    if meta:
+        steps = ", ".join(f"{n} ({result.algorithms[n].meta_steps} steps)" for n in meta)
+        setup += textwrap.wrap(f"meta-trained on the other speakers' tasks: {steps}", WIDTH)
+    lines = [f"Episode {e.episode_id}: speaker {e.speaker}, {len(classes)}-way {e.k}-shot, "
+             f"{len(e.support)} support and {len(e.query)} query clips (seed {e.seed})",
+             f"classes: {', '.join(classes)}", *setup, "",
+             f"Support set ({len(e.support)} clips, from the train split)"]
+    cells = [[u.utterance_id, classes[y]] for u, y in zip(result.support_rows, e.support_labels, strict=True)]
+    lines += _rows_table(["utterance", "emotion"], cells, [u.text for u in result.support_rows])
+    lines += ["", f"Query set ({len(e.query)} clips, from the test split): true emotion and predictions "
+              "(x = wrong)"]
+    lines += _query_table(result)
+    lines += ["", "Accuracy"]
+    width = max(len(n) for n in result.algorithms)
+    lines += [f"  {a.name:<{width}}  {a.accuracy:6.1%}  ({a.correct}/{a.total})" for a in result.algorithms.values()]
+    for a in result.algorithms.values():
+        lines += ["", f"Confusion matrix: {a.name} (rows: true emotion, columns: predicted)"]
+        lines += _rows_table(["", *classes], [[c, *(str(int(v)) for v in a.confusion[t])]
+                                              for t, c in enumerate(classes)], None, numbers=True)
+    return "\n".join(lines)
+
+
+def _parse_layer(text: str) -> int | str:
+    if text == "mean":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise MetalearnError(f"--layer {text!r}: expected an integer (-1 = last hidden state) or 'mean'") from None
+
+
+def _cmd_episode(args: argparse.Namespace) -> int:
+    """Read the manifest, embed (or read the cache), run the episode, print the report and the picture's path."""
+    from metalearn.data.manifest import read_manifest
+    from metalearn.demo.plot import plot_episode
+    from metalearn.features.backbones import backbone_config, build_backbone
+    from metalearn.features.embeddings import EmbeddingConfig, extract
+    from metalearn.fewshot.trials import select_features
+    from metalearn.pretune.variants import backbone_for_variant
+
+    rows = read_manifest(args.manifest)
+    speaker = args.speaker or sorted({u.speaker for u in rows})[0]
+    check_speaker(rows, speaker)
+    algorithms = check_algorithms([a.strip() for a in args.algorithms.split(",") if a.strip()])
+    layer = _parse_layer(args.layer)
+    backbone = backbone_for_variant(args.variant) if args.variant else build_backbone(backbone_config(args))
+    emb = extract(rows, backbone, EmbeddingConfig(cache_dir=args.cache_dir))
+    states = emb.values.shape[1]
+    if layer != "mean" and not -states <= layer < states:
+        raise MetalearnError(f"--layer {layer}: expected 'mean' or an integer in {-states}..{states - 1}")
+    result = run_episode_demo(select_features(emb.values, layer), emb.rows, speaker, args.k, algorithms,
+                              queries=args.queries, meta_steps=args.meta_steps, seed=args.seed)
+    print(format_report(result))
+    print(f"\npicture: {plot_episode(result, args.out)}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``episode`` subcommand on ``subparsers``."""
+    from metalearn.features.backbones import add_backbone_args
+
+    p = subparsers.add_parser("episode", help="one speaker's few-shot episode, every algorithm on it (demo)")
+    p.add_argument("--manifest", default="data/demo/manifests/esd.csv", metavar="FILE.csv", help="the corpus")
+    p.add_argument("--speaker", metavar="ID", help="the episode's speaker (default: the first one)")
+    p.add_argument("--k", type=int, default=5, help="support clips per emotion, from the speaker's train split")
+    p.add_argument("--queries", type=int, default=None, metavar="N",
+                   help="query clips per emotion (default: all of the speaker's test split)")
+    p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS), metavar="A,B,..",
+                   help=f"comma list among: {', '.join(ALGORITHMS)}")
+    p.add_argument("--layer", default="-1", help="hidden state: an index (-1 = the last) or 'mean' of all")
+    p.add_argument("--variant", metavar="DIR", help="a pretune variant's backbone instead of the default")
+    p.add_argument("--meta-steps", type=int, default=100, help="meta-training steps on the other speakers")
+    p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
+    p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
+    p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
+    add_backbone_args(p)
+    p.set_defaults(func=_cmd_episode)
+    return p

@@ -1,0 +1,164 @@
+"""The experiment config: dataclass defaults, then a YAML preset, then ``key=value`` overrides (OmegaConf).
+
+Every section is the dataclass of the constructor it feeds (``PretuneConfig``, ``EmbeddingConfig``,
+``BackboneConfig``, each algorithm's config, ``TrackingConfig``), so a YAML file holds values only and
+code below the entry point receives plain dataclasses, never OmegaConf objects. A misspelt key, a value
+of the wrong type or a required value left unset stops the run before any work, with one line naming
+the key (and the closest valid keys).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from metalearn.clap.variant import ClapStageConfig, check_stage
+from metalearn.features.backbones import BackboneConfig
+from metalearn.features.embeddings import EmbeddingConfig
+from metalearn.fewshot.algorithms import ALGORITHMS, config_class
+from metalearn.fewshot.algorithms.finetune import FinetuneConfig
+from metalearn.fewshot.algorithms.full_finetune import FullFinetuneConfig
+from metalearn.fewshot.episodes import PROTOCOLS
+from metalearn.pretune.config import PretuneConfig
+from metalearn.report.tracking import TrackingConfig, resolve_mode
+from metalearn.util.errors import MetalearnError
+
+FULL_FINETUNE = "full_finetune"
+ZERO_SHOT = "zeroshot"       # CLAP variants only: nearest class prompt, the k = 0 point of the curves
+TEXT_HEAD = "texthead"       # CLAP variants only: fine-tuning from the class prompts' head
+PROMPTED = (ZERO_SHOT, TEXT_HEAD)
+
+
+@dataclass
+class CorpusConfig:
+    """A corpus: its loader, its root in the corpus's own layout, and the manifest parsed from it.
+
+    The manifest is read when it exists, else written from ``root`` (then ``root`` must exist).
+    """
+
+    corpus: str = "esd"
+    root: str = MISSING
+    manifest: str = ""                  # "" = {data.manifests_dir}/{corpus}.csv
+    classes: list[str] | None = None    # keep only these canonical emotions (IEMOCAP 4-class)
+
+
+@dataclass
+class DataConfig:
+    manifests_dir: str = "data/demo/manifests"
+    target: CorpusConfig = field(default_factory=CorpusConfig)      # the few-shot corpus (speakers are tasks)
+    sources: dict[str, CorpusConfig] = field(default_factory=dict)  # pre-finetuning corpora, by name
+
+
+@dataclass
+class PretuneStageConfig:
+    out: str = "runs/demo/pretune"
+    subsets: list[str] = field(default_factory=lambda: ["none"])  # ["all"] or e.g. ["none", "iemocap+cremad"]
+    train: bool = True            # train missing variants; False: a missing variant is an error
+    recipe: PretuneConfig = field(default_factory=PretuneConfig)
+    clap: ClapStageConfig = field(default_factory=ClapStageConfig)  # GEmo-CLAP variants, one per loss
+
+
+@dataclass
+class FeaturesConfig:
+    layer: int = -1               # which hidden state of the cached [L + 1, D] embeddings (-1: the last)
+    mean_layers: bool = False     # average every hidden state instead
+    standardize: bool = True      # z-score with the meta-training speakers' statistics (per fold)
+
+
+@dataclass
+class EpisodesConfig:
+    protocol: str = "nway"                  # nway (k per class) or binary (Paper A: k in total)
+    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10])
+    repetitions: int = 5
+    queries: int | None = None              # nway: queries per class from the test split (None: all)
+    classes: list[str] | None = None        # nway: the label set (None: the emotions every speaker has)
+    targets: list[str] | None = None        # binary: target emotions (None: every emotion of the corpus)
+
+
+@dataclass
+class SpeakersConfig:
+    folds: int = 2                          # each speaker tested once, meta-trained on the other folds
+    test: list[str] | None = None           # or name the meta-test speakers (one fold)
+    exclude: list[str] = field(default_factory=lambda: ["Unknown"])  # never tasks (MSP-Podcast's pseudo-speaker)
+    seed: int = 0                           # assignment of speakers to folds
+
+
+@dataclass
+class MetaTrainConfig:
+    steps: int = 300
+    shots: int | None = None      # None: meta-train once per k, with the k tested; n: once, with n shots
+    queries: int = 5              # per class (binary: in total, even)
+
+
+@dataclass
+class AlgorithmsConfig:
+    run: list[str] = field(default_factory=lambda: ["finetune", "simpleshot", "protonet", "maml"])
+    finetune: config_class("finetune") = field(default_factory=config_class("finetune"))
+    simpleshot: config_class("simpleshot") = field(default_factory=config_class("simpleshot"))
+    protonet: config_class("protonet") = field(default_factory=config_class("protonet"))
+    protonet_proj: config_class("protonet_proj") = field(default_factory=config_class("protonet_proj"))
+    maml: config_class("maml") = field(default_factory=config_class("maml"))
+    fomaml: config_class("fomaml") = field(default_factory=config_class("fomaml"))
+    anil: config_class("anil") = field(default_factory=config_class("anil"))
+    metasgd: config_class("metasgd") = field(default_factory=config_class("metasgd"))
+    reptile: config_class("reptile") = field(default_factory=config_class("reptile"))
+    texthead: FinetuneConfig = field(default_factory=FinetuneConfig)  # CLAP variants: head from class prompts
+    full_finetune: FullFinetuneConfig = field(default_factory=FullFinetuneConfig)
+    full_finetune_ks: list[int] | None = None          # it is slow: the ks it runs at (None: all)
+    full_finetune_repetitions: int | None = None       # and the repetitions (None: all)
+    full_finetune_variants: list[str] | None = None    # and the pretune variants (None: all)
+
+
+@dataclass
+class ExperimentConfig:
+    kind: str = "fewshot"         # which experiment schema a preset fills (see KINDS)
+    name: str = "experiment"
+    out: str = "results/${name}"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "cpu"           # where the embedding-level algorithms run (auto: cuda when available)
+    chunk: int = 512              # episodes per vectorised batch
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    pretune: PretuneStageConfig = field(default_factory=PretuneStageConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    meta_train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
+    algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Cross-field checks no type can express; one line each."""
+    if cfg.kind != "fewshot":
+        raise MetalearnError(f"config key 'kind': {cfg.kind!r} in a few-shot experiment config")
+    ep, algos = cfg.episodes, cfg.algorithms
+    if ep.protocol not in PROTOCOLS:
+        raise MetalearnError(f"config key 'episodes.protocol': {ep.protocol!r} is not one of {PROTOCOLS}")
+    if not ep.ks or min(ep.ks) < 1 or (ep.protocol == "binary" and any(k % 2 for k in ep.ks)):
+        raise MetalearnError(f"config key 'episodes.ks': {ep.ks} must be >= 1 (binary: even)")
+    known = [*ALGORITHMS, FULL_FINETUNE, *PROMPTED]
+    for name in algos.run:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=2)
+            raise MetalearnError(f"config key 'algorithms.run': unknown algorithm {name!r}"
+                                 + (f"; did you mean {', '.join(close)}?" if close else f"; known: {known}"))
+    if len(set(algos.run)) != len(algos.run) or not algos.run:
+        raise MetalearnError(f"config key 'algorithms.run': {algos.run} must list distinct algorithms")
+    check_stage(cfg.pretune.clap)
+    prompted = [a for a in algos.run if a in PROMPTED]
+    if prompted and not cfg.pretune.clap.losses:
+        raise MetalearnError(f"config key 'algorithms.run': {prompted} need CLAP variants (set pretune.clap.losses, "
+                             f"e.g. [emo, sl])")
+    if prompted and ep.protocol != "nway":
+        raise MetalearnError(f"config key 'algorithms.run': {prompted} classify by emotion prompts and need "
+                             f"episodes.protocol=nway, not {ep.protocol!r}")
+    if cfg.speakers.test is None and cfg.speakers.folds < 1:
+        raise MetalearnError(f"config key 'speakers.folds': {cfg.speakers.folds} must be >= 1")
+    if cfg.tracking.wandb:
+        resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the grid
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
+        raise MetalearnError(f"config key 'seeds': {cfg.seeds} must be distinct integers >= 0")

@@ -1,0 +1,120 @@
+"""The grid of a run as a fixed list of work units, and its deterministic split into shards.
+
+A unit is one batch of episodes scored by one algorithm after one meta-training:
+(pretune variant, seed, fold, algorithm, meta_k, batch). The list depends only on the config and the
+saved episodes, never on what has already run, so shard ``i`` of ``n`` (every n-th unit) is the same on
+any machine and the n shards together are exactly the whole grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from metalearn.fewshot.episodes import Episode
+from metalearn.fewshot.trials import group_by_shape
+from metalearn.util.errors import MetalearnError
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One batch of episodes for one (variant, seed, fold, algorithm, meta-training shots)."""
+
+    variant: str
+    seed: int
+    fold: int
+    algorithm: str
+    meta_k: int          # the shots meta-training used (0: the algorithm is not meta-trained per k)
+    episodes: tuple[Episode, ...]
+
+    @property
+    def group(self) -> tuple[str, int, int, str, int]:
+        """Units of one group share one meta-trained adapter."""
+        return self.variant, self.seed, self.fold, self.algorithm, self.meta_k
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A part of the grid: only these ks, the first ``repetitions`` repetitions, these variants (None: all)."""
+
+    ks: frozenset[int] | None = None
+    repetitions: int | None = None
+    variants: frozenset[str] | None = None
+
+    def has(self, e: Episode) -> bool:
+        return (self.ks is None or e.k in self.ks) and (self.repetitions is None or e.repetition < self.repetitions)
+
+
+def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[str] | None = None
+                 ) -> list[list[str]]:
+    """Meta-test speakers of each fold: ``test`` as the one fold, else ``folds`` seeded, near-equal parts.
+
+    Every speaker is in exactly one fold; a fold's meta-training speakers are all the others.
+    """
+    speakers = sorted(speakers)
+    if test is not None:
+        unknown = sorted(set(test) - set(speakers))
+        if unknown:
+            raise MetalearnError(f"config key 'speakers.test': {unknown} are not speakers of the target corpus "
+                                 f"(have: {', '.join(speakers)})")
+        return [sorted(test)]
+    if not 1 <= folds <= len(speakers):
+        raise MetalearnError(f"config key 'speakers.folds': {folds} folds for {len(speakers)} speakers")
+    if folds == 1:
+        return [speakers]
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    return [sorted(speakers[i] for i in part) for part in np.array_split(order, folds)]
+
+
+def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
+               algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
+               chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = ()) -> list[Unit]:
+    """Every unit of the grid, in a fixed order.
+
+    Args:
+        episodes: seed -> that seed's evaluation episodes.
+        per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
+        chunk: episodes per batch.
+        only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
+        slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode).
+    """
+    only = only or {}
+    units = []
+    for variant in variants:
+        for seed in seeds:
+            for f, test in enumerate(folds):
+                mine = [e for e in episodes[seed] if e.speaker in set(test)]
+                for algorithm in algorithms:
+                    part = only.get(algorithm, Subset())
+                    if part.variants is not None and variant not in part.variants:
+                        continue
+                    chosen = [e for e in mine if part.has(e)]
+                    size = 1 if algorithm in slow else chunk
+                    for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
+                        units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b))
+                                  for b in group_by_shape(group, size)]
+    return units
+
+
+def _by_meta_k(episodes: list[Episode], per_k: bool) -> list[tuple[int, list[Episode]]]:
+    if not per_k:
+        return [(0, episodes)] if episodes else []
+    return [(k, [e for e in episodes if e.k == k]) for k in sorted({e.k for e in episodes})]
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` (1-based, as SLURM array indices are usually written) -> (i - 1, n)."""
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise MetalearnError(f"--shard {spec!r}: expected I/N, e.g. 2/4") from None
+    if not 1 <= i <= n:
+        raise MetalearnError(f"--shard {spec!r}: need 1 <= I <= N")
+    return i - 1, n
+
+
+def shard_units(units: Sequence[Unit], index: int, count: int) -> list[Unit]:
+    """Shard ``index`` (0-based) of ``count``: every count-th unit, starting at ``index``."""
+    return list(units[index::count])

@@ -1,0 +1,168 @@
+"""GEmo-CLAP's IEMOCAP protocol, its pure pieces: sessions, leave-one-session-out folds, a frozen-encoder
+fold, and the paper's table.
+
+Each IEMOCAP session (two actors) is held out once: its utterances are the test set, a seeded share of the
+other sessions' utterances is the dev set (it picks the training step or epoch, by zero-shot UA) and the
+rest trains. Prediction is zero-shot: the class prompt nearest to the audio embedding. WA = accuracy, UA =
+mean per-class recall, as in the paper. The experiment that runs these folds from a config, resumably,
+is :mod:`metalearn.experiment.loso`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalearn.clap.heads import ClapHeadsConfig, dev_split, fit_heads
+from metalearn.clap.model import ClapConfig
+from metalearn.data.manifest import Utterance
+from metalearn.util.errors import MetalearnError
+from metalearn.util.metrics import mean_ci95
+
+IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
+NAMES = {"clip": "CLIP targets", "emo": "Emo-CLAP", "ml": "ML-GEmo-CLAP", "sl": "SL-GEmo-CLAP"}
+
+
+def session(u: Utterance) -> str:
+    """IEMOCAP's session of an utterance: ``Ses01`` from speaker ``Ses01F``."""
+    if not u.speaker.startswith("Ses") or len(u.speaker) < 5:
+        raise MetalearnError(f"{u.path}: speaker {u.speaker!r} does not name an IEMOCAP session (SesNN...)")
+    return u.speaker[:5]
+
+
+def sessions_of(rows: Sequence[Utterance]) -> list[str]:
+    """The sorted sessions of ``rows``; leave-one-session-out needs at least two."""
+    sessions = sorted({session(u) for u in rows})
+    if len(sessions) < 2:
+        raise MetalearnError(f"leave-one-session-out needs >= 2 sessions, found {sessions}")
+    return sessions
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One held-out session: index arrays into the rows the fold was made from."""
+
+    held_out: str
+    train: np.ndarray   # [N_train] the other sessions, minus dev
+    dev: np.ndarray     # [N_dev] a seeded share of the other sessions
+    test: np.ndarray    # [N_test] every row of the held-out session
+
+
+def loso_fold(rows: Sequence[Utterance], held_out: str, dev_fraction: float, seed: int) -> Fold:
+    """The fold holding out ``held_out``: test = its rows; dev = a seeded ``dev_fraction`` of the rest."""
+    test = np.array([i for i, u in enumerate(rows) if session(u) == held_out], dtype=np.int64)
+    rest = np.array([i for i, u in enumerate(rows) if session(u) != held_out], dtype=np.int64)
+    if not len(test) or len(rest) < 2:
+        raise MetalearnError(f"session {held_out}: {len(test)} test and {len(rest)} training utterances, "
+                             f"expected >= 1 and >= 2")
+    dev_at, train_at = dev_split(len(rest), dev_fraction, seed)
+    fold = Fold(held_out, rest[train_at], rest[dev_at], test)
+    check_fold(rows, fold)
+    return fold
+
+
+def check_fold(rows: Sequence[Utterance], fold: Fold) -> None:
+    """Refuse a fold whose train or dev set holds an utterance of the held-out session, or overlaps test."""
+    leaked = sorted({rows[i].utterance_id for i in (*fold.train, *fold.dev) if session(rows[i]) == fold.held_out})
+    if leaked or set(fold.train) & set(fold.dev) or set(fold.test) & set((*fold.train, *fold.dev)):
+        raise MetalearnError(f"fold {fold.held_out}: train/dev/test overlap or hold the test session "
+                             f"({leaked[:3]}); the held-out session must be unseen")
+
+
+def train_sessions(rows: Sequence[Utterance], fold: Fold) -> str:
+    """The sessions a fold trained and selected on, ``+``-joined (``Ses02+Ses03``)."""
+    return "+".join(sorted({session(rows[i]) for i in (*fold.train, *fold.dev)}))
+
+
+def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: Fold, classes: Sequence[str], model_cfg: ClapConfig,
+               heads_cfg: ClapHeadsConfig) -> dict:
+    """Train fresh CLAP heads on a frozen encoder's pooled features, score the held-out session zero-shot.
+
+    ``x`` [N, D] is aligned with ``rows`` (every row's emotion in ``classes``). The heads are initialised
+    from ``heads_cfg.seed``; the dev set picks the step. Returns wa, ua, n_test, n_train, n_dev, dev_wa,
+    dev_ua, best_step. Runs on one CPU thread (:func:`fit_heads`).
+    """
+    classes = list(classes)
+    y = torch.tensor([classes.index(u.emotion) for u in rows], dtype=torch.long)
+    train = fold.train
+    _, step, dev, test = fit_heads(x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
+                                   x[fold.dev], y[fold.dev], x[fold.test], y[fold.test], classes, model_cfg,
+                                   heads_cfg)
+    return {**test, "n_test": len(fold.test), "n_train": len(train), "n_dev": len(fold.dev),
+            "dev_wa": dev["wa"], "dev_ua": dev["ua"], "best_step": step}
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+def loso_summary(records: Sequence[dict], order: Sequence[str] | None = None) -> list[dict]:
+    """One row per loss variant: per-session WA/UA values (one per seed) and the means over folds.
+
+    A fold is a held-out session; with several seeds its value is their mean. ``wa_mean``/``ua_mean`` are
+    means over folds, ``wa_ci95``/``ua_ci95`` their 95% Student-t half-widths (NaN for one fold), ``folds``
+    the count. Values are fractions. ``order`` fixes the variants' order (default: first seen).
+    """
+    sessions = sorted({r["session"] for r in records})
+    variants = [v for v in (order or dict.fromkeys(r["variant"] for r in records))
+                if any(r["variant"] == v for r in records)]
+    out = []
+    for variant in variants:
+        mine = [r for r in records if r["variant"] == variant]
+        cells = {s: {m: [float(r[m]) for r in mine if r["session"] == s] for m in ("wa", "ua")} for s in sessions}
+        row = {"variant": variant, "method": NAMES.get(variant, variant), "cells": cells,
+               "seeds": len({r["seed"] for r in mine})}
+        for m in ("wa", "ua"):
+            mean, half, n = mean_ci95([float(np.mean(c[m])) for c in cells.values() if c[m]])
+            row.update({f"{m}_mean": mean, f"{m}_ci95": half, "folds": n})
+        out.append(row)
+    return out
+
+
+def _pct(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _cell(values: Sequence[float]) -> str:
+    """A session's cell: its value (%), or over several seeds their mean ± 95% CI (n)."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return _pct(values[0])
+    mean, half, n = mean_ci95(values)
+    return f"{_pct(mean)} ± {_pct(half)} (n={n})"
+
+
+def loso_table(records: Sequence[dict], order: Sequence[str] | None = None) -> str:
+    """The paper's layout in Markdown: one row per method, WA | UA (%) per held-out session, then the mean
+    WA and UA over folds, each ± its 95% CI, and the number of folds. A missing fold shows as ``–``."""
+    sessions = sorted({r["session"] for r in records})
+    head = "| method | " + " | ".join(f"{s} WA | {s} UA" for s in sessions) + " | mean WA | mean UA | folds |"
+    lines = [head, "|:--|" + "--:|" * (2 * len(sessions) + 3)]
+    for row in loso_summary(records, order):
+        cells = [f"{_cell(row['cells'][s]['wa'])} | {_cell(row['cells'][s]['ua'])}" for s in sessions]
+        means = [f"{_pct(row[f'{m}_mean'])} ± {_pct(row[f'{m}_ci95'])}" for m in ("wa", "ua")]
+        lines.append(f"| {row['method']} | " + " | ".join(cells + means) + f" | {row['folds']} |")
+    return "\n".join(lines)
+
+
+def loso_table_rows(records: Sequence[dict], order: Sequence[str] | None = None) -> list[dict]:
+    """The table as flat rows (CSV, W&B), in %: method, variant, ``{session}_wa``/``_ua`` (mean over seeds),
+    wa_mean, wa_ci95, ua_mean, ua_ci95, folds, seeds."""
+    rows = []
+    for row in loso_summary(records, order):
+        flat = {"method": row["method"], "variant": row["variant"]}
+        for s, cell in row["cells"].items():
+            for m in ("wa", "ua"):
+                flat[f"{s}_{m}"] = _round_pct(float(np.mean(cell[m])) if cell[m] else math.nan)
+        for key in ("wa_mean", "wa_ci95", "ua_mean", "ua_ci95"):
+            flat[key] = _round_pct(row[key])
+        rows.append({**flat, "folds": row["folds"], "seeds": row["seeds"]})
+    return rows
+
+
+def _round_pct(value: float) -> float:
+    return round(100 * value, 2) if math.isfinite(value) else math.nan

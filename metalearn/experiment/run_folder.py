@@ -1,0 +1,96 @@
+"""A run folder's provenance, shared by every experiment kind: the resolved config (and the guard that
+refuses to mix two configs in one folder), the git commit, and the config as W&B receives it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import write_atomic
+
+NOT_SCIENCE = ("tracking", "name", "out")  # top-level keys that do not change the numbers
+_ABSENT = object()
+
+
+def to_yaml(cfg: object) -> str:
+    """The resolved config as YAML (what :func:`metalearn.experiment.load.load_config` reads back)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def as_dict(cfg: object) -> dict:
+    """A dataclass config as plain nested dicts (for trackers and JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def tracked_config(cfg: object) -> dict:
+    """The config with the git commit, as JSON-safe dicts (what W&B records)."""
+    return json.loads(json.dumps({**as_dict(cfg), "git_commit": git_commit()}, default=str))
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
+    cwd = str(root or Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def save_config(cfg: object, out: Path) -> None:
+    """``out/config.yaml`` (resolved); a folder holding another config's records or episodes is refused.
+
+    Committed tables with no logs beside them (a fresh clone) hold no work: their config.yaml is replaced.
+    """
+    text = to_yaml(cfg)
+    path = out / "config.yaml"
+    holds_work = any(out.glob("*.jsonl"))  # trial or fold logs, saved episodes
+    if holds_work and path.is_file():
+        defaults = OmegaConf.to_yaml(OmegaConf.structured(type(cfg)))
+        difference = config_difference(path.read_text(encoding="utf-8"), text, defaults)
+        if difference:
+            raise MetalearnError(f"{out} holds a run with another config ({difference}); use another out=... or "
+                                 f"delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+
+
+def config_difference(saved_yaml: str, new_yaml: str, defaults_yaml: str | None = None) -> str | None:
+    """The first config key whose value differs between a run's saved config and a new one, as a phrase
+    naming the key and both values (``(absent)`` for a key one side lacks); None when they agree outside
+    :data:`NOT_SCIENCE`.
+
+    A key the saved config lacks (a field added to the code since) is no difference when its new value is
+    its default in ``defaults_yaml``: the project's rule is that a new field's default keeps the old
+    behaviour, so pulling an update does not strand a run half done.
+    """
+    old, new, defaults = (_flat(OmegaConf.to_container(OmegaConf.create(t or ""), resolve=False))
+                          for t in (saved_yaml, new_yaml, defaults_yaml))
+    for key in sorted(set(old) | set(new)):
+        if key.split(".")[0] in NOT_SCIENCE or old.get(key, _ABSENT) == new.get(key, _ABSENT):
+            continue
+        if key not in old and key in defaults and defaults[key] == new[key]:
+            continue
+        shown = [repr(d[key]) if key in d else "(absent)" for d in (old, new)]
+        return f"first difference: config key '{key}': {shown[0]} in its config.yaml, {shown[1]} now"
+    return None
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    """A nested dict as dotted key -> leaf value (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, object] = {}
+    for k, v in node.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out

@@ -1,0 +1,168 @@
+"""The stages a run needs before its trials, each skipped when its output exists (speechbrain's prepare).
+
+Manifests from corpus roots, pretune variants from the source corpora, and per-variant features from
+the embedding cache. Every stage checks its inputs first and fails with one line naming the config key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalearn.data.manifest import Utterance, read_manifest, write_manifest
+from metalearn.experiment.config import CorpusConfig, ExperimentConfig
+from metalearn.util.errors import MetalearnError
+
+log = logging.getLogger(__name__)
+
+
+def manifest_path(corpus: CorpusConfig, manifests_dir: str) -> Path:
+    """Where the corpus's manifest is (or will be written)."""
+    return Path(corpus.manifest or Path(manifests_dir) / f"{corpus.corpus}.csv")
+
+
+def check_roots(cfg: ExperimentConfig) -> None:
+    """Before any work: every corpus whose manifest is missing needs an existing root."""
+    corpora = {"data.target": cfg.data.target, **{f"data.sources.{k}": c for k, c in cfg.data.sources.items()}}
+    for key, corpus in corpora.items():
+        if key != "data.target" and not _needs_sources(cfg):
+            continue
+        if not manifest_path(corpus, cfg.data.manifests_dir).is_file() and not Path(corpus.root).is_dir():
+            raise MetalearnError(f"config key '{key}.root': {corpus.root} is not a folder (the {corpus.corpus} "
+                                 f"corpus root; set {key}.root=/path/to/{corpus.corpus})")
+
+
+def _needs_sources(cfg: ExperimentConfig) -> bool:
+    return any(s != "none" for s in cfg.pretune.subsets) or bool(cfg.pretune.clap.losses)
+
+
+def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance]:
+    """The corpus's manifest rows: read when the file exists, else parsed from its root and written."""
+    path = manifest_path(corpus, manifests_dir)
+    if path.is_file():
+        return read_manifest(path)
+    from metalearn.data.corpora import load_corpus
+
+    log.info("%s: writing the manifest from %s", path, corpus.root)
+    result = load_corpus(corpus.corpus, corpus.root, classes=tuple(corpus.classes) if corpus.classes else None)
+    write_manifest(result.utterances, path)
+    if result.problems.problems:
+        result.problems.write(path.with_name(path.stem + ".problems.tsv"))
+        log.warning("%s: skipped %s", corpus.corpus, result.problems.summary())
+    return result.utterances
+
+
+def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Path]:
+    """Pretune variant name -> folder, training the missing ones (when ``train``; else they are an error)."""
+    from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
+    from metalearn.util.devices import resolve_device
+
+    sources = [u for c in cfg.data.sources.values() for u in prepare_manifest(c, cfg.data.manifests_dir)] \
+        if _needs_sources(cfg) else []
+    corpora = sorted({u.corpus for u in sources})
+    subsets = parse_subsets(",".join(cfg.pretune.subsets), corpora)
+    out = Path(cfg.pretune.out)
+    names = {variant_name(s): out / variant_name(s) for s in subsets}
+    missing = [n for n, d in names.items() if not (d / "done.json").is_file()]
+    if missing and not train:
+        raise MetalearnError(f"pretune variants {missing} are not trained in {out}: train them first, once "
+                             f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
+    if missing:
+        todo = [s for s in subsets if variant_name(s) in missing]
+        run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
+    return {**names, **_clap_variants(cfg, sources, corpora, out, train)}
+
+
+def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: list[str], out: Path,
+                   train: bool) -> dict[str, Path]:
+    """CLAP variant name -> folder (one per loss of ``pretune.clap``), training the missing ones."""
+    from metalearn.clap.variant import clap_variant_name, train_clap_variant
+
+    stage = cfg.pretune.clap
+    if not stage.losses:
+        return {}
+    chosen = corpora if stage.corpora == "all" else sorted(set(stage.corpora.split("+")))
+    unknown = sorted(set(chosen) - set(corpora))
+    if unknown or not chosen:
+        raise MetalearnError(f"config key 'pretune.clap.corpora': {stage.corpora!r} names corpora {unknown} that are "
+                             f"not among data.sources ({', '.join(corpora) or 'none'}); use all or A+B")
+    names = {clap_variant_name(loss, chosen): out / clap_variant_name(loss, chosen) for loss in stage.losses}
+    for loss, (name, folder) in zip(stage.losses, names.items(), strict=True):
+        if (folder / "done.json").is_file():
+            continue
+        if not train:
+            raise MetalearnError(f"CLAP variant {name} is not trained in {out}: train it first, once "
+                                 f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
+        log.info("%s: CLAP pre-finetuning (%s encoder) into %s", name, stage.encoder, folder)
+        train_clap_variant(loss, chosen, sources, folder, stage, cfg.backbone, cfg.embeddings)
+    return names
+
+
+def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:
+    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
+
+    Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
+    their audio embeddings [N, E] (their own pooled layer through their audio projection).
+    """
+    from metalearn.clap.variant import clap_features, clap_layer, is_clap, load_clap_heads
+    from metalearn.features.embeddings import extract
+    from metalearn.fewshot.trials import select_features
+    from metalearn.pretune.variants import backbone_for_variant
+
+    emb = extract(rows, backbone_for_variant(folder), cfg.embeddings)
+    if emb.problems.problems:
+        log.warning("%s: %s", folder.name, emb.problems.summary())
+    if is_clap(folder):  # the CLAP audio tower: its pooled layer through the audio projection
+        pooled = select_features(emb.values, clap_layer(folder))
+        return emb.rows, clap_features(load_clap_heads(folder), pooled)
+    layer = "mean" if cfg.features.mean_layers else cfg.features.layer
+    n_states = emb.values.shape[1]
+    if layer != "mean" and not -n_states <= layer < n_states:
+        raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
+                             f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
+    return emb.rows, select_features(emb.values, layer)
+
+
+def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Utterance], group: int = 8) -> None:
+    """Fill the embedding caches of several variants at once, sharing their frozen layers' forward.
+
+    Only for backbones that expose a shared trunk (Whisper); others are embedded one at a time later.
+    At most ``group`` backbones are held in memory together.
+    """
+    from metalearn.features.shared_trunk import fill_caches
+    from metalearn.pretune.variants import backbone_for_variant
+
+    folders = list({_encoder_identity(f): f for f in reversed(folders)}.values())[::-1]
+    for start in range(0, len(folders), group):
+        chunk = folders[start:start + group]
+        if len(chunk) < 2:
+            return
+        first = backbone_for_variant(chunk[0])
+        if not hasattr(first, "trunk"):
+            return
+        fill_caches(rows, [first, *(backbone_for_variant(f) for f in chunk[1:])], cfg.embeddings)
+
+
+def fit_standardizer(x: Tensor, fit_rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(mean [D], std [D]) in float64 of ``x[fit_rows]`` (``x`` [N, D]), std floored at 1e-8."""
+    ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
+    return ref.mean(0), ref.std(0).clamp_min(1e-8)
+
+
+def _encoder_identity(folder: Path) -> str:
+    """Variants with equal identities embed identically (e.g. "none" and frozen-encoder CLAP variants)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    weights = config.get("weights")
+    return json.dumps({"backbone": config["backbone"], "weights": str(folder / weights) if weights else None},
+                      sort_keys=True)
+
+
+def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:
+    """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
+    mean, std = fit_standardizer(x, fit_rows)
+    return ((x.double() - mean) / std).float()

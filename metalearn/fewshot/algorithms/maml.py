@@ -1,0 +1,329 @@
+"""MAML, first-order MAML, ANIL and Meta-SGD on a functional MLP head over frozen embeddings.
+
+One pure inner loop, ``adapt``, serves all four: which parameters adapt (all, or ANIL's last layer), the inner
+learning rate (a scalar, or Meta-SGD's per-parameter tensors) and first order (inner gradients detached) are
+arguments. The fast path vmaps (adapt, then query loss) over episodes and differentiates the mean with
+``torch.func.grad``; ``adapt_reference`` / ``episode_loss_reference`` are the readable per-episode loop with
+``torch.autograd.grad(create_graph=not first_order)`` that the tests compare the fast path against.
+
+Defaults (tried on synthetic speakers: class means = shared prototype + speaker shift + per-speaker-class
+offset, standardized, D = 128 and 768, 5-way 1- and 5-shot, 200 meta-steps): hidden 256, inner_lr 0.05,
+5 inner steps in meta-training and up to 10 at test time, Adam meta_lr 1e-3, 16 tasks per meta-step; all four
+reach 0.90-0.98 query accuracy on unseen speakers at D = 768. The stable inner_lr scales as 1 / D (the squared
+norm of a standardized embedding): at D = 768, 0.01-0.1 all work and 0.3 diverges; at D = 128, 0.5 diverges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import grad, vmap
+
+from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.functional import cross_entropy
+from metalearn.fewshot.algorithms.heads import (
+    Params,
+    body_forward,
+    body_params,
+    check_episodes,
+    head_forward,
+    init_head,
+    last_keys,
+    last_params,
+    predict_episodes,
+)
+from metalearn.util.devices import resolve_device
+
+InnerLR = float | Tensor | dict[str, Tensor]
+Forward = Callable[[Params, Tensor], Tensor]
+
+
+def _lr(inner_lr: InnerLR, key: str) -> float | Tensor:
+    return inner_lr[key] if isinstance(inner_lr, dict) else inner_lr
+
+
+def sgd_step(fast: Params, grads: Params, inner_lr: InnerLR, first_order: bool) -> Params:
+    """``fast - lr * grad`` per key (one fused kernel); ``first_order`` detaches the gradients, not the parameters."""
+    out = {}
+    for k, v in fast.items():
+        g, lr = (grads[k].detach() if first_order else grads[k]), _lr(inner_lr, k)
+        out[k] = torch.addcmul(v, lr, g, value=-1) if isinstance(lr, Tensor) else v.add(g, alpha=-lr)
+    return out
+
+
+def _split(params: Params, adapt_keys: Sequence[str] | None) -> tuple[Params, Params]:
+    keys = list(params) if adapt_keys is None else list(adapt_keys)
+    return {k: params[k] for k in keys}, {k: v for k, v in params.items() if k not in keys}
+
+
+def adapt(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
+          first_order: bool = False, adapt_keys: Sequence[str] | None = None,
+          forward: Forward = head_forward) -> Params:
+    """``steps`` SGD steps on the support cross-entropy, differentiable w.r.t. ``params`` and ``inner_lr``.
+
+    Args:
+        params: the initialisation (meta-parameters); support_x: [S, D]; support_y: [S] ints.
+        inner_lr: a scalar, or per-key tensors shaped like the parameters (Meta-SGD).
+        first_order: detach the inner gradients (FOMAML); otherwise second order (gradients of gradients).
+        adapt_keys: which parameters adapt (None = all, MAML; the last layer's keys = ANIL).
+    Returns:
+        every parameter, the adapted ones replaced. Works under ``vmap`` (one episode per call).
+    """
+    fast, frozen = _split(params, adapt_keys)
+    support_grad = grad(lambda p: F.cross_entropy(forward({**frozen, **p}, support_x), support_y))
+    for _ in range(steps):
+        fast = sgd_step(fast, support_grad(fast), inner_lr, first_order)
+    return {**params, **fast}
+
+
+def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
+                    first_order: bool = False, adapt_keys: Sequence[str] | None = None,
+                    forward: Forward = head_forward) -> Params:
+    """``adapt`` with ordinary autograd (``create_graph=not first_order``), one episode, no torch.func."""
+    fast, frozen = _split(params, adapt_keys)
+    fast = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(forward({**frozen, **fast}, support_x), support_y)
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
+            fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), inner_lr, first_order)
+    return {**params, **fast}
+
+
+def adapt_trajectory(params: Params, support_x: Tensor, support_y: Tensor, x: Tensor, steps: int,
+                     inner_lr: InnerLR, adapt_keys: Sequence[str] | None = None, forward: Forward = head_forward,
+                     every: bool = True) -> Tensor:
+    """Logits for ``x [N, D]`` after 0..steps inner steps: [steps + 1, N, W] (``every``) or the last [N, W]."""
+    fast, frozen = _split(params, adapt_keys)
+    support_grad = grad(lambda p: F.cross_entropy(forward({**frozen, **p}, support_x), support_y))
+    logits = [forward(params, x)] if every else []
+    for _ in range(steps):
+        fast = sgd_step(fast, support_grad(fast), inner_lr, first_order=True)
+        if every:
+            logits.append(forward({**frozen, **fast}, x))
+    return torch.stack(logits) if every else forward({**frozen, **fast}, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """Hyperparameters of MAML (second order). The other configs add to these.
+
+    Attributes:
+        hidden: hidden sizes of the MLP head (() = a linear head).
+        inner_lr: SGD step size of the inner loop (Meta-SGD: the initial per-parameter rates).
+        inner_steps: inner steps per task during meta-training.
+        test_steps: inner steps at test time (with validation data: the most steps considered, 0..test_steps).
+        meta_lr: Adam step size on the meta-parameters.
+        meta_batch: tasks per meta-step.
+        predict_chunk: episodes adapted at once in ``predict`` (bounds memory; results do not depend on it).
+    """
+
+    hidden: tuple[int, ...] = (256,)
+    inner_lr: float = 0.05
+    inner_steps: int = 5
+    test_steps: int = 10
+    meta_lr: float = 1e-3
+    meta_batch: int = 16
+    predict_chunk: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML: the same hyperparameters; inner gradients are detached."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ANILConfig(MAMLConfig):
+    """ANIL: only the last layer adapts. ``first_order`` detaches its inner gradients."""
+
+    first_order: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaSGDConfig(MAMLConfig):
+    """Meta-SGD: per-parameter inner rates, meta-learned, initialised to ``inner_lr``."""
+
+    first_order: bool = False
+
+
+Meta = dict[str, Params]  # {"head": head parameters} (+ {"lr": per-parameter inner rates} for Meta-SGD)
+
+
+def _map(fn: Callable[[Tensor], Tensor], meta: Meta) -> Meta:
+    return {g: {k: fn(v) for k, v in group.items()} for g, group in meta.items()}
+
+
+def _flat(meta: Meta) -> list[Tensor]:
+    return [v for group in meta.values() for v in group.values()]
+
+
+class MAML:
+    """Second-order MAML (Finn et al., 2017): the head's initialisation is meta-learned, every parameter adapts.
+
+    Subclasses change one hook each: ``first_order``, ``_adapt_keys`` (ANIL), ``_inner_lr`` (Meta-SGD).
+    """
+
+    name = "maml"
+    meta_learns = True
+    config_cls: type[MAMLConfig] = MAMLConfig
+
+    def __init__(self, dim: int, ways: int, cfg: MAMLConfig | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg if cfg is not None else self.config_cls()
+        self.dim, self.ways, self.seed = dim, ways, seed
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        head = init_head([dim, *self.cfg.hidden], ways, seed, device=self.device)
+        self.dtype = head["w0"].dtype
+        self.meta: Meta = _map(lambda v: v.requires_grad_(), self._init_meta(head))
+        self.optimizer = torch.optim.Adam(_flat(self.meta), lr=self.cfg.meta_lr)
+        self.losses: list[float] = []
+
+    # --- hooks -------------------------------------------------------------------------------------
+    @property
+    def first_order(self) -> bool:
+        return False
+
+    def _init_meta(self, head: Params) -> Meta:
+        return {"head": head}
+
+    def _inner_lr(self, meta: Meta) -> InnerLR:
+        return self.cfg.inner_lr
+
+    def _adapt_keys(self, head: Params) -> Sequence[str] | None:
+        return None
+
+    # --- one episode (vectorisable) -----------------------------------------------------------------
+    def adapt_one(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
+        """Adapted head parameters of one episode ([S, D], [S]); pure, differentiable, vmap-able."""
+        return adapt(meta["head"], support_x, support_y, steps, self._inner_lr(meta), self.first_order,
+                     self._adapt_keys(meta["head"]))
+
+    def adapt_one_reference(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
+        """``adapt_one`` by the per-episode autograd loop."""
+        return adapt_reference(meta["head"], support_x, support_y, steps, self._inner_lr(meta), self.first_order,
+                               self._adapt_keys(meta["head"]))
+
+    def episode_loss(self, meta: Meta, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        """Query cross-entropy after adapting on the support: [S, D], [S], [Q, D], [Q] (< 0 = padding) -> scalar."""
+        return cross_entropy(head_forward(self.adapt_one(meta, sx, sy, self.cfg.inner_steps), qx), qy)
+
+    def episode_loss_reference(self, meta: Meta, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        adapted = self.adapt_one_reference(meta, sx, sy, self.cfg.inner_steps)
+        return cross_entropy(head_forward(adapted, qx), qy)
+
+    def trajectory(self, meta: Meta, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
+        """Logits of ``x [N, D]`` after 0..test_steps steps [T + 1, N, W] (``every``), else the last [N, W]."""
+        return adapt_trajectory(meta["head"], sx, sy, x, self.cfg.test_steps, self._inner_lr(meta),
+                                self._adapt_keys(meta["head"]), every=every)
+
+    # --- batches ------------------------------------------------------------------------------------
+    def _cast(self, x: Tensor) -> Tensor:
+        return x.to(self.device, self.dtype)
+
+    def meta_gradients(self, batch: Sequence[Tensor], reference: bool = False) -> tuple[Tensor, Meta]:
+        """Mean query loss over a batch (support_x [E, S, D], support_y [E, S], query_x [E, Q, D],
+        query_y [E, Q]) and its gradient w.r.t. the meta-parameters (vmap + torch.func.grad, or the loop)."""
+        sx, qx = self._cast(batch[0]), self._cast(batch[2])
+        sy, qy = batch[1].to(self.device), batch[3].to(self.device)
+        if reference:
+            losses = [self.episode_loss_reference(self.meta, *ep) for ep in zip(sx, sy, qx, qy, strict=True)]
+            loss = torch.stack(losses).mean()
+            grads = iter(torch.autograd.grad(loss, _flat(self.meta)))
+            return loss.detach(), _map(lambda _: next(grads), self.meta)
+
+        def batch_loss(meta: Meta) -> tuple[Tensor, Tensor]:
+            loss = vmap(self.episode_loss, in_dims=(None, 0, 0, 0, 0))(meta, sx, sy, qx, qy).mean()
+            return loss, loss.detach()
+
+        grads, loss = grad(batch_loss, has_aux=True)(_map(torch.Tensor.detach, self.meta))
+        return loss, grads
+
+    def meta_train(self, sampler: TaskSampler, steps: int) -> None:
+        """``steps`` Adam steps on the meta-parameters, each on ``meta_batch`` tasks from ``sampler``."""
+        for _ in range(steps):
+            loss, grads = self.meta_gradients(sampler.sample(self.cfg.meta_batch))
+            for p, g in zip(_flat(self.meta), _flat(grads), strict=True):
+                p.grad = g
+            self.optimizer.step()
+            self.losses.append(float(loss))
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
+                val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
+        """Adapt to each episode (test_steps, or the best 0..test_steps by val macro-F1) -> logits [E, Q, W]."""
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
+        meta = _map(torch.Tensor.detach, self.meta)
+        with torch.no_grad():
+            logits = predict_episodes(lambda sx, sy, x, every: self.trajectory(meta, sx, sy, x, every),
+                                      self._cast(support_x), support_y.to(self.device), self._cast(query_x),
+                                      None if val_x is None else self._cast(val_x), val_y, self.cfg.predict_chunk)
+        return logits.to(query_x.device)
+
+    def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        """``predict`` without validation data, by the per-episode autograd loop -> logits [E, Q, W]."""
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
+        meta = _map(torch.Tensor.detach, self.meta)
+        out = []
+        for sx, sy, qx in zip(self._cast(support_x), support_y.to(self.device), self._cast(query_x), strict=True):
+            adapted = self.adapt_one_reference(meta, sx, sy, self.cfg.test_steps)
+            out.append(head_forward(adapted, qx).detach())
+        return torch.stack(out).to(query_x.device)
+
+
+class FOMAML(MAML):
+    """First-order MAML: the meta-gradient ignores second derivatives (inner gradients detached)."""
+
+    name = "fomaml"
+    config_cls = FOMAMLConfig
+
+    @property
+    def first_order(self) -> bool:
+        return True
+
+
+class ANIL(MAML):
+    """ANIL (Raghu et al., 2020): the body is meta-learned and frozen per task; only the last layer adapts.
+
+    The fast path computes the body's features once per episode and adapts a linear head on them.
+    """
+
+    name = "anil"
+    config_cls = ANILConfig
+
+    @property
+    def first_order(self) -> bool:
+        return getattr(self.cfg, "first_order", False)
+
+    def _adapt_keys(self, head: Params) -> Sequence[str] | None:
+        return last_keys(head)
+
+    def adapt_one(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
+        head = meta["head"]
+        feats = body_forward(body_params(head), support_x)
+        last = adapt(last_params(head), feats, support_y, steps, self.cfg.inner_lr, self.first_order)
+        return {**head, **last}
+
+    def trajectory(self, meta: Meta, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
+        body = body_params(meta["head"])
+        return adapt_trajectory(last_params(meta["head"]), body_forward(body, sx), sy, body_forward(body, x),
+                                self.cfg.test_steps, self.cfg.inner_lr, every=every)
+
+
+class MetaSGD(MAML):
+    """Meta-SGD (Li et al., 2017): MAML that also meta-learns one inner learning rate per parameter entry."""
+
+    name = "metasgd"
+    config_cls = MetaSGDConfig
+
+    @property
+    def first_order(self) -> bool:
+        return getattr(self.cfg, "first_order", False)
+
+    def _init_meta(self, head: Params) -> Meta:
+        return {"head": head, "lr": {k: torch.full_like(v, self.cfg.inner_lr) for k, v in head.items()}}
+
+    def _inner_lr(self, meta: Meta) -> InnerLR:
+        return meta["lr"]

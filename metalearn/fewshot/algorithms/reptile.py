@@ -1,0 +1,184 @@
+"""Reptile (Nichol, Achiam & Schulman, 2018) on a functional MLP head over frozen embeddings.
+
+Meta-training: for each task, ``inner_steps`` full-batch steps of SGD or Adam on the task's support and query
+items together, from the current initialisation; then ``init += meta_lr * mean over tasks(adapted - init)``.
+The tasks' inner loops run at once under ``torch.func.vmap``; ``meta_delta(..., reference=True)`` is the
+per-task loop with ``torch.optim`` that the tests compare against. Test time: fine-tune the head from the
+meta-learned initialisation on the support set with the same inner optimizer (``test_steps`` steps, or the
+best of 0..test_steps by validation macro-F1).
+
+Defaults (tried on the synthetic speakers described in ``maml.py``, D = 768, 200 meta-steps): hidden 256,
+inner Adam (beta1 = 0, as in the paper) lr 3e-3, 5 inner steps, 10 test steps, meta_lr 0.5, 16 tasks per
+meta-step: 0.84 (1-shot) and 0.96 (5-shot) 5-way accuracy on unseen speakers; inner SGD (best lr 0.1) reached
+only 0.55 / 0.92, and Adam at lr 1e-2 0.46 / 0.84.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.func import grad, vmap
+
+from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.functional import cross_entropy
+from metalearn.fewshot.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_episodes
+from metalearn.fewshot.algorithms.maml import sgd_step
+from metalearn.util.devices import resolve_device
+from metalearn.util.errors import MetalearnError
+
+ADAM_BETAS = (0.0, 0.999)
+ADAM_EPS = 1e-8
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReptileConfig:
+    """Hyperparameters of Reptile.
+
+    Attributes:
+        hidden: hidden sizes of the MLP head (() = a linear head).
+        inner_optimizer: "sgd" or "adam" (betas (0, 0.999)), for meta-training and test-time fine-tuning.
+        inner_lr: the inner optimizer's step size.
+        inner_steps: full-batch inner steps per training task (on support + query).
+        test_steps: fine-tuning steps at test time (with validation data: the most steps considered).
+        meta_lr: the outer step size epsilon in ``init += epsilon * mean(adapted - init)``.
+        meta_batch: tasks per meta-step.
+        predict_chunk: episodes fine-tuned at once in ``predict`` (bounds memory; results do not depend on it).
+    """
+
+    hidden: tuple[int, ...] = (256,)
+    inner_optimizer: str = "adam"
+    inner_lr: float = 3e-3
+    inner_steps: int = 5
+    test_steps: int = 10
+    meta_lr: float = 0.5
+    meta_batch: int = 16
+    predict_chunk: int = 256
+
+
+def adam_step(params: Params, grads: Params, state: dict[str, Params], lr: float, step: int
+              ) -> tuple[Params, dict[str, Params]]:
+    """One out-of-place Adam step (``torch.optim.Adam``'s math, betas ``ADAM_BETAS``); ``step`` counts from 1.
+
+    Out of place so that it runs under ``vmap`` with unbatched initial moments and batched gradients.
+    """
+    (b1, b2), new, m, v = ADAM_BETAS, {}, {}, {}
+    bias1, bias2_sqrt = 1 - b1**step, (1 - b2**step) ** 0.5
+    for k, p in params.items():
+        m[k] = state["m"][k] * b1 + (1 - b1) * grads[k]
+        v[k] = state["v"][k] * b2 + (1 - b2) * grads[k] * grads[k]
+        new[k] = p - (lr / bias1) * m[k] / (v[k].sqrt() / bias2_sqrt + ADAM_EPS)
+    return new, {"m": m, "v": v}
+
+
+def inner_path(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Iterator[Params]:
+    """The parameters after each of ``steps`` full-batch steps on ``x [N, D], y [N]`` (< 0 = padding).
+
+    Pure (no in-place updates), so it runs under ``vmap`` with one task per call.
+    """
+    loss_grad = grad(lambda p: cross_entropy(head_forward(p, x), y))
+    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+    state = {"m": zeros, "v": zeros} if optimizer == "adam" else None
+    for t in range(1, steps + 1):
+        g = loss_grad(params)
+        if state is None:
+            params = sgd_step(params, g, lr, first_order=True)
+        else:
+            params, state = adam_step(params, g, state, lr, t)
+        yield params
+
+
+def inner_train(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Params:
+    """The parameters after ``steps`` inner steps (``params`` itself for 0 steps)."""
+    out = params
+    for out in inner_path(params, x, y, steps, lr, optimizer):  # noqa: B007 - only the last is kept
+        pass
+    return out
+
+
+def inner_train_reference(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Params:
+    """``inner_train`` with leaf tensors and ``torch.optim`` (SGD or Adam), one task."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    opt = (torch.optim.SGD(leaves.values(), lr=lr) if optimizer == "sgd"
+           else torch.optim.Adam(leaves.values(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            cross_entropy(head_forward(leaves, x), y).backward()
+            opt.step()
+    return {k: v.detach() for k, v in leaves.items()}
+
+
+class Reptile:
+    """Reptile: meta-learns the head's initialisation by moving it toward each task's fine-tuned weights."""
+
+    name = "reptile"
+    meta_learns = True
+    config_cls = ReptileConfig
+
+    def __init__(self, dim: int, ways: int, cfg: ReptileConfig | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        self.cfg = cfg if cfg is not None else self.config_cls()
+        if self.cfg.inner_optimizer not in OPTIMIZERS:
+            raise MetalearnError(f"reptile: inner_optimizer {self.cfg.inner_optimizer!r}: expected sgd or adam")
+        self.dim, self.ways, self.seed = dim, ways, seed
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        head = init_head([dim, *self.cfg.hidden], ways, seed, device=self.device)
+        self.dtype = head["w0"].dtype
+        self.meta: dict[str, Params] = {"head": head}
+
+    def _train(self, params: Params, x: Tensor, y: Tensor, steps: int, reference: bool = False) -> Params:
+        fn = inner_train_reference if reference else inner_train
+        return fn(params, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
+
+    def meta_delta(self, batch: Sequence[Tensor], reference: bool = False) -> Params:
+        """mean over tasks of (adapted - init), each task adapted on its support and query items together.
+
+        batch: support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q] (< 0 = padding).
+        """
+        x = torch.cat([batch[0], batch[2]], dim=1).to(self.device, self.dtype)
+        y = torch.cat([batch[1], batch[3]], dim=1).to(self.device)
+        head, steps = self.meta["head"], self.cfg.inner_steps
+        if reference:
+            tasks = [self._train(head, xe, ye, steps, reference=True) for xe, ye in zip(x, y, strict=True)]
+            adapted = {k: torch.stack([t[k] for t in tasks]) for k in head}
+        else:
+            adapted = vmap(lambda xe, ye: self._train(head, xe, ye, steps))(x, y)
+        return {k: (adapted[k] - head[k]).mean(0) for k in head}
+
+    def meta_train(self, sampler: TaskSampler, steps: int) -> None:
+        """``steps`` Reptile updates, each on ``meta_batch`` tasks from ``sampler``."""
+        for _ in range(steps):
+            delta = self.meta_delta(sampler.sample(self.cfg.meta_batch))
+            self.meta["head"] = {k: v + self.cfg.meta_lr * delta[k] for k, v in self.meta["head"].items()}
+
+    def trajectory(self, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
+        """Logits of ``x [N, D]`` after 0..test_steps fine-tuning steps [T + 1, N, W] (``every``), else [N, W]."""
+        head, steps = self.meta["head"], self.cfg.test_steps
+        if not every:
+            return head_forward(inner_train(head, sx, sy, steps, self.cfg.inner_lr, self.cfg.inner_optimizer), x)
+        path = inner_path(head, sx, sy, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
+        return torch.stack([head_forward(head, x)] + [head_forward(p, x) for p in path])
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
+                val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
+        """Fine-tune from the meta-learned init on each support set -> query logits [E, Q, W]."""
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
+        cast = lambda t: t.to(self.device, self.dtype)  # noqa: E731
+        with torch.no_grad():
+            logits = predict_episodes(self.trajectory, cast(support_x), support_y.to(self.device), cast(query_x),
+                                      None if val_x is None else cast(val_x), val_y, self.cfg.predict_chunk)
+        return logits.to(query_x.device)
+
+    def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
+        """``predict`` without validation data, one episode at a time with ``torch.optim`` -> [E, Q, W]."""
+        check_episodes(self.name, self.ways, self.dim, ways, support_x)
+        out = []
+        for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
+            sx, qx = sx.to(self.device, self.dtype), qx.to(self.device, self.dtype)
+            adapted = self._train(self.meta["head"], sx, sy.to(self.device), self.cfg.test_steps, reference=True)
+            out.append(head_forward(adapted, qx))
+        return torch.stack(out).to(query_x.device)

@@ -1,0 +1,310 @@
+"""Speaker tasks as index lists: fixed evaluation episodes, their replay files, and a meta-training sampler.
+
+An episode names utterances by key (``corpus/utterance_id``); features are gathered late
+(``episode_tensors``). Every episode draws from its own RNG, derived from (seed, protocol, speaker,
+target, k, repetition), so adding speakers, targets or k values never changes existing episodes.
+Sampling is always without replacement; a speaker with too little data gives a ``Skipped`` record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from metalearn.data.emotions import CANONICAL
+from metalearn.data.manifest import Utterance
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import write_atomic
+
+PROTOCOLS = ("nway", "binary")
+TRAIN, EVALUATION, TEST = "train", "evaluation", "test"
+Pools = dict[str, dict[str, list[str]]]  # split -> emotion -> sorted utterance keys
+
+
+def utterance_key(u: Utterance) -> str:
+    """The key an episode names an utterance by: ``corpus/utterance_id``."""
+    return f"{u.corpus}/{u.utterance_id}"
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One sampled task instance; label i means ``classes[i]``."""
+
+    episode_id: str            # deterministic and unique, e.g. "nway/k4/0011/r0" or "binary/k8/0011/angry/r2"
+    protocol: str              # "nway" or "binary"
+    speaker: str
+    k: int                     # nway: shots per class; binary: TOTAL support size (k/2 target + k/2 others)
+    repetition: int
+    seed: int
+    classes: tuple[str, ...]   # label i means classes[i]; binary: (f"not_{target}", target) so 1 = target
+    target_emotion: str        # binary only, "" for nway
+    support: tuple[str, ...]   # utterance keys
+    support_labels: tuple[int, ...]
+    query: tuple[str, ...]
+    query_labels: tuple[int, ...]
+    validation: tuple[str, ...] = ()        # binary protocol: the model-selection set
+    validation_labels: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"field 'protocol': {self.protocol!r} is not one of {PROTOCOLS}")
+        for name in ("support", "query", "validation"):
+            items, labels = getattr(self, name), getattr(self, f"{name}_labels")
+            if len(items) != len(labels):
+                raise ValueError(f"field '{name}_labels': {len(labels)} labels for {len(items)} items")
+            if labels and (min(labels) < 0 or max(labels) >= len(self.classes)):
+                raise ValueError(f"field '{name}_labels': labels outside 0..{len(self.classes) - 1}")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An episode that could not be drawn, with the reason (who lacks which data)."""
+
+    episode_id: str
+    protocol: str
+    speaker: str
+    k: int
+    repetition: int
+    target_emotion: str
+    reason: str
+
+
+def episode_rng(seed: int, protocol: str, speaker: str, target: str, k: int, repetition: int) -> np.random.Generator:
+    """A generator that depends only on its arguments (SHA-256, not Python's salted ``hash``); seed >= 0."""
+    text = "\x1f".join(str(v) for v in (protocol, speaker, target, k, repetition))
+    words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype=np.uint32).tolist()
+    return np.random.default_rng(np.random.SeedSequence([seed, *words]))
+
+
+def _pools(rows: Sequence[Utterance], speakers: Sequence[str]) -> dict[str, Pools]:
+    """speaker -> split -> emotion -> keys, sorted so row order never matters; unknown speakers are errors."""
+    wanted, out, corpus_of = set(speakers), {}, {}
+    if len(wanted) != len(speakers):
+        raise MetalearnError(f"duplicate speakers in {list(speakers)}")
+    for u in rows:
+        if u.speaker in wanted:
+            if corpus_of.setdefault(u.speaker, u.corpus) != u.corpus:
+                raise MetalearnError(f"speaker {u.speaker} appears in corpora {corpus_of[u.speaker]} and {u.corpus}")
+            out.setdefault(u.speaker, {}).setdefault(u.split, {}).setdefault(u.emotion, []).append(utterance_key(u))
+    missing = [s for s in speakers if s not in out]
+    if missing:
+        raise MetalearnError(f"speakers {missing} have no utterances in the manifest")
+    for keys in (keys for p in out.values() for by_emotion in p.values() for keys in by_emotion.values()):
+        keys.sort()
+    return out
+
+
+def _draw(rng: np.random.Generator, pool: list[str], n: int) -> list[str]:
+    """``n`` keys of ``pool`` without replacement, in random order."""
+    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+
+
+def _lacks(speaker: str, split: str, what: str, have: int, need: int) -> str:
+    """The reason of a skipped episode, e.g. "speaker 0011 has 3 train 'sad' utterances, needs 4"."""
+    return f"speaker {speaker} has {have} {split + ' ' if split else ''}{what} utterances, needs {need}"
+
+
+def nway_episodes(rows: Sequence[Utterance], speakers: Sequence[str], k: int, repetitions: int, seed: int,
+                  classes: Sequence[str] | None = None, queries: int | None = None
+                  ) -> tuple[list[Episode], list[Skipped]]:
+    """Protocol 1: per speaker and repetition, ``k`` support utterances per class from the train split.
+
+    Query: the speaker's test split restricted to ``classes`` (all of it, or ``queries`` per class drawn
+    without replacement). A speaker whose rows all have split "" (no official split) draws support from
+    all its utterances and queries from the remaining ones. ``classes`` defaults to the emotions EVERY
+    requested speaker has (the intersection, in canonical order), so all episodes of a run share one
+    label list; pass it explicitly to keep episodes unchanged when speakers are added.
+    """
+    if k < 1 or repetitions < 1 or seed < 0 or (queries is not None and queries < 1):
+        raise MetalearnError(f"need k, repetitions, queries >= 1, seed >= 0; got {k}, {repetitions}, {queries}, {seed}")
+    pools = _pools(rows, speakers)
+    if classes is None:
+        have = [{e for by_emotion in pools[s].values() for e in by_emotion} for s in speakers]
+        classes = [e for e in CANONICAL if all(e in h for h in have)]
+    classes = tuple(classes)
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise MetalearnError(f"nway episodes need at least 2 distinct classes shared by the speakers, got {classes}")
+    out = [_nway_one(pools[s], s, classes, k, r, seed, queries) for s in speakers for r in range(repetitions)]
+    return [e for e in out if isinstance(e, Episode)], [e for e in out if isinstance(e, Skipped)]
+
+
+def _nway_one(pools: Pools, speaker: str, classes: tuple[str, ...], k: int, r: int, seed: int,
+              queries: int | None) -> Episode | Skipped:
+    """One N-way episode of ``speaker``, or the reason it cannot be drawn."""
+    episode_id = f"nway/k{k}/{speaker}/r{r}"
+    rng = episode_rng(seed, "nway", speaker, "", k, r)
+    unsplit = set(pools) == {""}
+    train, test = pools.get("" if unsplit else TRAIN, {}), pools.get(TEST, {})
+    support, query, s_labels, q_labels = [], [], [], []
+    for label, emotion in enumerate(classes):
+        pool, tests = train.get(emotion, []), test.get(emotion, [])
+        need = k + (queries or 0) * unsplit
+        reason = _lacks(speaker, "" if unsplit else TRAIN, repr(emotion), len(pool), need) if len(pool) < need else ""
+        if not reason and not unsplit and queries and len(tests) < queries:
+            reason = _lacks(speaker, TEST, repr(emotion), len(tests), queries)
+        if reason:
+            return Skipped(episode_id, "nway", speaker, k, r, "", reason)
+        chosen = _draw(rng, pool, k)
+        if unsplit:
+            used = set(chosen)
+            tests = [key for key in pool if key not in used]
+        picked = _draw(rng, tests, queries) if queries else tests
+        support += chosen
+        query += picked
+        s_labels += [label] * len(chosen)
+        q_labels += [label] * len(picked)
+    if not query:
+        return Skipped(episode_id, "nway", speaker, k, r, "", f"speaker {speaker} has no query utterances")
+    return Episode(episode_id, "nway", speaker, k, r, seed, classes, "", tuple(support), tuple(s_labels),
+                   tuple(query), tuple(q_labels))
+
+
+def _flatten(by_emotion: dict[str, list[str]], target: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """All keys of a split, sorted, with labels 1 for ``target`` and 0 otherwise."""
+    pairs = sorted((key, int(e == target)) for e, keys in by_emotion.items() for key in keys)
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def binary_episodes(rows: Sequence[Utterance], speakers: Sequence[str], targets: Sequence[str], ks: Sequence[int],
+                    repetitions: int, seed: int) -> tuple[list[Episode], list[Skipped]]:
+    """Protocol 2 (Paper A): one-vs-rest tasks (speaker, target emotion); ``k`` = total support size.
+
+    Support: k/2 target utterances and k/2 drawn uniformly from the speaker's pooled train utterances of
+    all other emotions. Validation: the speaker's evaluation split; query: its test split (all of them,
+    label 1 = target, 0 = other). A speaker with no split draws queries from its remaining utterances
+    and has no validation set. Episodes come in the order speaker, target, k, repetition.
+    """
+    if not ks or not targets or any(k % 2 or k < 2 for k in ks) or repetitions < 1 or seed < 0:
+        raise MetalearnError(f"binary episodes need targets, even k >= 2, repetitions >= 1, seed >= 0; got "
+                             f"targets={targets}, ks={ks}, {repetitions}, {seed}")
+    pools = _pools(rows, speakers)
+    out = []
+    for speaker in speakers:
+        p = pools[speaker]
+        unsplit = set(p) == {""}
+        train = p.get("" if unsplit else TRAIN, {})
+        for t in targets:
+            neg = sorted(key for e, keys in train.items() if e != t for key in keys)
+            fixed = ((), ()) if unsplit else _flatten(p.get(EVALUATION, {}), t) + _flatten(p.get(TEST, {}), t)
+            out += [_binary_one(speaker, t, k, r, seed, unsplit, train.get(t, []), neg, fixed)
+                    for k in ks for r in range(repetitions)]
+    return [e for e in out if isinstance(e, Episode)], [e for e in out if isinstance(e, Skipped)]
+
+
+def _binary_one(speaker: str, target: str, k: int, r: int, seed: int, unsplit: bool, pos: list[str],
+                neg: list[str], fixed: tuple) -> Episode | Skipped:
+    """One binary episode; ``fixed`` = (validation, labels, query, labels); without a split, query is the rest."""
+    episode_id = f"binary/k{k}/{speaker}/{target}/r{r}"
+    for pool, what in ((pos, repr(target)), (neg, f"non-{target!r}")):
+        if len(pool) < k // 2:
+            reason = _lacks(speaker, "" if unsplit else TRAIN, what, len(pool), k // 2)
+            return Skipped(episode_id, "binary", speaker, k, r, target, reason)
+    rng = episode_rng(seed, "binary", speaker, target, k, r)
+    pos_s, neg_s = _draw(rng, pos, k // 2), _draw(rng, neg, k // 2)
+    if unsplit:
+        used = set(pos_s + neg_s)
+        fixed = ((), ()) + _flatten({target: [x for x in pos if x not in used], "": [x for x in neg if x not in used]},
+                                    target)
+    validation, v_labels, query, q_labels = fixed
+    if not query:
+        return Skipped(episode_id, "binary", speaker, k, r, target, f"speaker {speaker} has no query utterances")
+    return Episode(episode_id, "binary", speaker, k, r, seed, (f"not_{target}", target), target,
+                   tuple(pos_s + neg_s), (1,) * len(pos_s) + (0,) * len(neg_s), query, q_labels,
+                   validation, v_labels)
+
+
+def save_episodes(path: str | os.PathLike, episodes: Sequence[Episode], skipped: Sequence[Skipped] = ()) -> Path:
+    """JSON Lines, one episode per line, then one line per skipped episode (``"skipped": reason``); atomic."""
+    lines = [json.dumps(asdict(e)) for e in episodes]
+    for s in skipped:
+        rec = asdict(s)
+        rec["skipped"] = rec.pop("reason")
+        lines.append(json.dumps(rec))
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return Path(path)
+
+
+_VALID = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v),
+    "tuple[int, ...]": lambda v: isinstance(v, list) and all(isinstance(e, int) and not isinstance(e, bool) for e in v),
+}
+
+
+def _parse(cls: type, rec: dict, where: str) -> Episode | Skipped:
+    """Build ``cls`` from a JSON record, checking every field's presence and type."""
+    extra = sorted(set(rec) - {f.name for f in fields(cls)})
+    if extra:
+        raise MetalearnError(f"{where}: unknown field {extra[0]!r}")
+    values = {}
+    for f in fields(cls):
+        if f.name not in rec:
+            if f.default is MISSING:
+                raise MetalearnError(f"{where}: missing field {f.name!r}")
+            continue
+        v = rec[f.name]
+        if not _VALID[f.type](v):
+            raise MetalearnError(f"{where}, field {f.name!r}: bad value {v!r} (expected {f.type})")
+        values[f.name] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise MetalearnError(f"{where}, {e}") from None
+
+
+def load_episodes(path: str | os.PathLike) -> tuple[list[Episode], list[Skipped]]:
+    """Read a ``save_episodes`` file back; a bad line is a MetalearnError naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetalearnError(f"episodes file {path} does not exist")
+    episodes: list[Episode] = []
+    skipped: list[Skipped] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"episodes file {path}, line {n}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MetalearnError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise MetalearnError(f"{where}: expected a JSON object")
+        if "skipped" in rec:
+            skipped.append(_parse(Skipped, {("reason" if f == "skipped" else f): v for f, v in rec.items()}, where))
+        else:
+            episodes.append(_parse(Episode, rec, where))
+    return episodes, skipped
+
+
+def split_speakers(speakers: Sequence[str], test_speakers: Sequence[str] | None = None, n_test: int | None = None,
+                   seed: int = 0, train_speakers: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(meta_train, meta_test), disjoint by construction, each in the order of ``speakers``.
+
+    Either name the meta-test speakers (``test_speakers``) or draw ``n_test`` of them with ``seed``.
+    ``train_speakers`` (optional) restricts meta-training; naming a speaker in both is an error.
+    """
+    if len(set(speakers)) != len(speakers):
+        raise MetalearnError(f"duplicate speakers in {list(speakers)}")
+    if (test_speakers is None) == (n_test is None):
+        raise MetalearnError("split_speakers: give exactly one of test_speakers or n_test")
+    if test_speakers is None:
+        if not 0 < n_test < len(speakers):
+            raise MetalearnError(f"n_test must be in 1..{len(speakers) - 1}, got {n_test}")
+        drawn = np.random.default_rng(seed).choice(len(speakers), size=n_test, replace=False)
+        test_speakers = [speakers[i] for i in drawn]
+    unknown = sorted(set(test_speakers) - set(speakers)) + sorted(set(train_speakers or ()) - set(speakers))
+    if unknown:
+        raise MetalearnError(f"speakers {unknown} are not among {list(speakers)}")
+    both = sorted(set(test_speakers) & set(train_speakers or ()))
+    if both:
+        raise MetalearnError(f"speakers {both} are in both meta-train and meta-test")
+    test = set(test_speakers)
+    allowed = set(train_speakers) if train_speakers is not None else set(speakers)
+    return [s for s in speakers if s not in test and s in allowed], [s for s in speakers if s in test]

@@ -1,0 +1,1 @@
+"""Append-only trial records, summaries and tables, plots, and the W&B mirror."""

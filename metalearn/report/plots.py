@@ -1,0 +1,246 @@
+"""Figures for a run's report, drawn from summary rows (no file reading here).
+
+- :func:`metric_figure` / :func:`plot_metric_vs_k`: a metric against k (shots per class) for one protocol;
+  one panel per pretune variant, one line per algorithm with its 95% t-interval band, the chance level.
+- :func:`per_speaker_figure` / :func:`plot_per_speaker`: accuracy per speaker x method at one k.
+
+Matplotlib is imported inside the functions (Agg backend), so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "UAR", "weighted_f1": "Weighted-F1"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+PANELS_PER_ROW = 4
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def algorithm_styles(algorithms: Sequence[str]) -> dict[str, tuple[tuple, str]]:
+    """A fixed (colour, marker) per algorithm name: the sorted names take the palette in order."""
+    plt = _pyplot()
+    names = sorted(set(algorithms))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {a: (cmap(i % cmap.N), MARKERS[i % len(MARKERS)]) for i, a in enumerate(names)}
+
+
+def _one_protocol(rows: Sequence[dict], protocol: str | None) -> tuple[str, list[dict]]:
+    protocols = sorted({r["protocol"] for r in rows})
+    if protocol is None:
+        if len(protocols) != 1:
+            raise MetalearnError(f"summary rows hold protocols {protocols}; expected exactly one (pass protocol=)")
+        protocol = protocols[0]
+    chosen = [r for r in rows if r["protocol"] == protocol]
+    if not chosen:
+        raise MetalearnError(f"protocol {protocol!r}: no summary rows (present: {protocols})")
+    return protocol, chosen
+
+
+def _k_axis(ax, ks: Sequence[int]) -> None:
+    """Log k axis (symlog with linthresh 1 when k = 0 is present), ticks at the k values, plain integers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if 0 in ks:
+        ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    else:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(ks)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    scale = ax.xaxis.get_transform()  # pad both ends by 7% of the span, in the scale's own coordinates
+    lo, hi = scale.transform([min(ks), max(ks)])
+    pad = 0.07 * (hi - lo) if hi > lo else 0.5
+    ax.set_xlim(*scale.inverted().transform([lo - pad, hi + pad]))
+
+
+def _wrap(name: str, width: int = 30) -> str:
+    """Break a long variant name (corpora joined by "+") into lines of about ``width`` characters."""
+    lines, line = [], ""
+    for part in name.replace("+", "+\0").split("\0"):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line])
+
+
+def _n_text(rows: Sequence[dict]) -> str:
+    ns = [int(r["n_trials"]) for r in rows]
+    per = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
+    return f"{sum(ns)} trials, n = {per} per point"
+
+
+def metric_figure(summary_rows: Sequence[dict], metric: str, title: str | None = None,
+                  chance: float | None = None, protocol: str | None = None) -> Figure:
+    """The figure of :func:`plot_metric_vs_k` (returned, not saved). Colours come from all rows' algorithms."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    styles = algorithm_styles([r["algorithm"] for r in summary_rows])
+    protocol, rows = _one_protocol(summary_rows, protocol)
+    pretunes = sorted({r["pretune"] for r in rows})
+    ks = sorted({int(r["k"]) for r in rows})
+    nrows = math.ceil(len(pretunes) / PANELS_PER_ROW)
+    ncols = math.ceil(len(pretunes) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows), sharey=True,
+                             squeeze=False, layout="constrained")
+    label = METRIC_LABELS.get(metric, metric)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(pretunes):
+            ax.set_visible(False)
+            continue
+        _draw_panel(ax, [r for r in rows if r["pretune"] == pretunes[i]], metric, styles, chance)
+        ax.set_title(_wrap(pretunes[i]), fontsize=10)
+        _k_axis(ax, ks)
+        ax.tick_params(labelleft=i % ncols == 0, labelbottom=True)
+        if i % ncols == 0:
+            ax.set_ylabel(f"{label} (%)")
+        if i + ncols >= len(pretunes):  # nothing drawn below this panel
+            ax.set_xlabel("k (shots per class)")
+    present = sorted({r["algorithm"] for r in rows})
+    handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in present]
+    handles.append(Patch(color="0.5", alpha=0.25, label="95% CI"))
+    if chance is not None:
+        handles.append(Line2D([], [], color="0.45", ls="--", label=f"chance ({100 * chance:.1f}%)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(handles, fig.get_figwidth()),
+               frameon=False)
+    fig.suptitle(title or f"{label} vs k, {protocol} protocol\n({_n_text(rows)}; mean ± 95% CI)", fontsize=11)
+    return fig
+
+
+def _legend_columns(handles: Sequence, width_in: float) -> int:
+    """Legend columns: one row when the entries fit the figure's width (~0.6 in + 0.075 in a character)."""
+    total = sum(0.6 + 0.075 * len(h.get_label()) for h in handles)
+    rows = math.ceil(total / max(width_in - 0.4, 1.0))
+    return math.ceil(len(handles) / rows)
+
+
+def _draw_panel(ax, rows: Sequence[dict], metric: str, styles: dict, chance: float | None) -> None:
+    for algorithm in sorted({r["algorithm"] for r in rows}):
+        pts = sorted((int(r["k"]), 100 * float(r[f"{metric}_mean"]), 100 * float(r[f"{metric}_ci95"]))
+                     for r in rows if r["algorithm"] == algorithm)
+        k, mean, half = (list(v) for v in zip(*pts, strict=True))
+        half = [0.0 if math.isnan(h) else h for h in half]
+        color, marker = styles[algorithm]
+        if len(k) == 1:  # a lone point (zero-shot at k = 0) has no band to draw: an error bar instead
+            ax.errorbar(k, mean, yerr=half, color=color, marker=marker, ms=5, lw=1.6, capsize=3, label=algorithm)
+            continue
+        ax.fill_between(k, [m - h for m, h in zip(mean, half, strict=True)],
+                        [m + h for m, h in zip(mean, half, strict=True)], color=color, alpha=0.18, lw=0)
+        ax.plot(k, mean, color=color, marker=marker, ms=5, lw=1.6, label=algorithm)
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.45", ls="--", lw=1.0, zorder=0)
+    ax.grid(True, alpha=0.3)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
+    _pyplot().close(fig)
+    return path
+
+
+def plot_metric_vs_k(summary_rows: Sequence[dict], metric: str, path: str | os.PathLike, title: str | None = None,
+                     chance: float | None = None, protocol: str | None = None) -> Path:
+    """PNG of ``metric`` (mean ± 95% CI, percent) against k for one protocol; returns ``path``.
+
+    One panel per pretune variant (shared y, up to 4 per row), one line per algorithm in a colour fixed by
+    its name, a dashed chance line at ``chance`` (a fraction, e.g. 1/ways), k on a log axis (symlog when
+    k = 0 is present). ``protocol`` picks one when the rows hold several.
+    """
+    return _save(metric_figure(summary_rows, metric, title, chance, protocol), path)
+
+
+def _default_k(ks: Sequence[int]) -> int:
+    """The median k present (the lower one of the two middle values)."""
+    ks = sorted(set(ks))
+    return ks[(len(ks) - 1) // 2]
+
+
+def _speaker_rows(per_speaker_rows: Sequence[dict], k: int | None, protocol: str | None) -> tuple[str, int, list]:
+    """(protocol, k, rows at that k): protocol defaults to the one with the most rows, k to the median k."""
+    if not per_speaker_rows:
+        raise MetalearnError("per-speaker rows: none to plot")
+    if protocol is None:
+        names = sorted({r["protocol"] for r in per_speaker_rows})
+        protocol = max(names, key=lambda p: sum(r["protocol"] == p for r in per_speaker_rows))
+    rows = [r for r in per_speaker_rows if r["protocol"] == protocol]
+    ks = sorted({int(r["k"]) for r in rows})
+    k = (_default_k(ks) if ks else 0) if k is None else int(k)
+    chosen = [r for r in rows if int(r["k"]) == k]
+    if not chosen:
+        raise MetalearnError(f"per-speaker rows: no k = {k} for protocol {protocol!r} (k present: {ks})")
+    return protocol, k, chosen
+
+
+def per_speaker_figure(per_speaker_rows: Sequence[dict], k: int | None = None, protocol: str | None = None,
+                       metric: str = "accuracy") -> Figure:
+    """The heat map of :func:`plot_per_speaker` (returned, not saved)."""
+    import numpy as np
+
+    plt = _pyplot()
+    protocol, k, rows = _speaker_rows(per_speaker_rows, k, protocol)
+    speakers = sorted({str(r["speaker"]) for r in rows})
+    methods = sorted({(r["pretune"], r["algorithm"]) for r in rows})
+    grid = np.full((len(speakers), len(methods)), np.nan)
+    for r in rows:
+        grid[speakers.index(str(r["speaker"])), methods.index((r["pretune"], r["algorithm"]))] = \
+            100 * float(r[f"{metric}_mean"])
+    size = (max(6.0, 3.0 + 0.5 * len(methods)), 2.6 + 0.3 * len(speakers))
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    lo, hi = (float(np.nanmin(grid)), float(np.nanmax(grid))) if np.isfinite(grid).any() else (0.0, 100.0)
+    image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=lo, vmax=max(hi, lo + 1e-9))
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            dark = (v - lo) / max(hi - lo, 1e-9) < 0.55  # viridis is dark at the low end
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(methods)), [a for _, a in methods], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(speakers)), speakers, fontsize=8)
+    ax.set_ylabel("speaker")
+    _pretune_groups(ax, [p for p, _ in methods])
+    label = METRIC_LABELS.get(metric, metric)
+    fig.colorbar(image, ax=ax, label=f"{label} (%)", fraction=0.04, pad=0.01)
+    fig.suptitle(f"{label} per speaker, {protocol} protocol, k = {k} (mean over repetitions)", fontsize=10)
+    return fig
+
+
+def _pretune_groups(ax, pretunes: Sequence[str]) -> None:
+    """Name each run of columns sharing a pretune variant on a top axis; white lines between the runs."""
+    starts = [j for j, p in enumerate(pretunes) if j == 0 or p != pretunes[j - 1]]
+    ends = [*starts[1:], len(pretunes)]
+    for j in starts[1:]:
+        ax.axvline(j - 0.5, color="white", lw=2.5)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)],
+                   [_wrap(pretunes[a], max(8, 7 * (b - a))) for a, b in zip(starts, ends, strict=True)], fontsize=8)
+    top.tick_params(length=0)
+
+
+def plot_per_speaker(per_speaker_rows: Sequence[dict], path: str | os.PathLike, k: int | None = None,
+                     protocol: str | None = None, metric: str = "accuracy") -> Path:
+    """PNG heat map of ``metric`` per speaker (rows) x pretune / algorithm (columns) at one k, annotated.
+
+    ``k`` defaults to the median k present; ``protocol`` to the one with the most rows. Returns ``path``.
+    """
+    return _save(per_speaker_figure(per_speaker_rows, k, protocol, metric), path)

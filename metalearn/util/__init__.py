@@ -1,0 +1,3 @@
+"""Leaf helpers every layer may use: errors, durable file writes, the append-only JSONL log, devices,
+progress bars, metrics.
+"""

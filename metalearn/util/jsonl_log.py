@@ -1,0 +1,83 @@
+"""A keyed, append-only JSON Lines log that survives a kill at any moment (LOSO fold records).
+
+Its twin for trial records (batches of records, keyed by trial) is :class:`metalearn.report.records.TrialLog`;
+both repair a torn last line and append with an fsync through :mod:`metalearn.util.fileio`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import append_durably, cut_torn_tail
+
+log = logging.getLogger(__name__)
+
+
+class JsonlLog:
+    """An append-only JSON Lines log of records, one per key; safe to kill at any moment.
+
+    Each :meth:`append` is one ``write`` and an ``fsync``; opening the log cuts a torn last line (a record
+    whose write was interrupted: its work is simply done again). Two lines with one key must agree on
+    every field outside ``volatile``.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: Callable[[dict], tuple], fields: Sequence[str],
+                 volatile: Sequence[str] = ()) -> None:
+        self.path, self.key, self.fields, self.volatile = Path(path), key, tuple(fields), tuple(volatile)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+        self._repair()
+        self.records: dict[tuple, dict] = {}
+        for record in self._read():
+            self._keep(record)
+
+    def _repair(self) -> None:
+        cut = cut_torn_tail(self.path)
+        if cut:
+            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
+
+    def _read(self) -> list[dict]:
+        out = []
+        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise MetalearnError(f"{self.path}:{i}: not a JSON record: {line[:60]!r}") from None
+            missing = [f for f in self.fields if f not in record]
+            if missing:
+                raise MetalearnError(f"{self.path}:{i}: record lacks field(s) {missing}")
+            out.append(record)
+        return out
+
+    def _keep(self, record: dict) -> None:
+        key = self.key(record)
+        old = self.records.setdefault(key, record)
+        stable = [f for f in self.fields if f not in self.volatile]
+        if old is not record and any(_differs(old[f], record[f]) for f in stable):
+            raise MetalearnError(f"{self.path}: {key} appears twice with different results")
+
+    @property
+    def done(self) -> set[tuple]:
+        return set(self.records)
+
+    def append(self, record: dict) -> None:
+        """Append ``record`` (its ``fields``) in one write, then fsync; a key already logged is skipped."""
+        if self.key(record) in self.records:
+            return
+        record = {f: record[f] for f in self.fields}
+        data = (json.dumps(record) + "\n").encode("utf-8")
+        append_durably(self.path, data)
+        self.records[self.key(record)] = record
+
+
+def _differs(a: object, b: object) -> bool:
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return a != b and not both_nan
