@@ -35,6 +35,7 @@ setup-l2l: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
@@ -42,6 +43,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # The embedded default, every step skipped when its outputs exist: synthesise the corpora, parse
 # them, then the comparison (metalearn/experiment/presets/demo.yaml): pre-finetune the variants, embed the target with

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig
 from metalearn.fewshot.algorithms.maml import MAML, MAMLConfig
-from metalearn.fewshot.episodes import binary_episodes, utterance_key
+from metalearn.fewshot.episodes import binary_episodes
 from metalearn.fewshot.trials import run_trials
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")

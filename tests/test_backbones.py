@@ -9,7 +9,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from metalearn.features.backbones import BackboneConfig, build_backbone, pad_batch
-from metalearn.features.backbones.pooling import WeightedLayerSum, masked_mean, select_layers
+from metalearn.features.backbones.pooling import masked_mean
 from metalearn.features.backbones.tiny import WHISPER_TINY
 from metalearn.features.backbones.whisper import LogMel, WhisperBackbone
 from metalearn.util.errors import MetalearnError
@@ -65,16 +65,6 @@ def test_masked_mean_ignores_padding():
     out = masked_mean(h2, lengths)
     torch.testing.assert_close(out[:, 0], h[:, 0].mean(dim=1))
     torch.testing.assert_close(out[:, 1], h[:, 1, :2].mean(dim=1))
-
-
-def test_layer_selection_and_weighted_sum():
-    pooled = torch.randn(6, 7, 4)  # [B, L + 1, D]
-    assert torch.equal(select_layers(pooled, -1), pooled[:, 6])
-    assert select_layers(pooled, [0, 3]).shape == (6, 2, 4)
-    mix = WeightedLayerSum(7)
-    torch.testing.assert_close(mix(pooled), pooled.mean(dim=1))  # uniform at start
-    mix(pooled).sum().backward()
-    assert mix.logits.grad is not None
 
 
 def _whisper_encoder():

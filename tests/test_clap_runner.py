@@ -15,14 +15,14 @@ import torch
 
 from metalearn.clap.model import ClapConfig, ClapModel
 from metalearn.clap.variant import load_clap_heads, prompt_head
-from metalearn.data.manifest import read_manifest
+from metalearn.data.manifest import read_manifest, utterance_key
 from metalearn.data.synth.generate import generate
 from metalearn.experiment.load import load_config
 from metalearn.experiment.runner import run_experiment
 from metalearn.experiment.stages import variant_features
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig
 from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot, reparametrize
-from metalearn.fewshot.episodes import load_episodes, utterance_key
+from metalearn.fewshot.episodes import load_episodes
 from metalearn.report.records import read_trials, trial_key
 from metalearn.util.errors import MetalearnError
 

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from metalearn.cli import main
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.demo.episode import format_report, run_episode_demo
 from metalearn.demo.plot import plot_episode
 from metalearn.fewshot.algorithms import ALGORITHMS
-from metalearn.fewshot.episodes import utterance_key
 from metalearn.util.errors import MetalearnError
 
 SPEAKERS = ("0011", "0012", "0013", "0014", "0015")

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.base import TaskSampler
 from metalearn.fewshot.episodes import (
     Episode,
@@ -20,7 +20,6 @@ from metalearn.fewshot.episodes import (
     nway_episodes,
     save_episodes,
     split_speakers,
-    utterance_key,
 )
 from metalearn.fewshot.tasks import SpeakerTaskSampler, episode_tensors
 from metalearn.util.errors import MetalearnError

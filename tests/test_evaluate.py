@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from metalearn.data.manifest import utterance_key
+from metalearn.features.featurize import select_features
 from metalearn.fewshot.algorithms.simpleshot import SimpleShot
-from metalearn.fewshot.episodes import binary_episodes, nway_episodes, utterance_key
-from metalearn.fewshot.trials import RECORD_FIELDS, group_by_shape, run_trials, select_features, summarize
+from metalearn.fewshot.episodes import binary_episodes, nway_episodes
+from metalearn.fewshot.trials import RECORD_FIELDS, group_by_shape, run_trials
+from metalearn.report.summary import summarize
 from metalearn.util.metrics import mean_ci95
 from tests.fixtures import EMOTIONS, make_rows
 

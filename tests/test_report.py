@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metalearn.fewshot.trials import RECORD_FIELDS, SUMMARY_FIELDS, summarize
+from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.report.plots import metric_figure, per_speaker_figure, plot_metric_vs_k
 from metalearn.report.records import TrialLog
+from metalearn.report.summary import SUMMARY_FIELDS, summarize
 from metalearn.report.tables import add_parser, chance_level, per_speaker, summary_table, write_report
 from metalearn.util.errors import MetalearnError
 

@@ -36,11 +36,10 @@ from metalearn.clap.heads import ClapHeadsConfig, fit_heads
 from metalearn.clap.loss import VARIANTS
 from metalearn.clap.model import ClapConfig, ClapModel, with_loss
 from metalearn.clap.train import ClapTrainConfig, train_clap
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
-from metalearn.fewshot.episodes import utterance_key
-from metalearn.fewshot.trials import select_features
+from metalearn.features.featurize import select_features
 from metalearn.pretune.data import build_splits
 from metalearn.pretune.train import jsonable
 from metalearn.util.devices import resolve_device

@@ -99,3 +99,8 @@ def count_table(utterances: Sequence[Utterance], rows: str = "speaker", cols: st
     totals = [sum(counts.get((r, c), 0) for r in row_keys) for c in col_keys]
     lines.append(line("total", totals, sum(totals)))
     return "\n".join(lines)
+
+
+def utterance_key(u: Utterance) -> str:
+    """The key episodes and caches name an utterance by: ``corpus/utterance_id``."""
+    return f"{u.corpus}/{u.utterance_id}"

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metalearn.data.manifest import Utterance
-from metalearn.experiment.stages import standardize
+from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.features.featurize import standardize
 from metalearn.fewshot.algorithms import ALGORITHMS, build_adapter
-from metalearn.fewshot.episodes import Episode, nway_episodes, utterance_key
+from metalearn.fewshot.episodes import Episode, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import confusion
@@ -232,7 +232,7 @@ def _cmd_episode(args: argparse.Namespace) -> int:
     from metalearn.demo.plot import plot_episode
     from metalearn.features.backbones import backbone_config, build_backbone
     from metalearn.features.embeddings import EmbeddingConfig, extract
-    from metalearn.fewshot.trials import select_features
+    from metalearn.features.featurize import select_features
     from metalearn.pretune.variants import backbone_for_variant
 
     rows = read_manifest(args.manifest)

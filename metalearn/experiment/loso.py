@@ -259,7 +259,7 @@ def run_folds(cfg: LosoExperimentConfig, rows: list[Utterance], todo: Sequence[t
 def frozen_features(cfg: LosoExperimentConfig, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:
     """(rows with an embedding, pooled hidden state ``model.layer`` [N, D]) from the embedding cache."""
     from metalearn.features.embeddings import extract
-    from metalearn.fewshot.trials import select_features
+    from metalearn.features.featurize import select_features
 
     emb = extract(rows, build_backbone(cfg.backbone), cfg.embeddings)
     if emb.problems.problems:

@@ -17,22 +17,21 @@ from itertools import groupby
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from metalearn.clap.variant import is_clap
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.experiment.config import FULL_FINETUNE, PROMPTED, ZERO_SHOT, ExperimentConfig
 from metalearn.experiment.grid import Subset, Unit, assign_folds, plan_units, shard_units
 from metalearn.experiment.run_folder import as_dict, git_commit, save_config, tracked_config
 from metalearn.experiment.stages import (
     check_roots,
-    fit_standardizer,
     prefill_embeddings,
     prepare_manifest,
     prepare_variants,
     variant_features,
 )
+from metalearn.features.featurize import Standardizer
 from metalearn.fewshot.algorithms import build_adapter
 from metalearn.fewshot.episodes import (
     Episode,
@@ -40,7 +39,6 @@ from metalearn.fewshot.episodes import (
     load_episodes,
     nway_episodes,
     save_episodes,
-    utterance_key,
 )
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.fewshot.trials import run_trials
@@ -173,10 +171,11 @@ def _score(cfg: ExperimentConfig, group: tuple, units: list[Unit], rows: list[Ut
     variant, seed, fold, algorithm, meta_k = group
     test = set(folds[fold])
     train_rows = np.array([i for i, u in enumerate(rows) if u.speaker not in test])
-    shift, scale = torch.zeros(x.shape[1]), torch.ones(x.shape[1])  # x = standardized * scale + shift
+    standardizer = Standardizer.identity(x.shape[1])
     if cfg.features.standardize and len(train_rows):
-        shift, scale = fit_standardizer(x, train_rows)
-        x = ((x.double() - shift) / scale).float()
+        standardizer = Standardizer.fit(x, train_rows)
+        x = standardizer.apply(x)
+    shift, scale = standardizer.shift, standardizer.scale
     adapter = None
     for unit in units:
         episodes = _usable(unit.episodes, index_of)
@@ -289,7 +288,8 @@ def _finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> Ru
 
 
 def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict[str, Path]) -> str | None:
-    from metalearn.fewshot.trials import RECORD_FIELDS, summarize
+    from metalearn.fewshot.trials import RECORD_FIELDS
+    from metalearn.report.summary import summarize
     from metalearn.report.tracking import Tracker
 
     with Tracker(out, cfg.name, tracked_config(cfg), cfg.tracking) as tracker:
@@ -303,7 +303,7 @@ def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict
 def main(cfg: ExperimentConfig, shard: str | None = None, prepare: bool = False) -> int:
     """``python -m metalearn run`` for a few-shot config: run this shard, print the summary and where it went."""
     from metalearn.experiment.grid import parse_shard
-    from metalearn.fewshot.trials import summarize
+    from metalearn.report.summary import summarize
     from metalearn.report.tables import summary_table
 
     result = run_experiment(cfg, parse_shard(shard) if shard else (0, 1), prepare_only=prepare)

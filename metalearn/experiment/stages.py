@@ -10,8 +10,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
@@ -111,7 +109,7 @@ def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance])
     """
     from metalearn.clap.variant import clap_features, clap_layer, is_clap, load_clap_heads
     from metalearn.features.embeddings import extract
-    from metalearn.fewshot.trials import select_features
+    from metalearn.features.featurize import select_features
     from metalearn.pretune.variants import backbone_for_variant
 
     emb = extract(rows, backbone_for_variant(folder), cfg.embeddings)
@@ -148,21 +146,9 @@ def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Ut
         fill_caches(rows, [first, *(backbone_for_variant(f) for f in chunk[1:])], cfg.embeddings)
 
 
-def fit_standardizer(x: Tensor, fit_rows: np.ndarray) -> tuple[Tensor, Tensor]:
-    """(mean [D], std [D]) in float64 of ``x[fit_rows]`` (``x`` [N, D]), std floored at 1e-8."""
-    ref = x[torch.as_tensor(fit_rows, dtype=torch.long)].double()
-    return ref.mean(0), ref.std(0).clamp_min(1e-8)
-
-
 def _encoder_identity(folder: Path) -> str:
     """Variants with equal identities embed identically (e.g. "none" and frozen-encoder CLAP variants)."""
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     weights = config.get("weights")
     return json.dumps({"backbone": config["backbone"], "weights": str(folder / weights) if weights else None},
                       sort_keys=True)
-
-
-def standardize(x: Tensor, fit_rows: np.ndarray) -> Tensor:
-    """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
-    mean, std = fit_standardizer(x, fit_rows)
-    return ((x.double() - mean) / std).float()

@@ -18,18 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.data.emotions import CANONICAL
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 
 PROTOCOLS = ("nway", "binary")
 TRAIN, EVALUATION, TEST = "train", "evaluation", "test"
 Pools = dict[str, dict[str, list[str]]]  # split -> emotion -> sorted utterance keys
-
-
-def utterance_key(u: Utterance) -> str:
-    """The key an episode names an utterance by: ``corpus/utterance_id``."""
-    return f"{u.corpus}/{u.utterance_id}"
 
 
 @dataclass(frozen=True)

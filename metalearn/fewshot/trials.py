@@ -3,7 +3,6 @@
 A trial is one episode adapted and scored by one algorithm. Episodes of one shape (support size,
 classes) are stacked into batches of up to ``chunk`` episodes, each batch is one ``predict`` call
 (vectorised inside the algorithm), and every episode gives one record with the DESIGN.md fields.
-``summarize`` turns records into mean and 95% t-interval per (pretune, algorithm, protocol, k).
 """
 
 from __future__ import annotations
@@ -12,27 +11,16 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import numpy as np
-import torch
 from torch import Tensor
 
 from metalearn.fewshot.algorithms.base import Adapter
 from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import episode_tensors
-from metalearn.util.metrics import episode_metrics, mean_ci95
+from metalearn.util.metrics import episode_metrics
 
 RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",
                  "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id", "repetition",
                  "ways")
-SUMMARY_FIELDS = ("pretune", "algorithm", "protocol", "k", "n_trials", "accuracy_mean", "accuracy_ci95",
-                  "macro_f1_mean", "macro_f1_ci95", "uar_mean", "uar_ci95", "weighted_f1_mean", "weighted_f1_ci95")
-
-
-def select_features(values: np.ndarray, layer: int | str) -> Tensor:
-    """Utterance features [N, D] from cached embeddings [N, L + 1, D]: one layer, or "mean" of all states."""
-    chosen = values.mean(axis=1) if layer == "mean" else values[:, int(layer)]
-    return torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.float32))
-
 
 def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode]]:
     """Batches of episodes sharing (protocol, support size, classes), at most ``chunk`` each, in a stable order."""
@@ -66,18 +54,3 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
                 "n_support": len(e.support), "n_query": len(e.query), "seconds": seconds,
                 "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)})
     return records
-
-
-def summarize(records: Iterable[dict]) -> list[dict]:
-    """Mean and 95% t-interval half-width of each metric per (pretune, algorithm, protocol, k)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        groups[(r["pretune"], r["algorithm"], r["protocol"], int(r["k"]))].append(r)
-    rows = []
-    for (pretune, algorithm, protocol, k), rs in sorted(groups.items()):
-        row = {"pretune": pretune, "algorithm": algorithm, "protocol": protocol, "k": k, "n_trials": len(rs)}
-        for m in ("accuracy", "macro_f1", "uar", "weighted_f1"):
-            mean, half, _ = mean_ci95([r[m] for r in rs])
-            row[f"{m}_mean"], row[f"{m}_ci95"] = mean, half
-        rows.append(row)
-    return rows

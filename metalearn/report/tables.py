@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from metalearn.fewshot.trials import SUMMARY_FIELDS, summarize
 from metalearn.report.records import read_trials, write_trials_csv
+from metalearn.report.summary import SUMMARY_FIELDS, summarize
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 from metalearn.util.metrics import mean_ci95
