@@ -1,4 +1,9 @@
-"""Command line: ``python -m metalearn <command>``. User errors print one line and exit 2."""
+"""Command line: ``python -m metalearn <command>``. User errors print one line and exit 2.
+
+Building the parser imports nothing heavy (no torch, transformers, scipy, matplotlib, wandb): every command
+imports what it needs inside its ``_cmd_*`` function, so ``--help`` and ``manifest`` start in well under a
+second. tests/test_cli.py fails when a module-level import brings one of them back.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metalearn.features.backbone_args import add_backbone_args
+from metalearn.pretune.cli import add_parser as add_pretune_parser
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger("metalearn")
+# ``episode --algorithms`` default (the demo's usual four; each runs in seconds on CPU).
+EPISODE_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
@@ -91,15 +100,30 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from metalearn.data.corpora import CORPORA
-    from metalearn.features.backbones import add_backbone_args
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Write the report of ``args.run_dir``; print the accuracy table and the files written."""
+    from metalearn.report.records import read_trials
+    from metalearn.report.summary import summarize
+    from metalearn.report.tables import summary_table, write_report
 
-    parser = argparse.ArgumentParser(
-        prog="python -m metalearn",
-        description="metalearn: few-shot speech emotion recognition in which every speaker is a task.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    records = read_trials(args.run_dir)
+    written = write_report(args.run_dir, records)
+    print(summary_table(summarize(records), "accuracy"))
+    print()
+    print("wrote:")
+    for path in written.values():
+        print(f"  {path}")
+    return 0
+
+
+def _cmd_episode(args: argparse.Namespace) -> int:
+    from metalearn.demo.episode import _cmd_episode as run_episode
+
+    return run_episode(args)
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    from metalearn.data.corpora import CORPORA  # numpy and soundfile, no scipy
 
     p = sub.add_parser("manifest", help="parse a corpus in its own layout into a manifest CSV")
     p.add_argument("--corpus", required=True, metavar="NAME", help=f"one of: {', '.join(CORPORA)}")
@@ -112,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read file headers only (faster; misses NaN, silent and truncated audio)")
     p.set_defaults(func=_cmd_manifest)
 
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate the offline synthetic emotional speech corpora")
     p.add_argument("--preset", default="demo", help="tiny (tests, seconds) or demo (the embedded default)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the corpora")
@@ -120,10 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_synth)
 
-    from metalearn.pretune.cli import add_parser as add_pretune_parser
 
-    add_pretune_parser(sub)
-
+def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="extract (or reuse) cached utterance embeddings for manifests")
     p.add_argument("--manifest", required=True, nargs="+", metavar="FILE.csv", help="one or more manifests")
     add_backbone_args(p)
@@ -135,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.set_defaults(func=_cmd_embed)
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment grid (pretune x algorithm x k x speaker x seed), resumable")
     p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
                    help="a preset name (demo, compare, paper_a, paper_b, ...; more folders: $METALEARN_PRESETS) "
@@ -147,16 +173,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only train the variants, draw the episodes and fill the embedding caches (before shards)")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="merge the trial logs of run folders (shards run apart) and report")
     p.add_argument("out", metavar="OUT_DIR", help="the merged run folder")
     p.add_argument("sources", nargs="+", metavar="RUN_DIR", help="run folders to merge")
     p.set_defaults(func=_cmd_merge)
 
-    from metalearn.demo.episode import add_parser as add_episode_parser
-    from metalearn.report.tables import add_parser as add_report_parser
 
-    add_report_parser(sub)
-    add_episode_parser(sub)
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="tables (CSV, Markdown) and figures of a run's trial records")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding trials*.jsonl or trials.csv")
+    p.set_defaults(func=_cmd_report)
+
+
+def _add_episode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("episode", help="one speaker's few-shot episode, every algorithm on it (demo)")
+    p.add_argument("--manifest", default="data/demo/manifests/esd.csv", metavar="FILE.csv", help="the corpus")
+    p.add_argument("--speaker", metavar="ID", help="the episode's speaker (default: the first one)")
+    p.add_argument("--k", type=int, default=5, help="support clips per emotion, from the speaker's train split")
+    p.add_argument("--queries", type=int, default=None, metavar="N",
+                   help="query clips per emotion (default: all of the speaker's test split)")
+    p.add_argument("--algorithms", default=",".join(EPISODE_ALGORITHMS), metavar="A,B,..",
+                   help="comma list of registered algorithms (metalearn.fewshot.algorithms; "
+                        "an unknown name lists them all)")
+    p.add_argument("--layer", default="-1", help="hidden state: an index (-1 = the last) or 'mean' of all")
+    p.add_argument("--variant", metavar="DIR", help="a pretune variant's backbone instead of the default")
+    p.add_argument("--meta-steps", type=int, default=100, help="meta-training steps on the other speakers")
+    p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
+    p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
+    p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
+    add_backbone_args(p)
+    p.set_defaults(func=_cmd_episode)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; imports no heavy module (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m metalearn",
+        description="metalearn: few-shot speech emotion recognition in which every speaker is a task.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_manifest, _add_synth, add_pretune_parser, _add_embed, _add_run, _add_merge, _add_report,
+                _add_episode):
+        add(sub)
     return parser
 
 

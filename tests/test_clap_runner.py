@@ -19,9 +19,10 @@ from metalearn.data.manifest import read_manifest, utterance_key
 from metalearn.data.synth.generate import generate
 from metalearn.experiment.load import load_config
 from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.stages import variant_features
+from metalearn.experiment.stages import open_variant, variant_features
+from metalearn.features.featurize import reparametrize
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig
-from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot, reparametrize
+from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot
 from metalearn.fewshot.episodes import load_episodes
 from metalearn.report.records import read_trials, trial_key
 from metalearn.util.errors import MetalearnError
@@ -138,7 +139,7 @@ def test_zero_shot_records_are_the_nearest_prompt_of_the_raw_embeddings(base: Pa
     cfg = load_config(None, overrides(base, "run"))
     folder = base / "pretune" / "clap-sl-iemocap+msp_podcast"
     rows = read_manifest(base / "manifests" / "esd.csv")
-    kept, x = variant_features(cfg, folder, rows)
+    kept, x = variant_features(cfg, open_variant(folder), rows)
     assert x.shape[1] == 8 and torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-5)
     index = {utterance_key(u): i for i, u in enumerate(kept)}
     episodes = {e.episode_id: e for e in load_episodes(clap_run.out / "episodes-seed0.jsonl")[0]}
@@ -192,7 +193,7 @@ def test_clap_corpora_must_be_sources(base: Path) -> None:
 
 
 def test_frozen_clap_variants_embed_like_none_and_are_extracted_once(base: Path, clap_run) -> None:
-    from metalearn.experiment.stages import _encoder_identity
-
     folders = [base / "pretune" / n for n in ("none", "clap-emo-iemocap+msp_podcast", "clap-sl-iemocap+msp_podcast")]
-    assert len({_encoder_identity(f) for f in folders}) == 1
+    variants = [open_variant(f) for f in folders]
+    assert [type(v).__name__ for v in variants] == ["PretuneVariant", "ClapVariant", "ClapVariant"]
+    assert len({v.encoder_identity for v in variants}) == 1

@@ -1,7 +1,11 @@
-"""CLI errors are one line on stderr with exit code 2; a bad file among good ones is skipped and listed."""
+"""CLI errors are one line on stderr with exit code 2; a bad file among good ones is skipped and listed;
+building the parser and the manifest command import no heavy package (torch, transformers, scipy, ...)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,63 @@ def test_strict_stops_at_the_bad_file(tmp_path: Path, capsys: pytest.CaptureFixt
     err = one_line_error(capsys)
     assert "1001_IEO_NEU_XX.wav" in err and "non-finite" in err
     assert not out.exists()
+
+
+# --- fast start: building the parser and the manifest command import no heavy package ------------------------
+
+HEAVY = {"torch", "transformers", "scipy", "matplotlib", "wandb"}
+REPO = Path(__file__).resolve().parents[1]
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", re.M)
+
+
+def run_metalearn(*argv: str) -> tuple[str, set[str]]:
+    """stdout of ``python -X importtime -m metalearn *argv`` and the top-level packages it imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "metalearn", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {name.split(".")[0] for name in IMPORTED.findall(proc.stderr)}
+    assert {"metalearn", "argparse"} <= imported  # the importtime lines were read
+    return proc.stdout, imported
+
+
+def test_help_and_manifest_import_nothing_heavy(tmp_path: Path) -> None:
+    help_text, imported = run_metalearn("--help")
+    assert "manifest" in help_text and not HEAVY & imported
+    root = ravdess_tree(tmp_path / "ravdess", GOOD)
+    out, imported = run_metalearn("manifest", "--corpus", "ravdess", "--root", str(root),
+                                  "--out", str(tmp_path / "m.csv"))
+    assert "ravdess: 3 utterances" in out and len(read_manifest(tmp_path / "m.csv")) == 3
+    assert not HEAVY & imported
+
+
+def test_every_command_help_imports_nothing_heavy() -> None:
+    help_text, _ = run_metalearn("--help")
+    commands = re.search(r"\{([\w,]+)\}", help_text).group(1).split(",")
+    assert {"manifest", "pretune", "embed", "run", "report", "episode"} <= set(commands)
+    script = ("import contextlib, io, sys\n"
+              "from metalearn.cli import build_parser\n"
+              "for cmd in sys.argv[1:]:\n"
+              "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+              "        build_parser().parse_args([cmd, '--help'])\n"
+              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    proc = subprocess.run([sys.executable, "-c", script, *commands], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metalearn" in proc.stdout.split() and not HEAVY & set(proc.stdout.split())
+
+
+def test_report_command_prints_the_table_and_the_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from metalearn.report.records import TrialLog
+    from tests.test_report import make_records
+
+    TrialLog(tmp_path / "trials.jsonl").append(make_records(pretunes=("none",), algorithms=("maml",)))
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "none / maml" in out and "summary.md" in out and "per_speaker.png" in out
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    assert "absent" in one_line_error(capsys)
+
+
+def test_episode_command_reaches_its_handler(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["episode", "--manifest", str(tmp_path / "nowhere.csv")]) == 2
+    assert "nowhere.csv" in one_line_error(capsys)

@@ -11,6 +11,7 @@ import pytest
 from metalearn.cli import main
 from metalearn.data.corpora import load_corpus
 from metalearn.data.manifest import COLUMNS, read_manifest
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import cremad_tree, ravdess_tree, write_junk, write_wav
 
 
@@ -63,6 +64,33 @@ def test_mandarin_unknown_emotion_folder_and_wrong_depth_are_problems(tmp_path: 
     assert set(reasons) == {"1.wav", "stray.wav"}
     assert "boredom" in reasons["1.wav"]
     assert "data/{speaker}/{emotion}/{type}/*.wav" in reasons["stray.wav"]
+
+
+@pytest.mark.parametrize(("types", "n_rows", "excluded"), [
+    ("all", 10, {}),
+    ("phrase", 7, {"type sentence (not in types)": 1, "type word (not in types)": 1, "type (none) (not in types)": 1}),
+    ("PHRASE+sentence", 8, {"type word (not in types)": 1, "type (none) (not in types)": 1}),
+])
+def test_mandarin_types_option(tmp_path: Path, types: str, n_rows: int, excluded: dict) -> None:
+    root = mandarin_tree(tmp_path / "ldc2007s09", MANDARIN_FILES)
+    write_wav(root / "data" / "F01" / "neutral" / "loose.wav")  # no type folder
+    result = load_corpus("mandarin_affective", root, options={"types": types})
+    assert len(result.utterances) == n_rows and result.excluded == excluded and len(result.problems) == 0
+
+
+def test_mandarin_phrase_only_counts(tmp_path: Path) -> None:
+    root = mandarin_tree(tmp_path, MANDARIN_FILES)
+    rows = by_id(load_corpus("mandarin_affective", root, options={"types": "phrase"}))
+    assert {u.utterance_id.split("_")[2] for u in rows.values()} == {"phrase"}
+    assert Counter(u.speaker for u in rows.values()) == {"F01": 6, "M03": 1}
+    assert Counter(u.emotion for u in rows.values()) == {"neutral": 1, "angry": 2, "happy": 1, "fear": 1, "sad": 2}
+
+
+@pytest.mark.parametrize("types", ["", "+", "all+phrase"])
+def test_mandarin_bad_types_option(tmp_path: Path, types: str) -> None:
+    root = mandarin_tree(tmp_path, MANDARIN_FILES)
+    with pytest.raises(MetalearnError, match=r"mandarin_affective option types=.*: expected all, or type folder"):
+        load_corpus("mandarin_affective", root, options={"types": types})
 
 
 # ---------------------------------------------------------------- CREMA-D

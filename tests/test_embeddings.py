@@ -1,9 +1,12 @@
-"""The embedding cache: zero forwards on a hit, invalidation on every key part, damage and resume."""
+"""The embedding cache: zero forwards on a hit, invalidation on every key part, damage (shards and meta),
+resume, concurrent writers and a cache_dir that is a file."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,8 @@ import torch
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.backbones.pooling import masked_mean
-from metalearn.features.embeddings import EmbeddingConfig, extract, plan_batches
+from metalearn.features.embeddings import EmbeddingConfig, ShardStore, extract, plan_batches
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_nan_wav, write_wav
 
 
@@ -155,3 +159,58 @@ def test_plan_batches_respects_the_budget():
         assert len(b) <= 16
         assert len(b) == 1 or max(durations[i] for i in b) * len(b) <= 40.0
     assert len(batches) < 100  # actually batches (mean 4.25 s -> several per batch)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_json", "wrong_keys", "wrong_value", "a_list", "binary"])
+def test_damaged_meta_rebuilds_the_cache_with_a_warning(setup, damage, caplog):
+    rows, bb, cfg = setup
+    first = extract(rows, bb, cfg)
+    meta = next(Path(cfg.cache_dir).glob("*/meta.json"))
+    text = meta.read_text()
+    meta.write_bytes({"truncated": text[: len(text) // 2].encode(), "not_json": b"hello",
+                      "wrong_keys": b'{"format": 1}', "wrong_value": text.replace('"mean"', '"max"').encode(),
+                      "a_list": b"[1, 2]", "binary": b"\xff\xfe\x00"}[damage])
+    bb.calls = 0
+    with caplog.at_level(logging.WARNING, logger="metalearn.features.embeddings"):
+        again = extract(rows, bb, cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "meta.json is damaged" in warnings[0] and "rebuilt" in warnings[0]
+    assert again.stats["extracted"] == 12 and again.stats["shards_rebuilt"] > 0 and bb.calls > 0
+    np.testing.assert_allclose(again.values, first.values, atol=1e-6)
+    assert meta.read_text() == text  # repaired
+    assert extract(rows, bb, cfg).stats["extracted"] == 0
+
+
+def test_cache_dir_pointing_at_a_file_is_a_one_line_error(setup, tmp_path):
+    rows, bb, cfg = setup
+    file = tmp_path / "cache.npy"
+    file.write_text("x")
+    with pytest.raises(MetalearnError, match=f"embedding cache_dir {file} is a file; expected a folder"):
+        extract(rows, bb, dataclasses.replace(cfg, cache_dir=str(file)))
+    with pytest.raises(MetalearnError, match=f"embedding cache_dir {file / 'sub'} lies inside the file {file}"):
+        extract(rows, bb, dataclasses.replace(cfg, cache_dir=str(file / "sub")))
+
+
+def test_processes_opening_and_filling_one_cache_at_once_lose_nothing(tmp_path):
+    """Threads standing in for processes: each opens the same cache and appends shards; every shard survives."""
+    key = {"format": 1, "name": "shared"}
+    errors: list[BaseException] = []
+
+    def work(me: int) -> None:
+        try:
+            store = ShardStore(tmp_path / "cache", key)
+            for i in range(10):
+                store.append([f"{me}-{i}-{j}" for j in range(3)], np.full((3, 2, 4), me * 100 + i, np.float32))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(me,)) for me in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = ShardStore(tmp_path / "cache", key)
+    table = store.load()
+    assert store.rebuilt == 0 and len(table) == 6 * 10 * 3
+    assert all(float(table[f"{me}-{i}-0"][0, 0]) == me * 100 + i for me in range(6) for i in range(10))

@@ -99,17 +99,18 @@ def test_nway_default_classes_are_the_intersection():
 
 
 def test_nway_without_split_queries_are_the_remaining_utterances():
+    """disjoint="none": the rule before text-disjoint episodes (tests/test_text_disjoint.py has the default)."""
     rows = make_unsplit()
-    episodes, skipped = nway_episodes(rows, ["Ses01F", "Ses01M"], k=3, repetitions=2, seed=1)
+    episodes, skipped = nway_episodes(rows, ["Ses01F", "Ses01M"], k=3, repetitions=2, seed=1, disjoint="none")
     assert not skipped
     for ep in episodes:
         check_episode(ep, rows)
-        assert Counter(ep.support_labels) == {i: 3 for i in range(4)}
+        assert Counter(ep.support_labels) == {i: 3 for i in range(4)} and ep.disjoint == "none"
         assert set(ep.support) | set(ep.query) == {utterance_key(r) for r in rows if r.speaker == ep.speaker}
-    episodes, _ = binary_episodes(rows, ["Ses01F"], ["sad"], ks=[4], repetitions=1, seed=1)
+    episodes, _ = binary_episodes(rows, ["Ses01F"], ["sad"], ks=[4], repetitions=1, seed=1, disjoint="none")
     check_episode(episodes[0], rows)
     assert episodes[0].validation == () and len(episodes[0].query) == 32 - 4 and sum(episodes[0].query_labels) == 6
-    _, skipped = nway_episodes(rows, ["Ses01F"], k=7, repetitions=1, seed=1, queries=2)
+    _, skipped = nway_episodes(rows, ["Ses01F"], k=7, repetitions=1, seed=1, queries=2, disjoint="none")
     assert skipped[0].reason == "speaker Ses01F has 8 'neutral' utterances, needs 9"
 
 
@@ -199,6 +200,8 @@ def test_save_load_replays_identical_episodes(tmp_path):
     (lambda r: r.update(support_labels=[7] * len(r["support"])), "field 'support_labels'"),
     (lambda r: r.update(query_labels=[0]), "field 'query_labels'"),
     (lambda r: r.update(colour="red"), "unknown field 'colour'"),
+    (lambda r: r.update(disjoint="words"), "field 'disjoint'"),
+    (lambda r: r.update(query_sentences=["abc"]), "field 'query_sentences'"),
 ])
 def test_load_names_file_line_and_field(tmp_path, edit, message):
     episodes, _ = binary_episodes(make_rows(), ["0011"], ["sad"], ks=[2], repetitions=2, seed=0)

@@ -60,13 +60,15 @@ def test_group_by_shape_never_mixes_shapes(data):
         assert len({(e.protocol, len(e.support), len(e.classes)) for e in g}) == 1 and len(g) <= 4
 
 
-def test_summary_matches_the_t_interval():
-    records = [{"pretune": "none", "algorithm": "a", "protocol": "binary", "k": 4, "accuracy": v, "macro_f1": v / 2,
-                "uar": v, "weighted_f1": v} for v in (0.5, 0.6, 0.9)]
+def test_summary_is_the_t_interval_over_per_speaker_means():
+    values = {"0011": (0.5, 0.7), "0012": (0.6, 0.6), "0013": (0.9, 0.8)}
+    records = [{"pretune": "none", "algorithm": "a", "protocol": "binary", "k": 4, "speaker": s, "accuracy": v,
+                "macro_f1": v / 2, "uar": v, "weighted_f1": v} for s, vs in values.items() for v in vs]
     (row,) = summarize(records)
-    mean, half, n = mean_ci95([0.5, 0.6, 0.9])
-    assert row["n_trials"] == n == 3
+    mean, half, n = mean_ci95([np.mean(vs) for vs in values.values()])
+    assert (row["n_trials"], row["n_speakers"]) == (6, n) == (6, 3)
     assert row["accuracy_mean"] == pytest.approx(mean) and row["accuracy_ci95"] == pytest.approx(half)
+    assert row["accuracy_ci95"] != pytest.approx(mean_ci95([v for vs in values.values() for v in vs])[1])
     assert row["macro_f1_mean"] == pytest.approx(mean / 2)
 
 

@@ -10,9 +10,10 @@ import soundfile as sf
 import torch
 
 from metalearn.features.backbones import BackboneConfig, build_backbone
-from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig, run_trials_full
+from metalearn.fewshot.algorithms import AdapterSpec, AudioInputs, build_adapter
+from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.episodes import Episode
-from metalearn.fewshot.trials import RECORD_FIELDS
+from metalearn.fewshot.trials import RECORD_FIELDS, run_trials
 from metalearn.pretune.model import transformer_layers
 from metalearn.util.errors import MetalearnError
 
@@ -63,9 +64,14 @@ CFG = FullFinetuneConfig(**CPU_SMALL)
 
 
 def test_records_and_fresh_backbone_per_episode(paths):
+    """Built from the registry like any method, scored by the one trial engine, one fresh backbone per episode."""
     factory = Factory()
-    records = run_trials_full(FullFinetune(factory, paths, CFG), [episode("s1"), episode("s2")],
-                              run="t", pretune="none", seed=0)
+    adapter = build_adapter("full_finetune", AdapterSpec(1, 2, audio=AudioInputs(factory, paths)),
+                            dataclasses.asdict(CFG))
+    assert isinstance(adapter, FullFinetune) and adapter.inputs == "audio" and adapter.per_episode
+    index_of = {key: i for i, key in enumerate(paths)}  # audio methods read clips; the features are unused
+    records = run_trials(adapter, [episode("s1"), episode("s2")], torch.zeros(len(paths), 1), index_of,
+                         run="t", pretune="none", seed=0, chunk=1)
     assert len(records) == 2 and len(factory.built) == 2
     assert factory.built[0] is not factory.built[1]
     for r in records:

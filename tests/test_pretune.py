@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from metalearn.data.manifest import Utterance, read_manifest, write_manifest
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.cli import main as pretune_main
 from metalearn.pretune.config import PretuneConfig, apply_overrides, preset
-from metalearn.pretune.data import build_splits, split_corpus
+from metalearn.pretune.data import SplitAudio, build_splits, split_corpus
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top, scaled_loss
 from metalearn.pretune.sampler import ProportionalCorpusSampler
 from metalearn.pretune.schedule import EarlyStopping
@@ -202,6 +203,55 @@ def test_splits_own_and_random(manifests: list[Path], caplog: pytest.LogCaptureF
     assert [u.utterance_id for u in again.dev] == [u.utterance_id for u in alpha.dev]
     other = split_corpus("alpha", read_manifest(manifests[0]), seed=1)
     assert [u.utterance_id for u in other.train] != [u.utterance_id for u in alpha.train]
+
+
+IEMOCAP_RAW = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
+
+
+def _raw_corpus(root: Path) -> list[Utterance]:
+    """40 IEMOCAP-like rows (8 per raw label, hap and exc both canonical happy), no split, one tiny wav each."""
+    rows = []
+    for i in range(40):
+        raw = list(IEMOCAP_RAW)[i % 5]
+        path = write_wav(root / f"iemo_{i:03d}.wav", seconds=0.05)
+        rows.append(Utterance(f"iemo_{i:03d}", str(path), "iemocap", f"spk{i % 2}", "female", IEMOCAP_RAW[raw], raw,
+                              "", 0.05, 16_000))
+    return rows
+
+
+def test_config_labels_choice() -> None:
+    assert PretuneConfig().labels == "canonical" and preset("paper").labels == "canonical"
+    assert apply_overrides(PretuneConfig(), ["labels=raw"]).labels == "raw"
+    with pytest.raises(MetalearnError, match="pretune labels 'both': expected one of canonical, raw"):
+        PretuneConfig(labels="both")
+    with pytest.raises(MetalearnError, match="pretune labels 'x'"):
+        build_splits([], labels="x")
+
+
+def test_raw_labels_split_the_same_rows_into_more_classes(tmp_path: Path) -> None:
+    rows = _raw_corpus(tmp_path)
+    canonical = build_splits(rows, seed=0)["iemocap"]
+    raw = build_splits(rows, seed=0, labels="raw")["iemocap"]
+    assert canonical.labels == ("neutral", "happy", "angry", "sad")
+    assert raw.labels == ("ang", "exc", "hap", "neu", "sad")
+    for part in ("train", "dev", "test"):  # the label choice never moves an utterance between parts
+        assert [u.utterance_id for u in raw.part(part)] == [u.utterance_id for u in canonical.part(part)]
+    by_part = {p: SplitAudio({"iemocap": s}, "train", 0.05) for p, s in (("raw", raw), ("canonical", canonical))}
+    for i, u in enumerate(raw.train):
+        assert by_part["raw"][("iemocap", i)][1] == raw.labels.index(u.raw_label)
+        assert by_part["canonical"][("iemocap", i)][1] == canonical.labels.index(u.emotion)
+    assert {by_part["raw"][("iemocap", i)][1] for i in range(len(raw.train))} == set(range(5))
+
+
+def test_raw_labels_drop_dev_labels_missing_from_train(tmp_path: Path) -> None:
+    rows = _raw_corpus(tmp_path)
+    rows = [dataclasses.replace(u, split="train") for u in rows if u.raw_label != "exc"] + [
+        dataclasses.replace(u, split="development") for u in rows if u.raw_label in ("exc", "neu")]
+    raw = split_corpus("iemocap", rows, labels="raw")
+    assert raw.labels == ("ang", "hap", "neu", "sad") and raw.dropped == {"dev raw label not in train labels": 8}
+    assert len(raw.dev) == 8 and {u.raw_label for u in raw.dev} == {"neu"}
+    canonical = split_corpus("iemocap", rows)  # exc is canonical happy, which train has
+    assert len(canonical.dev) == 16 and canonical.dropped == {}
 
 
 # --- model --------------------------------------------------------------------------------------------

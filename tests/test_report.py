@@ -1,10 +1,11 @@
-"""The run report: CSV and Markdown tables that match an independent computation, stable reruns, figures."""
+"""The run report: CSV and Markdown tables that match an independent computation (speakers as the unit),
+stable reruns in any record order, figures."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
+import random
 import re
 import shutil
 from collections import defaultdict
@@ -16,10 +17,11 @@ import pytest
 from scipy import stats
 
 from metalearn.fewshot.trials import RECORD_FIELDS
-from metalearn.report.plots import metric_figure, per_speaker_figure, plot_metric_vs_k
+from metalearn.report.compare import comparisons
+from metalearn.report.plots import comparison_figure, metric_figure, per_speaker_figure, plot_metric_vs_k
 from metalearn.report.records import TrialLog
 from metalearn.report.summary import SUMMARY_FIELDS, summarize
-from metalearn.report.tables import add_parser, chance_level, per_speaker, summary_table, write_report
+from metalearn.report.tables import chance_level, per_speaker, summary_table, write_report
 from metalearn.util.errors import MetalearnError
 
 PRETUNES = ("none", "iemocap+msp_podcast")
@@ -27,9 +29,9 @@ ALGORITHMS = ("maml", "protonet", "simpleshot")
 KS = (1, 5, 10)
 SPEAKERS = ("0011", "0012", "0013", "0014")
 REPETITIONS = 3
-EXPECTED_FILES = {"trials.csv", "summary.csv", "per_speaker.csv", "summary.md", "accuracy_vs_k.png",
-                  "macro_f1_vs_k.png", "uar_vs_k.png", "per_speaker.png"}
-TEXT_FILES = ("trials.csv", "summary.csv", "per_speaker.csv", "summary.md")
+EXPECTED_FILES = {"trials.csv", "summary.csv", "per_speaker.csv", "summary.md", "comparisons.csv", "comparisons.md",
+                  "accuracy_vs_k.png", "macro_f1_vs_k.png", "uar_vs_k.png", "per_speaker.png", "comparison_vs_k.png"}
+TEXT_FILES = ("trials.csv", "summary.csv", "per_speaker.csv", "summary.md", "comparisons.csv", "comparisons.md")
 
 
 def make_records(seed: int = 0, pretunes=PRETUNES, algorithms=ALGORITHMS, ks=KS) -> list[dict]:
@@ -77,22 +79,50 @@ def test_write_report_creates_every_file(report):
     assert not list(run_dir.glob("*.tmp"))
 
 
-def test_summary_csv_matches_an_independent_t_interval(report):
+def test_summary_csv_is_a_t_interval_over_per_speaker_means(report):
     run_dir, records, _ = report
     rows = read_csv(run_dir / "summary.csv")
     assert tuple(rows[0]) == SUMMARY_FIELDS
     assert len(rows) == len(PRETUNES) * len(ALGORITHMS) * len(KS)
-    groups = defaultdict(list)
+    groups = defaultdict(lambda: defaultdict(list))
     for r in records:
-        groups[(r["pretune"], r["algorithm"], r["protocol"], str(r["k"]))].append(r)
+        groups[(r["pretune"], r["algorithm"], r["protocol"], str(r["k"]))][r["speaker"]].append(r)
     for row in rows:
-        rs = groups.pop((row["pretune"], row["algorithm"], row["protocol"], row["k"]))
-        assert int(row["n_trials"]) == len(rs) == len(SPEAKERS) * REPETITIONS
+        by_speaker = groups.pop((row["pretune"], row["algorithm"], row["protocol"], row["k"]))
+        assert int(row["n_trials"]) == sum(map(len, by_speaker.values())) == len(SPEAKERS) * REPETITIONS
+        assert int(row["n_speakers"]) == len(by_speaker) == len(SPEAKERS)
         for m in ("accuracy", "macro_f1", "uar", "weighted_f1"):
-            mean, half = t_interval([r[m] for r in rs])
+            mean, half = t_interval([np.mean([r[m] for r in rs]) for rs in by_speaker.values()])
             assert float(row[f"{m}_mean"]) == pytest.approx(mean, rel=1e-12)
             assert float(row[f"{m}_ci95"]) == pytest.approx(half, rel=1e-12)
+            trial_half = t_interval([r[m] for rs in by_speaker.values() for r in rs])[1]
+            assert float(row[f"{m}_ci95"]) != pytest.approx(trial_half, rel=1e-3)  # not the per-trial interval
     assert not groups  # every group has a row
+
+
+def test_repeated_trials_of_a_speaker_do_not_narrow_the_interval():
+    one = [r for r in make_records(pretunes=("none",)) if r["repetition"] == 0]
+    repeated = [r | {"episode_id": f"{r['episode_id']}-copy{i}", "repetition": i} for r in one for i in range(5)]
+    a, b = summarize(one), summarize(repeated)
+    assert [r["n_trials"] * 5 for r in a] == [r["n_trials"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["n_speakers"] == ra["n_speakers"] == len(SPEAKERS)
+        for m in ("accuracy", "macro_f1", "uar", "weighted_f1"):
+            assert rb[f"{m}_mean"] == pytest.approx(ra[f"{m}_mean"], rel=1e-15)
+            assert rb[f"{m}_ci95"] == pytest.approx(ra[f"{m}_ci95"], rel=1e-12)
+
+
+def test_shuffled_records_give_bit_identical_rows_and_files(report, tmp_path):
+    run_dir, records, _ = report
+    shuffled = list(records)
+    random.Random(1).shuffle(shuffled)
+    assert repr(summarize(shuffled)) == repr(summarize(records))
+    assert repr(per_speaker(shuffled)) == repr(per_speaker(records))
+    out = tmp_path / run_dir.name  # the folder's name is the Markdown title
+    out.mkdir()
+    write_report(out, shuffled, plots=False)
+    for name in TEXT_FILES:
+        assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
 
 
 def test_per_speaker_csv_has_one_row_per_speaker_and_method(report):
@@ -130,7 +160,7 @@ def test_summary_md_has_a_row_per_method_a_column_per_k_and_bolds_the_best(repor
                 cell = row[col]
                 assert cell.strip("*") == f"{100 * s[f'{metric}_mean']:.1f} ± {100 * s[f'{metric}_ci95']:.1f}"
                 assert cell.startswith("**") == (f"{100 * s[f'{metric}_mean']:.1f}" == f"{100 * best:.1f}")
-    assert "n = 12 trials" in text and "20.0%" in text
+    assert "n = 4 speakers" in text and "12 trials per cell" in text and "20.0%" in text
 
 
 def test_pngs_load_and_are_not_trivial(report):
@@ -153,8 +183,8 @@ def test_report_from_trials_csv_alone_gives_the_same_summary(report, tmp_path):
     run_dir, _, _ = report
     shutil.copy(run_dir / "trials.csv", tmp_path / "trials.csv")
     write_report(tmp_path)
-    assert (tmp_path / "summary.csv").read_bytes() == (run_dir / "summary.csv").read_bytes()
-    assert (tmp_path / "per_speaker.csv").read_bytes() == (run_dir / "per_speaker.csv").read_bytes()
+    for name in ("summary.csv", "per_speaker.csv", "comparisons.csv"):
+        assert (tmp_path / name).read_bytes() == (run_dir / name).read_bytes(), name
 
 
 def test_missing_or_empty_run_folder_raises(tmp_path):
@@ -192,6 +222,36 @@ def test_one_panel_per_pretune_and_one_colour_per_algorithm():
     assert len(fig.legends) == 1 and "nway" in fig.get_suptitle() and "Macro-F1" in fig.get_suptitle()
 
 
+def test_majority_rows_replace_the_chance_line_with_a_baseline():
+    records = make_records(pretunes=("none", "big"), algorithms=("finetune", "majority"))
+    rows = summarize(records)
+    fig = metric_figure(rows, "accuracy", chance=0.2)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    for ax, pretune in zip(panels, ("big", "none"), strict=True):
+        (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        expected = [100 * r["accuracy_mean"] for r in rows if (r["pretune"], r["algorithm"]) == (pretune, "majority")]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+        assert "majority" not in {line.get_label() for line in ax.get_lines()}  # not drawn as a method
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "majority baseline" in labels and not any("chance" in t for t in labels)
+    no_majority = metric_figure(summarize(make_records(algorithms=("finetune",))), "accuracy", chance=0.2)
+    assert any("chance" in t.get_text() for t in no_majority.legends[0].get_texts())
+
+
+def test_comparison_figure_has_a_panel_per_variant_and_a_zero_line():
+    records = make_records(pretunes=("none", "big", "huge"), algorithms=("finetune", "protonet", "majority"))
+    fig = comparison_figure(comparisons(records, reference="finetune"))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["big", "huge", "none"]
+    for ax in panels:
+        assert any(list(line.get_ydata()) == [0.0, 0.0] for line in ax.get_lines())  # the zero line
+        assert len(ax.containers) == 1  # protonet's error bars; majority left out of the picture
+    assert "finetune" in fig.get_suptitle() and "n = 4 speakers" in fig.get_suptitle()
+    variants_only = comparison_figure(comparisons(records, reference="absent"))
+    assert [ax.get_title() for ax in variants_only.axes if ax.get_visible()] == ["big", "huge"]
+    assert "none variant" in variants_only.get_suptitle()
+
+
 def test_per_speaker_heat_map_defaults_to_the_median_k():
     rows = per_speaker(make_records())
     fig = per_speaker_figure(rows)
@@ -208,15 +268,3 @@ def test_summary_table_and_chance_level():
     assert len(lines) == 1 + len(ALGORITHMS) and all(f"k={k}" in lines[0] for k in KS)
     assert all(len(re.findall(r"\d+\.\d±\d+\.\d", line)) == len(KS) for line in lines[1:])
     assert chance_level(records) == pytest.approx(0.2)
-
-
-def test_cli_handler_prints_the_table_and_the_files(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    TrialLog(tmp_path / "trials.jsonl").append(make_records(pretunes=("none",), algorithms=("maml",)))
-    args = parser.parse_args(["report", str(tmp_path)])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
-    assert "none / maml" in out and "summary.md" in out and "per_speaker.png" in out
-    with pytest.raises(MetalearnError):
-        args.func(parser.parse_args(["report", str(tmp_path / "absent")]))

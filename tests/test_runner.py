@@ -174,6 +174,8 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     from metalearn.data.manifest import Utterance
     from metalearn.experiment.grid import assign_folds
     from metalearn.experiment.runner import _plan, build_episodes
+    from metalearn.features.backbones import BackboneConfig
+    from metalearn.pretune.variant import PretuneVariant
     from metalearn.pretune.variants import enumerate_subsets, variant_name
 
     cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (
@@ -185,8 +187,8 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     speakers = sorted({u.speaker for u in rows})
     folds = assign_folds(speakers, cfg.speakers.folds, cfg.speakers.seed, cfg.speakers.test)
     episodes = {0: build_episodes(cfg, rows, speakers, 0, tmp_path)}
-    variants = {variant_name(s): tmp_path for s in enumerate_subsets(
-        ["iemocap", "msp_improv", "mandarin_affective", "msp_podcast"])}
+    variants = {variant_name(s): PretuneVariant(variant_name(s), tmp_path, "supervised", BackboneConfig(), None, s)
+                for s in enumerate_subsets(["iemocap", "msp_improv", "mandarin_affective", "msp_podcast"])}
     units = _plan(cfg, variants, folds, episodes)
     assert len(variants) == 16 and folds == [speakers]
     assert sum(len(u.episodes) for u in units) == 33_600

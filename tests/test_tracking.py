@@ -236,3 +236,20 @@ def test_error_after_init_stops_mirroring_and_still_finishes(
     records = finished_records(next(offline_run(tmp_path).glob("run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [1]
     assert read_jsonl(tmp_path / "metrics.jsonl")[0]["x"] == 1
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_wandb_mode_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, blank: str
+) -> None:
+    """``WANDB_MODE=`` (a blank line in a job file) means offline, and W&B still starts (it refuses a blank mode)."""
+    monkeypatch.setenv("WANDB_MODE", blank)
+    assert resolve_mode(TrackingConfig()) == "offline"
+    assert resolve_mode(TrackingConfig(mode="disabled")) == "disabled"
+    with caplog.at_level(logging.WARNING, logger="metalearn.report.tracking"):
+        with Tracker(tmp_path, "blank", {}, TrackingConfig()) as tracker:
+            assert tracker.mode == "offline" and tracker.wandb_enabled
+            tracker.log({"x": 1})
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "wandb sync" in (tracker.hint or "")
+    offline_run(tmp_path)

@@ -26,8 +26,10 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -42,6 +44,7 @@ from metalearn.features.embeddings import EmbeddingConfig, extract
 from metalearn.features.featurize import select_features
 from metalearn.pretune.data import build_splits
 from metalearn.pretune.train import jsonable
+from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_json
@@ -166,12 +169,6 @@ def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, train: 
                    "test": {**test_scores, "n": len(te_rows)}}
 
 
-def is_clap(folder: str | os.PathLike) -> bool:
-    """Whether a pretune variant folder is a CLAP variant."""
-    path = Path(folder) / "config.json"
-    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("kind") == "clap"
-
-
 def load_clap_heads(folder: str | os.PathLike) -> ClapModel:
     """The variant's CLAP heads (text tower included) over its backbone's pooled features, eval mode."""
     folder = Path(folder)
@@ -205,3 +202,22 @@ def prompt_head(model: ClapModel, classes: Sequence[str]) -> dict[str, Tensor]:
 
     weight = logit_scale(model.loss.log_scale_audio) * model.class_embeddings(list(classes)).T
     return {"weight": weight.float(), "bias": torch.zeros(len(classes))}
+
+
+class ClapVariant(PretuneVariant):
+    """A CLAP pretune variant: its features are the audio tower's embeddings [N, E], and it has a prompt prior."""
+
+    has_prior = True
+
+    @cached_property
+    def heads(self) -> ClapModel:
+        return load_clap_heads(self.folder)
+
+    def features(self, values: np.ndarray, layer: int | str) -> Tensor:
+        """Cached embeddings [N, L + 1, D] -> its pooled layer through the audio projection [N, E] (``layer``
+        is the run's choice for other variants; a CLAP variant pools the layer it was trained on)."""
+        return clap_features(self.heads, select_features(values, clap_layer(self.folder)))
+
+    def prompt_prior(self, classes: Sequence[str]) -> dict[str, Tensor]:
+        """The zero-shot head over :meth:`features`: weight [E, W], bias [W]."""
+        return prompt_head(self.heads, classes)

@@ -13,60 +13,25 @@ import argparse
 import textwrap
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.demo.result import AlgorithmResult, EpisodeResult
 from metalearn.features.featurize import standardize
-from metalearn.fewshot.algorithms import ALGORITHMS, build_adapter
+from metalearn.fewshot.algorithms import ALGORITHMS, AdapterBase, AdapterSpec, adapter_class, build_adapter
 from metalearn.fewshot.episodes import Episode, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import confusion
 
-# The algorithms that learn something across speakers (each adapter says so in ``meta_learns``).
-META_ALGORITHMS = ("protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile")
-DEFAULT_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
-# Smaller meta-batches than the experiments' defaults, so 100 meta-steps of any algorithm take a few seconds.
-DEMO_OPTIONS: dict[str, dict[str, object]] = {name: {"meta_batch": 8} for name in META_ALGORITHMS[1:]}
+# Smaller meta-batches than the experiments' defaults, so 100 meta-steps of an MLP-head meta-learner take seconds.
+DEMO_OPTIONS: dict[str, dict[str, object]] = {name: {"meta_batch": 8}
+                                              for name in ("maml", "fomaml", "anil", "metasgd", "reptile")}
 META_QUERIES = 5  # query clips per class of each meta-training task (fewer when the other speakers lack data)
 WIDTH = 100  # report columns
-
-
-@dataclass
-class AlgorithmResult:
-    """One algorithm on the episode: logits [Q, W], predictions [Q], confusion [W, W] (rows true)."""
-
-    name: str
-    logits: Tensor
-    predictions: Tensor
-    confusion: Tensor
-    correct: int
-    total: int
-    meta_steps: int
-    seconds: float
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total
-
-
-@dataclass
-class EpisodeResult:
-    """The episode, its standardised features (support_x [S, D], query_x [Q, D]) and each algorithm's result."""
-
-    episode: Episode
-    support_rows: list[Utterance]
-    query_rows: list[Utterance]
-    support_x: Tensor
-    support_y: Tensor
-    query_x: Tensor
-    query_y: Tensor
-    meta_speakers: tuple[str, ...]  # the other speakers: standardisation statistics and meta-training tasks
-    algorithms: dict[str, AlgorithmResult]
 
 
 def check_speaker(rows: Sequence[Utterance], speaker: str) -> list[str]:
@@ -77,12 +42,21 @@ def check_speaker(rows: Sequence[Utterance], speaker: str) -> list[str]:
     return speakers
 
 
+def demo_algorithms() -> list[str]:
+    """The registered methods the episode demo can run: those on embeddings that need no prompt prior."""
+    return [a for a in ALGORITHMS if adapter_class(a).inputs == "embeddings" and not adapter_class(a).needs_prior]
+
+
 def check_algorithms(algorithms: Sequence[str]) -> list[str]:
     """The names, checked: known and distinct."""
     names = list(algorithms)
     unknown = [a for a in names if a not in ALGORITHMS]
     if unknown or not names or len(set(names)) != len(names):
         raise MetalearnError(f"algorithms {names}: expected distinct names among {', '.join(ALGORITHMS)}")
+    other = [a for a in names if a not in demo_algorithms()]
+    if other:
+        raise MetalearnError(f"algorithms {other} need audio or a CLAP prompt prior; the episode demo runs methods "
+                             f"on embeddings (run them with `python -m metalearn run`)")
     return names
 
 
@@ -93,7 +67,7 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
     Args:
         x: [N, D] features aligned with ``rows``.
         queries: query clips per class (None: the speaker's whole test split).
-        meta_steps: meta-training steps of the algorithms in ``META_ALGORITHMS`` (others have none).
+        meta_steps: meta-training steps of the algorithms that meta-learn (others have none).
     """
     if x.ndim != 2 or x.shape[0] != len(rows):
         raise MetalearnError(f"features of shape {tuple(x.shape)}: expected [{len(rows)}, D], one row per utterance")
@@ -110,11 +84,14 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
     result = EpisodeResult(episode, [rows[i] for i in sup], [rows[i] for i in qry], x[sup],
                            torch.tensor(episode.support_labels), x[qry], torch.tensor(episode.query_labels),
                            tuple(sorted({rows[i].speaker for i in others})), {})
+    ways = len(episode.classes)
+    adapters = {name: build_adapter(name, AdapterSpec(x.shape[1], ways, seed), DEMO_OPTIONS.get(name))
+                for name in names}
     sampler = None
-    if meta_steps > 0 and any(a in META_ALGORITHMS for a in names):
-        sampler = _meta_sampler(x, rows, others, len(episode.classes), k, seed)
-    for name in names:
-        result.algorithms[name] = _run_one(name, result, sampler, meta_steps, seed)
+    if meta_steps > 0 and any(a.meta_learns for a in adapters.values()):
+        sampler = _meta_sampler(x, rows, others, ways, k, seed)
+    for name, adapter in adapters.items():
+        result.algorithms[name] = _run_one(adapter, result, sampler, meta_steps)
     return result
 
 
@@ -143,19 +120,18 @@ def _meta_sampler(x: Tensor, rows: Sequence[Utterance], others: list[int], ways:
                               min(META_QUERIES, capacity - k), seed)
 
 
-def _run_one(name: str, result: EpisodeResult, sampler: SpeakerTaskSampler | None, steps: int,
-             seed: int) -> AlgorithmResult:
-    """Build ``name``, meta-train it ``steps`` steps (when > 0), predict the episode's queries."""
+def _run_one(adapter: AdapterBase, result: EpisodeResult, sampler: SpeakerTaskSampler | None,
+             steps: int) -> AlgorithmResult:
+    """Meta-train ``adapter`` ``steps`` steps (when > 0 and it meta-learns), predict the episode's queries."""
     start = time.perf_counter()
     ways = len(result.episode.classes)
-    adapter = build_adapter(name, result.support_x.shape[1], ways, DEMO_OPTIONS.get(name), seed)
     steps = steps if sampler is not None and adapter.meta_learns else 0
     if steps:
         adapter.meta_train(sampler, steps)
     logits = adapter.predict(result.support_x[None], result.support_y[None], result.query_x[None], ways)[0].detach()
     pred = logits.argmax(-1)
     conf = confusion(pred[None], result.query_y[None], None, ways)[0].long()
-    return AlgorithmResult(name, logits, pred, conf, int(conf.trace()), int(conf.sum()), steps,
+    return AlgorithmResult(adapter.name, logits, pred, conf, int(conf.trace()), int(conf.sum()), steps,
                            time.perf_counter() - start)
 
 
@@ -250,26 +226,3 @@ def _cmd_episode(args: argparse.Namespace) -> int:
     print(format_report(result))
     print(f"\npicture: {plot_episode(result, args.out)}")
     return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``episode`` subcommand on ``subparsers``."""
-    from metalearn.features.backbones import add_backbone_args
-
-    p = subparsers.add_parser("episode", help="one speaker's few-shot episode, every algorithm on it (demo)")
-    p.add_argument("--manifest", default="data/demo/manifests/esd.csv", metavar="FILE.csv", help="the corpus")
-    p.add_argument("--speaker", metavar="ID", help="the episode's speaker (default: the first one)")
-    p.add_argument("--k", type=int, default=5, help="support clips per emotion, from the speaker's train split")
-    p.add_argument("--queries", type=int, default=None, metavar="N",
-                   help="query clips per emotion (default: all of the speaker's test split)")
-    p.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS), metavar="A,B,..",
-                   help=f"comma list among: {', '.join(ALGORITHMS)}")
-    p.add_argument("--layer", default="-1", help="hidden state: an index (-1 = the last) or 'mean' of all")
-    p.add_argument("--variant", metavar="DIR", help="a pretune variant's backbone instead of the default")
-    p.add_argument("--meta-steps", type=int, default=100, help="meta-training steps on the other speakers")
-    p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
-    p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
-    p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
-    add_backbone_args(p)
-    p.set_defaults(func=_cmd_episode)
-    return p

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metalearn.demo.episode import EpisodeResult
+from metalearn.demo.result import EpisodeResult
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path
 

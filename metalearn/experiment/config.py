@@ -1,14 +1,14 @@
-"""The experiment config: dataclass defaults, then a YAML preset, then ``key=value`` overrides (OmegaConf).
+"""The few-shot experiment's config schema: one dataclass per section, each the config of the part it feeds.
 
 Every section is the dataclass of the constructor it feeds (``PretuneConfig``, ``EmbeddingConfig``,
-``BackboneConfig``, each algorithm's config, ``TrackingConfig``), so a YAML file holds values only and
-code below the entry point receives plain dataclasses, never OmegaConf objects. A misspelt key, a value
-of the wrong type or a required value left unset stops the run before any work, with one line naming
-the key (and the closest valid keys).
+``BackboneConfig``, each algorithm's own config, ``TrackingConfig``), so a YAML file holds values only and
+code below the entry point receives plain dataclasses. The ``algorithms`` section is assembled from the
+algorithm registry. Loading (defaults, preset, overrides, one-line errors) is :mod:`metalearn.experiment.load`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 
@@ -17,18 +17,11 @@ from omegaconf import MISSING
 from metalearn.clap.variant import ClapStageConfig, check_stage
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
-from metalearn.fewshot.algorithms import ALGORITHMS, config_class
-from metalearn.fewshot.algorithms.finetune import FinetuneConfig
-from metalearn.fewshot.algorithms.full_finetune import FullFinetuneConfig
+from metalearn.fewshot.algorithms import ALGORITHMS, adapter_class, config_class
 from metalearn.fewshot.episodes import PROTOCOLS
 from metalearn.pretune.config import PretuneConfig
 from metalearn.report.tracking import TrackingConfig, resolve_mode
 from metalearn.util.errors import MetalearnError
-
-FULL_FINETUNE = "full_finetune"
-ZERO_SHOT = "zeroshot"       # CLAP variants only: nearest class prompt, the k = 0 point of the curves
-TEXT_HEAD = "texthead"       # CLAP variants only: fine-tuning from the class prompts' head
-PROMPTED = (ZERO_SHOT, TEXT_HEAD)
 
 
 @dataclass
@@ -42,6 +35,7 @@ class CorpusConfig:
     root: str = MISSING
     manifest: str = ""                  # "" = {data.manifests_dir}/{corpus}.csv
     classes: list[str] | None = None    # keep only these canonical emotions (IEMOCAP 4-class)
+    options: dict[str, str] = field(default_factory=dict)  # the loader's options, e.g. msp_improv {labels: target}
 
 
 @dataclass
@@ -75,6 +69,8 @@ class EpisodesConfig:
     queries: int | None = None              # nway: queries per class from the test split (None: all)
     classes: list[str] | None = None        # nway: the label set (None: the emotions every speaker has)
     targets: list[str] | None = None        # binary: target emotions (None: every emotion of the corpus)
+    disjoint: str = "text"                  # text: where a speaker has no official split, support and query
+                                            # never share a sentence; none: one pool, as before
 
 
 @dataclass
@@ -93,22 +89,31 @@ class MetaTrainConfig:
 
 
 @dataclass
-class AlgorithmsConfig:
-    run: list[str] = field(default_factory=lambda: ["finetune", "simpleshot", "protonet", "maml"])
-    finetune: config_class("finetune") = field(default_factory=config_class("finetune"))
-    simpleshot: config_class("simpleshot") = field(default_factory=config_class("simpleshot"))
-    protonet: config_class("protonet") = field(default_factory=config_class("protonet"))
-    protonet_proj: config_class("protonet_proj") = field(default_factory=config_class("protonet_proj"))
-    maml: config_class("maml") = field(default_factory=config_class("maml"))
-    fomaml: config_class("fomaml") = field(default_factory=config_class("fomaml"))
-    anil: config_class("anil") = field(default_factory=config_class("anil"))
-    metasgd: config_class("metasgd") = field(default_factory=config_class("metasgd"))
-    reptile: config_class("reptile") = field(default_factory=config_class("reptile"))
-    texthead: FinetuneConfig = field(default_factory=FinetuneConfig)  # CLAP variants: head from class prompts
-    full_finetune: FullFinetuneConfig = field(default_factory=FullFinetuneConfig)
-    full_finetune_ks: list[int] | None = None          # it is slow: the ks it runs at (None: all)
-    full_finetune_repetitions: int | None = None       # and the repetitions (None: all)
-    full_finetune_variants: list[str] | None = None    # and the pretune variants (None: all)
+class ReportConfig:
+    reference: str = "finetune"   # comparisons.csv: every algorithm against this one, on identical episodes
+
+
+@dataclass
+class GridPartConfig:
+    """The part of the grid one algorithm runs on (None: all); e.g. a slow method at fewer ks."""
+
+    ks: list[int] | None = None               # only these ks
+    repetitions: int | None = None            # only the first n repetitions
+    variants: list[str] | None = None         # only these pretune variants
+
+
+def _algorithms_config() -> type:
+    """``algorithms``: which to run, the grid part of each, and one section per registered algorithm holding
+    its own config dataclass (assembled from the registry, so a new method needs no line here)."""
+    fields = [("run", list[str], field(default_factory=lambda: ["finetune", "simpleshot", "protonet", "maml"])),
+              ("only", dict[str, GridPartConfig], field(default_factory=dict))]
+    fields += [(name, config_class(name), field(default_factory=config_class(name))) for name in ALGORITHMS]
+    cls = dataclasses.make_dataclass("AlgorithmsConfig", fields)
+    cls.__module__ = __name__
+    return cls
+
+
+AlgorithmsConfig = _algorithms_config()
 
 
 @dataclass
@@ -128,6 +133,7 @@ class ExperimentConfig:
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
     meta_train: MetaTrainConfig = field(default_factory=MetaTrainConfig)
     algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -140,7 +146,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise MetalearnError(f"config key 'episodes.protocol': {ep.protocol!r} is not one of {PROTOCOLS}")
     if not ep.ks or min(ep.ks) < 1 or (ep.protocol == "binary" and any(k % 2 for k in ep.ks)):
         raise MetalearnError(f"config key 'episodes.ks': {ep.ks} must be >= 1 (binary: even)")
-    known = [*ALGORITHMS, FULL_FINETUNE, *PROMPTED]
+    if ep.disjoint not in ("text", "none"):
+        raise MetalearnError(f"config key 'episodes.disjoint': {ep.disjoint!r} is not one of ('text', 'none')")
+    known = list(ALGORITHMS)
     for name in algos.run:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=2)
@@ -149,10 +157,14 @@ def validate(cfg: ExperimentConfig) -> None:
     if len(set(algos.run)) != len(algos.run) or not algos.run:
         raise MetalearnError(f"config key 'algorithms.run': {algos.run} must list distinct algorithms")
     check_stage(cfg.pretune.clap)
-    prompted = [a for a in algos.run if a in PROMPTED]
+    for name in algos.only:
+        if name not in algos.run:
+            raise MetalearnError(f"config key 'algorithms.only.{name}': {name!r} is not in algorithms.run "
+                                 f"({', '.join(algos.run)})")
+    prompted = [a for a in algos.run if adapter_class(a).needs_prior]
     if prompted and not cfg.pretune.clap.losses:
-        raise MetalearnError(f"config key 'algorithms.run': {prompted} need CLAP variants (set pretune.clap.losses, "
-                             f"e.g. [emo, sl])")
+        raise MetalearnError(f"config key 'algorithms.run': {prompted} need CLAP variants for their prompt prior "
+                             f"(set pretune.clap.losses, e.g. [emo, sl])")
     if prompted and ep.protocol != "nway":
         raise MetalearnError(f"config key 'algorithms.run': {prompted} classify by emotion prompts and need "
                              f"episodes.protocol=nway, not {ep.protocol!r}")

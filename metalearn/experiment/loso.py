@@ -55,6 +55,7 @@ from metalearn.report.tracking import TrackingConfig, resolve_mode
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_atomic, write_json
 from metalearn.util.jsonl_log import JsonlLog
+from metalearn.util.lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,11 @@ def run_loso_experiment(cfg: LosoExperimentConfig) -> LosoResult:
     out = Path(cfg.out)
     device = _device(cfg)
     _check_root(cfg)
+    with run_lock(out, (0, 1)):  # a second run into this folder is refused at once
+        return _run_locked(cfg, out, device, start)
+
+
+def _run_locked(cfg: LosoExperimentConfig, out: Path, device: torch.device | None, start: float) -> LosoResult:
     save_config(cfg, out)  # a folder holding another config's records is refused
     write_json(out / "run.json", {"git_commit": git_commit(), "started": time.time(), "kind": "loso"})
     rows = target_rows(cfg)

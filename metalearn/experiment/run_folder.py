@@ -11,9 +11,11 @@ import subprocess
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError  # PyYAML: omegaconf's own parser
 
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import write_atomic
+from metalearn.util.fileio import make_folder, write_atomic
 
 NOT_SCIENCE = ("tracking", "name", "out")  # top-level keys that do not change the numbers
 _ABSENT = object()
@@ -48,21 +50,57 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
 
 
 def save_config(cfg: object, out: Path) -> None:
-    """``out/config.yaml`` (resolved); a folder holding another config's records or episodes is refused.
+    """Create run folder ``out`` and write ``out/config.yaml`` (resolved), refusing, before any work, a folder
+    whose work came from another config.
 
-    Committed tables with no logs beside them (a fresh clone) hold no work: their config.yaml is replaced.
+    Work is what a run leaves to be reused (see :func:`work_in`). Committed tables with no logs beside them
+    (a fresh clone) hold no work: their config.yaml is replaced. Path problems are one-line errors.
     """
+    out = make_folder(out, "run folder")
     text = to_yaml(cfg)
+    check_same_config(out, text, OmegaConf.to_yaml(OmegaConf.structured(type(cfg))))
+    try:
+        write_atomic(out / "config.yaml", text)
+    except OSError as e:
+        raise MetalearnError(f"cannot write {out / 'config.yaml'} ({e.strerror or e}); expected a writable "
+                             f"run folder out=") from None
+
+
+def work_in(out: Path) -> Path | None:
+    """The first file in run folder ``out`` that shows a run worked there, or None.
+
+    Work: a JSON Lines file in the folder or one level down (trial and fold logs, saved episodes, learning
+    curves, metrics), or the ``run*.json`` of a run that started and has not reported (no ``*.csv`` or ``*.md``
+    tables beside it: tables with a run.json and no logs are a committed result, not work in progress).
+    """
+    logs = sorted(out.glob("*.jsonl")) or sorted(out.glob("*/*.jsonl"))
+    if logs:
+        return logs[0]
+    started = sorted(out.glob("run*.json"))
+    reported = any(out.glob("*.csv")) or any(out.glob("*.md"))
+    return started[0] if started and not reported else None
+
+
+def check_same_config(out: Path, new_yaml: str, defaults_yaml: str | None = None) -> None:
+    """Refuse (one-line :class:`MetalearnError`) when ``out`` holds work of a config other than ``new_yaml``,
+    or work without a readable config.yaml to compare with."""
+    work = work_in(out)
+    if work is None:
+        return
     path = out / "config.yaml"
-    holds_work = any(out.glob("*.jsonl"))  # trial or fold logs, saved episodes
-    if holds_work and path.is_file():
-        defaults = OmegaConf.to_yaml(OmegaConf.structured(type(cfg)))
-        difference = config_difference(path.read_text(encoding="utf-8"), text, defaults)
-        if difference:
-            raise MetalearnError(f"{out} holds a run with another config ({difference}); use another out=... or "
-                                 f"delete the folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text)
+    what = f"{out} holds work of an earlier run ({work.relative_to(out)})"
+    if not path.is_file():
+        raise MetalearnError(f"{what} but no config.yaml to tell its config; use another out=... or delete the "
+                             f"folder")
+    try:
+        difference = config_difference(path.read_text(encoding="utf-8"), new_yaml, defaults_yaml)
+    except (OSError, UnicodeDecodeError, ValueError, YAMLError, OmegaConfBaseException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MetalearnError(f"{what} but its {path} is unreadable ({first}); expected the YAML config the run "
+                             f"saved: restore it, use another out=... or delete the folder") from None
+    if difference:
+        raise MetalearnError(f"{out} holds a run with another config ({difference}); use another out=... or "
+                             f"delete the folder")
 
 
 def config_difference(saved_yaml: str, new_yaml: str, defaults_yaml: str | None = None) -> str | None:

@@ -6,22 +6,25 @@ the embedding cache. Every stage checks its inputs first and fails with one line
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from torch import Tensor
 
+from metalearn.clap.variant import ClapVariant
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
 from metalearn.experiment.config import CorpusConfig, ExperimentConfig
+from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
+VARIANT_CLASSES: dict[str, type[PretuneVariant]] = {"clap": ClapVariant}  # kind -> class (default: supervised)
 
 
 def manifest_path(corpus: CorpusConfig, manifests_dir: str) -> Path:
     """Where the corpus's manifest is (or will be written)."""
-    return Path(corpus.manifest or Path(manifests_dir) / f"{corpus.corpus}.csv")
+    options = "".join(f"-{k}={v}" for k, v in sorted(corpus.options.items()))  # options change the rows
+    return Path(corpus.manifest or Path(manifests_dir) / f"{corpus.corpus}{options}.csv")
 
 
 def check_roots(cfg: ExperimentConfig) -> None:
@@ -47,7 +50,8 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
     from metalearn.data.corpora import load_corpus
 
     log.info("%s: writing the manifest from %s", path, corpus.root)
-    result = load_corpus(corpus.corpus, corpus.root, classes=tuple(corpus.classes) if corpus.classes else None)
+    result = load_corpus(corpus.corpus, corpus.root, classes=tuple(corpus.classes) if corpus.classes else None,
+                         options=dict(corpus.options))
     write_manifest(result.utterances, path)
     if result.problems.problems:
         result.problems.write(path.with_name(path.stem + ".problems.tsv"))
@@ -55,8 +59,8 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
     return result.utterances
 
 
-def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Path]:
-    """Pretune variant name -> folder, training the missing ones (when ``train``; else they are an error)."""
+def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, PretuneVariant]:
+    """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error)."""
     from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
     from metalearn.util.devices import resolve_device
 
@@ -73,7 +77,8 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pat
     if missing:
         todo = [s for s in subsets if variant_name(s) in missing]
         run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
-    return {**names, **_clap_variants(cfg, sources, corpora, out, train)}
+    folders = {**names, **_clap_variants(cfg, sources, corpora, out, train)}
+    return {name: open_variant(folder) for name, folder in folders.items()}
 
 
 def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: list[str], out: Path,
@@ -101,54 +106,42 @@ def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: lis
     return names
 
 
-def variant_features(cfg: ExperimentConfig, folder: Path, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:
+def open_variant(folder: Path) -> PretuneVariant:
+    """The typed variant in ``folder``: its kind (in its config.json) picks the class, once."""
+    variant = PretuneVariant.read(folder)
+    return VARIANT_CLASSES.get(variant.kind, PretuneVariant).read(folder)
+
+
+def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]
+                     ) -> tuple[list[Utterance], Tensor]:
     """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
 
     Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
     their audio embeddings [N, E] (their own pooled layer through their audio projection).
     """
-    from metalearn.clap.variant import clap_features, clap_layer, is_clap, load_clap_heads
     from metalearn.features.embeddings import extract
-    from metalearn.features.featurize import select_features
-    from metalearn.pretune.variants import backbone_for_variant
 
-    emb = extract(rows, backbone_for_variant(folder), cfg.embeddings)
+    emb = extract(rows, variant.load_backbone(), cfg.embeddings)
     if emb.problems.problems:
-        log.warning("%s: %s", folder.name, emb.problems.summary())
-    if is_clap(folder):  # the CLAP audio tower: its pooled layer through the audio projection
-        pooled = select_features(emb.values, clap_layer(folder))
-        return emb.rows, clap_features(load_clap_heads(folder), pooled)
-    layer = "mean" if cfg.features.mean_layers else cfg.features.layer
-    n_states = emb.values.shape[1]
-    if layer != "mean" and not -n_states <= layer < n_states:
-        raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
-                             f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
-    return emb.rows, select_features(emb.values, layer)
+        log.warning("%s: %s", variant.name, emb.problems.summary())
+    return emb.rows, variant.features(emb.values, "mean" if cfg.features.mean_layers else cfg.features.layer)
 
 
-def prefill_embeddings(cfg: ExperimentConfig, folders: list[Path], rows: list[Utterance], group: int = 8) -> None:
+def prefill_embeddings(cfg: ExperimentConfig, variants: list[PretuneVariant], rows: list[Utterance],
+                       group: int = 8) -> None:
     """Fill the embedding caches of several variants at once, sharing their frozen layers' forward.
 
     Only for backbones that expose a shared trunk (Whisper); others are embedded one at a time later.
-    At most ``group`` backbones are held in memory together.
+    At most ``group`` backbones are held in memory together; variants that embed identically count once.
     """
     from metalearn.features.shared_trunk import fill_caches
-    from metalearn.pretune.variants import backbone_for_variant
 
-    folders = list({_encoder_identity(f): f for f in reversed(folders)}.values())[::-1]
-    for start in range(0, len(folders), group):
-        chunk = folders[start:start + group]
+    distinct = list({v.encoder_identity: v for v in reversed(variants)}.values())[::-1]
+    for start in range(0, len(distinct), group):
+        chunk = distinct[start:start + group]
         if len(chunk) < 2:
             return
-        first = backbone_for_variant(chunk[0])
+        first = chunk[0].load_backbone()
         if not hasattr(first, "trunk"):
             return
-        fill_caches(rows, [first, *(backbone_for_variant(f) for f in chunk[1:])], cfg.embeddings)
-
-
-def _encoder_identity(folder: Path) -> str:
-    """Variants with equal identities embed identically (e.g. "none" and frozen-encoder CLAP variants)."""
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    weights = config.get("weights")
-    return json.dumps({"backbone": config["backbone"], "weights": str(folder / weights) if weights else None},
-                      sort_keys=True)
+        fill_caches(rows, [first, *(v.load_backbone() for v in chunk[1:])], cfg.embeddings)

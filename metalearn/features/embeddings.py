@@ -6,7 +6,9 @@ each finished batch is a shard (``NNNNNN.npy`` [n, L + 1, D] plus ``NNNNNN.json`
 row's file identity: path, size and mtime, and the shard's SHA-256). A shard is written to a
 temporary name and renamed, the JSON last, so a killed run leaves only whole shards behind and the
 next run extracts just what is missing. A changed file has a new identity and is extracted again;
-a truncated or corrupted shard fails its hash, is removed, and its rows are extracted again.
+a truncated or corrupted shard fails its hash, is removed, and its rows are extracted again; a damaged
+``meta.json`` (the key the folder is named by) empties that cache with a warning. Processes may fill one cache
+at once: each claims its shard numbers exclusively, and every file is written atomically.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
 from metalearn.util.devices import autocast, resolve_device
-from metalearn.util.fileio import atomic_path, sha256_file, write_json
+from metalearn.util.fileio import atomic_path, make_folder, sha256_file, write_json
 from metalearn.util.progress import progress
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def cache_store(backbone: SpeechBackbone, cfg: EmbeddingConfig) -> ShardStore:
     """The cache folder of ``backbone`` under ``cfg`` (named by the hash of its key)."""
     key = cache_key(backbone, cfg)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return ShardStore(Path(cfg.cache_dir) / digest, key)
+    return ShardStore(make_folder(cfg.cache_dir, "embedding cache_dir") / digest, key)
 
 
 def file_identity(path: str) -> str:
@@ -112,13 +114,27 @@ class ShardStore:
     """The shards of one cache folder: read and verify them, append new ones atomically."""
 
     def __init__(self, folder: Path, key: dict) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "meta.json"
-        if meta.is_file() and json.loads(meta.read_text()) != key:
-            raise RuntimeError(f"{meta}: cache key differs from its folder name")
-        write_json(meta, key)
+        """Open (create) the cache folder; a damaged ``meta.json`` empties the cache with a warning."""
+        self.folder = make_folder(folder, "embedding cache folder")
         self.rebuilt = 0
+        meta = folder / "meta.json"
+        if not meta.exists():
+            write_json(meta, key)
+        elif (problem := meta_problem(meta, key)) is not None:
+            removed = self.clear()
+            log.warning("embedding cache %s: meta.json is damaged (%s); the cache is rebuilt (%d shards removed)",
+                        folder, problem, removed)
+            self.rebuilt += removed
+            write_json(meta, key)
+
+    def clear(self) -> int:
+        """Remove every shard (array and index); the number of shards removed."""
+        shards = {p.stem for pattern in ("[0-9]*.npy", "[0-9]*.json") for p in self.folder.glob(pattern)
+                  if p.stem.isdigit()}
+        for stem in shards:
+            for suffix in (".json", ".npy"):  # the index first: it marks a shard complete
+                (self.folder / f"{stem}{suffix}").unlink(missing_ok=True)
+        return len(shards)
 
     def load(self) -> dict[str, np.ndarray]:
         """{file identity: embedding [L + 1, D]} from every valid shard; invalid shards are removed."""
@@ -132,7 +148,7 @@ class ShardStore:
                 values = np.load(data_file)
                 if values.shape[0] != len(index["items"]):
                     raise ValueError("row count mismatch")
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("embedding cache shard %s is damaged (%s): removed, its rows are re-extracted",
                             data_file, e)
                 index_file.unlink(missing_ok=True)
@@ -144,13 +160,42 @@ class ShardStore:
 
     def append(self, items: Sequence[str], values: np.ndarray) -> None:
         """Write one shard: the array first, then its index (the index marks it complete)."""
-        existing = [int(p.stem) for p in self.folder.glob("[0-9]*.json")]
-        n = max(existing, default=-1) + 1
-        data_file = self.folder / f"{n:06d}.npy"
+        data_file = self._claim_shard()
         with atomic_path(data_file) as tmp, open(tmp, "wb") as f:
             np.save(f, values)
         index = {"items": list(items), "sha256": sha256_file(data_file), "shape": list(values.shape)}
         write_json(data_file.with_suffix(".json"), index, indent=None)
+
+    def _claim_shard(self) -> Path:
+        """Reserve the next free shard file (created empty, O_EXCL): processes filling one cache never share one.
+
+        An empty claimed array with no index (a killed run's) is never read and never reused.
+        """
+        while True:
+            taken = [int(p.stem) for pattern in ("[0-9]*.npy", "[0-9]*.json") for p in self.folder.glob(pattern)
+                     if p.stem.isdigit()]
+            data_file = self.folder / f"{max(taken, default=-1) + 1:06d}.npy"
+            try:
+                os.close(os.open(data_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                return data_file
+            except FileExistsError:
+                continue
+
+
+def meta_problem(meta: Path, key: dict) -> str | None:
+    """What is wrong with a cache's ``meta.json`` against the ``key`` its folder is named by (None: nothing)."""
+    try:
+        saved = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        return f"unreadable: {e}"
+    except ValueError as e:
+        return f"not JSON: {e}"
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not an object"
+    if set(saved) != set(key):
+        return f"keys {sorted(saved)}, expected {sorted(key)}"
+    wrong = next((k for k in sorted(key) if saved[k] != key[k]), None)
+    return None if wrong is None else f"key {wrong!r} is {saved[wrong]!r}, expected {key[wrong]!r}"
 
 
 def plan_batches(durations: Sequence[float], batch_seconds: float, max_batch: int) -> list[list[int]]:

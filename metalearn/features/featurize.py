@@ -42,7 +42,25 @@ class Standardizer:
         """``x`` [N, D] -> standardized float32 [N, D]."""
         return ((x.double() - self.shift) / self.scale).float()
 
+    def carry_head(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """A linear head over raw features (weight [D, W], bias [W]) as the same function of standardized
+        ones: float32 (weight [D, W], bias [W])."""
+        w, b = reparametrize(weight.double(), bias.double(), self.shift.double(), self.scale.double())
+        return w.float(), b.float()
+
 
 def standardize(x: Tensor, fit_rows: Sequence[int] | np.ndarray) -> Tensor:
     """``x`` [N, D] z-scored per dimension with the mean and std of ``x[fit_rows]`` (never the test speakers)."""
     return Standardizer.fit(x, fit_rows).apply(x)
+
+
+def reparametrize(weight: Tensor, bias: Tensor, shift: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """The head over ``z`` that equals the head (``weight``, ``bias``) over ``x = z * scale + shift``.
+
+    ``x @ W + b = z @ (scale[:, None] * W) + (shift @ W + b)``.
+    Shapes: weight [..., D, W], bias [..., W], shift and scale [..., D] (leading dims broadcast).
+    Returns (weight [..., D, W], bias [..., W]).
+    """
+    new_weight = scale.unsqueeze(-1) * weight
+    new_bias = (shift.unsqueeze(-2) @ weight).squeeze(-2) + bias
+    return new_weight, new_bias

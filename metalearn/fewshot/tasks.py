@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metalearn.fewshot.episodes import PROTOCOLS, Episode
+from metalearn.fewshot.episodes import DISJOINT, PROTOCOLS, Episode
 from metalearn.util.errors import MetalearnError
 
 
@@ -63,18 +63,30 @@ class SpeakerTaskSampler:
     S = ways * shots, Q = ways * queries. binary: ways = 2 and a random target emotion; S = shots
     (shots/2 of the target, label 1, and shots/2 of the other emotions pooled, label 0), Q = queries
     likewise. Labels are positions in the episode's drawn class list. Support and query never share a row.
+
+    Text-disjoint speakers (``sentences`` given, ``disjoint="text"`` and every row of the speaker has split
+    "" in ``splits``; ``splits=None`` means no row has a split): support and query of a task come from the
+    two halves of one of ``halvings`` random splits of the speaker's sentences (drawn once, duplicates
+    dropped), so they never share a sentence; an emotion then needs shots rows on one half and queries on
+    the other. Without text-disjoint speakers the draws are exactly those of the sampler without them.
     """
 
     def __init__(self, x: Tensor, labels: Sequence[str], speakers: Sequence[str], train_speakers: Sequence[str],
                  ways: int, shots: int, queries: int, seed: int, protocol: str = "nway",
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", sentences: Sequence[str] | None = None,
+                 splits: Sequence[str] | None = None, disjoint: str = "text", halvings: int = 32) -> None:
         if not len(labels) == len(speakers) == x.shape[0]:
             raise MetalearnError(f"x has {x.shape[0]} rows but {len(labels)} labels and {len(speakers)} speakers")
+        for name, column in (("sentences", sentences), ("splits", splits)):
+            if column is not None and len(column) != x.shape[0]:
+                raise MetalearnError(f"x has {x.shape[0]} rows but {len(column)} {name}")
         binary = protocol == "binary"
         if protocol not in PROTOCOLS or ways < 2 or shots < 1 or queries < 1 or binary and (
                 ways != 2 or shots % 2 or queries % 2):
             raise MetalearnError(f"bad task shape: protocol {protocol!r}, ways={ways}, shots={shots}, queries="
                                  f"{queries} (need ways >= 2; binary: ways = 2, even shots and queries)")
+        if disjoint not in DISJOINT or halvings < 1:
+            raise MetalearnError(f"disjoint must be one of {DISJOINT} and halvings >= 1, got {disjoint!r}, {halvings}")
         unknown = sorted(set(train_speakers) - set(speakers))
         if unknown:
             raise MetalearnError(f"train speakers {unknown} have no rows")
@@ -82,36 +94,74 @@ class SpeakerTaskSampler:
         self._per = (shots // 2, queries // 2) if binary else (shots, queries)
         self._x = x.to(device)
         self._rng = np.random.default_rng(seed)
-        self._build(labels, speakers, set(train_speakers), binary)
+        text = set(train_speakers) if sentences is not None and disjoint == "text" else set()
+        text -= {s for s, split in zip(speakers, splits or [""] * len(labels), strict=True) if split}
+        self._halving = (np.random.default_rng([seed, 1]), halvings, sentences)  # never touches self._rng
+        self._build(labels, speakers, set(train_speakers), binary, text)
 
-    def _build(self, labels: Sequence[str], speakers: Sequence[str], train: set[str], binary: bool) -> None:
-        """Row groups as one flat array [sum of sizes] with start [G] and count [G]; options [n_spk, Omax, W']."""
+    @staticmethod
+    def _choices(by_e: dict[str, list[int]], binary: bool) -> list[list[list[int]]]:
+        """Every choice of one speaker's rows, as a list of W' row lists (nway: one emotion; binary: the
+        other emotions pooled, then the target)."""
+        if binary:
+            pairs = [([i for e, idx in by_e.items() if e != t for i in idx], by_e[t]) for t in sorted(by_e)]
+            return [list(p) for p in pairs]
+        return [[by_e[e]] for e in sorted(by_e)]
+
+    def _variants(self, by_e: dict[str, list[int]], binary: bool, text: bool) -> list[list[list[tuple]]]:
+        """Per variant (one per distinct halving; one for a speaker without the text rule), its choices, each a
+        list of W' (support rows, query rows) pairs; a shared pair (rows, rows) means "draw both jointly"."""
+        s_per, q_per = self._per
+        if not text:
+            need = s_per + q_per
+            return [[[(g, g) for g in c] for c in self._choices(by_e, binary) if min(map(len, c)) >= need]]
+        rng, n_halvings, sentences = self._halving
+        own = sorted({sentences[i] for idx in by_e.values() for i in idx})
+        halves = {frozenset(own[j] for j in rng.permutation(len(own))[:(len(own) + 1) // 2])
+                  for _ in range(n_halvings)}
+        out = []
+        for side in sorted(halves, key=sorted):
+            sup = self._choices({e: [i for i in idx if sentences[i] in side] for e, idx in by_e.items()}, binary)
+            qry = self._choices({e: [i for i in idx if sentences[i] not in side] for e, idx in by_e.items()}, binary)
+            out.append([list(zip(cs, cq, strict=True)) for cs, cq in zip(sup, qry, strict=True)
+                        if min(map(len, cs)) >= s_per and min(map(len, cq)) >= q_per])
+        return out
+
+    def _build(self, labels: Sequence[str], speakers: Sequence[str], train: set[str], binary: bool,
+               text: set[str]) -> None:
+        """Row groups as one flat array [sum of sizes] with start [G] and count [G]; per variant (a speaker, or
+        one halving of a text-disjoint speaker's sentences) options [n_variants, Omax, W', 2] (support, query)."""
         rows: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, (s, e) in enumerate(zip(speakers, labels, strict=True)):
             if s in train:
                 rows[s][e].append(i)
-        need, groups, options = sum(self._per), [], {}
+        groups, options, n_var = [], [], {}
         for s, by_e in sorted(rows.items()):
-            if binary:  # a choice = (the other emotions pooled, the target)
-                pairs = [([i for e, idx in by_e.items() if e != t for i in idx], by_e[t]) for t in sorted(by_e)]
-                choices = [list(p) for p in pairs if min(map(len, p)) >= need]
-            else:  # a choice = one emotion
-                choices = [[by_e[e]] for e in sorted(by_e) if len(by_e[e]) >= need]
-            if len(choices) >= (1 if binary else self.ways):
-                options[s] = [list(range(len(groups) + j * len(c), len(groups) + (j + 1) * len(c)))
-                              for j, c in enumerate(choices)]
-                groups += [g for c in choices for g in c]
+            good = [v for v in self._variants(by_e, binary, s in text) if len(v) >= (1 if binary else self.ways)]
+            if good:
+                n_var[s] = len(good)
+                options += [[[self._groups(groups, *pair) for pair in c] for c in choices] for choices in good]
         if not options:
-            raise MetalearnError(f"no train speaker has enough rows for {self.protocol} tasks "
-                                 f"(ways={self.ways}, shots={self.shots}, queries={self.queries})")
-        self.speakers = list(options)
+            raise MetalearnError(f"no train speaker has enough rows for {self.protocol} tasks (ways={self.ways}, "
+                                 f"shots={self.shots}, queries={self.queries}"
+                                 f"{'; support and query from disjoint sentences' if text else ''})")
+        self.speakers = list(n_var)
+        self._text = bool(text & set(n_var))
+        self._n_var = np.array(list(n_var.values()))
+        self._first = np.concatenate([[0], np.cumsum(self._n_var)[:-1]])
         self._count = np.array([len(g) for g in groups])
         self._start = np.concatenate([[0], np.cumsum(self._count)[:-1]])
         self._flat = np.array([i for g in groups for i in g], dtype=np.int64)
-        self._n_opt = np.array([len(o) for o in options.values()])
-        self._opts = np.zeros((len(options), self._n_opt.max(), 2 if binary else 1), dtype=np.int64)
-        for j, o in enumerate(options.values()):
+        self._n_opt = np.array([len(o) for o in options])
+        self._opts = np.zeros((len(options), self._n_opt.max(), 2 if binary else 1, 2), dtype=np.int64)
+        for j, o in enumerate(options):
             self._opts[j, :len(o)] = o
+
+    @staticmethod
+    def _groups(groups: list[list[int]], support: list[int], query: list[int]) -> tuple[int, int]:
+        """Append a (support rows, query rows) pair to ``groups``, once when both are the same list: their indices."""
+        groups += [support] if support is query else [support, query]
+        return len(groups) - 1 - (support is not query), len(groups) - 1
 
     def _distinct(self, counts: np.ndarray, m: int) -> np.ndarray:
         """``m`` distinct ints in [0, counts) per entry, in random order: [..., m] (Floyd's algorithm)."""
@@ -122,14 +172,26 @@ class SpeakerTaskSampler:
             out[..., i] = np.where((out[..., :i] == t[..., None]).any(-1), top, t)
         return np.take_along_axis(out, np.argsort(self._rng.random(out.shape), axis=-1), -1)
 
+    def _rows(self, groups: np.ndarray, n: int) -> np.ndarray:
+        """``n`` distinct rows of each group [...]: [..., n]."""
+        return self._flat[self._start[groups][..., None] + self._distinct(self._count[groups], n)]
+
     def sample(self, n_episodes: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q]); labels 0..ways-1."""
         spk = self._rng.integers(len(self.speakers), size=n_episodes)
-        chosen = self._distinct(self._n_opt[spk], 1 if self.protocol == "binary" else self.ways)
-        groups = self._opts[spk[:, None], chosen].reshape(n_episodes, self.ways)    # [E, W]
+        var = self._first[spk]
+        if self._text:
+            var = var + self._rng.integers(0, self._n_var[spk])
+        chosen = self._distinct(self._n_opt[var], 1 if self.protocol == "binary" else self.ways)
+        groups = self._opts[var[:, None], chosen].reshape(n_episodes, self.ways, 2)     # [E, W, (support, query)]
         s_per, q_per = self._per
-        pick = self._distinct(self._count[groups], s_per + q_per)                  # [E, W, s_per + q_per]
-        rows = self._flat[self._start[groups][..., None] + pick]
+        rows = np.empty((n_episodes, self.ways, s_per + q_per), dtype=np.int64)
+        joint = groups[:, 0, 0] == groups[:, 0, 1]                                     # [E] one pool for both
+        if joint.any():
+            rows[joint] = self._rows(groups[joint][..., 0], s_per + q_per)
+        if not joint.all():
+            rows[~joint] = np.concatenate([self._rows(groups[~joint][..., 0], s_per),
+                                           self._rows(groups[~joint][..., 1], q_per)], axis=-1)
         sup, qry = rows[..., :s_per].reshape(n_episodes, -1), rows[..., s_per:].reshape(n_episodes, -1)
         feats = self._x[torch.from_numpy(np.concatenate([sup, qry], axis=1)).to(self._x.device)]  # [E, S + Q, D]
         cls = torch.arange(self.ways, device=self._x.device)

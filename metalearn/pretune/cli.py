@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``pretune`` subcommand on ``subparsers``."""
-    from metalearn.features.backbones import add_backbone_args
+    from metalearn.features.backbone_args import add_backbone_args  # torch-free, unlike features.backbones
 
     p = subparsers.add_parser("pretune",
                               help="supervised multi-corpus pre-finetuning (Paper A's PFT variants)")
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, read the manifests, train the missing variants, print a summary (rank 0)."""
     from metalearn.data.manifest import read_manifest
-    from metalearn.features.backbones import backbone_config
+    from metalearn.features.backbone_args import backbone_config
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
     from metalearn.pretune.variants import parse_subsets, run_variants

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from metalearn.util.errors import MetalearnError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+LABELS = ("canonical", "raw")
 
 
 @dataclasses.dataclass
@@ -38,6 +39,9 @@ class PretuneConfig:
         device: "auto" (cuda when available), "cpu", "cuda", "cuda:N".
         precision: fp32, bf16 or fp16 autocast on CUDA (fp16 with a gradient scaler); CPU runs fp32.
         num_workers: audio-loading worker processes.
+        labels: what each corpus's head classifies: ``canonical`` emotions (the manifest's ``emotion``
+            column) or the corpus's ``raw`` labels (its ``raw_label`` column: IEMOCAP keeps hap and exc
+            apart, as Paper A pre-finetunes on IEMOCAP's raw categorical labels).
     """
 
     lr: float = 3e-5
@@ -58,6 +62,7 @@ class PretuneConfig:
     device: str = "auto"
     precision: str = "fp32"
     num_workers: int = 4
+    labels: str = "canonical"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -80,6 +85,8 @@ def validate(cfg: PretuneConfig) -> None:
             raise MetalearnError(f"pretune {name} must be None or a positive count, got {value!r}")
     if cfg.precision not in PRECISIONS:
         raise MetalearnError(f"pretune precision {cfg.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if cfg.labels not in LABELS:
+        raise MetalearnError(f"pretune labels {cfg.labels!r}: expected one of {', '.join(LABELS)}")
 
 
 PRESETS: dict[str, dict[str, object]] = {

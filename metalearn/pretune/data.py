@@ -4,7 +4,9 @@ A corpus with its own split (MSP-Podcast: Train / Development / Test1 ...; ESD: 
 keeps it: ``development``/``evaluation``/``validation`` become dev, ``test*`` become test. A corpus
 without one (IEMOCAP, MSP-IMPROV, ...) is split 80/10/10 by utterance, seeded, as Paper A does for IEMOCAP.
 Each corpus keeps its own label set: the canonical emotions present in its train split (in the
-canonical order); dev/test utterances with any other emotion are dropped and counted.
+canonical order); dev/test utterances with any other emotion are dropped and counted. With
+``labels="raw"`` the label set is the corpus's raw labels present in train (the manifest's ``raw_label``,
+sorted), e.g. IEMOCAP's hap and exc as two classes.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ __all__ = ["CorpusSplits", "build_splits", "split_corpus", "SplitAudio", "collat
            "ProportionalCorpusSampler", "KeyedBatches", "PARTS"]
 
 PARTS = ("train", "dev", "test")
+LABEL_FIELDS = {"canonical": "emotion", "raw": "raw_label"}   # labels option -> Utterance attribute
 DEV_NAMES = frozenset({"dev", "development", "evaluation", "validation", "valid", "val"})
 
 
 @dataclasses.dataclass
 class CorpusSplits:
-    """One corpus's splits. ``labels[y]`` is the emotion of class index y; ``dropped`` counts removals."""
+    """One corpus's splits. ``labels[y]`` is the label of class index y (a canonical emotion, or a raw label
+    when ``label_field`` is ``raw_label``); ``dropped`` counts removals."""
 
     corpus: str
     labels: tuple[str, ...]
@@ -47,6 +51,7 @@ class CorpusSplits:
     test: list[Utterance]
     own_split: bool
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    label_field: str = "emotion"
 
     def part(self, name: str) -> list[Utterance]:
         return getattr(self, name)
@@ -84,8 +89,26 @@ def _random_parts(rows: list[Utterance], rng: np.random.Generator,
     return pick[n_dev + n_test :], pick[:n_dev], pick[n_dev : n_dev + n_test]
 
 
-def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0) -> CorpusSplits:
+def _label_field(labels: str) -> str:
+    """The Utterance attribute the ``labels`` option reads (emotion or raw_label)."""
+    if labels not in LABEL_FIELDS:
+        raise MetalearnError(f"pretune labels {labels!r}: expected one of {', '.join(LABEL_FIELDS)}")
+    return LABEL_FIELDS[labels]
+
+
+def _label_set(corpus: str, train: list[Utterance], field: str) -> tuple[str, ...]:
+    """The labels present in ``train``: canonical order for emotions, sorted for raw labels."""
+    present = {getattr(u, field) for u in train}
+    labels = tuple(e for e in CANONICAL if e in present) if field == "emotion" else tuple(sorted(present))
+    if len(labels) < 2:
+        raise MetalearnError(f"corpus {corpus}: its train split has {len(labels)} emotion(s) {labels}; "
+                             "a classification head needs at least 2")
+    return labels
+
+
+def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0, labels: str = "canonical") -> CorpusSplits:
     """Train/dev/test of one corpus and its label set (see the module docstring)."""
+    field = _label_field(labels)
     rng = _corpus_rng(corpus, seed)
     dropped: Counter[str] = Counter()
     own = any(u.split for u in rows)
@@ -103,24 +126,25 @@ def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0) -> Corpu
             train, dev, _ = _random_parts(train, rng, (0.1, 0.0))
     else:
         train, dev, test = _random_parts(list(rows), rng)
-    present = {u.emotion for u in train}
-    labels = tuple(e for e in CANONICAL if e in present)
-    if len(labels) < 2:
-        raise MetalearnError(f"corpus {corpus}: its train split has {len(labels)} emotion(s) {labels}; "
-                             "a classification head needs at least 2")
+    label_set = _label_set(corpus, train, field)
+    what = "emotion" if field == "emotion" else "raw label"
     kept = {}
     for name, part in (("dev", dev), ("test", test)):
-        kept[name] = [u for u in part if u.emotion in present]
+        kept[name] = [u for u in part if getattr(u, field) in label_set]
         if len(kept[name]) < len(part):
-            dropped[f"{name} emotion not in train labels"] += len(part) - len(kept[name])
+            dropped[f"{name} {what} not in train labels"] += len(part) - len(kept[name])
     for reason, n in sorted(dropped.items()):
         log.warning("%s: dropped %d utterance(s): %s", corpus, n, reason)
-    return CorpusSplits(corpus, labels, train, kept["dev"], kept["test"], own, dict(dropped))
+    return CorpusSplits(corpus, label_set, train, kept["dev"], kept["test"], own, dict(dropped), field)
 
 
-def build_splits(utterances: Sequence[Utterance], seed: int = 0,
-                 corpora: Sequence[str] | None = None) -> dict[str, CorpusSplits]:
-    """corpus -> its splits, for every corpus in ``utterances`` (or only ``corpora``), sorted by name."""
+def build_splits(utterances: Sequence[Utterance], seed: int = 0, corpora: Sequence[str] | None = None,
+                 labels: str = "canonical") -> dict[str, CorpusSplits]:
+    """corpus -> its splits, for every corpus in ``utterances`` (or only ``corpora``), sorted by name.
+
+    ``labels``: ``canonical`` (emotion) or ``raw`` (raw_label) label sets (see the module docstring).
+    """
+    _label_field(labels)
     by_corpus: dict[str, list[Utterance]] = defaultdict(list)
     for u in utterances:
         by_corpus[u.corpus].append(u)
@@ -128,7 +152,7 @@ def build_splits(utterances: Sequence[Utterance], seed: int = 0,
     missing = [c for c in wanted if c not in by_corpus]
     if missing:
         raise MetalearnError(f"corpora {missing} are not in the manifests (present: {sorted(by_corpus)})")
-    splits = {c: split_corpus(c, by_corpus[c], seed) for c in wanted}
+    splits = {c: split_corpus(c, by_corpus[c], seed, labels) for c in wanted}
     for c, s in splits.items():
         if not s.train:
             raise MetalearnError(f"corpus {c}: no training utterances after splitting")
@@ -146,6 +170,7 @@ class SplitAudio(Dataset):
     def __init__(self, splits: dict[str, CorpusSplits], part: str, max_seconds: float | None) -> None:
         self.rows = {c: s.part(part) for c, s in splits.items()}
         self.index = {c: {e: i for i, e in enumerate(s.labels)} for c, s in splits.items()}
+        self.field = {c: s.label_field for c, s in splits.items()}
         self.max_seconds = max_seconds
 
     def __getitem__(self, key: tuple[str, int]) -> tuple[Tensor, int, str]:
@@ -155,7 +180,7 @@ class SplitAudio(Dataset):
             wave = load_audio(u.path, max_seconds=self.max_seconds)
         except AudioError as e:
             raise MetalearnError(f"{u.path}: {e}") from None
-        return torch.from_numpy(wave), self.index[corpus][u.emotion], corpus
+        return torch.from_numpy(wave), self.index[corpus][getattr(u, self.field[corpus])], corpus
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())

@@ -126,7 +126,7 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
     """Train every variant of ``subsets`` that has no ``done.json`` under ``out``; variant -> status."""
     out = Path(out)
     used = sorted({c for s in subsets for c in s})
-    splits = build_splits(utterances, cfg.seed, corpora=used) if used else {}
+    splits = build_splits(utterances, cfg.seed, corpora=used, labels=cfg.labels) if used else {}
     status: dict[str, str] = {}
     for subset in subsets:
         name = variant_name(subset)

@@ -1,7 +1,10 @@
 """Figures for a run's report, drawn from summary rows (no file reading here).
 
 - :func:`metric_figure` / :func:`plot_metric_vs_k`: a metric against k (shots per class) for one protocol;
-  one panel per pretune variant, one line per algorithm with its 95% t-interval band, the chance level.
+  one panel per pretune variant, one line per algorithm with its 95% t-interval band over speakers, and the
+  ``majority`` algorithm's curve as the baseline (the chance level 1/ways when no majority rows exist).
+- :func:`comparison_figure` / :func:`plot_comparisons`: paired differences to the reference against k, with
+  their 95% intervals over speakers, one panel per pretune variant, a zero line.
 - :func:`per_speaker_figure` / :func:`plot_per_speaker`: accuracy per speaker x method at one k.
 
 Matplotlib is imported inside the functions (Agg backend), so importing this module stays cheap.
@@ -11,17 +14,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from metalearn.report.summary import METRIC_LABELS
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "UAR", "weighted_f1": "Weighted-F1"}
+BASELINE = "majority"  # the algorithm drawn as the baseline line, not as a method
+BASELINE_STYLE = {"color": "0.45", "ls": "--", "lw": 1.0, "zorder": 0}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 PANELS_PER_ROW = 4
 
@@ -83,48 +90,81 @@ def _wrap(name: str, width: int = 30) -> str:
     return "\n".join([*lines, line])
 
 
+def _span(values: Iterable[int]) -> str:
+    values = list(values)
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
 def _n_text(rows: Sequence[dict]) -> str:
-    ns = [int(r["n_trials"]) for r in rows]
-    per = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
-    return f"{sum(ns)} trials, n = {per} per point"
+    return f"{sum(int(r['n_trials']) for r in rows)} trials, n = {_span(int(r['n_speakers']) for r in rows)} " \
+           "speakers per point"
+
+
+def _panels(names: Sequence[str], ks: Sequence[int], ylabel: str):
+    """(figure, axes) with one panel per name (shared y, up to 4 per row), titled, k axis set, spares hidden."""
+    plt = _pyplot()
+    nrows = math.ceil(len(names) / PANELS_PER_ROW)
+    ncols = math.ceil(len(names) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows), sharey=True,
+                             squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        if i >= len(names):
+            ax.set_visible(False)
+            continue
+        ax.set_title(_wrap(names[i]), fontsize=10)
+        _k_axis(ax, ks)
+        ax.tick_params(labelleft=i % ncols == 0, labelbottom=True)
+        if i % ncols == 0:
+            ax.set_ylabel(ylabel)
+        if i + ncols >= len(names):  # nothing drawn below this panel
+            ax.set_xlabel("k (shots per class)")
+    return fig, list(axes.flat)[: len(names)]
+
+
+def _baseline_rows(rows: Sequence[dict], pretune: str) -> list[dict]:
+    """The majority rows of ``pretune``, else of the first variant that has them (they use no backbone)."""
+    rows = [r for r in rows if r["algorithm"] == BASELINE]
+    own = [r for r in rows if r["pretune"] == pretune]
+    return own or [r for r in rows if r["pretune"] == min(r["pretune"] for r in rows)]
+
+
+def _draw_baseline(ax, rows: Sequence[dict], metric: str) -> None:
+    pts = sorted((int(r["k"]), 100 * float(r[f"{metric}_mean"])) for r in rows)
+    if len(pts) == 1:
+        ax.axhline(pts[0][1], **BASELINE_STYLE)
+    else:
+        ax.plot(*zip(*pts, strict=True), **BASELINE_STYLE)
 
 
 def metric_figure(summary_rows: Sequence[dict], metric: str, title: str | None = None,
                   chance: float | None = None, protocol: str | None = None) -> Figure:
     """The figure of :func:`plot_metric_vs_k` (returned, not saved). Colours come from all rows' algorithms."""
-    plt = _pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    styles = algorithm_styles([r["algorithm"] for r in summary_rows])
+    styles = algorithm_styles([r["algorithm"] for r in summary_rows if r["algorithm"] != BASELINE])
     protocol, rows = _one_protocol(summary_rows, protocol)
+    has_baseline = any(r["algorithm"] == BASELINE for r in rows)
+    methods = [r for r in rows if r["algorithm"] != BASELINE]
     pretunes = sorted({r["pretune"] for r in rows})
-    ks = sorted({int(r["k"]) for r in rows})
-    nrows = math.ceil(len(pretunes) / PANELS_PER_ROW)
-    ncols = math.ceil(len(pretunes) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows), sharey=True,
-                             squeeze=False, layout="constrained")
     label = METRIC_LABELS.get(metric, metric)
-    for i, ax in enumerate(axes.flat):
-        if i >= len(pretunes):
-            ax.set_visible(False)
-            continue
-        _draw_panel(ax, [r for r in rows if r["pretune"] == pretunes[i]], metric, styles, chance)
-        ax.set_title(_wrap(pretunes[i]), fontsize=10)
-        _k_axis(ax, ks)
-        ax.tick_params(labelleft=i % ncols == 0, labelbottom=True)
-        if i % ncols == 0:
-            ax.set_ylabel(f"{label} (%)")
-        if i + ncols >= len(pretunes):  # nothing drawn below this panel
-            ax.set_xlabel("k (shots per class)")
-    present = sorted({r["algorithm"] for r in rows})
+    fig, axes = _panels(pretunes, sorted({int(r["k"]) for r in rows}), f"{label} (%)")
+    for ax, pretune in zip(axes, pretunes, strict=True):
+        _draw_panel(ax, [r for r in methods if r["pretune"] == pretune], metric, styles,
+                    None if has_baseline else chance)
+        if has_baseline:
+            _draw_baseline(ax, _baseline_rows(rows, pretune), metric)
+    present = sorted({r["algorithm"] for r in methods})
     handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in present]
     handles.append(Patch(color="0.5", alpha=0.25, label="95% CI"))
-    if chance is not None:
+    if has_baseline:
+        handles.append(Line2D([], [], color="0.45", ls="--", label="majority baseline"))
+    elif chance is not None:
         handles.append(Line2D([], [], color="0.45", ls="--", label=f"chance ({100 * chance:.1f}%)"))
     fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(handles, fig.get_figwidth()),
                frameon=False)
-    fig.suptitle(title or f"{label} vs k, {protocol} protocol\n({_n_text(rows)}; mean ± 95% CI)", fontsize=11)
+    fig.suptitle(title or f"{label} vs k, {protocol} protocol\n({_n_text(rows)}; mean ± 95% CI over speakers)",
+                 fontsize=11)
     return fig
 
 
@@ -149,7 +189,7 @@ def _draw_panel(ax, rows: Sequence[dict], metric: str, styles: dict, chance: flo
                         [m + h for m, h in zip(mean, half, strict=True)], color=color, alpha=0.18, lw=0)
         ax.plot(k, mean, color=color, marker=marker, ms=5, lw=1.6, label=algorithm)
     if chance is not None:
-        ax.axhline(100 * chance, color="0.45", ls="--", lw=1.0, zorder=0)
+        ax.axhline(100 * chance, **BASELINE_STYLE)
     ax.grid(True, alpha=0.3)
 
 
@@ -166,10 +206,66 @@ def plot_metric_vs_k(summary_rows: Sequence[dict], metric: str, path: str | os.P
     """PNG of ``metric`` (mean ± 95% CI, percent) against k for one protocol; returns ``path``.
 
     One panel per pretune variant (shared y, up to 4 per row), one line per algorithm in a colour fixed by
-    its name, a dashed chance line at ``chance`` (a fraction, e.g. 1/ways), k on a log axis (symlog when
-    k = 0 is present). ``protocol`` picks one when the rows hold several.
+    its name, a dashed baseline: the ``majority`` algorithm's rows when present ("majority baseline"), else
+    a chance line at ``chance`` (a fraction, e.g. 1/ways); k on a log axis (symlog when k = 0 is present).
+    ``protocol`` picks one when the rows hold several.
     """
     return _save(metric_figure(summary_rows, metric, title, chance, protocol), path)
+
+
+def _comparison_rows(rows: Sequence[dict], metric: str, protocol: str | None) -> tuple[str, list[dict], str]:
+    """(protocol, rows to draw, what they are compared with): algorithm-vs-reference rows, else variant rows."""
+    protocol, rows = _one_protocol([r for r in rows if r["metric"] == metric], protocol)
+    versus_algorithm = [r for r in rows if r["reference_pretune"] == r["pretune"]]
+    if versus_algorithm:
+        methods = [r for r in versus_algorithm if r["algorithm"] != BASELINE] or versus_algorithm
+        return protocol, methods, f"{methods[0]['reference']} (same variant)"
+    return protocol, rows, f"{rows[0]['reference_pretune']} variant (same algorithm)"
+
+
+def comparison_figure(comparison_rows: Sequence[dict], metric: str = "accuracy", protocol: str | None = None,
+                      title: str | None = None) -> Figure:
+    """The figure of :func:`plot_comparisons` (returned, not saved)."""
+    from matplotlib.lines import Line2D
+
+    protocol, rows, versus = _comparison_rows(comparison_rows, metric, protocol)
+    styles = algorithm_styles({a for r in comparison_rows for a in (r["algorithm"], r["reference"])} - {BASELINE}
+                              | {r["algorithm"] for r in rows})  # the colours of metric_figure
+    pretunes = sorted({r["pretune"] for r in rows})
+    label = METRIC_LABELS.get(metric, metric)
+    fig, axes = _panels(pretunes, sorted({int(r["k"]) for r in rows}), f"Δ {label} (points)")
+    algorithms = sorted({r["algorithm"] for r in rows})
+    for ax, pretune in zip(axes, pretunes, strict=True):
+        ax.axhline(0.0, color="0.3", lw=1.0, zorder=0)
+        for j, algorithm in enumerate(algorithms):
+            pts = sorted((int(r["k"]), *(100 * float(r[c]) for c in ("diff_mean", "diff_ci_low", "diff_ci_high")))
+                         for r in rows if (r["pretune"], r["algorithm"]) == (pretune, algorithm))
+            if not pts:
+                continue
+            k, mean, low, high = (np.asarray(v, dtype=np.float64) for v in zip(*pts, strict=True))
+            shift = 1.07 ** (j - (len(algorithms) - 1) / 2)  # side by side on the log axis
+            bars = np.nan_to_num(np.stack([mean - low, high - mean]))
+            ax.errorbar(k * shift, mean, yerr=bars, color=styles[algorithm][0], marker=styles[algorithm][1], ms=5,
+                        lw=1.4, capsize=3)
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in algorithms]
+    fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(handles, fig.get_figwidth()),
+               frameon=False)
+    n = f"n = {_span(int(r['n_speakers']) for r in rows)} speakers"
+    fig.suptitle(title or f"{label}: difference to {versus} vs k, {protocol} protocol\n"
+                 f"(paired by episode; mean over speakers ± 95% CI, {n})", fontsize=11)
+    return fig
+
+
+def plot_comparisons(comparison_rows: Sequence[dict], path: str | os.PathLike, metric: str = "accuracy",
+                     protocol: str | None = None) -> Path:
+    """PNG of the paired differences (points, mean ± 95% CI over speakers) of ``metric`` against k.
+
+    Draws the algorithm-vs-reference rows of :func:`metalearn.report.compare.comparisons` (the ``majority``
+    baseline left out when other algorithms exist), or the variant-vs-none rows when there are none; one
+    panel per pretune variant, one colour per algorithm, a line at 0. Returns ``path``.
+    """
+    return _save(comparison_figure(comparison_rows, metric, protocol), path)
 
 
 def _default_k(ks: Sequence[int]) -> int:
@@ -197,8 +293,6 @@ def _speaker_rows(per_speaker_rows: Sequence[dict], k: int | None, protocol: str
 def per_speaker_figure(per_speaker_rows: Sequence[dict], k: int | None = None, protocol: str | None = None,
                        metric: str = "accuracy") -> Figure:
     """The heat map of :func:`plot_per_speaker` (returned, not saved)."""
-    import numpy as np
-
     plt = _pyplot()
     protocol, k, rows = _speaker_rows(per_speaker_rows, k, protocol)
     speakers = sorted({str(r["speaker"]) for r in rows})

@@ -1,14 +1,15 @@
 """``python -m metalearn report RUN_DIR``: tables and figures of a run's trial records.
 
 :func:`write_report` reads the records of a run folder (``trials*.jsonl``, else ``trials.csv``) and writes,
-next to them and atomically: ``trials.csv``, ``summary.csv`` (mean and 95% t-interval per pretune,
-algorithm, protocol and k), ``per_speaker.csv``, ``summary.md`` (paper-ready Markdown tables) and the
-PNG figures of :mod:`metalearn.report.plots`. Same records, byte-identical CSV and Markdown files.
+next to them and atomically: ``trials.csv``, ``summary.csv`` (mean over speakers of per-speaker means and
+its 95% t-interval per pretune, algorithm, protocol and k), ``per_speaker.csv``, ``summary.md`` (paper-ready
+Markdown tables), ``comparisons.csv`` / ``comparisons.md`` (paired differences to a reference algorithm and
+to the ``none`` variant, :mod:`metalearn.report.compare`) and the PNG figures of :mod:`metalearn.report.plots`.
+Same records in any order, byte-identical CSV and Markdown files.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -17,22 +18,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown
 from metalearn.report.records import read_trials, write_trials_csv
-from metalearn.report.summary import SUMMARY_FIELDS, summarize
+from metalearn.report.stats import t_interval
+from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
-from metalearn.util.metrics import mean_ci95
 
 log = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "macro_f1", "uar")
-METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "UAR"}
+METRIC_NAMES = {m: METRIC_LABELS[m] for m in METRICS}
 PER_SPEAKER_FIELDS = ("pretune", "algorithm", "protocol", "k", "speaker", "n_trials", "accuracy_mean",
                       "accuracy_ci95", "macro_f1_mean", "macro_f1_ci95", "uar_mean", "uar_ci95")
 
 
 def per_speaker(records: Iterable[dict]) -> list[dict]:
-    """Mean and 95% t-interval of accuracy, macro-F1 and UAR per (pretune, algorithm, protocol, k, speaker)."""
+    """Mean and 95% t-interval over trials of accuracy, macro-F1 and UAR per (pretune, algorithm, protocol, k,
+    speaker): the spread of one speaker's episodes (values sorted first, so the records' order changes no bit)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["pretune"], r["algorithm"], r["protocol"], int(r["k"]), str(r["speaker"]))].append(r)
@@ -40,7 +43,7 @@ def per_speaker(records: Iterable[dict]) -> list[dict]:
     for key, rs in sorted(groups.items()):
         row = dict(zip(PER_SPEAKER_FIELDS[:5], key, strict=True)) | {"n_trials": len(rs)}
         for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_ci95"], _ = mean_ci95([float(r[m]) for r in rs])
+            row[f"{m}_mean"], row[f"{m}_ci95"], _ = t_interval(sorted(float(r[m]) for r in rs))  # order-free
         rows.append(row)
     return rows
 
@@ -125,9 +128,9 @@ def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], titl
         lines += [f"## {protocol} protocol", "", f"{len(recs)} trials, {n_speakers} speakers.", ""]
         for metric in METRICS:
             lines += [f"### {METRIC_NAMES[metric]} (%)", "", *_markdown_table(rows, metric), ""]
-            lines += [f"Cells: mean ± 95% t-interval half-width over n = {_range(r['n_trials'] for r in rows)} "
-                      f"trials (episodes) per cell, in percent; best mean per column in bold; "
-                      f"{_chance_text(recs)}.", ""]
+            lines += [f"Cells: mean ± 95% t-interval half-width over n = {_range(r['n_speakers'] for r in rows)} "
+                      f"speakers (df = n − 1) of per-speaker means ({_range(r['n_trials'] for r in rows)} trials "
+                      f"per cell), in percent; best mean per column in bold; {_chance_text(recs)}.", ""]
     return "\n".join(lines)
 
 
@@ -152,24 +155,32 @@ def summary_table(summary_rows: Sequence[dict], metric: str = "accuracy") -> str
 
 
 def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[dict],
-                 speaker_rows: Sequence[dict]) -> dict[str, Path]:
-    from metalearn.report.plots import plot_metric_vs_k, plot_per_speaker
+                 speaker_rows: Sequence[dict], comparison_rows: Sequence[dict]) -> dict[str, Path]:
+    from metalearn.report.plots import plot_comparisons, plot_metric_vs_k, plot_per_speaker
 
     written = {}
     protocols = protocols_by_size(records)
     for i, protocol in enumerate(protocols):
         chance = chance_level(r for r in records if r["protocol"] == protocol)
+        suffix = "" if i == 0 else f"_{protocol}"
         for metric in METRICS:
-            name = f"{metric}_vs_k.png" if i == 0 else f"{metric}_vs_k_{protocol}.png"
+            name = f"{metric}_vs_k{suffix}.png"
             written[name] = plot_metric_vs_k(summary_rows, metric, run_dir / name, chance=chance, protocol=protocol)
+        if any(r["protocol"] == protocol for r in comparison_rows):
+            name = f"comparison_vs_k{suffix}.png"
+            written[name] = plot_comparisons(comparison_rows, run_dir / name, protocol=protocol)
     written["per_speaker.png"] = plot_per_speaker(speaker_rows, run_dir / "per_speaker.png", protocol=protocols[0])
     return written
 
 
-def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = None) -> dict[str, Path]:
+def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = None, reference: str = "finetune",
+                 plots: bool = True) -> dict[str, Path]:
     """Write the report files of ``run_dir`` (from its trial records unless ``records`` is given).
 
-    Returns {file name: path} of everything written. Raises MetalearnError for a missing folder or no records.
+    ``reference`` is the algorithm every other one is compared with (on the same pretune variant); when no
+    record has it, comparisons.csv holds the variant-vs-``none`` comparisons only. ``plots=False`` writes the
+    tables alone. Returns {file name: path} of everything written. Raises MetalearnError for a missing folder
+    or no records.
     """
     run_dir = Path(run_dir)
     if records is None:
@@ -178,33 +189,18 @@ def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = No
         raise MetalearnError(f"{run_dir}: no trial records to report")
     summary_rows = summarize(records)
     speaker_rows = per_speaker(records)
+    comparison_rows = comparisons(records, reference)
+    name = run_dir.resolve().name
     written = {"trials.csv": write_trials_csv(records, run_dir / "trials.csv")}
-    for name, text in (("summary.csv", _csv_text(summary_rows, SUMMARY_FIELDS)),
+    for file, text in (("summary.csv", _csv_text(summary_rows, SUMMARY_FIELDS)),
                        ("per_speaker.csv", _csv_text(speaker_rows, PER_SPEAKER_FIELDS)),
-                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {run_dir.resolve().name}"))):
-        write_atomic(run_dir / name, text)
-        written[name] = run_dir / name
-    written |= _write_plots(run_dir, records, summary_rows, speaker_rows)
-    log.info("report: %d trials, %d summary rows -> %d files in %s", len(records), len(summary_rows),
-             len(written), run_dir)
+                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}")),
+                       ("comparisons.csv", _csv_text(comparison_rows, COMPARISON_FIELDS)),
+                       ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}"))):
+        write_atomic(run_dir / file, text)
+        written[file] = run_dir / file
+    if plots:
+        written |= _write_plots(run_dir, records, summary_rows, speaker_rows, comparison_rows)
+    log.info("report: %d trials, %d summary rows, %d comparisons -> %d files in %s", len(records),
+             len(summary_rows), len(comparison_rows), len(written), run_dir)
     return written
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``report`` subcommand on ``subparsers``."""
-    p = subparsers.add_parser("report", help="tables (CSV, Markdown) and figures of a run's trial records")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding trials*.jsonl or trials.csv")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Write the report of ``args.run_dir``; print the accuracy table and the files written."""
-    records = read_trials(args.run_dir)
-    written = write_report(args.run_dir, records)
-    print(summary_table(summarize(records), "accuracy"))
-    print()
-    print("wrote:")
-    for path in written.values():
-        print(f"  {path}")
-    return 0

@@ -40,8 +40,11 @@ class TrackingConfig:
 
 
 def resolve_mode(cfg: TrackingConfig) -> str:
-    """W&B mode: ``cfg.mode``, else ``$WANDB_MODE`` if set, else ``"offline"`` (never needs the network)."""
-    mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
+    """W&B mode: ``cfg.mode``, else ``$WANDB_MODE`` if set, else ``"offline"`` (never needs the network).
+
+    A blank ``$WANDB_MODE`` (``WANDB_MODE=`` in a shell or a job file) counts as unset.
+    """
+    mode = cfg.mode or os.environ.get("WANDB_MODE", "").strip() or "offline"
     if mode not in MODES:
         raise MetalearnError(f"unknown W&B mode {mode!r}; expected one of {', '.join(MODES)}")
     return mode
@@ -107,6 +110,8 @@ class Tracker:
         try:
             import wandb
 
+            if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+                del os.environ["WANDB_MODE"]  # blank is unset (wandb itself refuses a blank mode, whatever we pass)
             settings = wandb.Settings(init_timeout=self.cfg.init_timeout, silent=True, console="off")
             self._run = wandb.init(
                 project=self.cfg.project, entity=self.cfg.entity, name=name, group=self.cfg.group,

@@ -1,26 +1,87 @@
-"""Atomic file writes: a reader (or a killed run) never sees half a file."""
+"""Durable file writes: a reader (or a killed run) never sees half a file, and writers never collide.
+
+Every atomic write goes through its own uniquely named hidden temporary in the target's folder, is fsynced,
+renamed over the target in one step, and the folder is fsynced after, so any number of threads or processes
+may write one target at once: the target always holds one writer's complete content.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from metalearn.util.errors import MetalearnError
+
+
+def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create ``path`` (with its parents) as a folder this process can write into, and return it.
+
+    A file in the way, a path inside a file, or a folder without write permission is a one-line
+    :class:`MetalearnError` that names ``what`` (e.g. ``"run folder out="``) and the path.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MetalearnError(f"{what} {path} is a file; expected a folder (or a path where one can be created)")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MetalearnError(f"{what} {path} lies inside the file {blocker}; expected a path under a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MetalearnError(f"cannot create {what} {path} ({e.strerror or e}); expected a path where this user "
+                             f"can create a folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MetalearnError(f"{what} {path} is not writable; expected a folder this user can write into")
+    return path
+
+
+def _unique_sibling(path: Path) -> Path:
+    """Create (O_EXCL, mode 0o666 less the umask) an empty hidden temporary next to ``path`` and return it."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's entries') data to disk; filesystems that cannot sync a folder are skipped."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success it replaces ``path`` in one step."""
+    """Yield a fresh temporary sibling of ``path``; on success it replaces ``path`` in one step.
+
+    The temporary is unique to this call (concurrent writers of one target never share it), is fsynced before
+    the rename and the folder after it; on any error it is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _unique_sibling(path)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:

@@ -35,6 +35,8 @@ class LoadContext:
         check_audio: read every file fully (catches NaN, silence, truncation); else read headers only.
         excluded: counts of utterances left out by design (no-agreement labels, class filter).
         classes: keep only these canonical emotions (None keeps all).
+        notes: counts of utterances KEPT but flagged for some consumers (MSP-Podcast's ``Unknown``
+            speaker: fine for pre-finetuning, never a few-shot task).
     """
 
     corpus: str
@@ -42,11 +44,23 @@ class LoadContext:
     check_audio: bool = True
     excluded: Counter = dataclasses.field(default_factory=Counter)
     classes: tuple[str, ...] | None = None
+    notes: Counter = dataclasses.field(default_factory=Counter)
 
-    def emotion(self, raw_label: str, path: Path) -> str | None:
-        """Canonical emotion of ``raw_label``; None (and counted or reported) when it is not kept."""
+    def emotion(self, raw_label: str, path: Path,
+                labels: dict[str, str | None] | None = None) -> str | None:
+        """Canonical emotion of ``raw_label``; None (and counted or reported) when it is not kept.
+
+        ``labels``: the loader's own raw -> canonical map for this label source (MSP-IMPROV's perceived
+        letters); None uses ``emotions.LABEL_MAPS[corpus]``.
+        """
         try:
-            emotion = canonical_emotion(self.corpus, raw_label)
+            if labels is None:
+                emotion = canonical_emotion(self.corpus, raw_label)
+            elif raw_label in labels:
+                emotion = labels[raw_label]
+            else:
+                raise UnknownLabel(f"unknown {self.corpus} label {raw_label!r} "
+                                   f"(expected one of: {', '.join(sorted(labels))})")
         except UnknownLabel as e:
             self.report.add(path, e.args[0])
             return None
@@ -74,9 +88,13 @@ class LoadContext:
         return None
 
     def utterance(self, path: Path, *, utterance_id: str, speaker: str, gender: str,
-                  raw_label: str, split: str = "", text: str = "") -> Utterance | None:
-        """The manifest row for ``path``, or None when its label or audio is not usable."""
-        emotion = self.emotion(raw_label, path)
+                  raw_label: str, split: str = "", text: str = "",
+                  labels: dict[str, str | None] | None = None) -> Utterance | None:
+        """The manifest row for ``path``, or None when its label or audio is not usable.
+
+        ``labels``: see :meth:`emotion`.
+        """
+        emotion = self.emotion(raw_label, path, labels)
         if emotion is None:
             return None
         info = self.audio_info(path)

@@ -13,6 +13,10 @@ Gender is ``unknown`` for everyone: no speaker table for this corpus is known to
 There is no official split (``split`` is empty) and no transcript is read (``text`` is empty).
 ``utterance_id`` is ``{speaker}_{emotion}_{type}_{stem}`` (``{speaker}_{emotion}_{stem}`` without a type
 folder), unique because the same stem recurs across speakers, emotions and types.
+
+Option ``types``: ``all`` (default) reads every type folder, and wavs without one; otherwise a
+``+``-joined list of type folder names, e.g. ``phrase`` (what Paper A reads) or ``phrase+sentence``
+(compared lower-case). Wavs of other types, or without a type folder, are excluded and counted per type.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 
 from metalearn.data.corpora.base import LoadContext, audio_files
 from metalearn.data.manifest import Utterance
+from metalearn.util.errors import MetalearnError
 
 EXPECTED = "data/{speaker}/{emotion}/{type}/*.wav"
+OPTIONS = {"types": "all"}
 
 
 def _data_dir(root: Path) -> Path:
@@ -32,9 +38,19 @@ def _data_dir(root: Path) -> Path:
     return data if data.is_dir() else root
 
 
-def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
-    """One row per wav under ``data/{speaker}/{emotion}/[{type}/]``; other depths are reported."""
+def parse_types(types: str) -> frozenset[str] | None:
+    """The type folders option ``types`` keeps (lower-cased); None for ``all``."""
+    names = frozenset(t.strip().lower() for t in types.split("+") if t.strip())
+    if not names or ("all" in names and len(names) > 1):
+        raise MetalearnError(f"mandarin_affective option types={types!r}: expected all, or type folder "
+                             "names joined by +, e.g. phrase or phrase+sentence")
+    return None if names == {"all"} else names
+
+
+def load(root: Path, ctx: LoadContext, types: str = OPTIONS["types"]) -> Iterator[Utterance | None]:
+    """One row per wav under ``data/{speaker}/{emotion}/[{type}/]`` of a kept type; other depths are reported."""
     data = _data_dir(root)
+    kept = parse_types(types)
     for path in audio_files(data):
         parts = path.relative_to(data).parts
         if len(parts) == 4:
@@ -43,6 +59,9 @@ def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
             speaker, emotion, kind = parts[0], parts[1], ""
         else:
             ctx.report.add(path, f"unexpected location (expected {EXPECTED})")
+            continue
+        if kept is not None and kind.lower() not in kept:
+            ctx.excluded[f"type {kind or '(none)'} (not in types)"] += 1
             continue
         raw_label = emotion.lower()
         uid = "_".join(p for p in (speaker, raw_label, kind, path.stem) if p)

@@ -7,9 +7,14 @@ Layout on disk::
     Transcripts/{utterance_id}.txt    # optional
 
 One CSV row per file: ``utterance_id`` is FileName without its extension, the raw label is the EmoClass
-letter (A S H U F D C N O X; X = no agreement, excluded and counted), the speaker is SpkrID as written
-(``Unknown`` stays one pseudo-speaker), gender is Female/Male (anything else: unknown), and the split is
-Split_Set lowercased (train, development, test1, test2, ...).
+letter (A S H U F D C N O X; X = no agreement, excluded and counted), the speaker is SpkrID as written,
+gender is Female/Male (anything else: unknown), and the split is Split_Set lowercased (train, development,
+test1, test2, ...).
+
+Unknown speakers: a SpkrID of ``Unknown`` (any case) or empty is not one person. Such rows STAY in the
+manifest (they are fine for pre-finetuning, which never groups by speaker) with the speaker written exactly
+:data:`UNKNOWN_SPEAKER` (``Unknown``), the value the experiment config's ``speakers.exclude`` default drops
+before anything per speaker (tasks, folds). Their count is logged and returned in ``LoadResult.notes``.
 
 A missing CSV, a missing audio folder or a missing column is an error; a wav without a row is reported, and
 a row whose wav is missing is counted as "label without audio".
@@ -18,6 +23,7 @@ a row whose wav is missing is counted as "label without audio".
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +36,9 @@ AUDIO_DIRS = ("Audios", "Audio")
 COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
 REQUIRED = ("FileName", "EmoClass", "SpkrID", "Gender", "Split_Set")
 GENDERS = {"female": "female", "male": "male"}
+UNKNOWN_SPEAKER = "Unknown"   # the manifest's speaker for rows without a known SpkrID
+UNKNOWN_NOTE = f"speaker {UNKNOWN_SPEAKER} (kept; not a per-speaker task)"
+log = logging.getLogger(__name__)
 
 
 def read_labels(path: Path, ctx: LoadContext) -> dict[str, dict[str, str]]:
@@ -71,6 +80,12 @@ def transcript(root: Path, utterance_id: str) -> str:
     return path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
 
 
+def speaker_of(spkr_id: str) -> str:
+    """The manifest speaker of a SpkrID: as written, or :data:`UNKNOWN_SPEAKER` for ``unknown`` (any case) or ""."""
+    spkr_id = spkr_id.strip()
+    return UNKNOWN_SPEAKER if spkr_id.lower() in ("", UNKNOWN_SPEAKER.lower()) else spkr_id
+
+
 def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
     """All labelled MSP-Podcast utterances under ``root`` (see the module docstring for the layout)."""
     rows = read_labels(root / LABELS_CSV, ctx)
@@ -85,9 +100,16 @@ def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
         if row is None:
             ctx.report.add(path, f"no row in {LABELS_CSV.name}")
             continue
-        yield ctx.utterance(path, utterance_id=utterance_id, speaker=row["SpkrID"] or "Unknown",
-                            gender=GENDERS.get(row["Gender"].lower(), "unknown"), raw_label=row["EmoClass"],
-                            split=row["Split_Set"].lower(), text=transcript(root, utterance_id))
+        u = ctx.utterance(path, utterance_id=utterance_id, speaker=speaker_of(row["SpkrID"]),
+                          gender=GENDERS.get(row["Gender"].lower(), "unknown"), raw_label=row["EmoClass"],
+                          split=row["Split_Set"].lower(), text=transcript(root, utterance_id))
+        if u is not None and u.speaker == UNKNOWN_SPEAKER:
+            ctx.notes[UNKNOWN_NOTE] += 1
+        yield u
     missing = len(rows.keys() - found)
     if missing:
         ctx.excluded["label without audio"] += missing
+    if ctx.notes[UNKNOWN_NOTE]:
+        log.info("msp_podcast: %d utterance(s) with SpkrID %s kept as speaker %r (pre-finetuning only; "
+                 "speakers.exclude drops them from per-speaker tasks)",
+                 ctx.notes[UNKNOWN_NOTE], UNKNOWN_SPEAKER, UNKNOWN_SPEAKER)

@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import torch
 
+from metalearn.features.backbone_args import FAMILIES, add_backbone_args, backbone_config
 from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.util.errors import MetalearnError
-
-FAMILIES = ("whisper", "wav2vec2", "wavlm", "hubert", "data2vec-audio")
 
 __all__ = ["BackboneConfig", "BackboneOutput", "SpeechBackbone", "build_backbone", "pad_batch", "FAMILIES",
            "add_backbone_args", "backbone_config"]
@@ -38,22 +36,6 @@ class BackboneConfig:
     family: str = "whisper"
     source: str = "default"
     whisper_mode: str = "trimmed"
-
-
-def add_backbone_args(parser: argparse.ArgumentParser) -> None:
-    """The ``--backbone-*`` options every command that builds a backbone takes."""
-    parser.add_argument("--backbone-family", default="whisper", choices=FAMILIES,
-                        help="family (used with --backbone-source tiny; else read from the checkpoint)")
-    parser.add_argument("--backbone-source", default="default",
-                        help="default (Whisper base from the installed packages), installed:tiny.en, tiny, "
-                             "a hub id or a local folder")
-    parser.add_argument("--whisper-mode", default="trimmed", choices=["trimmed", "window"],
-                        help="Whisper input: the utterance's own frames, or 30 s windows")
-
-
-def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    """The :class:`BackboneConfig` of parsed ``--backbone-*`` options."""
-    return BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode)
 
 
 def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:

@@ -1,7 +1,10 @@
-"""Adaptation algorithms behind one interface (:class:`metalearn.fewshot.algorithms.base.Adapter`).
+"""Every adaptation method, registered in one table, behind one interface (:mod:`.base`).
 
-:func:`build_adapter` maps a name and its config fields onto a constructor, so a run's config lists
-algorithms by name with their hyperparameters and the engine never branches on a method's name.
+A registration names the module, the adapter class and its config dataclass (in the same module),
+plus any config values the registration fixes (``protonet_proj`` is ProtoNet with its projection).
+What a method needs from the runner (embeddings or audio, a CLAP prompt prior, meta-training tasks)
+it declares on its class; the experiment config's ``algorithms`` section is assembled from this table.
+Adding a method is one new module plus one line here.
 """
 
 from __future__ import annotations
@@ -9,47 +12,67 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from metalearn.fewshot.algorithms.base import Adapter, TaskSampler
+from metalearn.fewshot.algorithms.base import Adapter, AdapterBase, AdapterSpec, AudioInputs, EpisodeBatch, TaskSampler
 from metalearn.util.errors import MetalearnError
 
-# name -> (module, class, config class, constructor takes `ways`, fixed config overrides)
-ALGORITHMS: dict[str, tuple[str, str, str, bool, dict]] = {
-    "finetune": ("finetune", "Finetune", "FinetuneConfig", False, {}),
-    "simpleshot": ("simpleshot", "SimpleShot", "SimpleShotConfig", False, {}),
-    "protonet": ("protonet", "ProtoNet", "ProtoNetConfig", False, {"projection": False}),
-    "protonet_proj": ("protonet", "ProtoNet", "ProtoNetConfig", False, {"projection": True}),
-    "maml": ("maml", "MAML", "MAMLConfig", True, {}),
-    "fomaml": ("maml", "FOMAML", "FOMAMLConfig", True, {}),
-    "anil": ("maml", "ANIL", "ANILConfig", True, {}),
-    "metasgd": ("maml", "MetaSGD", "MetaSGDConfig", True, {}),
-    "reptile": ("reptile", "Reptile", "ReptileConfig", True, {}),
-}
 
-__all__ = ["ALGORITHMS", "Adapter", "TaskSampler", "build_adapter", "config_class"]
+@dataclass(frozen=True)
+class Registration:
+    module: str                                  # metalearn.fewshot.algorithms.<module>
+    adapter: str                                 # the adapter class (a subclass of AdapterBase)
+    config: str                                  # its config dataclass
+    fixed: dict = field(default_factory=dict)    # config values this registration fixes
+
+
+REGISTRY: dict[str, Registration] = {
+    "majority": Registration("majority", "Majority", "MajorityConfig"),
+    "finetune": Registration("finetune", "Finetune", "FinetuneConfig"),
+    "simpleshot": Registration("simpleshot", "SimpleShot", "SimpleShotConfig"),
+    "protonet": Registration("protonet", "ProtoNet", "ProtoNetConfig", {"projection": False}),
+    "protonet_proj": Registration("protonet", "ProtoNet", "ProtoNetConfig", {"projection": True}),
+    "maml": Registration("maml", "MAML", "MAMLConfig"),
+    "fomaml": Registration("maml", "FOMAML", "FOMAMLConfig"),
+    "anil": Registration("maml", "ANIL", "ANILConfig"),
+    "metasgd": Registration("maml", "MetaSGD", "MetaSGDConfig"),
+    "reptile": Registration("reptile", "Reptile", "ReptileConfig"),
+    "zeroshot": Registration("text_head", "ZeroShot", "ZeroShotConfig"),
+    "texthead": Registration("text_head", "TextHead", "FinetuneConfig"),
+    "full_finetune": Registration("full_finetune", "FullFinetune", "FullFinetuneConfig"),
+}
+ALGORITHMS = tuple(REGISTRY)
+
+__all__ = ["ALGORITHMS", "REGISTRY", "Adapter", "AdapterBase", "AdapterSpec", "AudioInputs", "EpisodeBatch",
+           "TaskSampler", "adapter_class", "build_adapter", "config_class"]
+
+
+def _entry(name: str) -> Registration:
+    if name not in REGISTRY:
+        raise MetalearnError(f"unknown algorithm {name!r}; expected one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def _module(name: str):
+    return importlib.import_module(f"metalearn.fewshot.algorithms.{_entry(name).module}")
 
 
 def config_class(name: str) -> type:
     """The config dataclass of algorithm ``name``."""
-    module, _, cfg_name, _, _ = _entry(name)
-    return getattr(importlib.import_module(f"metalearn.fewshot.algorithms.{module}"), cfg_name)
+    return getattr(_module(name), _entry(name).config)
 
 
-def build_adapter(name: str, dim: int, ways: int, options: Mapping[str, object] | None = None, seed: int = 0,
-                  device: str = "cpu") -> Adapter:
-    """Algorithm ``name`` for ``dim``-d embeddings and ``ways``-way episodes, config fields from ``options``."""
-    module, cls_name, _, takes_ways, fixed = _entry(name)
+def adapter_class(name: str) -> type[AdapterBase]:
+    """The adapter class of algorithm ``name``: its declarations (inputs, needs_prior, ...) are class attributes."""
+    return getattr(_module(name), _entry(name).adapter)
+
+
+def build_adapter(name: str, spec: AdapterSpec, options: Mapping[str, object] | None = None) -> AdapterBase:
+    """Algorithm ``name`` built from ``spec`` with config fields from ``options`` (unknown fields are an error)."""
     cfg_cls = config_class(name)
     valid = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(options or {}) - valid)
     if unknown:
         raise MetalearnError(f"{name}: unknown option(s) {unknown}; valid: {', '.join(sorted(valid))}")
-    cfg = cfg_cls(**{**(options or {}), **fixed})
-    cls = getattr(importlib.import_module(f"metalearn.fewshot.algorithms.{module}"), cls_name)
-    return cls(dim, ways, cfg, seed, device) if takes_ways else cls(dim, cfg, seed, device)
-
-
-def _entry(name: str) -> tuple[str, str, str, bool, dict]:
-    if name not in ALGORITHMS:
-        raise MetalearnError(f"unknown algorithm {name!r}; expected one of: {', '.join(ALGORITHMS)}")
-    return ALGORITHMS[name]
+    cfg = cfg_cls(**{**(options or {}), **_entry(name).fixed})
+    return adapter_class(name).from_spec(spec, cfg)

@@ -4,13 +4,22 @@ Shapes: E episodes, S support items, Q query items, V validation items, D embedd
 W ways (classes). Labels are ints in 0..W-1; an episode's class order is ``Episode.classes``.
 Query (and validation) sets may be padded to a common size across a batch of episodes: every
 method here scores query items independently, so padded rows are simply ignored by the caller.
+
+A method declares what it needs as class attributes of :class:`AdapterBase` (``inputs``,
+``needs_prior``, ``uses_support``, ``per_episode``, ``meta_learns``); the runner reads the
+declarations and provides the inputs in an :class:`AdapterSpec`, never branching on a method's name.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor
+
+from metalearn.fewshot.algorithms.functional import Params
 
 
 class TaskSampler(Protocol):
@@ -29,6 +38,50 @@ class TaskSampler(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AudioInputs:
+    """What a method that adapts the backbone itself needs: a fresh backbone per call, and every clip's path."""
+
+    backbone: Callable[[], Any]                  # () -> a SpeechBackbone holding the pretune variant's weights
+    paths: Mapping[str, str | os.PathLike]       # utterance key -> audio file
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Everything a method may be built from; the runner fills the optional parts a method declares it needs.
+
+    prior: a CLAP variant's prompt head over the (standardized) features, weight [D, W] and bias [W]
+        (``needs_prior``); audio: the backbone and clip paths (``inputs == "audio"``).
+    """
+
+    dim: int
+    ways: int
+    seed: int = 0
+    device: str = "cpu"
+    prior: Params | None = None
+    audio: AudioInputs | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """Episodes of one shape and their tensors (see :func:`metalearn.fewshot.tasks.episode_tensors`).
+
+    support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q] (-1 = padding),
+    query_mask [E, Q]; val_x [E, V, D] and val_y [E, V] or None. The ``*_x`` tensors are None for methods
+    whose ``inputs`` are audio: they read the clips of ``episodes`` themselves.
+    """
+
+    episodes: Sequence[Any]
+    ways: int
+    support_y: Tensor
+    query_y: Tensor
+    query_mask: Tensor
+    support_x: Tensor | None = None
+    query_x: Tensor | None = None
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """An adaptation method. ``meta_train`` is a no-op for methods that do not meta-learn."""
@@ -40,17 +93,35 @@ class Adapter(Protocol):
         """Learn the meta-parameters on ``steps`` batches of tasks from ``sampler``."""
         ...
 
-    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
-                val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
-        """Adapt to each episode's support set and score its queries.
-
-        Args:
-            support_x: [E, S, D]; support_y: [E, S] ints; query_x: [E, Q, D].
-            ways: W, the number of classes of every episode in the batch.
-            val_x, val_y: [E, V, D], [E, V]: optional model-selection data (Paper A selects the number
-                of fine-tuning steps by macro-F1 on the speaker's evaluation split); methods with no
-                choice to make ignore them.
-        Returns:
-            logits [E, Q, W].
-        """
+    def score(self, batch: EpisodeBatch) -> Tensor:
+        """Adapt to each episode's support set and score its queries: logits [E, Q, W]."""
         ...
+
+
+class AdapterBase:
+    """Declarations and defaults shared by every method; a method overrides what differs.
+
+    ``predict(support_x, support_y, query_x, ways, val_x=None, val_y=None) -> logits [E, Q, W]`` is the
+    tensor-level entry of every method on embeddings: support_x [E, S, D], support_y [E, S] ints,
+    query_x [E, Q, D]; val_x, val_y [E, V, D], [E, V]: optional model-selection data (methods with no
+    choice to make ignore them).
+    """
+
+    name: str
+    meta_learns: bool = False
+    inputs: ClassVar[str] = "embeddings"   # "embeddings" (cached features) or "audio" (clips + the backbone)
+    needs_prior: ClassVar[bool] = False     # a CLAP variant's prompt prior: runs only on CLAP variants
+    uses_support: ClassVar[bool] = True     # False: scored once per episode set, recorded as the k = 0 point
+    per_episode: ClassVar[bool] = False     # slow: the grid gives it one episode per unit (a kill loses one)
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
+        """Build from the runner's spec; the default constructor is ``cls(dim, cfg, seed, device)``."""
+        return cls(spec.dim, cfg, spec.seed, spec.device)
+
+    def meta_train(self, sampler: TaskSampler, steps: int) -> None:
+        """Nothing to learn (methods that meta-learn override this)."""
+
+    def score(self, batch: EpisodeBatch) -> Tensor:
+        """logits [E, Q, W] of the batch's queries, through :meth:`predict`."""
+        return self.predict(batch.support_x, batch.support_y, batch.query_x, batch.ways, batch.val_x, batch.val_y)

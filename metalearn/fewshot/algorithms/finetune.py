@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
 from metalearn.fewshot.algorithms.functional import (
     Params,
     adam_init,
@@ -158,7 +158,7 @@ def fit_heads_reference(support_x: Tensor, support_y: Tensor, query_x: Tensor, w
     return FitResult(params, torch.stack(logits), torch.tensor(steps, device=support_x.device))
 
 
-class Finetune:
+class Finetune(AdapterBase):
     """A linear head fine-tuned from scratch on each episode's support embeddings; nothing is meta-learned."""
 
     name = "finetune"

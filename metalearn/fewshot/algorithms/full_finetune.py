@@ -23,13 +23,13 @@ from torch import Tensor, nn
 from metalearn.data.audio import AudioError, load_audio
 from metalearn.features.backbones import SpeechBackbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
+from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, EpisodeBatch
 from metalearn.fewshot.episodes import Episode
-from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.pretune.model import freeze_all_but_top
 from metalearn.pretune.schedule import linear_warmup_decay
 from metalearn.util.devices import autocast, resolve_device
 from metalearn.util.errors import MetalearnError
-from metalearn.util.metrics import episode_metrics, macro_f1
+from metalearn.util.metrics import macro_f1
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,26 @@ CPU_SMALL = dict(epochs_small_k=3, epochs_large_k=2, patience_small_k=2, patienc
                  max_seconds=2.0, batch_size=4, grad_accum=1, lr=1e-3, device="cpu")
 
 
-class FullFinetune:
+class FullFinetune(AdapterBase):
     """Fine-tunes a fresh backbone and linear head on each episode's support set, from audio."""
 
     name = "full_finetune"
+    inputs = "audio"
+    per_episode = True
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> FullFinetune:
+        if spec.audio is None:
+            raise MetalearnError("full_finetune adapts the backbone from audio: its spec needs audio inputs")
+        return cls(spec.audio.backbone, spec.audio.paths, cfg)
+
+    def score(self, batch: EpisodeBatch) -> Tensor:
+        """Query logits [E, Q, W] of the batch's episodes, one fresh backbone each (padded rows are 0)."""
+        logits = torch.zeros(*batch.query_y.shape, batch.ways)
+        for i, episode in enumerate(batch.episodes):
+            query, _ = self.run_episode(episode)
+            logits[i, : len(query)] = query
+        return logits
 
     def __init__(self, backbone_factory: Callable[[], SpeechBackbone], paths: Mapping[str, str | os.PathLike],
                  cfg: FullFinetuneConfig | None = None) -> None:
@@ -164,19 +180,3 @@ class FullFinetune:
         info = {"best_epoch": best_epoch, "val_macro_f1": best_f1 if val else math.nan,
                 "seconds": time.perf_counter() - start}
         return query, info
-
-
-def run_trials_full(adapter: FullFinetune, episodes: Sequence[Episode], *, run: str, pretune: str,
-                    seed: int) -> list[dict]:
-    """One record per episode, with :data:`metalearn.fewshot.trials.RECORD_FIELDS` in order."""
-    records = []
-    for e in episodes:
-        logits, info = adapter.run_episode(e)
-        scores = episode_metrics(logits[None].detach(), torch.tensor(e.query_labels)[None])
-        values = {"run": run, "pretune": pretune, "algorithm": adapter.name, "protocol": e.protocol, "k": e.k,
-                  "speaker": e.speaker, "target_emotion": e.target_emotion, "seed": seed,
-                  **{m: float(v[0]) for m, v in scores.items()},
-                  "n_support": len(e.support), "n_query": len(e.query), "seconds": info["seconds"],
-                  "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)}
-        records.append({f: values[f] for f in RECORD_FIELDS})
-    return records

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import vmap
 
+from metalearn.fewshot.algorithms.functional import Params
 from metalearn.util import metrics
 from metalearn.util.errors import MetalearnError
 
-Params = dict[str, Tensor]
 # trajectory(support_x [S, D], support_y [S], x [N, D], every) -> [T + 1, N, W] if every else [N, W]
 Trajectory = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad, vmap
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
 from metalearn.fewshot.algorithms.functional import cross_entropy
 from metalearn.fewshot.algorithms.heads import (
     Params,
@@ -161,7 +161,7 @@ def _flat(meta: Meta) -> list[Tensor]:
     return [v for group in meta.values() for v in group.values()]
 
 
-class MAML:
+class MAML(AdapterBase):
     """Second-order MAML (Finn et al., 2017): the head's initialisation is meta-learned, every parameter adapts.
 
     Subclasses change one hook each: ``first_order``, ``_adapt_keys`` (ANIL), ``_inner_lr`` (Meta-SGD).
@@ -170,6 +170,11 @@ class MAML:
     name = "maml"
     meta_learns = True
     config_cls: type[MAMLConfig] = MAMLConfig
+
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
+        return cls(spec.dim, spec.ways, cfg, spec.seed, spec.device)
 
     def __init__(self, dim: int, ways: int, cfg: MAMLConfig | None = None, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
 from metalearn.fewshot.algorithms.functional import (
     cosine_logits,
     prototypes,
@@ -50,7 +50,7 @@ def build_projection(dim: int, cfg: ProtoNetConfig) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.proj_dim))
 
 
-class ProtoNet:
+class ProtoNet(AdapterBase):
     """Nearest class mean in an embedding space that is either the identity or a meta-trained projection."""
 
     def __init__(self, dim: int, cfg: ProtoNetConfig | None = None, seed: int = 0,

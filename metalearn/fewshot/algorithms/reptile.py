@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
 from metalearn.fewshot.algorithms.functional import cross_entropy
 from metalearn.fewshot.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_episodes
 from metalearn.fewshot.algorithms.maml import sgd_step
@@ -112,12 +112,17 @@ def inner_train_reference(params: Params, x: Tensor, y: Tensor, steps: int, lr: 
     return {k: v.detach() for k, v in leaves.items()}
 
 
-class Reptile:
+class Reptile(AdapterBase):
     """Reptile: meta-learns the head's initialisation by moving it toward each task's fine-tuned weights."""
 
     name = "reptile"
     meta_learns = True
     config_cls = ReptileConfig
+
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
+        return cls(spec.dim, spec.ways, cfg, spec.seed, spec.device)
 
     def __init__(self, dim: int, ways: int, cfg: ReptileConfig | None = None, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
 from metalearn.fewshot.algorithms.functional import prototypes, squared_euclidean_logits
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
@@ -44,7 +44,7 @@ def support_mean(support_x: Tensor, support_y: Tensor) -> Tensor:
     return (support_x * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp_min(1)
 
 
-class SimpleShot:
+class SimpleShot(AdapterBase):
     """Nearest centroid with CL2N features; ``meta_train`` only estimates the base mean when configured."""
 
     name = "simpleshot"

@@ -3,7 +3,8 @@
 Both take a *prior*: a linear head over the features, weight [D, W] and bias [W]. Over a CLAP variant's
 embeddings the prior is the logit scale times the class prompts' text embeddings, bias 0
 (:func:`metalearn.clap.variant.prompt_head`), so the prior's logits are the zero-shot logits.
-Any affine standardisation of the features is carried into the prior by :func:`reparametrize`, so the
+Any affine standardisation of the features is carried into the prior
+(:meth:`metalearn.features.featurize.Standardizer.carry_head`), so the
 classifier is the same function of the raw features whatever standardisation came before.
 
 - :class:`ZeroShot` scores the queries with the prior alone; the support set is unused (k = 0).
@@ -13,25 +14,16 @@ classifier is the same function of the raw features whatever standardisation cam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from metalearn.fewshot.algorithms.base import TaskSampler
+from metalearn.features.featurize import reparametrize
+from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec
 from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig
 from metalearn.fewshot.algorithms.functional import Params
 from metalearn.util.errors import MetalearnError
-
-
-def reparametrize(weight: Tensor, bias: Tensor, shift: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """The head over ``z`` that equals the head (``weight``, ``bias``) over ``x = z * scale + shift``.
-
-    ``x @ W + b = z @ (scale[:, None] * W) + (shift @ W + b)``.
-    Shapes: weight [..., D, W], bias [..., W], shift and scale [..., D] (leading dims broadcast).
-    Returns (weight [..., D, W], bias [..., W]).
-    """
-    new_weight = scale.unsqueeze(-1) * weight
-    new_bias = (shift.unsqueeze(-2) @ weight).squeeze(-2) + bias
-    return new_weight, new_bias
 
 
 def _check(prior: Params, dim: int) -> None:
@@ -41,18 +33,25 @@ def _check(prior: Params, dim: int) -> None:
                              f"{None if w is None else tuple(w.shape)} and {None if b is None else tuple(b.shape)}")
 
 
-class ZeroShot:
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Zero-shot has nothing to set: the prior is the CLAP variant's, and the support set is unused."""
+
+
+class ZeroShot(AdapterBase):
     """Prediction by the prior alone (nearest class prompt); nothing is learnt from the support set."""
 
     name = "zeroshot"
-    meta_learns = False
+    needs_prior = True
+    uses_support = False
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> ZeroShot:
+        return cls(spec.dim, spec.prior, spec.device)
 
     def __init__(self, dim: int, prior: Params, device: str | torch.device = "cpu") -> None:
         _check(prior, dim)
         self.prior = {k: v.to(device) for k, v in prior.items()}
-
-    def meta_train(self, sampler: TaskSampler, steps: int) -> None:
-        """Nothing to learn."""
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
@@ -67,6 +66,11 @@ class TextHead(Finetune):
     """A linear head initialised from the class prompts, then fine-tuned on the support set."""
 
     name = "texthead"
+    needs_prior = True
+
+    @classmethod
+    def from_spec(cls, spec: AdapterSpec, cfg: object) -> TextHead:
+        return cls(spec.dim, spec.prior, cfg, spec.seed, spec.device)
 
     def __init__(self, dim: int, prior: Params, cfg: FinetuneConfig | None = None, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:

@@ -1,0 +1,43 @@
+"""What one student episode produced: the episode, its tensors, and each algorithm's predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from metalearn.data.manifest import Utterance
+from metalearn.fewshot.episodes import Episode
+
+
+@dataclass
+class AlgorithmResult:
+    """One algorithm on the episode: logits [Q, W], predictions [Q], confusion [W, W] (rows true)."""
+
+    name: str
+    logits: Tensor
+    predictions: Tensor
+    confusion: Tensor
+    correct: int
+    total: int
+    meta_steps: int
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total
+
+
+@dataclass
+class EpisodeResult:
+    """The episode, its standardised features (support_x [S, D], query_x [Q, D]) and each algorithm's result."""
+
+    episode: Episode
+    support_rows: list[Utterance]
+    query_rows: list[Utterance]
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    meta_speakers: tuple[str, ...]  # the other speakers: standardisation statistics and meta-training tasks
+    algorithms: dict[str, AlgorithmResult]

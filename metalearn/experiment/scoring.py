@@ -1,0 +1,104 @@
+"""Scoring the grid's units: per group, standardize on the meta-training speakers, build the algorithm from
+what it declares it needs, meta-train it once, then score each unit's episodes with the one trial engine.
+
+The runner never branches on an algorithm's name: it reads the adapter class's declarations
+(:class:`metalearn.fewshot.algorithms.base.AdapterBase`) and provides a prompt prior, audio inputs or
+meta-training tasks accordingly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch import Tensor
+
+from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.experiment.config import ExperimentConfig
+from metalearn.experiment.grid import Unit
+from metalearn.experiment.run_folder import as_dict
+from metalearn.features.featurize import Standardizer
+from metalearn.fewshot.algorithms import AdapterBase, AdapterSpec, AudioInputs, adapter_class, build_adapter
+from metalearn.fewshot.episodes import Episode, sentence_key
+from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.trials import run_trials
+from metalearn.pretune.variant import PretuneVariant
+from metalearn.util.errors import MetalearnError
+
+log = logging.getLogger(__name__)
+
+
+def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, rows: list[Utterance],
+                x: Tensor, index_of: dict[str, int], folds: list[list[str]]) -> Iterator[tuple[Unit, list[dict]]]:
+    """Build (and meta-train) the group's adapter once, then score each unit (one batch of episodes).
+
+    ``units`` share one group (variant, seed, fold, algorithm, meta_k); ``x`` [N, D] are the variant's
+    features of ``rows``, which the fold's meta-training speakers standardize.
+    """
+    _, seed, fold, algorithm, meta_k = units[0].group
+    test = set(folds[fold])
+    train_rows = np.array([i for i, u in enumerate(rows) if u.speaker not in test])
+    standardizer = Standardizer.identity(x.shape[1])
+    if cfg.features.standardize and len(train_rows):
+        standardizer = Standardizer.fit(x, train_rows)
+        x = standardizer.apply(x)
+    adapter = None
+    for unit in units:
+        episodes = usable(unit.episodes, index_of)
+        if not episodes:
+            continue
+        adapter = adapter or build_for(cfg, algorithm, variant, standardizer, x, rows, train_rows, episodes[0],
+                                       meta_k, derived_seed(seed, fold, meta_k))
+        yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=unit.variant, seed=seed,
+                               chunk=len(episodes))
+
+
+def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> list[Episode]:
+    """Episodes whose every utterance has an embedding (an unreadable file drops its episodes, with a warning)."""
+    keep = []
+    for e in episodes:
+        lost = [k for k in (*e.support, *e.query, *e.validation) if k not in index_of]
+        if lost:
+            log.warning("episode %s: no embedding for %s (unreadable file); skipped", e.episode_id, lost[0])
+        else:
+            keep.append(e)
+    return keep
+
+
+def derived_seed(seed: int, fold: int, meta_k: int) -> int:
+    """The adapter's seed for one (run seed, fold, meta-training shots)."""
+    return int(np.random.SeedSequence([seed, fold, meta_k]).generate_state(1)[0])
+
+
+def build_for(cfg: ExperimentConfig, algorithm: str, variant: PretuneVariant, standardizer: Standardizer,
+              x: Tensor, rows: list[Utterance], train_rows: np.ndarray, example: Episode, meta_k: int,
+              seed: int) -> AdapterBase:
+    """The algorithm built for the episodes' shape from what it declares it needs, meta-trained when it
+    meta-learns (on the fold's meta-training speakers only)."""
+    cls = adapter_class(algorithm)
+    prior = None
+    if cls.needs_prior:  # the variant's prompt head, carried through the standardisation of ``x``
+        raw = variant.prompt_prior(example.classes)
+        weight, bias = standardizer.carry_head(raw["weight"], raw["bias"])
+        prior = {"weight": weight, "bias": bias}
+    audio = None
+    if cls.inputs == "audio":
+        audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in rows})
+    spec = AdapterSpec(x.shape[1], len(example.classes), seed, cfg.device, prior, audio)
+    adapter = build_adapter(algorithm, spec, as_dict(getattr(cfg.algorithms, algorithm)))
+    if not adapter.meta_learns or cfg.meta_train.steps == 0:
+        return adapter
+    if not len(train_rows):
+        raise MetalearnError(f"algorithm {algorithm} meta-learns but fold has no meta-training speakers "
+                             f"(set speakers.folds >= 2 or name speakers.test)")
+    binary = example.protocol == "binary"
+    keep = [i for i in train_rows if binary or rows[i].emotion in example.classes]
+    shots = meta_k or cfg.meta_train.shots or example.k
+    sampler = SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], [rows[i].speaker for i in keep],
+                                 sorted({rows[i].speaker for i in keep}), spec.ways, shots,
+                                 cfg.meta_train.queries, seed + 1, example.protocol, cfg.device,
+                                 sentences=[sentence_key(rows[i]) for i in keep], splits=[rows[i].split for i in keep],
+                                 disjoint=cfg.episodes.disjoint)
+    adapter.meta_train(sampler, cfg.meta_train.steps)
+    return adapter

@@ -1,0 +1,80 @@
+"""A pretune variant as a typed value: what a trial starts from, read once from its folder and passed down.
+
+A variant folder (written by :mod:`metalearn.pretune.variants` or :mod:`metalearn.clap.variant`) holds
+``config.json`` and, once finished, ``done.json``. :class:`PretuneVariant` is the supervised kind (and the
+untouched backbone, ``none``); CLAP variants subclass it (:class:`metalearn.clap.variant.ClapVariant`) and
+give their projected embeddings and a prompt prior. Consumers call methods; they never re-read the folder's
+kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from metalearn.features.backbones import BackboneConfig, SpeechBackbone
+from metalearn.features.featurize import select_features
+from metalearn.pretune.variants import backbone_for_variant
+from metalearn.util.errors import MetalearnError
+
+
+@dataclass(frozen=True)
+class PretuneVariant:
+    """A finished pretune variant: name, folder, kind, backbone config, fine-tuned weights, training corpora."""
+
+    name: str
+    folder: Path
+    kind: str                         # "none", "supervised" or "clap"
+    backbone: BackboneConfig
+    weights: Path | None              # the fine-tuned backbone's state dict; None: the untouched backbone
+    trained_on: tuple[str, ...]       # the source corpora it was pre-finetuned on
+    config: dict = field(repr=False, compare=False, default_factory=dict)  # its config.json
+
+    has_prior = False                 # whether it gives a prompt prior (CLAP variants)
+
+    @classmethod
+    def read(cls, folder: str | Path) -> PretuneVariant:
+        """The variant in ``folder`` (its ``config.json``); one line naming the folder when it is not one."""
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not path.is_file():
+            raise MetalearnError(f"{folder} is not a pretune variant (no config.json)")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            weights = config.get("weights")
+            kind = config.get("kind") or ("supervised" if weights else "none")
+            return cls(str(config.get("variant", folder.name)), folder, kind, BackboneConfig(**config["backbone"]),
+                       folder / weights if weights else None, tuple(config.get("corpora") or ()), config)
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise MetalearnError(f"{path}: not a pretune variant config ({type(e).__name__}: {e})") from None
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / "done.json").is_file()
+
+    @property
+    def encoder_identity(self) -> str:
+        """Variants with equal identities embed identically (e.g. "none" and frozen-encoder CLAP variants)."""
+        return json.dumps({"backbone": self.config["backbone"], "weights": str(self.weights) if self.weights else None},
+                          sort_keys=True)
+
+    def load_backbone(self) -> SpeechBackbone:
+        """A fresh backbone holding the variant's weights, in eval mode."""
+        return backbone_for_variant(self.folder)
+
+    def features(self, values: np.ndarray, layer: int | str) -> Tensor:
+        """Few-shot features [N, D] from cached embeddings [N, L + 1, D]: hidden state ``layer`` (or "mean")."""
+        n_states = values.shape[1]
+        if layer != "mean" and not -n_states <= int(layer) < n_states:
+            raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
+                                 f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
+        return select_features(values, layer)
+
+    def prompt_prior(self, classes: Sequence[str]) -> dict[str, Tensor]:
+        """A prompt head over :meth:`features`: weight [D, W], bias [W] (only variants with ``has_prior``)."""
+        raise MetalearnError(f"pretune variant {self.name} has no prompt prior (only CLAP variants do)")

@@ -1,0 +1,156 @@
+"""The statistics of the report, as pure functions on numbers (no records, no files).
+
+- :func:`exact_mean`: the correctly rounded mean (``math.fsum``), the same bits in any order of the values.
+- :func:`t_interval`: mean and 95% t-interval half-width (``metalearn.util.metrics.mean_ci95`` with the
+  t quantile cached per df: the report computes tens of thousands of them).
+- :func:`paired_tests`: mean, 95% t-interval and two-sided one-sample t-test of per-speaker differences, for
+  many comparisons at once (``scipy.stats.ttest_1samp`` along an axis); :func:`paired_test` for one.
+- :func:`holm`: Holm's step-down adjustment of a family of p-values (NaN p-values stay NaN, outside the family).
+- :func:`hierarchical_bootstrap`: a seeded two-level percentile bootstrap (speakers, then episodes within a
+  speaker); not used by the default report, which relies on the t-interval over speakers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def exact_mean(values: Iterable[float]) -> float:
+    """The mean of the finite ``values`` from an exact sum (order-independent to the bit); NaN when none."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return math.fsum(finite) / len(finite) if finite else math.nan
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Summary of per-speaker differences [S]: mean, 95% t-interval, p-value, and the speakers' signs."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    better: int
+    equal: int
+    worse: int
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """The two-sided Student-t critical value: t_{(1 + level) / 2, df}."""
+    return float(stats.t.ppf((1 + level) / 2, df))
+
+
+def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
+    """(mean, 95% t half-width, n) of the finite values [n]; half-width NaN when n < 2, mean NaN when n = 0."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    arr = arr[np.isfinite(arr)]
+    n = int(arr.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(arr[0]), math.nan, 1
+    return float(arr.mean()), t_quantile(n - 1) * float(arr.std(ddof=1)) / math.sqrt(n), n
+
+
+def _tests_of_size(block: np.ndarray) -> list[PairedTest]:
+    """Paired tests of the rows of ``block`` [C, n]: C samples of n finite differences each."""
+    c, n = block.shape
+    better, equal, worse = ((block > 0).sum(1), (block == 0).sum(1), (block < 0).sum(1))
+    if n < 2:
+        mean = block[:, 0] if n else np.full(c, math.nan)
+        return [PairedTest(n, float(mean[i]), math.nan, math.nan, math.nan, int(better[i]), int(equal[i]),
+                           int(worse[i])) for i in range(c)]
+    mean = block.mean(1)
+    constant = np.all(block == block[:, :1], axis=1)
+    mean[constant] = block[constant, 0]
+    half = np.zeros(c)
+    p = np.where(block[:, 0] == 0, 1.0, 0.0)  # the constant rows' p: t = 0/0 -> 1, t = +-inf -> 0
+    varied = ~constant
+    if varied.any():
+        half[varied] = t_quantile(n - 1) * block[varied].std(1, ddof=1) / math.sqrt(n)
+        p[varied] = stats.ttest_1samp(block[varied], 0.0, axis=1).pvalue
+    return [PairedTest(n, float(mean[i]), float(mean[i] - half[i]), float(mean[i] + half[i]), float(p[i]),
+                       int(better[i]), int(equal[i]), int(worse[i])) for i in range(c)]
+
+
+def paired_tests(samples: Sequence[Sequence[float] | np.ndarray]) -> list[PairedTest]:
+    """One :class:`PairedTest` per sample of per-speaker differences [S_i] (NaN dropped), in the input order.
+
+    Each: mean, 95% t-interval (df = n - 1) and the two-sided t-test p of H0: mean = 0 (``ttest_1samp``,
+    vectorised over the samples of equal size). Zero variance is handled without scipy: identical
+    differences give a zero-width interval and p = 1 when they are all 0 (a method against itself), p = 0
+    otherwise (t is infinite). With one speaker the interval and p are NaN. better / equal / worse count
+    the differences > 0, == 0, < 0.
+    """
+    cleaned = [d[np.isfinite(d)] for d in (np.asarray(s, dtype=np.float64).ravel() for s in samples)]
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, d in enumerate(cleaned):
+        by_size[d.size].append(i)
+    out: list[PairedTest | None] = [None] * len(cleaned)
+    for n, where in by_size.items():
+        block = np.stack([cleaned[i] for i in where]) if n else np.zeros((len(where), 0))
+        for i, test in zip(where, _tests_of_size(block), strict=True):
+            out[i] = test
+    return out
+
+
+def paired_test(diffs: Sequence[float] | np.ndarray) -> PairedTest:
+    """:func:`paired_tests` of one sample of per-speaker differences [S]."""
+    return paired_tests([diffs])[0]
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values [M] for p-values [M] (one family), in the input order.
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of the i-th is
+    max_{j <= i} min(1, (m - j + 1) p_(j)). NaN inputs stay NaN and do not count in m.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if finite.size == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def hierarchical_bootstrap(groups: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of per-group means, resampling groups, then values within each group.
+
+    Args:
+        groups: S groups (speakers), each the values [n_s] of its episodes (NaN dropped, empty groups dropped).
+        n_boot: bootstrap replicates B; seed: the generator's seed (same seed, same interval).
+    Returns:
+        (low, high) at ``level``; (NaN, NaN) without any value.
+    """
+    kept = [v[np.isfinite(v)] for v in (np.asarray(g, dtype=np.float64).ravel() for g in groups)]
+    kept = [v for v in kept if v.size]
+    if not kept:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    sizes = np.array([v.size for v in kept])
+    padded = np.zeros((len(kept), int(sizes.max())))  # [S, N]
+    for i, v in enumerate(kept):
+        padded[i, : v.size] = v
+    chosen = rng.integers(0, len(kept), size=(n_boot, len(kept)))  # [B, S] groups drawn
+    n = sizes[chosen]  # [B, S]
+    within = (rng.random((n_boot, len(kept), padded.shape[1])) * n[..., None]).astype(np.int64)  # [B, S, N]
+    drawn = padded[chosen[..., None], within]  # [B, S, N]
+    used = np.arange(padded.shape[1]) < n[..., None]  # the first n_s draws of a group of size n_s
+    group_means = (drawn * used).sum(-1) / n  # [B, S]
+    means = group_means.mean(-1)  # [B]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
