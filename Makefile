@@ -52,9 +52,20 @@ demo: manifests
 	$(PY) -m metalearn run --config demo
 	$(PY) -m metalearn run --config gemo_demo
 
-# A single episode, for students: one speaker, one k, every step printed, and a picture.
+# Tuning, apart from `make demo` (which runs with the committed overlay): every method gets the same number of
+# Optuna trials (tune.trials) per fold, scored on that fold's validation speakers only; writes
+# results/demo/tuning.md and results/demo/tuning/, then installs the overlay for `make demo` (commit it).
+# Resumable (run it again after a kill); several shells may run `python -m metalearn tune --config demo` together.
+.PHONY: tune
+tune: manifests
+	$(PY) -m metalearn tune --config demo
+	mkdir -p metalearn/experiment/presets/tuned
+	cp results/demo/tuning/tuned.yaml metalearn/experiment/presets/tuned/demo.yaml
+
+# A single episode, for students: one speaker, one k, every step printed, a picture, and a page to listen to.
 episode: manifests
-	$(PY) -m metalearn episode --manifest $(DATA)/manifests/esd.csv --k 5 --out runs/episode/episode.png
+	$(PY) -m metalearn episode --manifest $(DATA)/manifests/esd.csv --k 5 --out runs/episode/episode.png \
+	  --html runs/episode/episode.html
 
 corpora: $(STAMP)
 	$(PY) -m metalearn synth --preset demo --out $(DATA)

@@ -84,7 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from metalearn.experiment.kinds import kind_of_config
     from metalearn.experiment.load import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    tuned = [f"tuned.file={args.tuned}"] if args.tuned else []
+    cfg = load_config(args.config, [*args.overrides, *tuned])
     return kind_of_config(cfg).main(cfg, args.shard, args.prepare)
 
 
@@ -171,6 +172,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    "the variants must be trained already (--prepare)")
     p.add_argument("--prepare", action="store_true",
                    help="only train the variants, draw the episodes and fill the embedding caches (before shards)")
+    p.add_argument("--tuned", metavar="FILE.yaml", help="a tune overlay (tuning/tuned.yaml of `metalearn tune`)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -203,8 +205,97 @@ def _add_episode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
     p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
     p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
+    p.add_argument("--html", metavar="FILE.html", help="also write one self-contained page: every clip playable, "
+                                                       "each method's predictions, the matrices and the picture")
     add_backbone_args(p)
     p.set_defaults(func=_cmd_episode)
+
+
+def _add_export_variant(sub: argparse._SubParsersAction) -> None:
+    """``export-variant VARIANT_DIR OUT_DIR [--push-to-hub REPO]``: a pretune variant as a transformers folder."""
+
+    def run(args: argparse.Namespace) -> int:
+        import shlex
+
+        from metalearn.pretune.export import export_variant, push_to_hub
+
+        command = shlex.join(["python", "-m", "metalearn", "export-variant", args.variant_dir, args.out_dir,
+                              *(["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])])
+        out = export_variant(args.variant_dir, args.out_dir, command)
+        print(f"exported {args.variant_dir} -> {out} (transformers folder, model card {out / 'README.md'})")
+        if args.push_to_hub:
+            print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private, timeout=args.timeout)}")
+        return 0
+
+    p = sub.add_parser("export-variant", help="a pretune variant as a transformers folder with a model card "
+                                              "(AutoModel.from_pretrained loads it); optionally pushed to the Hub")
+    p.add_argument("variant_dir", metavar="VARIANT_DIR", help="a finished pretune variant folder (done.json)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new, or an earlier export: replaced)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload it to this Hugging Face model repo "
+                                                        "(user/name; needs network and a token: hf auth login)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the Hub before giving up")
+    p.set_defaults(func=run)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    """``launch --config X --shards N [--executor E] [KEY=VALUE ...]``: prepare, shards, report as submitit jobs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from metalearn.experiment import launch
+        from metalearn.experiment.load import load_config
+
+        cfg = load_config(args.config, [o for o in args.overrides if not o.startswith("launcher.")])
+        return launch.main(cfg, launch.launcher_from(cfg, args.overrides, args.executor), args.shards)
+
+    p = sub.add_parser("launch", help="run a grid as jobs: prepare, then N shards (a SLURM array), then the report; "
+                                      "through submitit (SLURM, or this machine)")
+    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml", help="a preset name or a YAML file")
+    p.add_argument("--shards", type=int, default=1, metavar="N", help="split the grid into N shard jobs")
+    p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
+                   help="slurm (submit and return), local (subprocesses here, wait), debug (in this process); "
+                        "default: launcher.executor (auto: slurm where srun exists, else local)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides; launcher.* set the jobs' resources, e.g. launcher.partition=gpu "
+                        "launcher.gpus_per_task=1 launcher.timeout_min=600 launcher.sbatch.constraint=a100")
+    p.set_defaults(func=run)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    """``status RUN_DIR [--shards N]``: done / planned trials per shard and what runs in the folder now."""
+
+    def run(args: argparse.Namespace) -> int:
+        from metalearn.experiment import status
+
+        return status.main(args.run_dir, args.shards)
+
+    p = sub.add_parser("status", help="done / planned trials of a run folder per shard, and what is running in it")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the out= of a run or a launch)")
+    p.add_argument("--shards", type=int, metavar="N", help="count shards of N parts (default: as launched)")
+    p.set_defaults(func=run)
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    """``tune --config X [--algorithms a,b] [--trials N] [KEY=VALUE ...]``: Optuna studies on validation speakers."""
+
+    def run(args: argparse.Namespace) -> int:
+        from metalearn.experiment import tune
+        from metalearn.experiment.load import load_config
+
+        extra = [f"tune.algorithms=[{args.algorithms}]"] if args.algorithms else []
+        extra += [f"tune.trials={args.trials}"] if args.trials is not None else []
+        return tune.main(load_config(args.config, [*args.overrides, *extra]))
+
+    p = sub.add_parser("tune", help="tune every method with the same number of Optuna trials on validation speakers; "
+                                    "writes tuning/<method>.csv, tuning.md and the overlay tuning/tuned.yaml")
+    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml", help="a preset name or a YAML file")
+    p.add_argument("--algorithms", metavar="A,B,..", help="methods to tune (default: every method of "
+                   "algorithms.run with a search space; tune.algorithms)")
+    p.add_argument("--trials", type=int, metavar="N", help="trials per method and fold, the first the hand-set "
+                   "config (default: tune.trials). Run the same command in several shells to share the studies; "
+                   "rerun it after a kill to resume")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, as for run")
+    p.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_manifest, _add_synth, add_pretune_parser, _add_embed, _add_run, _add_merge, _add_report,
                 _add_episode):
         add(sub)
+    _add_export_variant(sub)
+    _add_launch(sub)
+    _add_status(sub)
+    _add_tune(sub)
     return parser
 
 

@@ -73,3 +73,42 @@ def test_f0_track_finds_the_pitch_of_a_pulse_train():
     assert np.mean(track > 0) > 0.9
     assert np.median(track[track > 0]) == pytest.approx(f0, rel=0.03)
     assert utterance_features(wave.astype(np.float32)).shape == (2 * 24 + 12,)
+
+
+def _sentences_said(content: float, seed: int = 0):
+    """No split: 6 speakers say 8 sentences in each of 3 emotions; features = a weak emotion signal plus
+    ``content`` times a random code of the sentence."""
+    rng = np.random.default_rng(seed)
+    protos, codes = rng.normal(size=(3, 8)), rng.normal(size=(8, 8))
+    x, y, spk, sentences = [], [], [], []
+    for s in range(6):
+        for c in range(3):
+            for j in range(8):
+                x.append(0.7 * protos[c] + content * codes[j] + rng.normal(size=8))
+                y.append(c)
+                spk.append(f"s{s}")
+                sentences.append(f"sentence {j}")
+    return np.array(x), np.array(y), np.array(spk), np.array([""] * len(y)), np.array(sentences)
+
+
+def test_kshot_content_check_splits_scored_utterances_by_sentence():
+    x, y, spk, split, sentences = _sentences_said(content=3.0)
+    report = calibrate(x, y, spk, split, ks=(1, 3), repeats=5, sentences=sentences)
+    assert "kshot_content" not in calibrate(x, y, spk, split, ks=(1,), repeats=2)
+    for k in ("1", "3"):
+        c = report["kshot_content"][k]
+        # 3 emotions say an example's sentence: the content-dominated feature sends the 2 others to the
+        # example's class, so shared-sentence utterances score far below chance, the others above them
+        assert c["n_shared"] > 0 and c["n_other"] > 0
+        assert c["shared"][0] < report["chance"] - 0.1 and c["other"][0] > c["shared"][0] + 0.2, c
+    assert report["per_speaker_kshot"] == calibrate(x, y, spk, split, ks=(1, 3), repeats=5)["per_speaker_kshot"]
+
+
+def test_kshot_examples_are_never_scored():
+    """Noise features, no split: a scored example would be its own class mean (right at k = 1)."""
+    rng = np.random.default_rng(0)
+    y = np.tile(np.repeat(np.arange(3), 4), 8)
+    spk = np.repeat([f"s{s}" for s in range(8)], 12)
+    report = calibrate(rng.normal(size=(96, 30)), y, spk, np.array([""] * 96), ks=(1, 3), repeats=20)
+    for k in ("1", "3"):
+        assert abs(report["per_speaker_kshot"][k][0] - 1 / 3) < 0.1, report

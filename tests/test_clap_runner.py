@@ -23,7 +23,7 @@ from metalearn.experiment.stages import open_variant, variant_features
 from metalearn.features.featurize import reparametrize
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig
 from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot
-from metalearn.fewshot.episodes import load_episodes
+from metalearn.fewshot.episode_io import load_episodes
 from metalearn.report.records import read_trials, trial_key
 from metalearn.util.errors import MetalearnError
 

@@ -116,7 +116,7 @@ def test_help_and_manifest_import_nothing_heavy(tmp_path: Path) -> None:
 
 def test_every_command_help_imports_nothing_heavy() -> None:
     help_text, _ = run_metalearn("--help")
-    commands = re.search(r"\{([\w,]+)\}", help_text).group(1).split(",")
+    commands = re.search(r"\{([\w,-]+)\}", help_text).group(1).split(",")
     assert {"manifest", "pretune", "embed", "run", "report", "episode"} <= set(commands)
     script = ("import contextlib, io, sys\n"
               "from metalearn.cli import build_parser\n"
@@ -134,7 +134,7 @@ def test_report_command_prints_the_table_and_the_files(tmp_path: Path, capsys: p
     from metalearn.report.records import TrialLog
     from tests.test_report import make_records
 
-    TrialLog(tmp_path / "trials.jsonl").append(make_records(pretunes=("none",), algorithms=("maml",)))
+    TrialLog(tmp_path / "trials.jsonl").extend(make_records(pretunes=("none",), algorithms=("maml",)))
     assert main(["report", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "none / maml" in out and "summary.md" in out and "per_speaker.png" in out

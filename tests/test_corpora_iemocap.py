@@ -6,10 +6,13 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from metalearn.cli import main
 from metalearn.data.corpora import load_corpus
 from metalearn.data.corpora.iemocap import speaker_of
 from metalearn.data.manifest import COLUMNS, read_manifest
+from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_junk, write_wav
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
@@ -146,3 +149,26 @@ def test_cli_manifest(tmp_path, capsys):
     assert "excluded: 1 x label without audio" in lines
     assert "excluded: 1 x emotion frustrated (not in classes)" in lines
     assert (tmp_path / "iemocap.problems.tsv").is_file()
+
+
+def test_type_selects_improvised_or_scripted_dialogs(tmp_path):
+    root = iemocap_tree(tmp_path / "iemocap")
+    every = by_id(load_corpus("iemocap", root))
+    improvised = load_corpus("iemocap", root, options={"type": "improvised"})
+    scripted = load_corpus("iemocap", root, options={"type": "scripted"})
+    assert sorted(by_id(improvised)) == sorted(u for u in every if "_impro" in u)
+    assert sorted(by_id(scripted)) == ["Ses01M_script01_1_F005", "Ses01M_script01_1_M010"]
+    assert by_id(load_corpus("iemocap", root, options={"type": "all"})) == every
+    # what the selection leaves out is counted, never reported as a problem or as a label without audio
+    assert improvised.excluded == {"label xxx (no agreement)": 1, "scripted dialog (type=improvised)": 2}
+    assert scripted.excluded == {"label without audio": 1, "improvised dialog (type=scripted)": 8}
+    assert len(scripted.problems) == 1  # the oddly named wav; the improvised ones are not read
+
+
+def test_unknown_type_is_one_line(tmp_path):
+    root = iemocap_tree(tmp_path / "iemocap")
+    with pytest.raises(MetalearnError, match=r"^iemocap option type='impro': expected one of all, improvised, "
+                                             r"scripted$"):
+        load_corpus("iemocap", root, options={"type": "impro"})
+    with pytest.raises(MetalearnError, match="unknown iemocap option 'dialogs'; valid options: type"):
+        load_corpus("iemocap", root, options={"dialogs": "improvised"})

@@ -12,8 +12,9 @@ import torch
 
 from metalearn.cli import main
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.demo.episode import demo_algorithms, format_report, run_episode_demo
+from metalearn.demo.episode import DEMO_OPTIONS, demo_algorithms, format_report, run_episode_demo
 from metalearn.demo.plot import plot_episode
+from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
 from metalearn.util.errors import MetalearnError
 
 SPEAKERS = ("0011", "0012", "0013", "0014", "0015")
@@ -81,8 +82,10 @@ def test_every_algorithm_scores_every_query(result) -> None:
         assert a.accuracy == pytest.approx(float(a.confusion.trace()) / float(a.confusion.sum()))
         assert a.accuracy == pytest.approx(float((a.predictions == result.query_y).float().mean()))
         assert torch.equal(a.confusion.sum(1), torch.bincount(result.query_y, minlength=w))
-        assert a.meta_steps == (5 if a.name in ("protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile")
-                                else 0)
+        learns = build_adapter(a.name, AdapterSpec(DIM, w, 0), DEMO_OPTIONS.get(a.name)).meta_learns
+        assert a.meta_steps == (5 if learns else 0), a.name
+    assert {n for n, a in result.algorithms.items() if a.meta_steps} >= {"protonet_proj", "maml", "reptile"}
+    assert not {n for n, a in result.algorithms.items() if a.meta_steps} & {"majority", "simpleshot", "finetune"}
 
 
 def test_nearest_mean_methods_solve_separable_data(result) -> None:
@@ -199,11 +202,13 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_end_to_end(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture) -> None:
     common = ["episode", "--manifest", str(tiny_manifest), "--cache-dir", str(tmp_path / "cache"),
               "--backbone-source", "tiny", "--backbone-family", "wav2vec2"]
-    out = tmp_path / "pic" / "episode.png"
+    out, page = tmp_path / "pic" / "episode.png", tmp_path / "page" / "episode.html"
     assert main([*common, "--k", "2", "--algorithms", "simpleshot,maml", "--meta-steps", "2", "--layer", "mean",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--html", str(page)]) == 0
     text = capsys.readouterr().out
     assert "simpleshot" in text and "maml" in text and f"picture: {out}" in text and out.is_file()
+    html = page.read_text(encoding="utf-8")  # 3 emotions x (2 support + 3 query) clips, each with a player
+    assert f"page: {page}" in text and html.count("<audio ") == 15 and html.count('data-method="maml"') == 9
     assert main([*common, "--speaker", "nobody", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "nobody" in err

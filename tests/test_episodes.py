@@ -12,15 +12,8 @@ import torch
 
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.base import TaskSampler
-from metalearn.fewshot.episodes import (
-    Episode,
-    Skipped,
-    binary_episodes,
-    load_episodes,
-    nway_episodes,
-    save_episodes,
-    split_speakers,
-)
+from metalearn.fewshot.episode_io import load_episodes, save_episodes
+from metalearn.fewshot.episodes import Episode, Skipped, binary_episodes, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler, episode_tensors
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import EMOTIONS, SPEAKERS, SPLITS, make_rows
@@ -224,24 +217,6 @@ def test_load_rejects_bad_json_and_missing_file(tmp_path):
         load_episodes(tmp_path / "bad.jsonl")
     with pytest.raises(MetalearnError, match="does not exist"):
         load_episodes(tmp_path / "none.jsonl")
-
-
-def test_split_speakers_is_disjoint():
-    speakers = [f"{i:04d}" for i in range(1, 21)]
-    train, test = split_speakers(speakers, n_test=5, seed=1)
-    assert len(test) == 5 and not set(train) & set(test) and set(train) | set(test) == set(speakers)
-    assert split_speakers(speakers, n_test=5, seed=1) == (train, test)
-    assert split_speakers(speakers, n_test=5, seed=2) != (train, test)
-    train, test = split_speakers(speakers, test_speakers=["0011", "0012"])
-    assert test == ["0011", "0012"] and "0011" not in train and len(train) == 18
-    train, _ = split_speakers(speakers, test_speakers=["0011"], train_speakers=["0001", "0002"])
-    assert train == ["0001", "0002"]
-    with pytest.raises(MetalearnError, match="both"):
-        split_speakers(speakers, test_speakers=["0011"], train_speakers=["0001", "0011"])
-    with pytest.raises(MetalearnError, match="not among"):
-        split_speakers(speakers, test_speakers=["9999"])
-    with pytest.raises(MetalearnError, match="exactly one"):
-        split_speakers(speakers)
 
 
 def decode(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from metalearn.cli import main
+from metalearn.data.manifest import Utterance
 from metalearn.experiment import loso
 from metalearn.experiment.load import load_config
 from metalearn.experiment.loso import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
-from metalearn.experiment.loso_folds import session
+from metalearn.experiment.loso_folds import dialogs_text, session, shared_sentences
 from metalearn.util.errors import MetalearnError
 from metalearn.util.jsonl_log import JsonlLog
 from tests.fixtures import write_wav
@@ -111,7 +112,8 @@ def test_one_record_per_variant_session_and_seed(reference) -> None:
 def test_table_has_the_papers_layout(reference) -> None:
     text = (reference.out / "table.md").read_text()
     assert text.startswith("# loso: GEmo-CLAP, IEMOCAP leave-one-session-out, 4 classes")
-    assert "60 utterances (neutral 12, happy 24, angry 12, sad 12)" in text
+    assert "60 utterances (neutral 12, happy 24, angry 12, sad 12) of the improvised and scripted dialogs " \
+           "(data.target.options.type=all); 0 of them say a sentence another session says too;" in text
     table = text.strip().split("\n\n")[-1].splitlines()
     assert table == reference.table.splitlines()
     assert table[0] == "| method | Ses01 WA | Ses01 UA | Ses02 WA | Ses02 UA | mean WA | mean UA | folds |"
@@ -215,6 +217,9 @@ def test_conflicting_records_of_one_fold_are_refused(tmp_path: Path) -> None:
     ("train.batch_size=1", "clap training batch_size must be >= 2"),
     ("encoderr=frozen", "config key 'encoderr' is not a valid key; closest valid keys: encoder"),
     ("episodes.ks=[1]", "config key 'episodes' is not a valid key"),
+    ("data.target.options.type=impro", "config key 'data.target.options.type': 'impro', expected one of all, "
+                                       "improvised, scripted"),
+    ("data.target.options.dialogs=improvised", "config key 'data.target.options.dialogs': not an iemocap option"),
 ])
 def test_bad_values_are_one_line_naming_the_key(base: Path, extra: str, expected: str) -> None:
     with pytest.raises(MetalearnError) as err:
@@ -286,3 +291,22 @@ def test_tracking_mirrors_the_table_to_wandb_offline(base: Path, reference) -> N
     assert result.ran == 0 and result.tracking_hint.startswith("W&B offline run saved in")
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert {"emo/wa_mean", "sl/ua_ci95", "ml/folds"} <= set(metrics[-1])
+
+
+def test_shared_sentences_counts_the_scripts_said_in_another_session() -> None:
+    def row(uid: str, text: str = "") -> Utterance:
+        return Utterance(uid, f"/x/{uid}.wav", "iemocap", uid[:5] + uid.split("_")[-1][0], "female", "sad", "sad", "",
+                         1.0, 16000, text)
+
+    scripted = [row("Ses01F_script01_1_F000"), row("Ses01F_script01_2_M003"), row("Ses02M_script01_1_F001"),
+                row("Ses02M_script02_1_F002")]
+    improvised = [row("Ses01F_impro01_F000"), row("Ses02F_impro01_F000"), row("Ses01F_impro02_F001", "Yeah."),
+                  row("Ses02F_impro02_M001", "yeah")]
+    assert shared_sentences(scripted) == 3  # script01 in both sessions; script02 in one
+    assert shared_sentences(improvised) == 2  # the same words count too, whatever the dialog
+    assert shared_sentences(improvised[:2]) == 0
+    assert dialogs_text({}, scripted).startswith("the improvised and scripted dialogs (data.target.options.type=all); "
+                                                 "3 of them say a sentence another session says too (the scripts")
+    assert dialogs_text({"type": "improvised"}, improvised[:2]) == (
+        "the improvised dialogs only (data.target.options.type=improvised); 0 of them say a sentence another "
+        "session says too")

@@ -18,7 +18,8 @@ from scipy import stats
 
 from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.report.compare import comparisons
-from metalearn.report.plots import comparison_figure, metric_figure, per_speaker_figure, plot_metric_vs_k
+from metalearn.report.plot_speakers import per_speaker_figure
+from metalearn.report.plots import comparison_figure, metric_figure, plot_metric_vs_k
 from metalearn.report.records import TrialLog
 from metalearn.report.summary import SUMMARY_FIELDS, summarize
 from metalearn.report.tables import chance_level, per_speaker, summary_table, write_report
@@ -68,7 +69,7 @@ def t_interval(values) -> tuple[float, float]:
 def report(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     records = make_records()
-    TrialLog(run_dir / "trials.jsonl").append(records)
+    TrialLog(run_dir / "trials.jsonl").extend(records)
     return run_dir, records, write_report(run_dir)
 
 

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from metalearn.cli import main
 from metalearn.data.synth.generate import generate
@@ -21,6 +22,15 @@ from metalearn.report.records import VOLATILE, TrialLog, merge_runs, read_trials
 from metalearn.util.errors import MetalearnError
 
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +98,18 @@ def test_same_seed_same_trials(base: Path, reference) -> None:
 
 def test_resume_after_kill_finishes_without_loss_or_duplicates(base: Path, reference,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    real_append, calls = TrialLog.append, []
+    real_extend, calls = TrialLog.extend, []
 
-    def dying_append(self, records):
+    def dying_extend(self, records):
         if len(calls) == 3:
             raise KeyboardInterrupt  # killed between two batches
         calls.append(len(records))
-        real_append(self, records)
+        real_extend(self, records)
 
-    monkeypatch.setattr(TrialLog, "append", dying_append)
+    monkeypatch.setattr(TrialLog, "extend", dying_extend)
     with pytest.raises(KeyboardInterrupt):
         run(base, "killed")
-    monkeypatch.setattr(TrialLog, "append", real_append)
+    monkeypatch.setattr(TrialLog, "extend", real_extend)
     log = base / "killed" / "trials.jsonl"
     kept = log.read_text().splitlines()
     assert len(kept) == sum(calls) < reference.planned
@@ -164,7 +174,7 @@ def test_bad_trial_log_line_names_file_and_line(tmp_path: Path) -> None:
 def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path) -> None:
     records = read_trials(reference.out)
     changed = [{**r, "accuracy": 1.0 - r["accuracy"]} if i == 0 else r for i, r in enumerate(records)]
-    TrialLog(tmp_path / "other" / "trials.jsonl").append(changed)
+    TrialLog(tmp_path / "other" / "trials.jsonl").extend(changed)
     with pytest.raises(MetalearnError, match="appears twice with different results"):
         merge_runs([reference.out, tmp_path / "other"], tmp_path / "merged")
 
@@ -172,8 +182,7 @@ def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path
 def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
     from metalearn.data.manifest import Utterance
-    from metalearn.experiment.grid import assign_folds
-    from metalearn.experiment.runner import _plan, build_episodes
+    from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
     from metalearn.features.backbones import BackboneConfig
     from metalearn.pretune.variant import PretuneVariant
     from metalearn.pretune.variants import enumerate_subsets, variant_name
@@ -185,12 +194,12 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
                       16000) for s in range(1, 21) for e in ("neutral", "happy", "angry", "sad", "surprise")
             for split, n in sizes.items() for i in range(n)]
     speakers = sorted({u.speaker for u in rows})
-    folds = assign_folds(speakers, cfg.speakers.folds, cfg.speakers.seed, cfg.speakers.test)
+    folds = speaker_folds(cfg, speakers)
     episodes = {0: build_episodes(cfg, rows, speakers, 0, tmp_path)}
     variants = {variant_name(s): PretuneVariant(variant_name(s), tmp_path, "supervised", BackboneConfig(), None, s)
                 for s in enumerate_subsets(["iemocap", "msp_improv", "mandarin_affective", "msp_podcast"])}
     units = _plan(cfg, variants, folds, episodes)
-    assert len(variants) == 16 and folds == [speakers]
+    assert len(variants) == 16 and [f.test for f in folds] == [tuple(speakers)] and not folds[0].validation
     assert sum(len(u.episodes) for u in units) == 33_600
     assert {u.algorithm for u in units} == {"full_finetune"}
     assert {len(e.support) for u in units for e in u.episodes} == {2, 4, 8, 16, 24, 32, 64}

@@ -15,14 +15,9 @@ import torch
 
 from metalearn.data.emotions import LABEL_MAPS
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.episodes import (
-    Episode,
-    binary_episodes,
-    load_episodes,
-    nway_episodes,
-    save_episodes,
-    sentence_key,
-)
+from metalearn.data.sentences import sentence_key
+from metalearn.fewshot.episode_io import load_episodes, save_episodes
+from metalearn.fewshot.episodes import Episode, binary_episodes, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.util.errors import MetalearnError
 

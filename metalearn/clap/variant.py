@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from metalearn.clap.heads import ClapHeadsConfig, fit_heads
@@ -45,6 +45,7 @@ from metalearn.features.featurize import select_features
 from metalearn.pretune.data import build_splits
 from metalearn.pretune.train import jsonable
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.pretune.variants import load_checkpoint, write_done
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_json
@@ -144,7 +145,7 @@ def train_clap_variant(loss: str, corpora: Sequence[str], sources: Sequence[Utte
     summary = {"variant": folder.name, "loss": loss, "encoder": cfg.encoder, "classes": classes, **result,
                "seconds": round(time.perf_counter() - start, 2)}
     write_json(folder / "summary.json", jsonable(summary), indent=2)
-    write_json(folder / "done.json", {"variant": folder.name, "finished": time.time()})
+    write_done(folder, folder.name, [HEADS, *([WEIGHTS] if cfg.encoder == "finetune" else [])])
     log.info("%s: zero-shot dev UA %.3f, test WA %.3f UA %.3f (%s classes), %.0f s", folder.name,
              result["dev"]["ua"], result["test"]["wa"], result["test"]["ua"], len(classes), summary["seconds"])
     return summary
@@ -170,13 +171,15 @@ def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, train: 
 
 
 def load_clap_heads(folder: str | os.PathLike) -> ClapModel:
-    """The variant's CLAP heads (text tower included) over its backbone's pooled features, eval mode."""
+    """The variant's CLAP heads (text tower included) over its backbone's pooled features, eval mode.
+
+    The heads file is verified against the SHA-256 its ``done.json`` records (one line when damaged)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     if config.get("kind") != "clap":
         raise MetalearnError(f"pretune variant {folder} is not a CLAP variant (its config.json has no kind: clap)")
     model = ClapModel(int(config["audio_dim"]), ClapConfig(**config["clap"]))
-    model.load_heads(load_file(str(folder / HEADS)))
+    model.load_heads(load_checkpoint(folder, HEADS))
     return model.eval()
 
 

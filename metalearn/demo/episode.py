@@ -4,7 +4,8 @@ The episode is drawn exactly as in the experiments (``nway_episodes``: k support
 speaker's train split, queries from its test split). Features are z-scored with the statistics of the OTHER
 speakers' rows, and meta-learning algorithms are meta-trained on the other speakers only, so nothing about
 the episode's speaker is seen before its support set. The report shows the support set, every query with each
-algorithm's prediction, accuracies and confusion matrices; ``episode_plot`` draws the picture.
+algorithm's prediction, accuracies and confusion matrices; ``plot.plot_episode`` draws the picture and
+``page.write_episode_page`` makes the page students listen to (``--html``).
 """
 
 from __future__ import annotations
@@ -163,17 +164,23 @@ def _query_table(result: EpisodeResult) -> list[str]:
     return _rows_table(["utterance", "true", *result.algorithms], cells, [u.text for u in result.query_rows])
 
 
-def format_report(result: EpisodeResult) -> str:
-    """The episode as plain text (at most ``WIDTH`` columns but for long algorithm lists): sets, predictions,
-    accuracies and a confusion matrix per algorithm."""
-    e, classes = result.episode, result.episode.classes
+def setup_lines(result: EpisodeResult) -> list[str]:
+    """What was done before the support set was seen: the standardisation and any meta-training (unwrapped)."""
     meta = [a.name for a in result.algorithms.values() if a.meta_steps]
     others = len(result.meta_speakers)
     setup = [f"features z-scored with the statistics of the {others} other speakers" if others
              else "features not standardised (no other speakers)"]
     if meta:
         steps = ", ".join(f"{n} ({result.algorithms[n].meta_steps} steps)" for n in meta)
-        setup += textwrap.wrap(f"meta-trained on the other speakers' tasks: {steps}", WIDTH)
+        setup.append(f"meta-trained on the other speakers' tasks: {steps}")
+    return setup
+
+
+def format_report(result: EpisodeResult) -> str:
+    """The episode as plain text (at most ``WIDTH`` columns but for long algorithm lists): sets, predictions,
+    accuracies and a confusion matrix per algorithm."""
+    e, classes = result.episode, result.episode.classes
+    setup = [wrapped for line in setup_lines(result) for wrapped in textwrap.wrap(line, WIDTH)]
     lines = [f"Episode {e.episode_id}: speaker {e.speaker}, {len(classes)}-way {e.k}-shot, "
              f"{len(e.support)} support and {len(e.query)} query clips (seed {e.seed})",
              f"classes: {', '.join(classes)}", *setup, "",
@@ -224,5 +231,10 @@ def _cmd_episode(args: argparse.Namespace) -> int:
     result = run_episode_demo(select_features(emb.values, layer), emb.rows, speaker, args.k, algorithms,
                               queries=args.queries, meta_steps=args.meta_steps, seed=args.seed)
     print(format_report(result))
-    print(f"\npicture: {plot_episode(result, args.out)}")
+    picture = plot_episode(result, args.out)
+    print(f"\npicture: {picture}")
+    if args.html:
+        from metalearn.demo.page import write_episode_page
+
+        print(f"page: {write_episode_page(result, args.html, picture.read_bytes())}")
     return 0

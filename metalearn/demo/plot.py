@@ -61,7 +61,7 @@ def plot_episode(result: EpisodeResult, path: str | os.PathLike, algorithm: str 
     fig = Figure(figsize=(11, 8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg backend, for this figure only
     ax = fig.add_subplot()
-    colours = np.array([_colour(c) for c in range(ways)])
+    colours = np.array([class_colour(c) for c in range(ways)])
     pts = np.concatenate([s2, q2, protos])
     pad = 0.08 * (pts.max(0) - pts.min(0) + 1e-9)
     lo, hi = pts.min(0) - pad, pts.max(0) + pad
@@ -110,7 +110,7 @@ def _titles(fig, result: EpisodeResult, dim: int) -> None:
         "differently from the region it appears in here.", 150), fontsize=9, color="0.25", x=0.01, ha="left")
 
 
-def _colour(c: int) -> np.ndarray:
+def class_colour(c: int) -> np.ndarray:
     """RGBA of class ``c``: tab10 without its red (red marks wrong predictions), then tab20's pale shades."""
     from matplotlib import colormaps
 

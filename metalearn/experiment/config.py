@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
 from metalearn.clap.variant import ClapStageConfig, check_stage
+from metalearn.experiment.launch import LauncherConfig
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
 from metalearn.fewshot.algorithms import ALGORITHMS, adapter_class, config_class
@@ -71,6 +73,8 @@ class EpisodesConfig:
     targets: list[str] | None = None        # binary: target emotions (None: every emotion of the corpus)
     disjoint: str = "text"                  # text: where a speaker has no official split, support and query
                                             # never share a sentence; none: one pool, as before
+    validation: bool | None = None          # nway: each episode's model-selection set is its speaker's evaluation
+                                            # split (as binary has); None: where the corpus has one (ESD)
 
 
 @dataclass
@@ -79,6 +83,8 @@ class SpeakersConfig:
     test: list[str] | None = None           # or name the meta-test speakers (one fold)
     exclude: list[str] = field(default_factory=lambda: ["Unknown"])  # never tasks (MSP-Podcast's pseudo-speaker)
     seed: int = 0                           # assignment of speakers to folds
+    validation: int = 1                     # per fold, drawn from the non-test speakers: for tuning and choices,
+                                            # never learned from; 0: two-way folds (every other speaker meta-trains)
 
 
 @dataclass
@@ -86,6 +92,38 @@ class MetaTrainConfig:
     steps: int = 300
     shots: int | None = None      # None: meta-train once per k, with the k tested; n: once, with n shots
     queries: int = 5              # per class (binary: in total, even)
+
+
+@dataclass
+class TuneConfig:
+    """``python -m metalearn tune``: one Optuna study per method and fold, on the fold's validation speakers."""
+
+    trials: int = 20                        # per method and fold, the same for every method (the first is the
+                                            # hand-set config)
+    seed: int = 0                           # the TPE sampler's seed
+    algorithms: list[str] | None = None     # None: every algorithm of algorithms.run that has a search space
+    variant: str = ""                       # the pretune variant tuned on ("": the run's first)
+    meta_steps: list[int] = field(default_factory=lambda: [25, 50, 100, 200])  # choices for methods that learn
+                                            # across speakers (meta-training / training steps)
+
+
+@dataclass
+class TunedFold:
+    """One fold's tuned values, as ``tune`` chose them on the fold's validation speakers."""
+
+    fold: int = 0
+    validation: list[str] = field(default_factory=list)   # the speakers they were chosen on
+    meta_train: list[str] = field(default_factory=list)   # the speakers every trial learned from
+    algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # algorithm -> its config fields
+    meta_steps: dict[str, int] = field(default_factory=dict)             # algorithm -> meta-training steps
+
+
+@dataclass
+class TunedConfig:
+    """The overlay ``tune`` writes: per fold, the winners of its studies; ``file`` is read into ``folds``."""
+
+    file: str = ""                          # a tuned overlay (a path, or a name under the presets, e.g. tuned/demo)
+    folds: list[TunedFold] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +173,9 @@ class ExperimentConfig:
     algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # `launch`: the cluster jobs (not science)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    tuned: TunedConfig = field(default_factory=TunedConfig)
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -170,6 +211,11 @@ def validate(cfg: ExperimentConfig) -> None:
                              f"episodes.protocol=nway, not {ep.protocol!r}")
     if cfg.speakers.test is None and cfg.speakers.folds < 1:
         raise MetalearnError(f"config key 'speakers.folds': {cfg.speakers.folds} must be >= 1")
+    if cfg.speakers.validation < 0:
+        raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} must be >= 0")
+    if cfg.tune.trials < 1 or not cfg.tune.meta_steps or min(cfg.tune.meta_steps) < 1:
+        raise MetalearnError(f"config key 'tune': trials {cfg.tune.trials} and meta_steps {cfg.tune.meta_steps} "
+                             f"must be >= 1")
     if cfg.tracking.wandb:
         resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the grid
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:

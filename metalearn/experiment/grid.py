@@ -8,6 +8,8 @@ any machine and the n shards together are exactly the whole grid.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,11 +39,13 @@ class Unit:
 
 @dataclass(frozen=True)
 class Subset:
-    """A part of the grid: only these ks, the first ``repetitions`` repetitions, these variants (None: all)."""
+    """A part of the grid: only these ks, the first ``repetitions`` repetitions, these variants (None: all);
+    ``zero``: also the k = 0 point, each smallest-k episode without its support (:func:`without_support`)."""
 
     ks: frozenset[int] | None = None
     repetitions: int | None = None
     variants: frozenset[str] | None = None
+    zero: bool = False
 
     def has(self, e: Episode) -> bool:
         return (self.ks is None or e.k in self.ks) and (self.repetitions is None or e.repetition < self.repetitions)
@@ -68,12 +72,58 @@ def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[
     return [sorted(speakers[i] for i in part) for part in np.array_split(order, folds)]
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One fold's speakers, pairwise disjoint: scored (test), for choices and tuning (validation), and the
+    only speakers anything is learned from across speakers (meta_train: meta-training, standardisation)."""
+
+    fold: int
+    test: tuple[str, ...]
+    validation: tuple[str, ...]
+    meta_train: tuple[str, ...]
+
+
+def three_way_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[str] | None = None,
+                    validation: int = 0) -> list[Fold]:
+    """Each fold's test speakers (:func:`assign_folds`, unchanged by ``validation``), then ``validation`` of the
+    other speakers drawn with the fold's seed (``[seed, fold]``); the rest meta-train.
+
+    With ``validation=0`` the folds are exactly the two-way folds of before (no validation speakers). A fold
+    with no other speakers (one fold of every speaker) has none to draw from and gets none.
+    """
+    if validation < 0:
+        raise MetalearnError(f"config key 'speakers.validation': {validation} must be >= 0")
+    out = []
+    for f, tested in enumerate(assign_folds(speakers, folds, seed, test)):
+        rest = sorted(set(speakers) - set(tested))
+        if rest and validation >= len(rest):
+            raise MetalearnError(f"config key 'speakers.validation': {validation} validation speakers leave fold {f} "
+                                 f"no meta-training speaker (it has {len(rest)} non-test speakers: {', '.join(rest)})")
+        drawn = np.random.default_rng([seed, f]).choice(len(rest), size=min(validation, len(rest)), replace=False)
+        chosen = {rest[i] for i in drawn}
+        out.append(Fold(f, tuple(tested), tuple(sorted(chosen)), tuple(s for s in rest if s not in chosen)))
+    return out
+
+
+def without_support(episodes: Sequence[Episode]) -> list[Episode]:
+    """The k = 0 episodes: per (speaker, target, repetition), its smallest-k episode with no support set, the
+    same query and validation sets, k = 0 and the id's ``/k<k>/`` part written ``/k0/``."""
+    first: dict[tuple[str, str, int], Episode] = {}
+    for e in episodes:
+        key = (e.speaker, e.target_emotion, e.repetition)
+        if key not in first or e.k < first[key].k:
+            first[key] = e
+    return [dataclasses.replace(e, episode_id=re.sub(r"/k\d+/", "/k0/", e.episode_id, count=1), k=0, support=(),
+                                support_labels=(), support_sentences=()) for e in first.values()]
+
+
 def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
                algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
                chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = ()) -> list[Unit]:
     """Every unit of the grid, in a fixed order.
 
     Args:
+        folds: per fold, the speakers scored (a run: its test speakers; tuning: its validation speakers).
         episodes: seed -> that seed's evaluation episodes.
         per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
         chunk: episodes per batch.
@@ -91,6 +141,9 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                     if part.variants is not None and variant not in part.variants:
                         continue
                     chosen = [e for e in mine if part.has(e)]
+                    if part.zero:
+                        chosen = [z for z in without_support(mine)
+                                  if part.repetitions is None or z.repetition < part.repetitions] + chosen
                     size = 1 if algorithm in slow else chunk
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
                         units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from metalearn.experiment import loso, runner
 from metalearn.experiment.config import ExperimentConfig, validate
+from metalearn.experiment.loso_config import LosoExperimentConfig
+from metalearn.experiment.loso_config import validate as validate_loso
 from metalearn.util.errors import MetalearnError
 
 
@@ -24,7 +26,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "fewshot": Kind(ExperimentConfig, validate, runner.main),
-    "loso": Kind(loso.LosoExperimentConfig, loso.validate, loso.main),
+    "loso": Kind(LosoExperimentConfig, validate_loso, loso.main),
 }
 
 

@@ -11,17 +11,15 @@ then among the presets shipped inside the package (``metalearn/experiment/preset
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf import OmegaConf
 
 from metalearn.experiment.kinds import kind_of
+from metalearn.util.config_merge import guarded
 from metalearn.util.errors import MetalearnError
 
 PRESETS_ENV = "METALEARN_PRESETS"
@@ -64,7 +62,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     data = None
     if preset:
         path = preset_path(preset)
-        data = _guard(lambda: OmegaConf.load(path), OmegaConf.create({}), f"{path}: ")
+        data = guarded(lambda: OmegaConf.load(path), OmegaConf.create({}), f"{path}: ")
     named = [i.split("=", 1)[1] for i in overrides if i.split("=", 1)[0] == "kind"]
     kind = kind or (named[-1] if named else None) or (data.get("kind") if data is not None else None) or "fewshot"
     spec = kind_of(str(kind))
@@ -72,47 +70,13 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     schema = OmegaConf.structured(cls)
     layers = [schema]
     if data is not None:
-        layers.append(_guard(lambda: OmegaConf.merge(schema, data), schema, f"{path}: "))
-    layers.append(_guard(lambda: OmegaConf.from_dotlist(list(overrides)), schema, "override: "))
-    merged = _guard(lambda: OmegaConf.merge(*layers), schema)
+        layers.append(guarded(lambda: OmegaConf.merge(schema, data), schema, f"{path}: "))
+    layers.append(guarded(lambda: OmegaConf.from_dotlist(list(overrides)), schema, "override: "))
+    merged = guarded(lambda: OmegaConf.merge(*layers), schema)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise MetalearnError(f"config key {missing[0]!r} has no value; set it, e.g. {missing[0]}=/path "
                              f"({len(missing)} unset: {', '.join(missing)})")
-    cfg = _guard(lambda: OmegaConf.to_object(merged), schema)
+    cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
     check(cfg)
     return cfg
-
-
-def _guard(make, schema: DictConfig, where: str = ""):
-    """Run ``make``; OmegaConf errors become one line naming the key (and the closest valid keys)."""
-    try:
-        return make()
-    except ConfigKeyError as e:
-        key = e.full_key or str(e.key)
-        close = difflib.get_close_matches(key, _all_keys(schema), n=3, cutoff=0.5)
-        hint = f"; closest valid keys: {', '.join(close)}" if close else ""
-        raise MetalearnError(f"{where}config key {key!r} is not a valid key{hint}") from None
-    except MissingMandatoryValue as e:
-        raise MetalearnError(f"{where}config key {e.full_key!r} has no value; set it") from None
-    except OmegaConfBaseException as e:
-        msg = str(e).splitlines()[0]
-        key = getattr(e, "full_key", None)
-        raise MetalearnError(f"{where}config key {key!r}: {msg}" if key else f"{where}{msg}") from None
-    except MetalearnError:
-        raise
-    except yaml.YAMLError as e:
-        raise MetalearnError(f"{where}not valid YAML: {' '.join(str(e).split())}") from None
-    except (ValueError, TypeError) as e:  # a dataclass __post_init__ refusing a value, or unreadable YAML
-        raise MetalearnError(f"{where}{str(e).splitlines()[0]}") from None
-
-
-def _all_keys(node: DictConfig, prefix: str = "") -> list[str]:
-    keys = []
-    for k in node.keys():
-        full = f"{prefix}{k}"
-        keys.append(full)
-        child = node._get_node(k)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            keys += _all_keys(child, f"{full}.")
-    return keys

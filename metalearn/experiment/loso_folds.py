@@ -6,11 +6,16 @@ other sessions' utterances is the dev set (it picks the training step or epoch, 
 rest trains. Prediction is zero-shot: the class prompt nearest to the audio embedding. WA = accuracy, UA =
 mean per-class recall, as in the paper. The experiment that runs these folds from a config, resumably,
 is :mod:`metalearn.experiment.loso`.
+
+IEMOCAP's scripted dialogs are the same three scripts in every session, so a held-out session's scripted lines
+were said in the training sessions too (a lexical leak); :func:`shared_sentences` counts such utterances, and
+the loader's ``type`` option (``improvised``) leaves the scripted dialogs out.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +25,9 @@ from torch import Tensor
 
 from metalearn.clap.heads import ClapHeadsConfig, dev_split, fit_heads
 from metalearn.clap.model import ClapConfig
+from metalearn.data.corpora.iemocap import OPTIONS, TYPES
 from metalearn.data.manifest import Utterance
+from metalearn.data.sentences import sentence_key
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import mean_ci95
 
@@ -41,6 +48,38 @@ def sessions_of(rows: Sequence[Utterance]) -> list[str]:
     if len(sessions) < 2:
         raise MetalearnError(f"leave-one-session-out needs >= 2 sessions, found {sessions}")
     return sessions
+
+
+def shared_sentences(rows: Sequence[Utterance]) -> int:
+    """How many of ``rows`` say a sentence (:func:`sentence_key`) that a row of another session says too: the
+    test utterances whose words leave-one-session-out trains on."""
+    said_in: dict[str, set[str]] = defaultdict(set)
+    for u in rows:
+        said_in[sentence_key(u)].add(session(u))
+    return sum(len(said_in[sentence_key(u)]) > 1 for u in rows)
+
+
+def check_options(options: dict[str, str]) -> None:
+    """The IEMOCAP loader's options of a config: ``type`` selects the dialogs (all, improvised, scripted)."""
+    for key in sorted(set(options) - set(OPTIONS)):
+        raise MetalearnError(f"config key 'data.target.options.{key}': not an iemocap option (valid: "
+                             f"{', '.join(OPTIONS)})")
+    dialogs = str(options.get("type", OPTIONS["type"]))
+    if dialogs not in TYPES:
+        raise MetalearnError(f"config key 'data.target.options.type': {dialogs!r}, expected one of "
+                             f"{', '.join(TYPES)} (which IEMOCAP dialogs)")
+
+
+def dialogs_text(options: dict[str, str], rows: Sequence[Utterance]) -> str:
+    """Which dialogs ``rows`` are (the loader's ``type``), and how many say a sentence another session says."""
+    dialogs = str(options.get("type", OPTIONS["type"]))
+    what = {"all": "the improvised and scripted dialogs", "improvised": "the improvised dialogs only",
+            "scripted": "the scripted dialogs only"}[dialogs]
+    shared = shared_sentences(rows)
+    text = f"{what} (data.target.options.type={dialogs}); {shared} of them say a sentence another session says too"
+    if shared and dialogs != "improvised":
+        text += " (the scripts recur in every session: type=improvised gives a figure without that overlap)"
+    return text
 
 
 @dataclass(frozen=True)

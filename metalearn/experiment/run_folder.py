@@ -17,7 +17,7 @@ from yaml import YAMLError  # PyYAML: omegaconf's own parser
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_atomic
 
-NOT_SCIENCE = ("tracking", "name", "out")  # top-level keys that do not change the numbers
+NOT_SCIENCE = ("tracking", "name", "out", "launcher")  # top-level keys that do not change the numbers
 _ABSENT = object()
 
 

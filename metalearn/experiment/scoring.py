@@ -2,8 +2,9 @@
 what it declares it needs, meta-train it once, then score each unit's episodes with the one trial engine.
 
 The runner never branches on an algorithm's name: it reads the adapter class's declarations
-(:class:`metalearn.fewshot.algorithms.base.AdapterBase`) and provides a prompt prior, audio inputs or
-meta-training tasks accordingly.
+(:class:`metalearn.fewshot.algorithms.base.AdapterBase`) and provides a prompt prior, audio inputs,
+meta-training tasks or labelled clips (``trains_on``) accordingly. Only the fold's meta-training speakers
+are learned from (standardisation, meta-training, training); its validation and test speakers never are.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ import numpy as np
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.data.sentences import sentence_key
 from metalearn.experiment.config import ExperimentConfig
-from metalearn.experiment.grid import Unit
-from metalearn.experiment.run_folder import as_dict
+from metalearn.experiment.grid import Fold, Unit
+from metalearn.experiment.tuned import meta_steps_for, options_for
 from metalearn.features.featurize import Standardizer
-from metalearn.fewshot.algorithms import AdapterBase, AdapterSpec, AudioInputs, adapter_class, build_adapter
-from metalearn.fewshot.episodes import Episode, sentence_key
+from metalearn.fewshot.algorithms import (
+    AdapterBase,
+    AdapterSpec,
+    AudioInputs,
+    TaskSampler,
+    adapter_class,
+    build_adapter,
+)
+from metalearn.fewshot.algorithms.transfer import LabelledClips
+from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.fewshot.trials import run_trials
 from metalearn.pretune.variant import PretuneVariant
@@ -30,15 +40,15 @@ log = logging.getLogger(__name__)
 
 
 def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, rows: list[Utterance],
-                x: Tensor, index_of: dict[str, int], folds: list[list[str]]) -> Iterator[tuple[Unit, list[dict]]]:
+                x: Tensor, index_of: dict[str, int], folds: list[Fold]) -> Iterator[tuple[Unit, list[dict]]]:
     """Build (and meta-train) the group's adapter once, then score each unit (one batch of episodes).
 
     ``units`` share one group (variant, seed, fold, algorithm, meta_k); ``x`` [N, D] are the variant's
     features of ``rows``, which the fold's meta-training speakers standardize.
     """
     _, seed, fold, algorithm, meta_k = units[0].group
-    test = set(folds[fold])
-    train_rows = np.array([i for i, u in enumerate(rows) if u.speaker not in test])
+    learn = set(folds[fold].meta_train)
+    train_rows = np.array([i for i, u in enumerate(rows) if u.speaker in learn], dtype=np.int64)
     standardizer = Standardizer.identity(x.shape[1])
     if cfg.features.standardize and len(train_rows):
         standardizer = Standardizer.fit(x, train_rows)
@@ -49,9 +59,9 @@ def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVarian
         if not episodes:
             continue
         adapter = adapter or build_for(cfg, algorithm, variant, standardizer, x, rows, train_rows, episodes[0],
-                                       meta_k, derived_seed(seed, fold, meta_k))
+                                       meta_k, derived_seed(seed, fold, meta_k), fold)
         yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=unit.variant, seed=seed,
-                               chunk=len(episodes))
+                               chunk=len(episodes), per_query=True)
 
 
 def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> list[Episode]:
@@ -73,9 +83,9 @@ def derived_seed(seed: int, fold: int, meta_k: int) -> int:
 
 def build_for(cfg: ExperimentConfig, algorithm: str, variant: PretuneVariant, standardizer: Standardizer,
               x: Tensor, rows: list[Utterance], train_rows: np.ndarray, example: Episode, meta_k: int,
-              seed: int) -> AdapterBase:
-    """The algorithm built for the episodes' shape from what it declares it needs, meta-trained when it
-    meta-learns (on the fold's meta-training speakers only)."""
+              seed: int, fold: int = 0) -> AdapterBase:
+    """The algorithm built for the episodes' shape from what it declares it needs (with fold ``fold``'s tuned
+    values), meta-trained when it meta-learns (on ``train_rows``, the fold's meta-training speakers, only)."""
     cls = adapter_class(algorithm)
     prior = None
     if cls.needs_prior:  # the variant's prompt head, carried through the standardisation of ``x``
@@ -86,19 +96,28 @@ def build_for(cfg: ExperimentConfig, algorithm: str, variant: PretuneVariant, st
     if cls.inputs == "audio":
         audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in rows})
     spec = AdapterSpec(x.shape[1], len(example.classes), seed, cfg.device, prior, audio)
-    adapter = build_adapter(algorithm, spec, as_dict(getattr(cfg.algorithms, algorithm)))
-    if not adapter.meta_learns or cfg.meta_train.steps == 0:
+    adapter = build_adapter(algorithm, spec, options_for(cfg, algorithm, fold))
+    steps = meta_steps_for(cfg, algorithm, fold)
+    if not adapter.meta_learns or steps == 0:
         return adapter
     if not len(train_rows):
         raise MetalearnError(f"algorithm {algorithm} meta-learns but fold has no meta-training speakers "
                              f"(set speakers.folds >= 2 or name speakers.test)")
+    adapter.meta_train(training_data(cfg, cls, x, rows, train_rows, example, meta_k, seed + 1), steps)
+    return adapter
+
+
+def training_data(cfg: ExperimentConfig, cls: type[AdapterBase], x: Tensor, rows: list[Utterance],
+                  train_rows: np.ndarray, example: Episode, meta_k: int, seed: int) -> TaskSampler:
+    """What the class learns from across speakers (``train_rows`` of ``x`` only): labelled clips (``trains_on =
+    "labels"``) or meta-training tasks of ``meta_k`` (or ``meta_train.shots``, or the episode's k) shots."""
     binary = example.protocol == "binary"
     keep = [i for i in train_rows if binary or rows[i].emotion in example.classes]
+    if cls.trains_on == "labels":
+        return LabelledClips(x[keep], [rows[i].emotion for i in keep], seed)
     shots = meta_k or cfg.meta_train.shots or example.k
-    sampler = SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], [rows[i].speaker for i in keep],
-                                 sorted({rows[i].speaker for i in keep}), spec.ways, shots,
-                                 cfg.meta_train.queries, seed + 1, example.protocol, cfg.device,
-                                 sentences=[sentence_key(rows[i]) for i in keep], splits=[rows[i].split for i in keep],
-                                 disjoint=cfg.episodes.disjoint)
-    adapter.meta_train(sampler, cfg.meta_train.steps)
-    return adapter
+    return SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], [rows[i].speaker for i in keep],
+                              sorted({rows[i].speaker for i in keep}), len(example.classes), shots,
+                              cfg.meta_train.queries, seed, example.protocol, cfg.device,
+                              sentences=[sentence_key(rows[i]) for i in keep], splits=[rows[i].split for i in keep],
+                              disjoint=cfg.episodes.disjoint)

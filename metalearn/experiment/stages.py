@@ -107,9 +107,12 @@ def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: lis
 
 
 def open_variant(folder: Path) -> PretuneVariant:
-    """The typed variant in ``folder``: its kind (in its config.json) picks the class, once."""
+    """The typed variant in ``folder``, its checkpoints verified: its kind (in its config.json) picks the class,
+    once; a damaged checkpoint is one line before any work."""
     variant = PretuneVariant.read(folder)
-    return VARIANT_CLASSES.get(variant.kind, PretuneVariant).read(folder)
+    variant = VARIANT_CLASSES.get(variant.kind, PretuneVariant).read(folder)
+    variant.verify()
+    return variant
 
 
 def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]

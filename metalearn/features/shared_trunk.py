@@ -6,19 +6,26 @@ this computes them once per batch (:meth:`trunk`) and runs only each variant's o
 (:meth:`forward_from`). The results go into each variant's ordinary cache folder, exactly where
 :func:`metalearn.features.embeddings.extract` looks, so what follows is a cache hit. Backbones without a
 trunk (the SSL families), or sharing nothing, are extracted one by one as before.
+
+:class:`TrunkCache` is the same idea across training: a backbone fine-tuned with its lower layers frozen
+computes their frame-level output once per clip; every later epoch and trial starts from it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import SpeechBackbone, pad_batch
+from metalearn.features.backbones.base import length_mask
+from metalearn.features.backbones.whisper import Trunk
 from metalearn.features.embeddings import (
     EmbeddingConfig,
     Embeddings,
@@ -110,3 +117,75 @@ def _one_batch(backbones, stores, tables, idents: list[str], waves: list[torch.T
             store.append([idents[j] for j in need], pooled[need].astype(dtype))
             table.update(idents[j] for j in need)
 
+
+
+def caches_trunk(backbone: SpeechBackbone) -> bool:
+    """Whether ``backbone``'s lower layers can be cached while its top trains: it has a trunk
+    (``trunk`` / ``forward_from``) and no dropout, so its frozen layers give the same output in training."""
+    if not all(hasattr(backbone, name) for name in ("trunk", "forward_from")):
+        return False
+    cfg = getattr(getattr(backbone, "encoder", None), "config", None)
+    return all(getattr(cfg, k, 0.0) == 0.0 for k in ("dropout", "attention_dropout", "activation_dropout"))
+
+
+class TrunkCache:
+    """The hidden state after a backbone's first ``depth`` layers, per clip, in memory (LRU past ``max_bytes``).
+
+    Each clip's states [F_i, D] are computed as if it were alone (the trimmed input mode masks every other
+    clip's padding, so a batch gives the same values), and :meth:`batch` pads them back into the
+    :class:`Trunk` that ``backbone.forward_from(trunk, depth)`` continues: the same hidden states as
+    ``backbone(waves, lengths)`` from ``depth`` on, without running the layers below.
+    """
+
+    def __init__(self, backbone: SpeechBackbone, depth: int, max_bytes: int, chunk: int = 8) -> None:
+        if not caches_trunk(backbone):
+            raise ValueError(f"{type(backbone).__name__} has no cacheable trunk")
+        self.backbone, self.depth, self.max_bytes, self.chunk = backbone, depth, max_bytes, chunk
+        self.states: OrderedDict[str, tuple[Tensor, int]] = OrderedDict()  # key -> (states [F, D], frames)
+        self.bytes = 0
+        self.computed = 0  # clips run through the trunk (a measure of reuse)
+
+    @torch.no_grad()
+    def _fill(self, keys: list[str], waves: list[Tensor]) -> None:
+        device = self.backbone.device
+        for i in range(0, len(keys), self.chunk):
+            batch, lengths = pad_batch(waves[i : i + self.chunk])
+            trunk = self.backbone.trunk(batch.to(device), lengths.to(device), self.depth)
+            x = trunk.states[self.depth]  # [B, F, D]
+            for j, key in enumerate(keys[i : i + self.chunk]):
+                frames = int(trunk.frames[j])
+                kept = x[j, :frames] if trunk.mask is not None else x[j]  # no mask: every frame is input
+                self.states[key] = (kept.clone(), frames)
+                self.bytes += kept.numel() * kept.element_size()
+            self.computed += len(keys[i : i + self.chunk])
+
+    def _evict(self, keep: int) -> None:
+        """Drop the least recently used clips past ``max_bytes``, never the ``keep`` most recent."""
+        while self.bytes > self.max_bytes and len(self.states) > keep:
+            _, (old, _) = self.states.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+    def batch(self, keys: Sequence[str], waves: Sequence[Tensor]) -> Trunk:
+        """The trunk of clips ``keys`` (audio ``waves`` [T_i], used for the ones not cached yet).
+
+        Only the state at ``depth`` is kept: the trunk's lower states repeat it (pool layers >= depth only).
+        """
+        missing = [i for i, key in enumerate(keys) if key not in self.states]
+        if missing:
+            self._fill([keys[i] for i in missing], [waves[i] for i in missing])
+        got = []
+        for key in keys:
+            self.states.move_to_end(key)
+            got.append(self.states[key])
+        width = max(x.shape[0] for x, _ in got)
+        x = torch.zeros(len(got), width, got[0][0].shape[-1], dtype=got[0][0].dtype, device=got[0][0].device)
+        for i, (states, _) in enumerate(got):
+            x[i, : states.shape[0]] = states
+        frames = torch.tensor([f for _, f in got], device=x.device)
+        mask = None
+        if getattr(self.backbone, "mode", "trimmed") == "trimmed" and bool((frames < width).any()):
+            keep = length_mask(frames, width)  # as WhisperBackbone.trunk builds it
+            mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
+            mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
+        self._evict(keep=len(set(keys)))
+        return Trunk([x] * (self.depth + 1), mask, frames)

@@ -1,4 +1,4 @@
-"""Speaker tasks as index lists: fixed evaluation episodes, their replay files, and a meta-training sampler.
+"""Speaker tasks as index lists: the fixed evaluation episodes of the two protocols (files: ``episode_io``).
 
 An episode names utterances by key (``corpus/utterance_id``); features are gathered late
 (``episode_tensors``). Every episode draws from its own RNG, derived from (seed, protocol, speaker,
@@ -6,27 +6,24 @@ target, k, repetition), so adding speakers, targets or k values never changes ex
 Sampling is always without replacement; a speaker with too little data gives a ``Skipped`` record.
 
 Emotional corpora record the same sentences in every emotion. Where a speaker's rows have no official
-split, ``disjoint="text"`` (the default) splits the speaker's sentences (``sentence_key``) at random, per
-episode, into a support-side and a query-side half, so a query never shares its sentence with the support;
-speakers with an official split draw exactly as without it (the corpus's splits hold different sentences).
+split, ``disjoint="text"`` (the default) splits the speaker's sentences
+(:func:`metalearn.data.sentences.sentence_key`) at random, per episode, into a support-side and a query-side
+half, so a query never shares its sentence with the support; speakers with an official split draw exactly as
+without it (the corpus's splits hold different sentences).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import re
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from metalearn.data.emotions import CANONICAL
 from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.data.sentences import sentence_id, sentence_key
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import write_atomic
 
 PROTOCOLS = ("nway", "binary")
 DISJOINT = ("text", "none")
@@ -98,33 +95,6 @@ def episode_rng(seed: int, protocol: str, speaker: str, target: str, k: int, rep
     text = "\x1f".join(str(v) for v in (protocol, speaker, target, k, repetition))
     words = np.frombuffer(hashlib.sha256(text.encode("utf-8")).digest(), dtype=np.uint32).tolist()
     return np.random.default_rng(np.random.SeedSequence([seed, *words]))
-
-
-_SENTENCE_IDS = {  # corpus -> where its utterance_id names the sentence (used only when text is empty)
-    "cremad": re.compile(r"^\d+_([A-Za-z]+)_"),                     # 1001_DFA_ANG_XX: sentence code DFA
-    "ravdess": re.compile(r"^(?:\d\d-){4}(\d\d)-"),                  # 03-01-05-01-02-01-12: statement 02
-    "msp_improv": re.compile(r"^MSP-IMPROV-S(\d\d)[A-Z]-", re.I),   # S01A: target sentence 01 (any emotion
-    # and scenario; the improvised P/S clips only share its topic, so grouping them with it is conservative)
-    "iemocap": re.compile(r"^Ses\d\d[FM]_(script\d+)_"),            # a whole script (turn numbers differ by take)
-}
-
-
-def sentence_key(u: Utterance) -> str:
-    """What ``u`` says, as a grouping key: its words (case, apostrophes, punctuation folded); without text, the
-    corpus's sentence id in ``utterance_id`` (``_SENTENCE_IDS``); else the utterance itself (its own sentence)."""
-    words = re.findall(r"\w+", re.sub(r"['\u2019]", "", u.text.casefold()))  # "It's" and "its" alike
-    if words:
-        return "text:" + " ".join(words)
-    if u.corpus == "mandarin_affective":  # {speaker}_{emotion}_[{type}_]{stem}; the stem recurs across emotions
-        return f"{u.corpus}:{u.utterance_id.removeprefix(f'{u.speaker}_{u.raw_label}_')}"
-    pattern = _SENTENCE_IDS.get(u.corpus)
-    m = pattern.match(u.utterance_id) if pattern else None
-    return f"{u.corpus}:{m.group(1)}" if m else f"utterance:{utterance_key(u)}"
-
-
-def sentence_id(key: str) -> str:
-    """A short stable id of a ``sentence_key`` (12 hex digits of BLAKE2b), as stored in episodes."""
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=6).hexdigest()
 
 
 def _pools(rows: Sequence[Utterance], speakers: Sequence[str]) -> tuple[dict[str, Pools], dict[str, str]]:
@@ -295,94 +265,3 @@ def _binary_one(speaker: str, target: str, k: int, r: int, seed: int, unsplit: b
     return Episode(episode_id, "binary", speaker, k, r, seed, (f"not_{target}", target), target,
                    tuple(pos_s + neg_s), (1,) * len(pos_s) + (0,) * len(neg_s), query, q_labels,
                    validation, v_labels, disjoint, **_sentence_ids(pos_s + neg_s, query, sentence_of))
-
-
-def save_episodes(path: str | os.PathLike, episodes: Sequence[Episode], skipped: Sequence[Skipped] = ()) -> Path:
-    """JSON Lines, one episode per line, then one line per skipped episode (``"skipped": reason``); atomic."""
-    lines = [json.dumps(asdict(e)) for e in episodes]
-    for s in skipped:
-        rec = asdict(s)
-        rec["skipped"] = rec.pop("reason")
-        lines.append(json.dumps(rec))
-    write_atomic(path, "".join(line + "\n" for line in lines))
-    return Path(path)
-
-
-_VALID = {
-    "str": lambda v: isinstance(v, str),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v),
-    "tuple[int, ...]": lambda v: isinstance(v, list) and all(isinstance(e, int) and not isinstance(e, bool) for e in v),
-}
-
-
-def _parse(cls: type, rec: dict, where: str) -> Episode | Skipped:
-    """Build ``cls`` from a JSON record, checking every field's presence and type."""
-    extra = sorted(set(rec) - {f.name for f in fields(cls)})
-    if extra:
-        raise MetalearnError(f"{where}: unknown field {extra[0]!r}")
-    values = {}
-    for f in fields(cls):
-        if f.name not in rec:
-            if f.default is MISSING:
-                raise MetalearnError(f"{where}: missing field {f.name!r}")
-            continue
-        v = rec[f.name]
-        if not _VALID[f.type](v):
-            raise MetalearnError(f"{where}, field {f.name!r}: bad value {v!r} (expected {f.type})")
-        values[f.name] = tuple(v) if isinstance(v, list) else v
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise MetalearnError(f"{where}, {e}") from None
-
-
-def load_episodes(path: str | os.PathLike) -> tuple[list[Episode], list[Skipped]]:
-    """Read a ``save_episodes`` file back; a bad line is a MetalearnError naming file, line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise MetalearnError(f"episodes file {path} does not exist")
-    episodes: list[Episode] = []
-    skipped: list[Skipped] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"episodes file {path}, line {n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MetalearnError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise MetalearnError(f"{where}: expected a JSON object")
-        if "skipped" in rec:
-            skipped.append(_parse(Skipped, {("reason" if f == "skipped" else f): v for f, v in rec.items()}, where))
-        else:
-            episodes.append(_parse(Episode, rec, where))
-    return episodes, skipped
-
-
-def split_speakers(speakers: Sequence[str], test_speakers: Sequence[str] | None = None, n_test: int | None = None,
-                   seed: int = 0, train_speakers: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-    """(meta_train, meta_test), disjoint by construction, each in the order of ``speakers``.
-
-    Either name the meta-test speakers (``test_speakers``) or draw ``n_test`` of them with ``seed``.
-    ``train_speakers`` (optional) restricts meta-training; naming a speaker in both is an error.
-    """
-    if len(set(speakers)) != len(speakers):
-        raise MetalearnError(f"duplicate speakers in {list(speakers)}")
-    if (test_speakers is None) == (n_test is None):
-        raise MetalearnError("split_speakers: give exactly one of test_speakers or n_test")
-    if test_speakers is None:
-        if not 0 < n_test < len(speakers):
-            raise MetalearnError(f"n_test must be in 1..{len(speakers) - 1}, got {n_test}")
-        drawn = np.random.default_rng(seed).choice(len(speakers), size=n_test, replace=False)
-        test_speakers = [speakers[i] for i in drawn]
-    unknown = sorted(set(test_speakers) - set(speakers)) + sorted(set(train_speakers or ()) - set(speakers))
-    if unknown:
-        raise MetalearnError(f"speakers {unknown} are not among {list(speakers)}")
-    both = sorted(set(test_speakers) & set(train_speakers or ()))
-    if both:
-        raise MetalearnError(f"speakers {both} are in both meta-train and meta-test")
-    test = set(test_speakers)
-    allowed = set(train_speakers) if train_speakers is not None else set(speakers)
-    return [s for s in speakers if s not in test and s in allowed], [s for s in speakers if s in test]

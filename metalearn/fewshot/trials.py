@@ -56,21 +56,27 @@ def trial_record(e: Episode, adapter: Adapter, scores: dict[str, float], *, run:
 
 
 def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_of: dict[str, int], *,
-               run: str, pretune: str, seed: int, chunk: int = 512) -> list[dict]:
+               run: str, pretune: str, seed: int, chunk: int = 512, per_query: bool = False) -> list[dict]:
     """Score ``adapter`` on ``episodes``; one record per episode (same order as the batches).
 
     ``x`` [N, D] holds the features of every utterance key in ``index_of`` (methods whose inputs are audio
     read the episodes' clips instead). ``seconds`` is the wall time of the batch an episode was in, divided
-    by the batch's size.
+    by the batch's size. ``per_query``: each record also carries ``query_correct`` (not a record field), one
+    "1" (predicted right) or "0" per query item of its episode, in query order: what the content check's side
+    log keeps (:mod:`metalearn.report.content`).
     """
     records = []
     for group in group_by_shape(episodes, chunk):
         start = time.perf_counter()
         batch = episode_batch(group, index_of, x)
-        logits = adapter.score(batch)
-        scores = episode_metrics(logits.detach(), batch.query_y, batch.query_mask)
+        logits = adapter.score(batch).detach()
+        scores = episode_metrics(logits, batch.query_y, batch.query_mask)
+        hits = (logits.argmax(-1) == batch.query_y).tolist() if per_query else None  # [E][Qmax], padding False
         seconds = (time.perf_counter() - start) / len(group)
         for i, e in enumerate(group):
-            records.append(trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, run=run,
-                                        pretune=pretune, seed=seed, seconds=seconds))
+            record = trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, run=run,
+                                  pretune=pretune, seed=seed, seconds=seconds)
+            if hits is not None:
+                record["query_correct"] = "".join("1" if h else "0" for h in hits[i][:len(e.query)])
+            records.append(record)
     return records

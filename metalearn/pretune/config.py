@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Sequence
 
+from metalearn.util.config_merge import merge_overrides
 from metalearn.util.errors import MetalearnError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -107,36 +106,6 @@ def preset(name: str) -> PretuneConfig:
 
 
 def apply_overrides(cfg: PretuneConfig, items: Sequence[str]) -> PretuneConfig:
-    """``cfg`` with ``key=value`` items applied; values are parsed by the field's type.
-
-    ``none``/``null`` sets an optional field to None. Unknown keys and unparsable values are one-line errors.
-    """
-    hints = typing.get_type_hints(PretuneConfig)
-    changes: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise MetalearnError(f"override {item!r}: expected key=value")
-        if key not in hints:
-            raise MetalearnError(f"unknown pretune key {key!r}; valid keys: {', '.join(hints)}")
-        changes[key] = _parse(key, text.strip(), hints[key])
-    return dataclasses.replace(cfg, **changes)
-
-
-def _parse(key: str, text: str, hint: object) -> object:
-    """``text`` as a value of type ``hint`` (int, float, str, bool, or X | None)."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if type(None) in args and text.lower() in ("none", "null", ""):
-        return None
-    kind = next(a for a in args if a is not type(None))
-    try:
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if kind is int:
-            return int(text)
-        return kind(text)
-    except ValueError:
-        raise MetalearnError(f"pretune {key}={text!r}: expected {getattr(kind, '__name__', kind)}") from None
+    """``cfg`` with ``key=value`` items merged (OmegaConf, like the experiment config); ``none`` sets an
+    optional field to None. Unknown keys and unparsable values are one-line errors."""
+    return merge_overrides(cfg, items, "pretune override: ")

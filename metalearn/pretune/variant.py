@@ -1,10 +1,10 @@
 """A pretune variant as a typed value: what a trial starts from, read once from its folder and passed down.
 
 A variant folder (written by :mod:`metalearn.pretune.variants` or :mod:`metalearn.clap.variant`) holds
-``config.json`` and, once finished, ``done.json``. :class:`PretuneVariant` is the supervised kind (and the
-untouched backbone, ``none``); CLAP variants subclass it (:class:`metalearn.clap.variant.ClapVariant`) and
-give their projected embeddings and a prompt prior. Consumers call methods; they never re-read the folder's
-kind.
+``config.json`` and, once finished, ``done.json`` (with the SHA-256 of each checkpoint, checked on loading).
+:class:`PretuneVariant` is the supervised kind (and the untouched backbone, ``none``); CLAP variants subclass it
+(:class:`metalearn.clap.variant.ClapVariant`) and give their projected embeddings and a prompt prior. Consumers
+call methods; they never re-read the folder's kind.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.features.featurize import select_features
-from metalearn.pretune.variants import backbone_for_variant
+from metalearn.pretune.variants import backbone_for_variant, verify_variant
 from metalearn.util.errors import MetalearnError
 
 
@@ -63,8 +63,15 @@ class PretuneVariant:
         return json.dumps({"backbone": self.config["backbone"], "weights": str(self.weights) if self.weights else None},
                           sort_keys=True)
 
+    def verify(self) -> None:
+        """Check every checkpoint its ``done.json`` records (size and SHA-256); one line naming a damaged one.
+
+        Each file is hashed once per process, so a later :meth:`load_backbone` does not hash it again.
+        """
+        verify_variant(self.folder)
+
     def load_backbone(self) -> SpeechBackbone:
-        """A fresh backbone holding the variant's weights, in eval mode."""
+        """A fresh backbone holding the variant's weights (verified against ``done.json``), in eval mode."""
         return backbone_for_variant(self.folder)
 
     def features(self, values: np.ndarray, layer: int | str) -> Tensor:

@@ -4,6 +4,11 @@ A variant folder ``{out}/{variant_name}/`` holds ``config.json`` (written first)
 ``backbone.safetensors`` (the backbone's state dict), ``heads.safetensors``, ``summary.json`` and, last,
 ``done.json``. A folder without ``done.json`` (a killed run) is trained again; one with it is skipped.
 The "none" variant (the untouched backbone) holds only ``config.json`` and ``done.json``.
+
+``done.json`` records the SHA-256 of every checkpoint the variant wrote (``"sha256": {file: hex}``); loading
+one (:func:`load_checkpoint`) checks it first, so a damaged or truncated file is one line naming it instead of
+silently different weights. Each file is hashed once per process (keyed by path, inode, size and mtime). A
+``done.json`` from before the hashes were recorded loads with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from metalearn.data.manifest import Utterance
@@ -28,11 +34,15 @@ from metalearn.pretune.distributed import barrier, from_main, is_main, world
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top
 from metalearn.pretune.train import TrainResult, jsonable, train
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import atomic_path, write_json
+from metalearn.util.fileio import atomic_path, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 NONE = "none"
 WEIGHTS = "backbone.safetensors"
+HEADS = "heads.safetensors"
+DONE = "done.json"
+_HASHES: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> SHA-256, this process
+_WARNED: set[str] = set()                            # folders whose unhashed done.json was warned about
 
 
 def enumerate_subsets(corpora: Iterable[str]) -> list[tuple[str, ...]]:
@@ -94,17 +104,20 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
     if is_main():
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "config.json", _variant_config(subset, cfg, backbone_cfg, splits))
-    torch.manual_seed(cfg.seed)
     backbone = build(backbone_cfg)
+    # Seeded AFTER the build: a build may draw from torch's global RNG or not (the default Whisper's first use
+    # imports it, initialising a model at random; later builds load the import and draw nothing), and the
+    # heads' initialisation must not depend on which happened (the cross-clone difference of pft-iemocap).
+    torch.manual_seed(cfg.seed)
     trainable = freeze_all_but_top(backbone, cfg.trainable_layers)
     model = MultiHeadClassifier(backbone, {c: splits[c].labels for c in subset}, cfg.layer)
     log.info("%s: %s, %d trainable backbone parameters", variant_name(subset), backbone.name, trainable)
     result = train(model, {c: splits[c] for c in subset}, cfg, device, curve_path=folder / "curve.jsonl")
     if is_main():
         _save_tensors(backbone, folder / WEIGHTS)
-        _save_tensors(model.heads, folder / "heads.safetensors")
+        _save_tensors(model.heads, folder / HEADS)
         _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
-        _write_json(folder / "done.json", {"variant": variant_name(subset), "finished": time.time()})
+        write_done(folder, variant_name(subset), [WEIGHTS, HEADS])
     barrier()
     return result
 
@@ -116,7 +129,7 @@ def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
         _write_json(folder / "config.json", {"variant": NONE, "subset": [], "corpora": [], "weights": None,
                                              "backbone": dataclasses.asdict(backbone_cfg),
                                              "note": "the untouched backbone: build it from `backbone`"})
-        _write_json(folder / "done.json", {"variant": NONE, "finished": time.time()})
+        write_done(folder, NONE, [])
     barrier()
 
 
@@ -153,18 +166,98 @@ def _warn_if_config_differs(folder: Path, cfg: PretuneConfig, backbone_cfg: Back
         log.warning("%s: its saved config differs from this run's; delete the folder to retrain", folder.name)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the file's bytes, computed once per process per (path, inode, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def write_done(folder: Path, variant: str, checkpoints: Sequence[str]) -> None:
+    """``done.json``, written last: the variant, when it finished, each checkpoint's SHA-256 and size."""
+    _write_json(folder / DONE, {"variant": variant, "finished": time.time(),
+                                "sha256": {name: file_sha256(folder / name) for name in checkpoints},
+                                "bytes": {name: (folder / name).stat().st_size for name in checkpoints}})
+
+
+def read_done(folder: str | os.PathLike) -> dict:
+    """The variant's ``done.json``; one line when it is missing (not finished) or unreadable."""
+    path = Path(folder) / DONE
+    if not path.is_file():
+        raise MetalearnError(f"pretune variant {folder} is not finished (no {DONE})")
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MetalearnError(f"{path}: unreadable ({type(e).__name__}); {_retrain(folder)}") from None
+    if not isinstance(done, dict):
+        raise MetalearnError(f"{path}: expected a JSON object, got {type(done).__name__}; {_retrain(folder)}")
+    return done
+
+
+def _retrain(folder: str | os.PathLike) -> str:
+    return f"delete {folder} to retrain the variant (a run retrains a variant folder that has no {DONE})"
+
+
+def verify_checkpoint(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/name`` once it matches the size and SHA-256 its ``done.json`` records; one line when not.
+
+    A ``done.json`` that records no hashes (a variant trained before they were recorded) is trusted, with
+    one warning per folder and process.
+    """
+    folder = Path(folder)
+    path, done = folder / name, read_done(folder)
+    if not path.is_file():
+        raise MetalearnError(f"{path}: missing from a finished variant; {_retrain(folder)}")
+    hashes, sizes = done.get("sha256"), done.get("bytes") if isinstance(done.get("bytes"), dict) else {}
+    if hashes is None:
+        if str(folder) not in _WARNED:
+            _WARNED.add(str(folder))
+            log.warning("%s: its %s records no checkpoint hashes (trained before they were recorded), so its "
+                        "files load unverified; %s to record them", folder, DONE, _retrain(folder))
+        return path
+    if not isinstance(hashes, dict) or name not in hashes:
+        raise MetalearnError(f"{path}: {folder / DONE} records no SHA-256 for it; {_retrain(folder)}")
+    size = path.stat().st_size
+    if name in sizes and size != sizes[name]:
+        raise MetalearnError(f"{path} is damaged: {size} bytes, {sizes[name]} when it was written "
+                             f"({'truncated' if size < sizes[name] else 'grown'}); {_retrain(folder)}")
+    actual = file_sha256(path)
+    if actual != hashes[name]:
+        raise MetalearnError(f"{path} is damaged: its SHA-256 {actual[:12]}... differs from "
+                             f"{str(hashes[name])[:12]}... recorded in {DONE}; {_retrain(folder)}")
+    return path
+
+
+def verify_variant(folder: str | os.PathLike) -> None:
+    """Check every checkpoint the variant's ``done.json`` records (see :func:`verify_checkpoint`)."""
+    hashes = read_done(folder).get("sha256")
+    for name in hashes if isinstance(hashes, dict) else ():
+        verify_checkpoint(folder, name)
+
+
+def load_checkpoint(folder: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of the variant's checkpoint ``name``, verified first (:func:`verify_checkpoint`)."""
+    path = verify_checkpoint(folder, name)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:  # unverifiable (an old done.json) and damaged
+        raise MetalearnError(f"{path}: not a readable safetensors file ({e}); {_retrain(folder)}") from None
+
+
 def load_variant(variant_dir: str | os.PathLike, backbone: SpeechBackbone) -> SpeechBackbone:
     """``backbone`` (freshly built from the variant's backbone config) holding the variant's weights.
 
-    Strict: every key must match. The "none" variant returns ``backbone`` untouched.
+    Strict: every key must match. The "none" variant returns ``backbone`` untouched. The weights file is
+    verified against ``done.json`` first (:func:`verify_checkpoint`).
     """
     folder = Path(variant_dir)
-    if not (folder / "done.json").is_file():
-        raise MetalearnError(f"pretune variant {folder} is not finished (no done.json)")
+    read_done(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     if config.get("weights") is None:
         return backbone
-    state = load_file(str(folder / config["weights"]))
+    state = load_checkpoint(folder, config["weights"])
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as e:

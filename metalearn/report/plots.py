@@ -5,7 +5,8 @@
   ``majority`` algorithm's curve as the baseline (the chance level 1/ways when no majority rows exist).
 - :func:`comparison_figure` / :func:`plot_comparisons`: paired differences to the reference against k, with
   their 95% intervals over speakers, one panel per pretune variant, a zero line.
-- :func:`per_speaker_figure` / :func:`plot_per_speaker`: accuracy per speaker x method at one k.
+
+The per-speaker heat map is :mod:`metalearn.report.plot_speakers`.
 
 Matplotlib is imported inside the functions (Agg backend), so importing this module stays cheap.
 """
@@ -33,7 +34,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 PANELS_PER_ROW = 4
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,7 +45,7 @@ def _pyplot():
 
 def algorithm_styles(algorithms: Sequence[str]) -> dict[str, tuple[tuple, str]]:
     """A fixed (colour, marker) per algorithm name: the sorted names take the palette in order."""
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted(set(algorithms))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     return {a: (cmap(i % cmap.N), MARKERS[i % len(MARKERS)]) for i, a in enumerate(names)}
@@ -79,7 +80,7 @@ def _k_axis(ax, ks: Sequence[int]) -> None:
     ax.set_xlim(*scale.inverted().transform([lo - pad, hi + pad]))
 
 
-def _wrap(name: str, width: int = 30) -> str:
+def wrap_label(name: str, width: int = 30) -> str:
     """Break a long variant name (corpora joined by "+") into lines of about ``width`` characters."""
     lines, line = [], ""
     for part in name.replace("+", "+\0").split("\0"):
@@ -102,7 +103,7 @@ def _n_text(rows: Sequence[dict]) -> str:
 
 def _panels(names: Sequence[str], ks: Sequence[int], ylabel: str):
     """(figure, axes) with one panel per name (shared y, up to 4 per row), titled, k axis set, spares hidden."""
-    plt = _pyplot()
+    plt = pyplot()
     nrows = math.ceil(len(names) / PANELS_PER_ROW)
     ncols = math.ceil(len(names) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows), sharey=True,
@@ -111,7 +112,7 @@ def _panels(names: Sequence[str], ks: Sequence[int], ylabel: str):
         if i >= len(names):
             ax.set_visible(False)
             continue
-        ax.set_title(_wrap(names[i]), fontsize=10)
+        ax.set_title(wrap_label(names[i]), fontsize=10)
         _k_axis(ax, ks)
         ax.tick_params(labelleft=i % ncols == 0, labelbottom=True)
         if i % ncols == 0:
@@ -193,11 +194,11 @@ def _draw_panel(ax, rows: Sequence[dict], metric: str, styles: dict, chance: flo
     ax.grid(True, alpha=0.3)
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -210,7 +211,7 @@ def plot_metric_vs_k(summary_rows: Sequence[dict], metric: str, path: str | os.P
     a chance line at ``chance`` (a fraction, e.g. 1/ways); k on a log axis (symlog when k = 0 is present).
     ``protocol`` picks one when the rows hold several.
     """
-    return _save(metric_figure(summary_rows, metric, title, chance, protocol), path)
+    return save_figure(metric_figure(summary_rows, metric, title, chance, protocol), path)
 
 
 def _comparison_rows(rows: Sequence[dict], metric: str, protocol: str | None) -> tuple[str, list[dict], str]:
@@ -265,76 +266,4 @@ def plot_comparisons(comparison_rows: Sequence[dict], path: str | os.PathLike, m
     baseline left out when other algorithms exist), or the variant-vs-none rows when there are none; one
     panel per pretune variant, one colour per algorithm, a line at 0. Returns ``path``.
     """
-    return _save(comparison_figure(comparison_rows, metric, protocol), path)
-
-
-def _default_k(ks: Sequence[int]) -> int:
-    """The median k present (the lower one of the two middle values)."""
-    ks = sorted(set(ks))
-    return ks[(len(ks) - 1) // 2]
-
-
-def _speaker_rows(per_speaker_rows: Sequence[dict], k: int | None, protocol: str | None) -> tuple[str, int, list]:
-    """(protocol, k, rows at that k): protocol defaults to the one with the most rows, k to the median k."""
-    if not per_speaker_rows:
-        raise MetalearnError("per-speaker rows: none to plot")
-    if protocol is None:
-        names = sorted({r["protocol"] for r in per_speaker_rows})
-        protocol = max(names, key=lambda p: sum(r["protocol"] == p for r in per_speaker_rows))
-    rows = [r for r in per_speaker_rows if r["protocol"] == protocol]
-    ks = sorted({int(r["k"]) for r in rows})
-    k = (_default_k(ks) if ks else 0) if k is None else int(k)
-    chosen = [r for r in rows if int(r["k"]) == k]
-    if not chosen:
-        raise MetalearnError(f"per-speaker rows: no k = {k} for protocol {protocol!r} (k present: {ks})")
-    return protocol, k, chosen
-
-
-def per_speaker_figure(per_speaker_rows: Sequence[dict], k: int | None = None, protocol: str | None = None,
-                       metric: str = "accuracy") -> Figure:
-    """The heat map of :func:`plot_per_speaker` (returned, not saved)."""
-    plt = _pyplot()
-    protocol, k, rows = _speaker_rows(per_speaker_rows, k, protocol)
-    speakers = sorted({str(r["speaker"]) for r in rows})
-    methods = sorted({(r["pretune"], r["algorithm"]) for r in rows})
-    grid = np.full((len(speakers), len(methods)), np.nan)
-    for r in rows:
-        grid[speakers.index(str(r["speaker"])), methods.index((r["pretune"], r["algorithm"]))] = \
-            100 * float(r[f"{metric}_mean"])
-    size = (max(6.0, 3.0 + 0.5 * len(methods)), 2.6 + 0.3 * len(speakers))
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
-    lo, hi = (float(np.nanmin(grid)), float(np.nanmax(grid))) if np.isfinite(grid).any() else (0.0, 100.0)
-    image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=lo, vmax=max(hi, lo + 1e-9))
-    for (i, j), v in np.ndenumerate(grid):
-        if np.isfinite(v):
-            dark = (v - lo) / max(hi - lo, 1e-9) < 0.55  # viridis is dark at the low end
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_xticks(range(len(methods)), [a for _, a in methods], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(speakers)), speakers, fontsize=8)
-    ax.set_ylabel("speaker")
-    _pretune_groups(ax, [p for p, _ in methods])
-    label = METRIC_LABELS.get(metric, metric)
-    fig.colorbar(image, ax=ax, label=f"{label} (%)", fraction=0.04, pad=0.01)
-    fig.suptitle(f"{label} per speaker, {protocol} protocol, k = {k} (mean over repetitions)", fontsize=10)
-    return fig
-
-
-def _pretune_groups(ax, pretunes: Sequence[str]) -> None:
-    """Name each run of columns sharing a pretune variant on a top axis; white lines between the runs."""
-    starts = [j for j, p in enumerate(pretunes) if j == 0 or p != pretunes[j - 1]]
-    ends = [*starts[1:], len(pretunes)]
-    for j in starts[1:]:
-        ax.axvline(j - 0.5, color="white", lw=2.5)
-    top = ax.secondary_xaxis("top")
-    top.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)],
-                   [_wrap(pretunes[a], max(8, 7 * (b - a))) for a, b in zip(starts, ends, strict=True)], fontsize=8)
-    top.tick_params(length=0)
-
-
-def plot_per_speaker(per_speaker_rows: Sequence[dict], path: str | os.PathLike, k: int | None = None,
-                     protocol: str | None = None, metric: str = "accuracy") -> Path:
-    """PNG heat map of ``metric`` per speaker (rows) x pretune / algorithm (columns) at one k, annotated.
-
-    ``k`` defaults to the median k present; ``protocol`` to the one with the most rows. Returns ``path``.
-    """
-    return _save(per_speaker_figure(per_speaker_rows, k, protocol, metric), path)
+    return save_figure(comparison_figure(comparison_rows, metric, protocol), path)

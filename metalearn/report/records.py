@@ -18,7 +18,8 @@ from pathlib import Path
 
 from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import append_durably, atomic_path, cut_torn_tail
+from metalearn.util.fileio import atomic_path
+from metalearn.util.jsonl_log import JsonlLog
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +46,15 @@ def shard_file(index: int, count: int) -> str:
     return TRIALS if count == 1 else f"trials.shard-{index + 1}-of-{count}.jsonl"
 
 
-class TrialLog:
-    """An append-only trial log. Opening it repairs a torn last line left by a killed writer."""
+class TrialLog(JsonlLog):
+    """The trial log: the project's append-only JSONL log keyed by :func:`trial_key`, with the record fields.
+
+    Opening it repairs a torn last line left by a killed writer; :meth:`extend` appends a batch in one
+    write and an fsync, skipping trials already logged.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(exist_ok=True)
-        self._repair()
-        self.done = {trial_key(r) for r in _read_lines(self.path)}
-
-    def _repair(self) -> None:
-        cut = cut_torn_tail(self.path)
-        if cut:
-            log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
-
-    def append(self, records: Sequence[dict]) -> None:
-        """Append ``records`` in one write, then fsync; records already in the log are skipped."""
-        new = [r for r in records if trial_key(r) not in self.done]
-        if not new:
-            return
-        data = "".join(json.dumps({f: r[f] for f in RECORD_FIELDS}) + "\n" for r in new).encode("utf-8")
-        append_durably(self.path, data)
-        self.done.update(trial_key(r) for r in new)
+        super().__init__(path, trial_key, RECORD_FIELDS, VOLATILE)
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -153,5 +140,5 @@ def merge_runs(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     """Merge the trial records of several run folders (shards run apart) into ``out/trials.jsonl``."""
     records = dedupe((r for s in sources for r in read_trials(s)), ", ".join(map(str, sources)))
     target = TrialLog(Path(out) / TRIALS)
-    target.append(records)
+    target.extend(records)
     return target.path

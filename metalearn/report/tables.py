@@ -4,8 +4,9 @@
 next to them and atomically: ``trials.csv``, ``summary.csv`` (mean over speakers of per-speaker means and
 its 95% t-interval per pretune, algorithm, protocol and k), ``per_speaker.csv``, ``summary.md`` (paper-ready
 Markdown tables), ``comparisons.csv`` / ``comparisons.md`` (paired differences to a reference algorithm and
-to the ``none`` variant, :mod:`metalearn.report.compare`) and the PNG figures of :mod:`metalearn.report.plots`.
-Same records in any order, byte-identical CSV and Markdown files.
+to the ``none`` variant, :mod:`metalearn.report.compare`), ``content.csv`` / ``content.md`` (the content
+check, :mod:`metalearn.report.content`, when the run logged per-query records) and the PNG figures of
+:mod:`metalearn.report.plots`. Same records in any order, byte-identical CSV and Markdown files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown
+from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_rows, read_queries
 from metalearn.report.records import read_trials, write_trials_csv
 from metalearn.report.stats import t_interval
 from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
@@ -156,7 +158,8 @@ def summary_table(summary_rows: Sequence[dict], metric: str = "accuracy") -> str
 
 def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[dict],
                  speaker_rows: Sequence[dict], comparison_rows: Sequence[dict]) -> dict[str, Path]:
-    from metalearn.report.plots import plot_comparisons, plot_metric_vs_k, plot_per_speaker
+    from metalearn.report.plot_speakers import plot_per_speaker
+    from metalearn.report.plots import plot_comparisons, plot_metric_vs_k
 
     written = {}
     protocols = protocols_by_size(records)
@@ -171,6 +174,16 @@ def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[
             written[name] = plot_comparisons(comparison_rows, run_dir / name, protocol=protocol)
     written["per_speaker.png"] = plot_per_speaker(speaker_rows, run_dir / "per_speaker.png", protocol=protocols[0])
     return written
+
+
+def _content_files(run_dir: Path, records: Sequence[dict], name: str) -> list[tuple[str, str]]:
+    """``content.csv`` and ``content.md`` (:mod:`metalearn.report.content`) when the run logged per-query
+    records (episodes whose support and query may share a sentence); else none."""
+    rows = content_rows(records, read_queries(run_dir))
+    if not rows:
+        return []
+    return [("content.csv", _csv_text(rows, CONTENT_FIELDS)),
+            ("content.md", content_markdown(rows, f"Content check: {name}"))]
 
 
 def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = None, reference: str = "finetune",
@@ -196,7 +209,8 @@ def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = No
                        ("per_speaker.csv", _csv_text(speaker_rows, PER_SPEAKER_FIELDS)),
                        ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}")),
                        ("comparisons.csv", _csv_text(comparison_rows, COMPARISON_FIELDS)),
-                       ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}"))):
+                       ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}")),
+                       *_content_files(run_dir, records, name)):
         write_atomic(run_dir / file, text)
         written[file] = run_dir / file
     if plots:

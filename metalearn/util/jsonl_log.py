@@ -1,7 +1,7 @@
-"""A keyed, append-only JSON Lines log that survives a kill at any moment (LOSO fold records).
+"""The one keyed, append-only JSON Lines log of the project; it survives a kill at any moment.
 
-Its twin for trial records (batches of records, keyed by trial) is :class:`metalearn.report.records.TrialLog`;
-both repair a torn last line and append with an fsync through :mod:`metalearn.util.fileio`.
+Trial records (:class:`metalearn.report.records.TrialLog`, keyed by trial) and LOSO fold records
+(:mod:`metalearn.experiment.loso`, keyed by fold) are both this log with their own key and fields.
 """
 
 from __future__ import annotations
@@ -70,12 +70,19 @@ class JsonlLog:
 
     def append(self, record: dict) -> None:
         """Append ``record`` (its ``fields``) in one write, then fsync; a key already logged is skipped."""
-        if self.key(record) in self.records:
+        self.extend([record])
+
+    def extend(self, records: Sequence[dict]) -> None:
+        """Append ``records`` in one write, then fsync; keys already logged (or repeated) are skipped."""
+        new: dict[tuple, dict] = {}
+        for r in records:
+            key = self.key(r)
+            if key not in self.records and key not in new:
+                new[key] = {f: r[f] for f in self.fields}
+        if not new:
             return
-        record = {f: record[f] for f in self.fields}
-        data = (json.dumps(record) + "\n").encode("utf-8")
-        append_durably(self.path, data)
-        self.records[self.key(record)] = record
+        append_durably(self.path, "".join(json.dumps(r) + "\n" for r in new.values()).encode("utf-8"))
+        self.records.update(new)
 
 
 def _differs(a: object, b: object) -> bool:

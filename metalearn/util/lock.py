@@ -72,9 +72,13 @@ def _write_info(shard: tuple[int, int]) -> Callable[[int], None]:
     return write
 
 
-def _held(lock_file: Path) -> bool:
-    """Whether another process (or another lock in this one) holds ``lock_file`` now; a free lock is left free."""
-    probe = FileLock(lock_file, timeout=0, is_singleton=False)
+def held(lock_file: Path) -> bool:
+    """Whether another process (or another lock in this one) holds ``lock_file`` now; a free lock is left free.
+
+    The probe waits :data:`OWN_WAIT_S`: a sibling shard probing the same file at the same instant holds it for
+    microseconds, a running holder for good (with ``timeout=0`` two shards starting together refused each other).
+    """
+    probe = FileLock(lock_file, timeout=OWN_WAIT_S, is_singleton=False)
     try:
         probe.acquire()
     except Timeout:
@@ -87,7 +91,7 @@ def _other_split(folder: Path, shard: tuple[int, int]) -> Path | None:
     """A held lock file of a shard whose count differs from ``shard``'s, if any."""
     for lock_file in sorted(folder.glob("shard-*-of-*.lock")):
         count = lock_file.stem.rsplit("-", 1)[-1]
-        if count.isdigit() and int(count) != shard[1] and _held(lock_file):
+        if count.isdigit() and int(count) != shard[1] and held(lock_file):
             return lock_file
     return None
 

@@ -4,7 +4,8 @@ Every loader is ``load(root: Path, ctx: LoadContext, **options) -> Iterable[Utte
 its own; :func:`load_corpus` is the one entry point (checks the root and the options, collects problems,
 filters). A loader that takes options lists them, with their defaults, in its module's ``OPTIONS``
 (``{name: default}``, string values): MSP-IMPROV ``labels`` (perceived | target), Mandarin Affective
-Speech ``types`` (all | phrase | phrase+sentence ...). The defaults reproduce a load without options.
+Speech ``types`` (all | phrase | phrase+sentence ...), IEMOCAP ``type`` (all | improvised | scripted).
+The defaults reproduce a load without options.
 """
 
 from __future__ import annotations

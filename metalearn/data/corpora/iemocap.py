@@ -14,6 +14,11 @@ Speaker: an utterance id such as ``Ses01F_impro01_M003`` names the actor who spe
 its LAST segment (``M``): session 1's male actor, speaker id ``Ses01M``. The letter after ``Ses01`` names the
 actor wearing the motion-capture markers, not the speaker. There is no official split (split is "").
 A wav without a label line is reported; a label line without a wav is counted as "label without audio".
+
+Option ``type`` (which dialogs): ``all`` (default, what GEmo-CLAP and most IEMOCAP work use), ``improvised``
+(``_impro`` dialogs: the actors' own words, no script) or ``scripted`` (``_script`` dialogs: three
+scripts, each played in every session, so their lines recur across sessions, speakers and emotions). The
+dialogs left out are counted as excluded ("scripted dialog (type=improvised)").
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ from pathlib import Path
 
 from metalearn.data.corpora.base import LoadContext, audio_files
 from metalearn.data.manifest import Utterance
+from metalearn.util.errors import MetalearnError
 
 _SESSION_DIR = re.compile(r"^Session(\d+)$")
 _UTTERANCE_ID = re.compile(r"^Ses(\d{2})[FM]_\w+_([FM])\d+$")
 _LABEL_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(Ses\S+)\s+(\S+)\s+\[")
 _TRANSCRIPT_LINE = re.compile(r"^(Ses\S+)\s+\[[^\]]*\]:\s*(.*)$")
+_DIALOG_TYPE = re.compile(r"^Ses\d+[FM]_(impro|script)")
 GENDERS = {"F": "female", "M": "male"}
+TYPES = ("all", "improvised", "scripted")
+OPTIONS = {"type": "all"}
 
 
 def session_dirs(root: Path) -> list[Path]:
@@ -77,8 +86,18 @@ def speaker_of(utterance_id: str) -> tuple[str, str] | None:
     return f"Ses{m.group(1)}{m.group(2)}", GENDERS[m.group(2)]
 
 
-def load_session(session: Path, ctx: LoadContext, seen: set[str]) -> Iterator[Utterance | None]:
-    """Every labelled utterance of one session folder."""
+def dialog_type(utterance_id: str) -> str | None:
+    """``improvised`` or ``scripted`` from an utterance id (``Ses01F_impro01_F000``, ``Ses01M_script01_1_F005``)."""
+    m = _DIALOG_TYPE.match(utterance_id)
+    return None if m is None else {"impro": "improvised", "script": "scripted"}[m.group(1)]
+
+
+def _kept(utterance_id: str, type: str) -> bool:
+    return type == "all" or dialog_type(utterance_id) == type
+
+
+def load_session(session: Path, ctx: LoadContext, seen: set[str], type: str = "all") -> Iterator[Utterance | None]:
+    """Every labelled utterance of one session folder, of the dialogs ``type`` selects."""
     labels = read_labels(session)
     transcripts = read_transcripts(session)
     wav_dir = session / "sentences" / "wav"
@@ -90,6 +109,9 @@ def load_session(session: Path, ctx: LoadContext, seen: set[str]) -> Iterator[Ut
             ctx.report.add(path, "unexpected file name (expected Ses{NN}{F|M}_{dialog}_{F|M}{NNN}.wav)")
             continue
         found.add(utterance_id)
+        if not _kept(utterance_id, type):
+            ctx.excluded[f"{dialog_type(utterance_id) or 'unknown'} dialog (type={type})"] += 1
+            continue
         if utterance_id in seen:
             ctx.report.add(path, f"duplicate utterance {utterance_id} (another copy was already loaded)")
             continue
@@ -100,13 +122,15 @@ def load_session(session: Path, ctx: LoadContext, seen: set[str]) -> Iterator[Ut
         yield ctx.utterance(path, utterance_id=utterance_id, speaker=speaker[0], gender=speaker[1],
                             raw_label=labels[utterance_id], split="",
                             text=transcripts.get(utterance_id, ""))
-    missing = len(labels.keys() - found)
+    missing = sum(_kept(u, type) for u in labels.keys() - found)
     if missing:
         ctx.excluded["label without audio"] += missing
 
 
-def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
-    """All labelled IEMOCAP utterances under ``root`` (see the module docstring for the layout)."""
+def load(root: Path, ctx: LoadContext, type: str = OPTIONS["type"]) -> Iterator[Utterance | None]:
+    """All labelled IEMOCAP utterances under ``root`` of the dialogs ``type`` selects (see the module docstring)."""
+    if type not in TYPES:
+        raise MetalearnError(f"iemocap option type={type!r}: expected one of {', '.join(TYPES)}")
     seen: set[str] = set()
     for session in session_dirs(root):
-        yield from load_session(session, ctx, seen)
+        yield from load_session(session, ctx, seen, type)

@@ -5,9 +5,14 @@ Three classifiers on :func:`features.utterance_features`, all scored on each spe
 - speaker-normalised: the same, after z-scoring every speaker's features with that speaker's own
   unlabelled statistics (a classic adaptation without labels);
 - per-speaker k-shot: class means from k labelled examples per class of the test speaker, the
-  within-class covariance from the other speakers (LDA with adapted means).
+  within-class covariance from the other speakers (LDA with adapted means); the k examples come from the
+  speaker's train split, or without splits from its utterances, and are never scored themselves.
 A corpus that rewards adaptation scores clearly above chance speaker-independently, and higher
 again with k examples of the speaker, without reaching 100%.
+
+Content check of the k-shot baseline (with ``sentences``): the accuracy of the scored utterances whose
+sentence one of the k examples per class says too (with another emotion: the corpus says each sentence in
+every emotion) against the others, pooled per speaker over the draws, then averaged over speakers.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scipy import stats
 
 from metalearn.data.audio import load_audio
 from metalearn.data.manifest import Utterance
+from metalearn.data.sentences import sentence_key
 from metalearn.data.synth.features import utterance_features
 
 
@@ -66,27 +72,49 @@ def _leave_one_out(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
 
 
 def _kshot(x: np.ndarray, y: np.ndarray, others: np.ndarray, pool: np.ndarray, test: np.ndarray,
-           n_classes: int, k: int, repeats: int, rng: np.random.Generator) -> float | None:
-    """Mean accuracy over ``repeats`` draws of k examples per class from ``pool``; None if too few."""
+           n_classes: int, k: int, repeats: int, rng: np.random.Generator, sentences: np.ndarray | None = None
+           ) -> tuple[float, np.ndarray] | None:
+    """(mean accuracy over ``repeats`` draws of k examples per class from ``pool``, counts [4]); None if too
+    few. The drawn examples are not scored. Counts, over the draws: right and all scored utterances whose
+    sentence (``sentences`` [N]) a drawn example says, then right and all of the others (zeros without)."""
     candidates = [np.flatnonzero(pool & (y == c)) for c in range(n_classes)]
     if min(len(c) for c in candidates) < k:
         return None
-    xtr, xte, xall = _standardise(x[others], x[test], x)
+    xtr, xall = _standardise(x[others], x)
     cov = within_covariance(xtr, y[others], n_classes)
-    accs = []
+    accs, counts = [], np.zeros(4, dtype=np.int64)
     for _ in range(repeats):
-        means = np.stack([xall[rng.choice(c, k, replace=False)].mean(axis=0) for c in candidates])
-        w, b = lda_from(means, cov, 0.2)
-        accs.append(np.mean(np.argmax(xte @ w + b, axis=1) == y[test]))
-    return float(np.mean(accs))
+        chosen = [rng.choice(c, k, replace=False) for c in candidates]
+        w, b = lda_from(np.stack([xall[c].mean(axis=0) for c in chosen]), cov, 0.2)
+        used = np.concatenate(chosen)
+        scored = np.setdiff1d(np.flatnonzero(test), used)
+        if not len(scored):
+            continue
+        right = np.argmax(xall[scored] @ w + b, axis=1) == y[scored]
+        accs.append(np.mean(right))
+        if sentences is not None:
+            shared = np.isin(sentences[scored], sentences[used])
+            counts += [right[shared].sum(), shared.sum(), right[~shared].sum(), (~shared).sum()]
+    return (float(np.mean(accs)), counts) if accs else None
+
+
+def _content(counts: Sequence[np.ndarray]) -> dict:
+    """The content check of one k from per-speaker counts [4] (see :func:`_kshot`)."""
+    shared = [c[0] / c[1] for c in counts if c[1]]
+    other = [c[2] / c[3] for c in counts if c[3]]
+    return {"shared": mean_ci(shared) if shared else None, "other": mean_ci(other) if other else None,
+            "n_shared": int(sum(c[1] for c in counts)), "n_other": int(sum(c[3] for c in counts))}
 
 
 def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.ndarray,
-              ks: Sequence[int] = (1, 5, 10), repeats: int = 20, seed: int = 0) -> dict:
+              ks: Sequence[int] = (1, 5, 10), repeats: int = 20, seed: int = 0,
+              sentences: np.ndarray | None = None) -> dict:
     """Accuracies of the three classifiers; ``x`` [N, D], ``y`` [N] ints, ``speakers``, ``splits`` [N].
 
     Each entry is (mean over speakers, 95% CI half-width); k-shot accuracies are first averaged
-    over ``repeats`` draws per speaker.
+    over ``repeats`` draws per speaker. With ``sentences`` [N] (sentence keys), ``kshot_content`` holds per k
+    the content check of the k-shot baseline (module docstring): ``shared`` and ``other`` (mean, CI) or
+    None when no scored utterance is of that kind, and their counts ``n_shared``, ``n_other``.
     """
     n_classes = int(y.max()) + 1
     rng = np.random.default_rng(seed)
@@ -94,7 +122,7 @@ def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.nda
     for s in np.unique(speakers):
         normed[speakers == s] = _standardise(x[speakers == s])[0]
     has_train = (splits == "train").any()
-    si, sn, kshot = [], [], {k: [] for k in ks}
+    si, sn, kshot, content = [], [], {k: [] for k in ks}, {k: [] for k in ks}
     for s in np.unique(speakers):
         test = (speakers == s) & ((splits == "test") | (splits == ""))
         others = speakers != s
@@ -102,13 +130,17 @@ def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.nda
         sn.append(_leave_one_out(normed, y, others, test, n_classes))
         pool = (speakers == s) & (splits == "train") if has_train else test
         for k in ks:
-            acc = _kshot(x, y, others, pool, test, n_classes, k, repeats, rng)
-            if acc is not None:
-                kshot[k].append(acc)
-    return {"chance": 1.0 / n_classes, "n_speakers": int(len(np.unique(speakers))), "repeats": repeats,
-            "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
-            "speaker_independent": mean_ci(si), "speaker_normalised": mean_ci(sn),
-            "per_speaker_kshot": {str(k): mean_ci(v) for k, v in kshot.items() if v}}
+            result = _kshot(x, y, others, pool, test, n_classes, k, repeats, rng, sentences)
+            if result is not None:
+                kshot[k].append(result[0])
+                content[k].append(result[1])
+    report = {"chance": 1.0 / n_classes, "n_speakers": int(len(np.unique(speakers))), "repeats": repeats,
+              "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
+              "speaker_independent": mean_ci(si), "speaker_normalised": mean_ci(sn),
+              "per_speaker_kshot": {str(k): mean_ci(v) for k, v in kshot.items() if v}}
+    if sentences is not None:
+        report["kshot_content"] = {str(k): _content(v) for k, v in content.items() if v}
+    return report
 
 
 def calibrate_manifest(rows: Sequence[Utterance], seed: int = 0) -> dict:
@@ -117,7 +149,7 @@ def calibrate_manifest(rows: Sequence[Utterance], seed: int = 0) -> dict:
     x = np.stack([utterance_features(load_audio(u.path)) for u in rows])
     y = np.array([emotions.index(u.emotion) for u in rows])
     speakers, splits = np.array([u.speaker for u in rows]), np.array([u.split for u in rows])
-    report = calibrate(x, y, speakers, splits, seed=seed)
+    report = calibrate(x, y, speakers, splits, seed=seed, sentences=np.array([sentence_key(u) for u in rows]))
     report["emotions"] = emotions
     return report
 
@@ -141,4 +173,21 @@ def write_report(report: dict, out: Path, command: str) -> None:
     ]
     lines += [f"| per-speaker, k = {k} per class (adapted class means) | {pct(v)} |"
               for k, v in report["per_speaker_kshot"].items()]
-    (out / "calibration.md").write_text("\n".join(lines) + "\n")
+    (out / "calibration.md").write_text("\n".join(lines + content_lines(report)) + "\n")
+
+
+def content_lines(report: dict) -> list[str]:
+    """The content check of the k-shot baseline as Markdown lines (none without ``kshot_content``)."""
+    content = report.get("kshot_content")
+    if content is None:
+        return []
+    lines = ["", "Content check of the per-speaker k-shot baseline: accuracy (%) of the scored utterances whose "
+             "sentence one of the k examples says too (with another emotion) against the others, per speaker "
+             "over the draws, then mean over speakers ± 95% CI.", ""]
+    if not any(c["n_shared"] for c in content.values()):
+        return lines[:2] + ["No scored utterance says a sentence of its k examples (the splits hold different "
+                            "sentences)."]
+    pct = lambda mc: "–" if mc is None else f"{100 * mc[0]:.1f} ± {100 * mc[1]:.1f}"  # noqa: E731
+    lines += ["| k per class | shared sentence | other sentences | utterances (shared / other) |", "|---|---|---|---|"]
+    return lines + [f"| {k} | {pct(c['shared'])} | {pct(c['other'])} | {c['n_shared']} / {c['n_other']} |"
+                    for k, c in content.items()]

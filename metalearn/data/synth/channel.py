@@ -60,7 +60,7 @@ def record(wave: np.ndarray, sr: int, cond: Condition, rng: np.random.Generator,
 
     ``gain_db`` is the utterance's own loudness relative to the corpus level (vocal effort).
     """
-    wave = resample(wave.astype(np.float64), sr, cond.sample_rate)
+    wave = resample(wave.astype(np.float64), sr, cond.sample_rate, backend="soundfile")  # byte-identical corpora
     sr = cond.sample_rate
     wave = spectral_tilt(wave, sr, cond.tilt_db_oct)
     high = min(cond.band_hz[1], 0.45 * sr)

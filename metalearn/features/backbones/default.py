@@ -31,8 +31,3 @@ def installed_whisper_dir(name: str = DEFAULT_WHISPER) -> Path:
         known = ", ".join(WHISPER_SOURCES)
         raise MetalearnError(f"unknown installed Whisper {name!r}; expected one of: {known}")
     return import_installed_whisper(name, cache_root() / f"whisper-{name}")
-
-
-def default_whisper_dir() -> Path:
-    """The default backbone's folder."""
-    return installed_whisper_dir(DEFAULT_WHISPER)

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from metalearn.features.backbones.ct2_format import check_sha256, read_ct2, sha256_file
 from metalearn.features.backbones.whisper_ct2 import build_model, generation_config, whisper_state_dict
 from metalearn.util.errors import MetalearnError
@@ -81,7 +83,8 @@ def _convert(model_bin: Path, parts: Sequence[Path], tokenizer_json: Path | None
         raise MetalearnError(f"{parts[0]}: a CTranslate2 {header['spec']}, not a Whisper model")
     hf_config, state = whisper_state_dict(variables, config, tokens)
     del variables
-    model = build_model(hf_config, state)
+    with torch.random.fork_rng(devices=[]):  # building draws random init weights: never from the caller's RNG
+        model = build_model(hf_config, state)
     model.generation_config = generation_config(hf_config, config, tokens)
     model.save_pretrained(tmp)
     WhisperFeatureExtractor(feature_size=hf_config.num_mel_bins).save_pretrained(tmp)

@@ -40,6 +40,7 @@ REGISTRY: dict[str, Registration] = {
     "zeroshot": Registration("text_head", "ZeroShot", "ZeroShotConfig"),
     "texthead": Registration("text_head", "TextHead", "FinetuneConfig"),
     "full_finetune": Registration("full_finetune", "FullFinetune", "FullFinetuneConfig"),
+    "transfer": Registration("transfer", "Transfer", "TransferConfig"),
 }
 ALGORITHMS = tuple(REGISTRY)
 

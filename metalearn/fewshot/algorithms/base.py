@@ -113,6 +113,8 @@ class AdapterBase:
     needs_prior: ClassVar[bool] = False     # a CLAP variant's prompt prior: runs only on CLAP variants
     uses_support: ClassVar[bool] = True     # False: scored once per episode set, recorded as the k = 0 point
     per_episode: ClassVar[bool] = False     # slow: the grid gives it one episode per unit (a kill loses one)
+    trains_on: ClassVar[str] = "tasks"      # what meta_train samples: "tasks" (episodes) or "labels" (labelled clips)
+    zero_point: ClassVar[bool] = False      # also scored with no support at all, as its k = 0 point (transfer)
 
     @classmethod
     def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:

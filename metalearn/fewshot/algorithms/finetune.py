@@ -1,4 +1,7 @@
-"""Plain fine-tuning: a fresh linear head per episode, trained by full-batch Adam on the support embeddings.
+"""Plain fine-tuning: a fresh head per episode, trained by full-batch Adam on the support embeddings.
+
+The head (``FinetuneConfig.head``) is linear, or the MLP that MAML and ANIL adapt (``mlp_hidden``; its
+initialisation drawn from the method's seed, the same for every episode), so capacity can be matched.
 
 Two paths with the same math:
 - ``fit_heads``: every episode at once; the per-episode gradient is ``torch.func.vmap(torch.func.grad(loss))``
@@ -19,9 +22,12 @@ earliest). Episodes with no real validation row return the final logits.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,11 +41,14 @@ from metalearn.fewshot.algorithms.functional import (
     cross_entropy,
     linear_logits,
 )
+from metalearn.fewshot.algorithms.heads import head_forward, init_head, layer_indices
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import macro_f1
 
 STANDARDIZE = ("none", "global", "per_dim")
+HEADS = ("linear", "mlp")
+Forward = Callable[[Params, Tensor], Tensor]  # one episode's head: (params, x [N, D]) -> logits [N, W]
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,16 @@ class FinetuneConfig:
     standardize: str = "global"  # none | global | per_dim (support-set statistics, see the module doc)
     eval_every: int = 10  # model-selection period in steps, used when validation data is given
     vectorized: bool = True  # False: the per-episode reference loop
+    head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
+    mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
+
+
+def search_space(trial: Any) -> dict:
+    """Fine-tuning's tuning space (an Optuna trial -> FinetuneConfig fields); the head stays as configured."""
+    return {"lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
+            "steps": trial.suggest_categorical("steps", [25, 50, 100, 200]),
+            "weight_decay": trial.suggest_categorical("weight_decay", [0.0, 1e-4, 1e-3, 1e-2]),
+            "standardize": trial.suggest_categorical("standardize", ["global", "per_dim"])}
 
 
 @dataclass
@@ -89,12 +108,21 @@ def init_heads(episodes: int, dim: int, ways: int, std: float, seed: int, dtype:
     return {"weight": weight.to(device), "bias": torch.zeros(episodes, ways, dtype=dtype, device=device)}
 
 
-def _loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
-    """One episode's support loss: params of one head, x [S, D], y [S] -> scalar."""
-    return cross_entropy(linear_logits(params, x), y)
+def forward_of(params: Params) -> Forward:
+    """The head function of ``params``: ``linear_logits`` for {weight, bias}, else the MLP ``head_forward``."""
+    return linear_logits if "weight" in params else head_forward
 
 
-_batched_grad = vmap(grad(_loss))
+@functools.cache
+def _batched_grad(forward: Forward) -> Callable[[Params, Tensor, Tensor], Params]:
+    """Per-episode gradients of the support loss: (params [E, ...], x [E, S, D], y [E, S]) -> grads [E, ...]."""
+    return vmap(grad(lambda params, x, y: cross_entropy(forward(params, x), y)))
+
+
+@functools.cache
+def _batched(forward: Forward) -> Callable[[Params, Tensor], Tensor]:
+    """``forward`` over episode-stacked heads: (params [E, ...], x [E, N, D]) -> logits [E, N, W]."""
+    return vmap(forward)
 
 
 def _is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:
@@ -103,7 +131,11 @@ def _is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:
 
 def fit_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
               init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
-    """Train E heads at once. support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D], [E, V]."""
+    """Train E heads at once. support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D], [E, V].
+
+    ``init``: episode-stacked heads, linear ({weight [E, D, W], bias [E, W]}) or an MLP ({w0, b0, ...}, [E, ...]).
+    """
+    heads = _batched(forward_of(init))
     params = {k: v.clone() for k, v in init.items()}  # the Adam step updates in place
     state = adam_init(params)
     episodes = support_x.shape[0]
@@ -111,16 +143,16 @@ def fit_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, 
     best_logits = torch.zeros(*query_x.shape[:2], ways, dtype=query_x.dtype, device=query_x.device)
     best_step = torch.zeros(episodes, dtype=torch.long, device=support_x.device)
     for step in range(1, cfg.steps + 1):
-        grads = _batched_grad(params, support_x, support_y)
+        grads = _batched_grad(forward_of(init))(params, support_x, support_y)
         params, state = batched_adam_step(params, grads, state, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, step,
                                           cfg.weight_decay)
         if val_x is not None and val_y is not None and _is_checkpoint(step, cfg):
-            f1 = macro_f1(linear_logits(params, val_x).argmax(-1), val_y, None, ways).nan_to_num(nan=-math.inf)
+            f1 = macro_f1(heads(params, val_x).argmax(-1), val_y, None, ways).nan_to_num(nan=-math.inf)
             better = f1 > best_f1
-            best_logits = torch.where(better[:, None, None], linear_logits(params, query_x), best_logits)
+            best_logits = torch.where(better[:, None, None], heads(params, query_x), best_logits)
             best_step = torch.where(better, step, best_step)
             best_f1 = torch.where(better, f1, best_f1)
-    final = linear_logits(params, query_x)
+    final = heads(params, query_x)
     unselected = best_step == 0
     logits = torch.where(unselected[:, None, None], final, best_logits)
     return FitResult(params, logits, torch.where(unselected, cfg.steps, best_step))
@@ -128,13 +160,10 @@ def fit_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, 
 
 def fit_heads_reference(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
                         init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
-    """The same as ``fit_heads``, one episode at a time with nn.Linear and torch.optim.Adam."""
-    weights, biases, logits, steps = [], [], [], []
+    """The same as ``fit_heads``, one episode at a time with nn.Linear (nn.Sequential) and torch.optim.Adam."""
+    finals, logits, steps = [], [], []
     for e in range(support_x.shape[0]):
-        head = nn.Linear(support_x.shape[-1], ways, dtype=support_x.dtype, device=support_x.device)
-        with torch.no_grad():
-            head.weight.copy_(init["weight"][e].T)
-            head.bias.copy_(init["bias"][e])
+        head = reference_head({k: v[e] for k, v in init.items()})
         opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                                weight_decay=cfg.weight_decay)
         real = support_y[e] >= 0
@@ -151,15 +180,39 @@ def fit_heads_reference(support_x: Tensor, support_y: Tensor, query_x: Tensor, w
                         best_f1, chosen, chosen_step = f1, head(query_x[e]), step
         with torch.no_grad():
             logits.append(chosen if chosen is not None else head(query_x[e]))
-        weights.append(head.weight.detach().T)
-        biases.append(head.bias.detach())
+        finals.append(head_params(head, linear="weight" in init))
         steps.append(chosen_step)
-    params = {"weight": torch.stack(weights), "bias": torch.stack(biases)}
+    params = {k: torch.stack([p[k] for p in finals]) for k in init}
     return FitResult(params, torch.stack(logits), torch.tensor(steps, device=support_x.device))
 
 
+def reference_head(params: Params) -> nn.Module:
+    """One episode's head as torch modules holding copies of ``params`` (linear: weight [D, W]; MLP: w{i} [out, in])."""
+    if "weight" in params:
+        pairs = [(params["weight"].T, params["bias"])]
+    else:
+        pairs = [(params[f"w{i}"], params[f"b{i}"]) for i in layer_indices(params)]
+    layers: list[nn.Module] = []
+    for n, (w, b) in enumerate(pairs):
+        layer = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            layer.bias.copy_(b)
+        layers += [layer] + ([nn.ReLU()] if n < len(pairs) - 1 else [])
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def head_params(head: nn.Module, linear: bool) -> Params:
+    """The parameters of a :func:`reference_head` back in the functional layout (detached)."""
+    if linear:
+        return {"weight": head.weight.detach().T, "bias": head.bias.detach()}
+    layers = [m for m in (head if isinstance(head, nn.Sequential) else [head]) if isinstance(m, nn.Linear)]
+    return {f"{k}{i}": getattr(m, name).detach() for i, m in enumerate(layers) for k, name in (("w", "weight"),
+                                                                                             ("b", "bias"))}
+
+
 class Finetune(AdapterBase):
-    """A linear head fine-tuned from scratch on each episode's support embeddings; nothing is meta-learned."""
+    """A head (linear or MLP) fine-tuned from scratch on each episode's support embeddings; nothing is meta-learned."""
 
     name = "finetune"
     meta_learns = False
@@ -170,6 +223,9 @@ class Finetune(AdapterBase):
         self.device = resolve_device(device) if isinstance(device, str) else device
         if self.cfg.standardize not in STANDARDIZE:
             raise MetalearnError(f"standardize {self.cfg.standardize!r}: expected one of {', '.join(STANDARDIZE)}")
+        if self.cfg.head not in HEADS or (self.needs_prior and self.cfg.head != "linear"):
+            raise MetalearnError(f"{self.name}: head {self.cfg.head!r}: expected one of {', '.join(HEADS)}"
+                                 + (" (a prompt prior is a linear head)" if self.needs_prior else ""))
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """Nothing to learn across speakers."""
@@ -187,7 +243,11 @@ class Finetune(AdapterBase):
 
     def initial_heads(self, episodes: int, ways: int, mean: Tensor, scale: Tensor, dtype: torch.dtype) -> Params:
         """The heads training starts from, over standardised features ``(x - mean) / scale`` ([E, 1, D] each):
-        zero (or N(0, init_std^2)) weight [E, D, W] and zero bias [E, W]."""
+        linear: zero (or N(0, init_std^2)) weight [E, D, W] and zero bias [E, W]; mlp: one ``init_head`` draw
+        from the method's seed, the same for every episode ({w0, b0, ...}, [E, ...])."""
+        if self.cfg.head == "mlp":
+            head = init_head([self.dim, *self.cfg.mlp_hidden], ways, self.seed, self.device, dtype)
+            return {k: v.expand(episodes, *v.shape).contiguous() for k, v in head.items()}
         return init_heads(episodes, self.dim, ways, self.cfg.init_std, self.seed, dtype, self.device)
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,

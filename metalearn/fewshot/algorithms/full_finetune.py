@@ -6,6 +6,12 @@ linear head on the mean-pooled ``hidden_states[layer]``, and trains with AdamW, 
 decay, and gradient accumulation. Given validation items, the validation macro-F1 is measured after every
 epoch; training stops after ``patience`` epochs without improvement and the best epoch's weights (ties: the
 earliest) predict the query. Without validation items the last epoch is used.
+
+With the lower layers frozen (``trainable_layers = n``) on a backbone with a cacheable trunk (Whisper; see
+:func:`metalearn.features.shared_trunk.caches_trunk`), their frame-level output is computed once per clip and
+kept in memory (:class:`~metalearn.features.shared_trunk.TrunkCache`, bounded by ``trunk_cache_mb``); every
+epoch and trial runs only the top layers and the head, from one backbone whose trainable weights are reset to
+the factory's before each episode. The results equal the from-audio path's (tests/test_trunk_finetune.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from metalearn.data.audio import AudioError, load_audio
-from metalearn.features.backbones import SpeechBackbone, pad_batch
+from metalearn.features.backbones import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
+from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, EpisodeBatch
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.model import freeze_all_but_top
@@ -48,6 +55,7 @@ class FullFinetuneConfig:
     small_k_max: int = 8
     max_seconds: float = 5.0
     trainable_layers: int | None = None  # None: the whole backbone; n: the top n transformer layers (+ head)
+    trunk_cache_mb: int = 2048  # the frozen layers' output per clip, kept in memory up to this (0: from audio)
     layer: int = -1
     device: str = "auto"
     precision: str = "fp32"
@@ -91,6 +99,8 @@ class FullFinetune(AdapterBase):
         self.factory, self.paths = backbone_factory, paths
         self.cfg = cfg or FullFinetuneConfig()
         self.device = resolve_device(self.cfg.device)
+        self.trunks: TrunkCache | None = None  # set once a backbone with a cacheable trunk was seen
+        self._initial: dict[str, Tensor] = {}  # its trainable weights as the factory built them
 
     def _load(self, keys: Sequence[str]) -> dict[str, Tensor]:
         waves = {}
@@ -106,45 +116,85 @@ class FullFinetune(AdapterBase):
                 raise MetalearnError(f"utterance {key!r}: audio file {str(path)!r} is {e}") from None
         return waves
 
-    def _logits(self, backbone: SpeechBackbone, head: nn.Linear, waves: list[Tensor]) -> Tensor:
-        batch, lengths = pad_batch(waves)
+    def _trunk_depth(self, backbone: SpeechBackbone) -> int | None:
+        """The frozen depth whose output can be cached, or None (train from audio)."""
+        n = self.cfg.trainable_layers
+        if self.cfg.trunk_cache_mb <= 0 or n is None or not caches_trunk(backbone):
+            return None
+        depth = backbone.num_states - 1 - n
+        return depth if self.cfg.layer % backbone.num_states >= depth else None
+
+    def _backbone(self) -> SpeechBackbone:
+        """A backbone at the factory's weights, all but the top ``trainable_layers`` frozen: a fresh one per
+        episode from audio; on a cached trunk, the one backbone, its trainable weights reset."""
+        if self.trunks is not None:
+            with torch.no_grad():
+                for name, p in self.trunks.backbone.named_parameters():
+                    if name in self._initial:
+                        p.copy_(self._initial[name])
+            return self.trunks.backbone
+        backbone = self.factory().to(self.device)
+        freeze_all_but_top(backbone, self.cfg.trainable_layers)
+        depth = self._trunk_depth(backbone)
+        if depth is not None:
+            self.trunks = TrunkCache(backbone, depth, self.cfg.trunk_cache_mb * 2**20)
+            self._initial = {n: p.detach().clone() for n, p in backbone.named_parameters() if p.requires_grad}
+        return backbone
+
+    def _encode(self, backbone: SpeechBackbone, keys: Sequence[str], waves: Mapping[str, Tensor]) -> BackboneOutput:
+        """Every hidden state of clips ``keys``: from audio, or continuing their cached trunk."""
+        if self.trunks is not None and backbone is self.trunks.backbone:
+            trunk = self.trunks.batch(keys, [waves[k] for k in keys])
+            return backbone.forward_from(trunk, self.trunks.depth)
+        batch, lengths = pad_batch([waves[k] for k in keys])
+        return backbone(batch.to(self.device), lengths.to(self.device))
+
+    def _logits(self, backbone: SpeechBackbone, head: nn.Linear, keys: Sequence[str],
+                waves: Mapping[str, Tensor]) -> Tensor:
         with autocast(self.device, self.cfg.precision):
-            out = backbone(batch.to(self.device), lengths.to(self.device))
+            out = self._encode(backbone, keys, waves)
             pooled = masked_mean(out.hidden_states[self.cfg.layer], out.lengths.to(self.device))
             return head(pooled.float()).float()
 
     @torch.no_grad()
-    def _predict(self, backbone: SpeechBackbone, head: nn.Linear, waves: list[Tensor]) -> Tensor:
+    def _predict(self, backbone: SpeechBackbone, head: nn.Linear, keys: Sequence[str],
+                 waves: Mapping[str, Tensor]) -> Tensor:
         backbone.eval()
         step = max(self.cfg.batch_size, 8)
-        return torch.cat([self._logits(backbone, head, waves[i : i + step]) for i in range(0, len(waves), step)])
+        return torch.cat([self._logits(backbone, head, keys[i : i + step], waves) for i in range(0, len(keys), step)])
 
     def run_episode(self, episode: Episode) -> tuple[Tensor, dict]:
         """Query logits [Q, W] (on the CPU) and info: best_epoch, val_macro_f1 (NaN without validation), seconds."""
         start, cfg = time.perf_counter(), self.cfg
-        cache = self._load(episode.support + episode.validation + episode.query)
+        waves = self._load(episode.support + episode.validation + episode.query)
+        backbone = self._backbone()  # before seeding: whatever building it draws, the episode's draws are its own
         digest = hashlib.sha256(f"{cfg.seed}\x1f{episode.episode_id}".encode()).digest()
         torch.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-        ways = len(episode.classes)
-        backbone = self.factory().to(self.device)
-        freeze_all_but_top(backbone, cfg.trainable_layers)
-        head = nn.Linear(backbone.hidden_size, ways).to(self.device)
+        head = nn.Linear(backbone.hidden_size, len(episode.classes)).to(self.device)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
+        best_epoch, best_f1 = self._train(backbone, head, episode, waves)
+        query = self._predict(backbone, head, list(episode.query), waves).cpu()
+        info = {"best_epoch": best_epoch, "val_macro_f1": best_f1 if episode.validation else math.nan,
+                "seconds": time.perf_counter() - start}
+        return query, info
+
+    def _train(self, backbone: SpeechBackbone, head: nn.Linear, episode: Episode, waves: Mapping[str, Tensor]
+               ) -> tuple[int, float]:
+        """AdamW with warmup and decay, early stopping on validation macro-F1; leaves the best epoch's weights
+        in ``backbone`` and ``head``. Returns (best epoch, its validation macro-F1)."""
+        cfg, ways = self.cfg, len(episode.classes)
         params = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
         named = {f"b.{n}": p for n, p in backbone.named_parameters() if p.requires_grad}
         named.update({f"h.{n}": p for n, p in head.named_parameters()})
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
         epochs, patience = cfg.schedule(episode.k)
-        support = [cache[k] for k in episode.support]
+        support = list(episode.support)
         y_support = torch.tensor(episode.support_labels, device=self.device)
         n_batches = math.ceil(len(support) / cfg.batch_size)
         total = epochs * math.ceil(n_batches / cfg.grad_accum)
-        warmup = int(cfg.warmup_fraction * total)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total))
-        val = [cache[k] for k in episode.validation]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(int(cfg.warmup_fraction * total),
+                                                                                     total))
         y_val = torch.tensor(episode.validation_labels)
         best_f1, best_epoch, best_state, since_best = -math.inf, 0, None, 0
         for epoch in range(1, epochs + 1):
@@ -153,17 +203,17 @@ class FullFinetune(AdapterBase):
             optimizer.zero_grad(set_to_none=True)
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                logits = self._logits(backbone, head, [support[i] for i in idx])
+                logits = self._logits(backbone, head, [support[i] for i in idx], waves)
                 group = min(cfg.grad_accum, n_batches - b // cfg.grad_accum * cfg.grad_accum)  # batches this step
                 (nn.functional.cross_entropy(logits, y_support[idx]) / group).backward()
                 if (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-            if not val:
+            if not episode.validation:
                 best_epoch = epoch
                 continue
-            pred = self._predict(backbone, head, val).argmax(-1).cpu()
+            pred = self._predict(backbone, head, list(episode.validation), waves).argmax(-1).cpu()
             f1 = float(macro_f1(pred[None], y_val[None], None, ways)[0])
             if f1 > best_f1:
                 best_f1, best_epoch, since_best = f1, epoch, 0
@@ -176,7 +226,4 @@ class FullFinetune(AdapterBase):
             with torch.no_grad():
                 for n, p in named.items():
                     p.copy_(best_state[n])
-        query = self._predict(backbone, head, [cache[k] for k in episode.query]).cpu()
-        info = {"best_epoch": best_epoch, "val_macro_f1": best_f1 if val else math.nan,
-                "seconds": time.perf_counter() - start}
-        return query, info
+        return best_epoch, best_f1

@@ -7,10 +7,9 @@ episode too (drop the leading E), so it can run under ``torch.func.vmap``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+from torch.optim.adam import adam as adam_functional
 
 Params = dict[str, Tensor]
 AdamState = dict[str, Params]
@@ -92,22 +91,18 @@ def adam_init(params: Params) -> AdamState:
 @torch.no_grad()
 def batched_adam_step(params: Params, grads: Params, state: AdamState, lr: float, betas: tuple[float, float],
                       eps: float, step: int, weight_decay: float = 0.0) -> tuple[Params, AdamState]:
-    """One Adam update, the same math and order of operations as ``torch.optim.Adam`` (single-tensor path;
-    ``weight_decay`` is L2 added to the gradient, not AdamW).
+    """One Adam update, ``torch.optim.Adam``'s math (``weight_decay`` is L2 added to the gradient, not AdamW),
+    by its fused kernel (``torch.optim.adam.adam(fused=True)``: one pass over each tensor instead of six; the
+    same numbers as the single-tensor path in float64).
 
     Adam is element-wise, so the tensors may carry any leading dims (here: one head per episode, [E, ...]).
     ``step`` counts from 1. The one impure function here: like torch.optim it updates ``params`` and
     ``state`` in place (and returns them), because fresh buffers for every operation doubled the time of
     a step on CPU; pass clones to keep the originals.
     """
-    beta1, beta2 = betas
-    bias1 = 1 - beta1**step
-    bias2_sqrt = math.sqrt(1 - beta2**step)
-    for k, p in params.items():
-        g = grads[k].add(p, alpha=weight_decay) if weight_decay else grads[k]
-        exp_avg, exp_avg_sq = state["exp_avg"][k], state["exp_avg_sq"][k]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-lr / bias1)
+    keys = list(params)
+    steps = [torch.tensor(float(step - 1), device=params[k].device) for k in keys]  # the kernel adds 1
+    adam_functional([params[k] for k in keys], [grads[k] for k in keys], [state["exp_avg"][k] for k in keys],
+                    [state["exp_avg_sq"][k] for k in keys], [], steps, fused=True, amsgrad=False,
+                    beta1=betas[0], beta2=betas[1], lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
     return params, state

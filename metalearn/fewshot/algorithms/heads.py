@@ -22,6 +22,8 @@ from metalearn.util.errors import MetalearnError
 
 # trajectory(support_x [S, D], support_y [S], x [N, D], every) -> [T + 1, N, W] if every else [N, W]
 Trajectory = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
+# the same over episodes: support_x [E, S, D], support_y [E, S], x [E, N, D] -> [E, T + 1, N, W] or [E, N, W]
+StackedTrajectory = Callable[[Tensor, Tensor, Tensor, bool], Tensor]
 
 
 def init_head(dims: Sequence[int], ways: int, seed: int, device: torch.device | str = "cpu",
@@ -126,11 +128,23 @@ def predict_episodes(trajectory: Trajectory, support_x: Tensor, support_y: Tenso
                      chunk_size: int | None = None) -> Tensor:
     """Vmap one episode's ``trajectory`` over [E, ...] episodes (``chunk_size`` at a time, to bound memory);
     with validation data, return each episode's query logits at its best step. Returns logits [E, Q, W]."""
+    def stacked(sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:  # [E, T + 1, N, W] or [E, N, W]
+        return vmap(lambda a, b, c: trajectory(a, b, c, every), chunk_size=chunk_size)(sx, sy, x)
+    return predict_stacked(stacked, support_x, support_y, query_x, val_x, val_y, None)
+
+
+def predict_stacked(trajectory: StackedTrajectory, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                    val_x: Tensor | None = None, val_y: Tensor | None = None,
+                    chunk_size: int | None = None) -> Tensor:
+    """Run the episode-stacked ``trajectory`` on [E, ...] episodes, ``chunk_size`` at a time (to bound memory);
+    with validation data, return each episode's query logits at its best step. Returns logits [E, Q, W]."""
+    step = max(chunk_size or len(support_x), 1)
+    chunks = range(0, len(support_x), step)
     if val_x is None or val_y is None:
-        fn = vmap(lambda sx, sy, qx: trajectory(sx, sy, qx, False), chunk_size=chunk_size)
-        return fn(support_x, support_y, query_x)
+        return torch.cat([trajectory(support_x[i:i + step], support_y[i:i + step], query_x[i:i + step], False)
+                          for i in chunks])
     x = torch.cat([query_x, val_x.to(query_x)], dim=1)
-    fn = vmap(lambda sx, sy, xx: trajectory(sx, sy, xx, True), chunk_size=chunk_size)
-    logits = fn(support_x, support_y, x)  # [E, T + 1, Q + V, W]
+    logits = torch.cat([trajectory(support_x[i:i + step], support_y[i:i + step], x[i:i + step], True)
+                        for i in chunks])  # [E, T + 1, Q + V, W]
     q = query_x.shape[1]
     return select_by_validation(logits[:, :, :q], logits[:, :, q:], val_y.to(logits.device))

@@ -1,9 +1,11 @@
 """MAML, first-order MAML, ANIL and Meta-SGD on a functional MLP head over frozen embeddings.
 
-One pure inner loop, ``adapt``, serves all four: which parameters adapt (all, or ANIL's last layer), the inner
-learning rate (a scalar, or Meta-SGD's per-parameter tensors) and first order (inner gradients detached) are
-arguments. The fast path vmaps (adapt, then query loss) over episodes and differentiates the mean with
-``torch.func.grad``; ``adapt_reference`` / ``episode_loss_reference`` are the readable per-episode loop with
+One inner loop serves all four: which parameters adapt (all, or ANIL's last layer on the body's features),
+the inner learning rate (a scalar, or Meta-SGD's per-parameter tensors) and first order (inner gradients
+constant) are arguments. The fast path, :func:`metalearn.fewshot.algorithms.stacked.sgd_path`, adapts every
+episode of a batch at once on episode-stacked parameters with hand-written gradients and the first layer in
+low-rank form, and autograd differentiates the mean query loss once; ``adapt_reference`` /
+``episode_loss_reference`` are the readable per-episode loop with
 ``torch.autograd.grad(create_graph=not first_order)`` that the tests compare the fast path against.
 
 Defaults (tried on synthetic speakers: class means = shared prototype + speaker shift + per-speaker-class
@@ -16,12 +18,11 @@ norm of a standardized embedding): at D = 768, 0.01-0.1 all work and 0.3 diverge
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import grad, vmap
 
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
 from metalearn.fewshot.algorithms.functional import cross_entropy
@@ -34,8 +35,9 @@ from metalearn.fewshot.algorithms.heads import (
     init_head,
     last_keys,
     last_params,
-    predict_episodes,
+    predict_stacked,
 )
+from metalearn.fewshot.algorithms.stacked import FastHead, path_logits, sgd_path
 from metalearn.util.devices import resolve_device
 
 InnerLR = float | Tensor | dict[str, Tensor]
@@ -60,10 +62,11 @@ def _split(params: Params, adapt_keys: Sequence[str] | None) -> tuple[Params, Pa
     return {k: params[k] for k in keys}, {k: v for k, v in params.items() if k not in keys}
 
 
-def adapt(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
-          first_order: bool = False, adapt_keys: Sequence[str] | None = None,
-          forward: Forward = head_forward) -> Params:
-    """``steps`` SGD steps on the support cross-entropy, differentiable w.r.t. ``params`` and ``inner_lr``.
+def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
+                    first_order: bool = False, adapt_keys: Sequence[str] | None = None,
+                    forward: Forward = head_forward) -> Params:
+    """``steps`` SGD steps on one episode's support cross-entropy, by ordinary autograd (``create_graph=not
+    first_order``): the readable reference of :func:`stacked.sgd_path`.
 
     Args:
         params: the initialisation (meta-parameters); support_x: [S, D]; support_y: [S] ints.
@@ -71,19 +74,8 @@ def adapt(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inne
         first_order: detach the inner gradients (FOMAML); otherwise second order (gradients of gradients).
         adapt_keys: which parameters adapt (None = all, MAML; the last layer's keys = ANIL).
     Returns:
-        every parameter, the adapted ones replaced. Works under ``vmap`` (one episode per call).
+        every parameter, the adapted ones replaced.
     """
-    fast, frozen = _split(params, adapt_keys)
-    support_grad = grad(lambda p: F.cross_entropy(forward({**frozen, **p}, support_x), support_y))
-    for _ in range(steps):
-        fast = sgd_step(fast, support_grad(fast), inner_lr, first_order)
-    return {**params, **fast}
-
-
-def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
-                    first_order: bool = False, adapt_keys: Sequence[str] | None = None,
-                    forward: Forward = head_forward) -> Params:
-    """``adapt`` with ordinary autograd (``create_graph=not first_order``), one episode, no torch.func."""
     fast, frozen = _split(params, adapt_keys)
     fast = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
     with torch.enable_grad():
@@ -92,20 +84,6 @@ def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps:
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
             fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), inner_lr, first_order)
     return {**params, **fast}
-
-
-def adapt_trajectory(params: Params, support_x: Tensor, support_y: Tensor, x: Tensor, steps: int,
-                     inner_lr: InnerLR, adapt_keys: Sequence[str] | None = None, forward: Forward = head_forward,
-                     every: bool = True) -> Tensor:
-    """Logits for ``x [N, D]`` after 0..steps inner steps: [steps + 1, N, W] (``every``) or the last [N, W]."""
-    fast, frozen = _split(params, adapt_keys)
-    support_grad = grad(lambda p: F.cross_entropy(forward({**frozen, **p}, support_x), support_y))
-    logits = [forward(params, x)] if every else []
-    for _ in range(steps):
-        fast = sgd_step(fast, support_grad(fast), inner_lr, first_order=True)
-        if every:
-            logits.append(forward({**frozen, **fast}, x))
-    return torch.stack(logits) if every else forward({**frozen, **fast}, x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,29 +179,41 @@ class MAML(AdapterBase):
     def _adapt_keys(self, head: Params) -> Sequence[str] | None:
         return None
 
-    # --- one episode (vectorisable) -----------------------------------------------------------------
-    def adapt_one(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
-        """Adapted head parameters of one episode ([S, D], [S]); pure, differentiable, vmap-able."""
-        return adapt(meta["head"], support_x, support_y, steps, self._inner_lr(meta), self.first_order,
-                     self._adapt_keys(meta["head"]))
+    def _features(self, meta: Meta, x: Tensor) -> Tensor:
+        """The adapting layers' input rows [..., N, D] (ANIL: the body's features)."""
+        return x
 
+    def _adapting(self, meta: Meta) -> Params:
+        """The adapting layers' initial parameters (ANIL: the last layer)."""
+        return meta["head"]
+
+    # --- every episode of a batch at once -----------------------------------------------------------
+    def heads(self, meta: Meta, sx: Tensor, sy: Tensor, steps: int) -> Iterator[FastHead]:
+        """The adapted heads of episodes sx [E, S, D], sy [E, S] after 0..steps inner steps (differentiable)."""
+        return sgd_path(self._adapting(meta), self._features(meta, sx), sy, steps, self._inner_lr(meta),
+                        self.first_order)
+
+    def batch_loss(self, meta: Meta, batch: Sequence[Tensor]) -> Tensor:
+        """Mean over episodes of the query cross-entropy after ``inner_steps`` steps on the support:
+        batch = (support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q] (< 0 = padding))."""
+        sx, sy, qx, qy = batch
+        logits = path_logits(self.heads(meta, sx, sy, self.cfg.inner_steps), self._features(meta, qx), False)
+        return cross_entropy(logits, qy).mean()
+
+    def trajectory(self, meta: Meta, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
+        """Logits of x [E, N, D] after 0..test_steps steps [E, T + 1, N, W] (``every``), else the last [E, N, W]."""
+        return path_logits(self.heads(meta, sx, sy, self.cfg.test_steps), self._features(meta, x), every)
+
+    # --- one episode, by the autograd loop (the reference) ------------------------------------------
     def adapt_one_reference(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
-        """``adapt_one`` by the per-episode autograd loop."""
+        """Adapted head parameters of one episode ([S, D], [S]) by the per-episode autograd loop."""
         return adapt_reference(meta["head"], support_x, support_y, steps, self._inner_lr(meta), self.first_order,
                                self._adapt_keys(meta["head"]))
 
-    def episode_loss(self, meta: Meta, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        """Query cross-entropy after adapting on the support: [S, D], [S], [Q, D], [Q] (< 0 = padding) -> scalar."""
-        return cross_entropy(head_forward(self.adapt_one(meta, sx, sy, self.cfg.inner_steps), qx), qy)
-
     def episode_loss_reference(self, meta: Meta, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        """Query cross-entropy after adapting on the support: [S, D], [S], [Q, D], [Q] -> scalar."""
         adapted = self.adapt_one_reference(meta, sx, sy, self.cfg.inner_steps)
         return cross_entropy(head_forward(adapted, qx), qy)
-
-    def trajectory(self, meta: Meta, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
-        """Logits of ``x [N, D]`` after 0..test_steps steps [T + 1, N, W] (``every``), else the last [N, W]."""
-        return adapt_trajectory(meta["head"], sx, sy, x, self.cfg.test_steps, self._inner_lr(meta),
-                                self._adapt_keys(meta["head"]), every=every)
 
     # --- batches ------------------------------------------------------------------------------------
     def _cast(self, x: Tensor) -> Tensor:
@@ -231,21 +221,17 @@ class MAML(AdapterBase):
 
     def meta_gradients(self, batch: Sequence[Tensor], reference: bool = False) -> tuple[Tensor, Meta]:
         """Mean query loss over a batch (support_x [E, S, D], support_y [E, S], query_x [E, Q, D],
-        query_y [E, Q]) and its gradient w.r.t. the meta-parameters (vmap + torch.func.grad, or the loop)."""
+        query_y [E, Q]) and its gradient w.r.t. the meta-parameters (stacked episodes, or the loop)."""
         sx, qx = self._cast(batch[0]), self._cast(batch[2])
         sy, qy = batch[1].to(self.device), batch[3].to(self.device)
-        if reference:
-            losses = [self.episode_loss_reference(self.meta, *ep) for ep in zip(sx, sy, qx, qy, strict=True)]
-            loss = torch.stack(losses).mean()
+        with torch.enable_grad():
+            if reference:
+                losses = [self.episode_loss_reference(self.meta, *ep) for ep in zip(sx, sy, qx, qy, strict=True)]
+                loss = torch.stack(losses).mean()
+            else:
+                loss = self.batch_loss(self.meta, (sx, sy, qx, qy))
             grads = iter(torch.autograd.grad(loss, _flat(self.meta)))
-            return loss.detach(), _map(lambda _: next(grads), self.meta)
-
-        def batch_loss(meta: Meta) -> tuple[Tensor, Tensor]:
-            loss = vmap(self.episode_loss, in_dims=(None, 0, 0, 0, 0))(meta, sx, sy, qx, qy).mean()
-            return loss, loss.detach()
-
-        grads, loss = grad(batch_loss, has_aux=True)(_map(torch.Tensor.detach, self.meta))
-        return loss, grads
+        return loss.detach(), _map(lambda _: next(grads), self.meta)
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """``steps`` Adam steps on the meta-parameters, each on ``meta_batch`` tasks from ``sampler``."""
@@ -262,7 +248,7 @@ class MAML(AdapterBase):
         check_episodes(self.name, self.ways, self.dim, ways, support_x)
         meta = _map(torch.Tensor.detach, self.meta)
         with torch.no_grad():
-            logits = predict_episodes(lambda sx, sy, x, every: self.trajectory(meta, sx, sy, x, every),
+            logits = predict_stacked(lambda sx, sy, x, every: self.trajectory(meta, sx, sy, x, every),
                                       self._cast(support_x), support_y.to(self.device), self._cast(query_x),
                                       None if val_x is None else self._cast(val_x), val_y, self.cfg.predict_chunk)
         return logits.to(query_x.device)
@@ -292,7 +278,8 @@ class FOMAML(MAML):
 class ANIL(MAML):
     """ANIL (Raghu et al., 2020): the body is meta-learned and frozen per task; only the last layer adapts.
 
-    The fast path computes the body's features once per episode and adapts a linear head on them.
+    The fast path computes the body's features once per episode and adapts a linear head on them (in the
+    low-rank form of ``stacked``: a [S, S] Gram matrix of the features instead of per-episode weights).
     """
 
     name = "anil"
@@ -305,16 +292,11 @@ class ANIL(MAML):
     def _adapt_keys(self, head: Params) -> Sequence[str] | None:
         return last_keys(head)
 
-    def adapt_one(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
-        head = meta["head"]
-        feats = body_forward(body_params(head), support_x)
-        last = adapt(last_params(head), feats, support_y, steps, self.cfg.inner_lr, self.first_order)
-        return {**head, **last}
+    def _features(self, meta: Meta, x: Tensor) -> Tensor:
+        return body_forward(body_params(meta["head"]), x)
 
-    def trajectory(self, meta: Meta, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
-        body = body_params(meta["head"])
-        return adapt_trajectory(last_params(meta["head"]), body_forward(body, sx), sy, body_forward(body, x),
-                                self.cfg.test_steps, self.cfg.inner_lr, every=every)
+    def _adapting(self, meta: Meta) -> Params:
+        return last_params(meta["head"])
 
 
 class MetaSGD(MAML):

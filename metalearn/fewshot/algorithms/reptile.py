@@ -2,8 +2,9 @@
 
 Meta-training: for each task, ``inner_steps`` full-batch steps of SGD or Adam on the task's support and query
 items together, from the current initialisation; then ``init += meta_lr * mean over tasks(adapted - init)``.
-The tasks' inner loops run at once under ``torch.func.vmap``; ``meta_delta(..., reference=True)`` is the
-per-task loop with ``torch.optim`` that the tests compare against. Test time: fine-tune the head from the
+The tasks' inner loops run at once on episode-stacked heads (:func:`metalearn.fewshot.algorithms.stacked.finetune`:
+hand-written gradients, the in-place :func:`functional.batched_adam_step`); ``meta_delta(..., reference=True)``
+is the per-task loop with ``torch.optim`` that the tests compare against. Test time: fine-tune the head from the
 meta-learned initialisation on the support set with the same inner optimizer (``test_steps`` steps, or the
 best of 0..test_steps by validation macro-F1).
 
@@ -16,16 +17,15 @@ only 0.55 / 0.92, and Adam at lr 1e-2 0.46 / 0.84.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
 
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
 from metalearn.fewshot.algorithms.functional import cross_entropy
-from metalearn.fewshot.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_episodes
-from metalearn.fewshot.algorithms.maml import sgd_step
+from metalearn.fewshot.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_stacked
+from metalearn.fewshot.algorithms.stacked import Adam, finetune, forward
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 
@@ -59,44 +59,12 @@ class ReptileConfig:
     predict_chunk: int = 256
 
 
-def adam_step(params: Params, grads: Params, state: dict[str, Params], lr: float, step: int
-              ) -> tuple[Params, dict[str, Params]]:
-    """One out-of-place Adam step (``torch.optim.Adam``'s math, betas ``ADAM_BETAS``); ``step`` counts from 1.
-
-    Out of place so that it runs under ``vmap`` with unbatched initial moments and batched gradients.
-    """
-    (b1, b2), new, m, v = ADAM_BETAS, {}, {}, {}
-    bias1, bias2_sqrt = 1 - b1**step, (1 - b2**step) ** 0.5
-    for k, p in params.items():
-        m[k] = state["m"][k] * b1 + (1 - b1) * grads[k]
-        v[k] = state["v"][k] * b2 + (1 - b2) * grads[k] * grads[k]
-        new[k] = p - (lr / bias1) * m[k] / (v[k].sqrt() / bias2_sqrt + ADAM_EPS)
-    return new, {"m": m, "v": v}
-
-
-def inner_path(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Iterator[Params]:
-    """The parameters after each of ``steps`` full-batch steps on ``x [N, D], y [N]`` (< 0 = padding).
-
-    Pure (no in-place updates), so it runs under ``vmap`` with one task per call.
-    """
-    loss_grad = grad(lambda p: cross_entropy(head_forward(p, x), y))
-    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-    state = {"m": zeros, "v": zeros} if optimizer == "adam" else None
-    for t in range(1, steps + 1):
-        g = loss_grad(params)
-        if state is None:
-            params = sgd_step(params, g, lr, first_order=True)
-        else:
-            params, state = adam_step(params, g, state, lr, t)
-        yield params
-
-
-def inner_train(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Params:
-    """The parameters after ``steps`` inner steps (``params`` itself for 0 steps)."""
-    out = params
-    for out in inner_path(params, x, y, steps, lr, optimizer):  # noqa: B007 - only the last is kept
-        pass
-    return out
+def inner_train(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str,
+                rows: Tensor | None = None) -> tuple[Params, Tensor | None]:
+    """Each episode's head after ``steps`` full-batch steps from ``params`` on x [E, N, D], y [E, N] (< 0 =
+    padding): stacked parameters [E, ...], and the logits [E, T + 1, M, W] of ``rows`` [E, M, D] after each step."""
+    adam: Adam | None = (ADAM_BETAS, ADAM_EPS) if optimizer == "adam" else None
+    return finetune(params, x, y, steps, lr, adam, rows)
 
 
 def inner_train_reference(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Params:
@@ -135,9 +103,8 @@ class Reptile(AdapterBase):
         self.dtype = head["w0"].dtype
         self.meta: dict[str, Params] = {"head": head}
 
-    def _train(self, params: Params, x: Tensor, y: Tensor, steps: int, reference: bool = False) -> Params:
-        fn = inner_train_reference if reference else inner_train
-        return fn(params, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
+    def _train_reference(self, params: Params, x: Tensor, y: Tensor, steps: int) -> Params:
+        return inner_train_reference(params, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
 
     def meta_delta(self, batch: Sequence[Tensor], reference: bool = False) -> Params:
         """mean over tasks of (adapted - init), each task adapted on its support and query items together.
@@ -148,11 +115,11 @@ class Reptile(AdapterBase):
         y = torch.cat([batch[1], batch[3]], dim=1).to(self.device)
         head, steps = self.meta["head"], self.cfg.inner_steps
         if reference:
-            tasks = [self._train(head, xe, ye, steps, reference=True) for xe, ye in zip(x, y, strict=True)]
+            tasks = [self._train_reference(head, xe, ye, steps) for xe, ye in zip(x, y, strict=True)]
             adapted = {k: torch.stack([t[k] for t in tasks]) for k in head}
         else:
-            adapted = vmap(lambda xe, ye: self._train(head, xe, ye, steps))(x, y)
-        return {k: (adapted[k] - head[k]).mean(0) for k in head}
+            adapted, _ = inner_train(head, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
+        return {k: adapted[k].mean(0) - head[k] for k in head}
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """``steps`` Reptile updates, each on ``meta_batch`` tasks from ``sampler``."""
@@ -161,12 +128,15 @@ class Reptile(AdapterBase):
             self.meta["head"] = {k: v + self.cfg.meta_lr * delta[k] for k, v in self.meta["head"].items()}
 
     def trajectory(self, sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
-        """Logits of ``x [N, D]`` after 0..test_steps fine-tuning steps [T + 1, N, W] (``every``), else [N, W]."""
-        head, steps = self.meta["head"], self.cfg.test_steps
+        """Logits of x [E, N, D] after 0..test_steps fine-tuning steps on sx [E, S, D], sy [E, S]:
+        [E, T + 1, N, W] (``every``), else after the last [E, N, W]."""
         if not every:
-            return head_forward(inner_train(head, sx, sy, steps, self.cfg.inner_lr, self.cfg.inner_optimizer), x)
-        path = inner_path(head, sx, sy, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
-        return torch.stack([head_forward(head, x)] + [head_forward(p, x) for p in path])
+            adapted, _ = inner_train(self.meta["head"], sx, sy, self.cfg.test_steps, self.cfg.inner_lr,
+                                     self.cfg.inner_optimizer)
+            return forward(adapted, x)
+        _, logits = inner_train(self.meta["head"], sx, sy, self.cfg.test_steps, self.cfg.inner_lr,
+                                self.cfg.inner_optimizer, rows=x)
+        return logits
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
@@ -174,7 +144,7 @@ class Reptile(AdapterBase):
         check_episodes(self.name, self.ways, self.dim, ways, support_x)
         cast = lambda t: t.to(self.device, self.dtype)  # noqa: E731
         with torch.no_grad():
-            logits = predict_episodes(self.trajectory, cast(support_x), support_y.to(self.device), cast(query_x),
+            logits = predict_stacked(self.trajectory, cast(support_x), support_y.to(self.device), cast(query_x),
                                       None if val_x is None else cast(val_x), val_y, self.cfg.predict_chunk)
         return logits.to(query_x.device)
 
@@ -184,6 +154,6 @@ class Reptile(AdapterBase):
         out = []
         for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
             sx, qx = sx.to(self.device, self.dtype), qx.to(self.device, self.dtype)
-            adapted = self._train(self.meta["head"], sx, sy.to(self.device), self.cfg.test_steps, reference=True)
+            adapted = self._train_reference(self.meta["head"], sx, sy.to(self.device), self.cfg.test_steps)
             out.append(head_forward(adapted, qx))
         return torch.stack(out).to(query_x.device)

@@ -1,0 +1,169 @@
+"""``python -m metalearn status RUN_DIR``: how far a run folder is, shard by shard, and who works in it now.
+
+Read-only: the grid is planned from what the run folder already holds (its ``config.yaml``, its saved
+episodes, its trained pretune variants, its manifests), the trial logs say what is done, and the lock
+folder ``.locks/`` says which processes hold the folder at this moment (a held lock is a live process;
+a lock file left by a killed one is free, so it is never shown as running).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metalearn.util.errors import MetalearnError
+from metalearn.util.lock import LOCKS, describe, held, lock_name
+
+if TYPE_CHECKING:
+    from metalearn.experiment.config import ExperimentConfig
+    from metalearn.experiment.grid import Unit
+
+LAUNCH_FILE = "launch.json"  # what `launch` submitted (executor, job ids, log folder), kept in the run folder
+_SHARD_LOG = re.compile(r"trials\.shard-(\d+)-of-(\d+)\.jsonl$")
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    shard: tuple[int, int]        # (0-based index, count)
+    planned: int                  # trials of this shard's units
+    done: int                     # of those, trials with a record (in any log of the folder)
+    holder: str | None            # who holds this shard's lock now (None: nobody runs it)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    out: Path
+    name: str
+    shards: list[ShardStatus]     # empty when the run is not prepared yet
+    not_prepared: str | None      # why the grid cannot be planned yet (None: it can)
+    running: list[str]            # every holder of a lock in the folder, in words
+    launch: dict | None           # the run's launch.json, if `launch` submitted it
+
+
+def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
+    """The units of ``cfg``'s whole grid, from what its prepared run folder holds; writes nothing.
+
+    The same steps as the runner's before it scores (manifest, folds, variants, saved episodes, plan), with
+    variants never trained here. Raises a one-line :class:`MetalearnError` when the folder is not prepared.
+    """
+    from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
+    from metalearn.experiment.stages import prepare_manifest, prepare_variants
+
+    out = Path(cfg.out)
+    missing = [s for s in cfg.seeds if not (out / f"episodes-seed{s}.jsonl").is_file()]
+    if missing:
+        raise MetalearnError(f"{out} is not prepared (no episodes-seed{missing[0]}.jsonl); prepare it first: "
+                             f"python -m metalearn run --config ... --prepare (or launch)")
+    rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
+            if u.speaker not in set(cfg.speakers.exclude)]
+    speakers = sorted({u.speaker for u in rows})
+    folds = speaker_folds(cfg, speakers)
+    variants = prepare_variants(cfg, train=False)
+    episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
+    return _plan(cfg, variants, folds, episodes)
+
+
+def saved_config(run_dir: str | Path) -> ExperimentConfig:
+    """The config a run folder's runs saved (``config.yaml``, tuned values included), with ``out`` = the folder."""
+    from metalearn.experiment.load import load_config
+
+    out = Path(run_dir)
+    if not (out / "config.yaml").is_file():
+        raise MetalearnError(f"{out}: no config.yaml; expected a run folder (the out= of a run or a launch)")
+    cfg = load_config(str(out / "config.yaml"), [f"out={out}"])
+    if getattr(cfg, "kind", "fewshot") != "fewshot":
+        raise MetalearnError(f"{out} holds a {cfg.kind!r} run; status follows few-shot grids (kind fewshot)")
+    return cfg
+
+
+def trial_counts(units: list[Unit], have: set[tuple], shards: int) -> list[tuple[int, int]]:
+    """(planned, done) trials of each of ``shards`` shards of ``units``; ``have`` holds the logged trial keys."""
+    from metalearn.experiment.grid import shard_units
+
+    counts = []
+    for index in range(shards):
+        keys = [(u.variant, u.algorithm, e.episode_id, u.seed) for u in shard_units(units, index, shards)
+                for e in u.episodes]
+        counts.append((len(keys), sum(k in have for k in keys)))
+    return counts
+
+
+def shard_count(out: Path, launch: dict | None) -> int:
+    """How many shards the run was split into: its launch.json's, else its shard logs' and locks', else 1."""
+    if launch and isinstance(launch.get("shards"), int):
+        return launch["shards"]
+    counts = [int(m[2]) for p in out.glob("trials.shard-*.jsonl") if (m := _SHARD_LOG.search(p.name))]
+    counts += [int(p.stem.rsplit("-", 1)[-1]) for p in (out / LOCKS).glob("shard-*-of-*.lock")
+               if p.stem.rsplit("-", 1)[-1].isdigit()]
+    return max(counts, default=1)
+
+
+def running(out: Path) -> dict[str, str]:
+    """Lock file name -> its holder in words, for every lock of ``out`` held by a live process now."""
+    return {p.name: describe(p) for p in sorted((out / LOCKS).glob("shard-*-of-*.lock")) if held(p)}
+
+
+def read_launch(out: Path) -> dict | None:
+    path = out / LAUNCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_status(run_dir: str | Path, shards: int | None = None) -> RunStatus:
+    """The status of run folder ``run_dir`` split into ``shards`` parts (default: as it was launched)."""
+    from metalearn.report.records import read_logs, trial_key
+
+    out = Path(run_dir)
+    cfg = saved_config(out)
+    launch = read_launch(out)
+    count = shards or shard_count(out, launch)
+    if count < 1:
+        raise MetalearnError(f"--shards {count}: expected N >= 1")
+    held = running(out)
+    try:
+        units = plan_grid(cfg)
+    except MetalearnError as e:
+        return RunStatus(out, cfg.name, [], str(e), list(held.values()), launch)
+    have = {trial_key(r) for r in read_logs(out)}
+    rows = [ShardStatus((i, count), planned, done, held.get(lock_name((i, count))))
+            for i, (planned, done) in enumerate(trial_counts(units, have, count))]
+    return RunStatus(out, cfg.name, rows, None, list(held.values()), launch)
+
+
+def format_status(status: RunStatus) -> str:
+    """The status as the lines ``status`` prints."""
+    lines = [f"{status.out} ({status.name})"]
+    if status.not_prepared:
+        lines.append(f"  {status.not_prepared}")
+    else:
+        planned = sum(s.planned for s in status.shards)
+        done = sum(s.done for s in status.shards)
+        lines.append(f"  {done}/{planned} trials done" + (", complete" if done == planned else ""))
+        lines.append(f"  {'shard':<8} {'done':>7} {'planned':>7}  state")
+        for s in status.shards:
+            state = ("running: " + s.holder if s.holder else "finished" if s.done == s.planned
+                     else "not running")
+            lines.append(f"  {s.shard[0] + 1}/{s.shard[1]:<6} {s.done:>7} {s.planned:>7}  {state}")
+    shown = {s.holder for s in status.shards}
+    others = [h for h in status.running if h not in shown]
+    lines += [f"  running: {h}" for h in others]
+    if not status.running:
+        lines.append("  running: nothing")
+    if status.launch:
+        jobs = status.launch.get("jobs", {})
+        lines.append(f"  launched on {status.launch.get('executor')}: "
+                     + ", ".join(f"{k} {v}" for k, v in jobs.items() if v) + f" (logs: {status.launch.get('logs')})")
+    return "\n".join(lines)
+
+
+def main(run_dir: str, shards: int | None = None) -> int:
+    """``python -m metalearn status RUN_DIR [--shards N]``."""
+    print(format_status(run_status(run_dir, shards)))
+    return 0

@@ -1,0 +1,218 @@
+"""``python -m metalearn tune``: the same tuning budget for every method, spent on validation speakers only.
+
+One Optuna study per (method, fold), maximising the mean accuracy over the fold's validation speakers'
+episodes, drawn exactly like the test episodes and scored by the run's own code (:func:`score_group`, with the
+trial's values as that fold's tuned values), after learning from the fold's meta-training speakers only. The
+first trial of every study is the hand-set config; the others come from TPE, seeded per (method, fold,
+trial index), so a resumed study draws what an uninterrupted one would. Studies live in one Optuna journal
+file (``<out>/tuning/journal.log``, no server): several workers may run the same command side by side, a
+killed worker's study resumes, and exactly the first ``tune.trials`` finished trials of every study count.
+The results (:mod:`metalearn.experiment.tune_report`): ``tuning/<method>.csv``, ``tuning.md`` and the
+overlay ``tuning/tuned.yaml`` that ``run`` reads through ``tuned.file``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.experiment.config import ExperimentConfig, TunedConfig
+from metalearn.experiment.grid import Fold
+from metalearn.experiment.run_folder import as_dict, config_difference, to_yaml
+from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
+from metalearn.experiment.scoring import score_group
+from metalearn.experiment.spaces import search_space, space_fields
+from metalearn.experiment.stages import check_roots, prepare_manifest, prepare_variants, variant_features
+from metalearn.experiment.tuned import with_values
+from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
+from metalearn.fewshot.episodes import Episode
+from metalearn.pretune.variant import PretuneVariant
+from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import make_folder, write_atomic
+
+log = logging.getLogger(__name__)
+FREE_KEYS = ("tune.trials", "tune.algorithms", "tuned", "tracking", "name", "out")  # may change between workers
+
+
+@dataclass
+class Scorer:
+    """What every trial reuses: the config, the folds, the tuned-on variant's features and the episodes."""
+
+    cfg: ExperimentConfig
+    folds: list[Fold]
+    variant: PretuneVariant
+    rows: list[Utterance]
+    x: Tensor
+    index_of: dict[str, int]
+    episodes: dict[int, list[Episode]]
+
+    def score(self, algorithm: str, fold: Fold, values: dict, meta_steps: int | None) -> dict:
+        """Mean accuracy over the fold's validation speakers (a speaker's episodes averaged first), and per k."""
+        cfg = with_values(self.cfg, fold, algorithm, values, meta_steps)
+        algos = dataclasses.replace(cfg.algorithms, run=[algorithm],
+                                    only={k: v for k, v in cfg.algorithms.only.items() if k == algorithm})
+        cfg = dataclasses.replace(cfg, algorithms=algos)
+        units = [u for u in _plan(cfg, {self.variant.name: self.variant}, self.folds, self.episodes, "validation")
+                 if u.fold == fold.fold]
+        records = []
+        for _, group in groupby(units, key=lambda u: u.group):
+            for _, scored in score_group(cfg, list(group), self.variant, self.rows, self.x, self.index_of,
+                                         self.folds):
+                records += scored
+        if not records:
+            raise MetalearnError(f"tune: no validation episode for {algorithm} in fold {fold.fold} (speakers "
+                                 f"{list(fold.validation)})")
+        return {"accuracy": _speaker_mean(records),
+                "by_k": {str(k): _speaker_mean([r for r in records if r["k"] == k])
+                         for k in sorted({r["k"] for r in records})}}
+
+
+def _speaker_mean(records: list[dict]) -> float:
+    by: dict[str, list[float]] = {}
+    for r in records:
+        by.setdefault(r["speaker"], []).append(r["accuracy"])
+    return float(np.mean([np.mean(v) for v in by.values()]))
+
+
+def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
+    """Manifest, folds (validation speakers required), the tuned-on variant's features, the episodes."""
+    rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
+            if u.speaker not in set(cfg.speakers.exclude)]
+    speakers = sorted({u.speaker for u in rows})
+    folds = speaker_folds(cfg, speakers)
+    if not all(f.validation for f in folds):
+        raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} gives a fold without "
+                             f"validation speakers; tuning needs them (e.g. speakers.validation=1, folds >= 2)")
+    variants = prepare_variants(cfg, train=cfg.pretune.train)
+    name = cfg.tune.variant or next(iter(variants))
+    if name not in variants:
+        raise MetalearnError(f"config key 'tune.variant': {name!r} is not among the run's pretune variants "
+                             f"({', '.join(variants)})")
+    kept, x = variant_features(cfg, variants[name], rows)
+    episodes = {s: build_episodes(cfg, rows, speakers, s, make_folder(folder / "episodes", "tuning folder"))
+                for s in cfg.seeds}
+    return Scorer(cfg, folds, variants[name], kept, x, {utterance_key(u): i for i, u in enumerate(kept)}, episodes)
+
+
+def tuned_algorithms(cfg: ExperimentConfig) -> list[str]:
+    """``tune.algorithms``, else every algorithm of ``algorithms.run`` with a search space."""
+    chosen = cfg.tune.algorithms if cfg.tune.algorithms is not None else [
+        a for a in cfg.algorithms.run if search_space(a) is not None]
+    spaceless = [a for a in chosen if search_space(a) is None]
+    if spaceless or not chosen:
+        raise MetalearnError(f"config key 'tune.algorithms': {spaceless or chosen} have no search space (tunable: "
+                             f"those of algorithms.run with one, e.g. finetune, maml, transfer)")
+    return list(chosen)
+
+
+def check_folder(cfg: ExperimentConfig, folder: Path) -> None:
+    """Refuse a tuning folder whose studies came from another config (``FREE_KEYS`` aside); save this one."""
+    text = to_yaml(cfg)
+    saved = folder / "config.yaml"
+    if (folder / "journal.log").is_file() and saved.is_file():
+        difference = config_difference(_without_free(saved.read_text(encoding="utf-8")), _without_free(text))
+        if difference:
+            raise MetalearnError(f"{folder} holds studies of another config ({difference}); use another out=... "
+                                 f"or delete {folder}")
+    write_atomic(saved, text)
+
+
+def _without_free(text: str) -> str:
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    for key in FREE_KEYS:
+        head, _, tail = key.partition(".")
+        if tail and isinstance(data.get(head), dict):
+            data[head].pop(tail, None)
+        elif not tail:
+            data.pop(key, None)
+    return yaml.safe_dump(data)
+
+
+def learns_across_speakers(scorer: Scorer, algorithm: str) -> bool:
+    """Whether the hand-set method learns from meta-training speakers (then its steps are tuned too)."""
+    options = as_dict(getattr(scorer.cfg.algorithms, algorithm))
+    return build_adapter(algorithm, AdapterSpec(scorer.x.shape[1], 2), options).meta_learns
+
+
+def trial_seed(seed: int, algorithm: str, fold: int, index: int) -> int:
+    """The TPE sampler's seed for the ``index``-th finished trial of a study."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(algorithm.encode()), fold, index]).generate_state(1)[0])
+
+
+def run_trial(scorer: Scorer, study: Any, algorithm: str, fold: Fold, learns: bool) -> None:
+    """Ask the study for a trial (the hand-set config first), score it on the validation speakers, tell it."""
+    from optuna.trial import TrialState
+
+    cfg = scorer.cfg
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    hand_set = bool(trial.user_attrs.get("hand_set"))
+    space = search_space(algorithm)
+    section = as_dict(getattr(cfg.algorithms, algorithm))
+    values = {k: section[k] for k in space_fields(space)} if hand_set else space(trial)
+    steps = None
+    if learns:
+        steps = cfg.meta_train.steps if hand_set else trial.suggest_categorical("meta_steps", cfg.tune.meta_steps)
+    start = time.perf_counter()
+    try:
+        result = scorer.score(algorithm, fold, values, steps)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    for key, value in (("values", values), ("meta_steps", steps), ("by_k", result["by_k"]),
+                       ("seconds", time.perf_counter() - start)):
+        trial.set_user_attr(key, value)
+    study.tell(trial, result["accuracy"])
+    log.info("%s fold %d trial %d%s: validation accuracy %.4f", algorithm, fold.fold, trial.number,
+             " (hand-set)" if hand_set else "", result["accuracy"])
+
+
+def tune(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Run (or join, or resume) every study of the config until each has ``tune.trials`` finished trials."""
+    import optuna
+    from filelock import FileLock
+
+    from metalearn.experiment.tune_report import finished, open_study, write_results
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = dataclasses.replace(cfg, tuned=TunedConfig())  # tuning always starts from the hand-set values
+    check_roots(cfg)
+    folder = make_folder(Path(cfg.out) / "tuning", "tuning folder")
+    algorithms = tuned_algorithms(cfg)
+    check_folder(cfg, folder)
+    scorer = prepare(cfg, folder)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "journal.log")))
+    for algorithm in algorithms:
+        learns = learns_across_speakers(scorer, algorithm)
+        for fold in scorer.folds:
+            with FileLock(folder / ".create.lock"):
+                study = open_study(storage, algorithm, fold.fold)
+            while len(finished(study)) < cfg.tune.trials:
+                study.sampler = optuna.samplers.TPESampler(
+                    seed=trial_seed(cfg.tune.seed, algorithm, fold.fold, len(finished(study))))
+                run_trial(scorer, study, algorithm, fold, learns)
+    return write_results(cfg, storage, [*cfg.algorithms.run, *algorithms], scorer.folds)
+
+
+def main(cfg: ExperimentConfig) -> int:
+    """``python -m metalearn tune``: run the studies, print where the results went."""
+    written = tune(cfg)
+    print((Path(cfg.out) / "tuning.md").read_text(encoding="utf-8"))
+    for name, path in written.items():
+        print(f"  {name}: {path}")
+    print(f"use the winners: python -m metalearn run --config ... tuned.file={written['overlay']}")
+    return 0

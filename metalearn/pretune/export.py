@@ -1,0 +1,189 @@
+"""Share a pretune variant: a transformers folder with a model card, and a push to the Hugging Face Hub.
+
+``export_variant(VARIANT_DIR, OUT_DIR)`` writes the variant's speech encoder with ``save_pretrained``, so that
+``AutoModel.from_pretrained(OUT_DIR)`` loads it (wav2vec2, WavLM, HuBERT, data2vec-audio: the encoder itself;
+Whisper: the whole model, whose encoder is the variant's and whose decoder is the base model's), plus:
+
+- ``README.md``: the model card (:mod:`metalearn.pretune.card`): base model, corpora and subset, recipe,
+  dev and test scores (the variant's ``summary.json``), the commands that made it;
+- ``metalearn.json``: the variant's ``config.json`` and ``summary.json``, the Whisper input mode, the command;
+- the variant's head files as they are (``heads.safetensors``: supervised emotion heads;
+  ``clap_heads.safetensors``: a CLAP variant's projections), and a feature extractor config.
+
+The folder is also a metalearn backbone source: ``backbone.source=OUT_DIR`` (or the hub id it was pushed to)
+embeds exactly as the variant did. The folder is written beside ``OUT_DIR`` and moved in at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from metalearn.features.backbones import BackboneConfig, SpeechBackbone
+from metalearn.pretune.card import model_card
+from metalearn.pretune.variant import PretuneVariant
+from metalearn.util.errors import MetalearnError
+
+SIDECAR = "metalearn.json"
+HEAD_FILES = ("heads.safetensors", "clap_heads.safetensors")
+# Files of a local Whisper base folder that describe its input and tokens (not its weights).
+PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                   "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json")
+
+
+def export_variant(variant_dir: str | os.PathLike, out_dir: str | os.PathLike, command: str | None = None) -> Path:
+    """Write the finished variant in ``variant_dir`` as a transformers folder ``out_dir`` (see the module doc).
+
+    ``out_dir`` may be a new folder or an earlier export (replaced whole); any other non-empty folder is refused.
+    ``command`` is recorded as the one that made the export. Returns ``out_dir``.
+    """
+    variant = PretuneVariant.read(variant_dir)
+    if not variant.done:
+        raise MetalearnError(f"pretune variant {variant.folder} is not finished (no done.json); train it first")
+    variant.verify()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SIDECAR).is_file())):
+        raise MetalearnError(f"{out} exists and is not an earlier export (no {SIDECAR}); choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        with _quiet_transformers():
+            backbone = variant.load_backbone()
+            model_type = _save_model(backbone, variant.backbone, tmp)
+        for name in HEAD_FILES:
+            if (variant.folder / name).is_file():
+                shutil.copy2(variant.folder / name, tmp / name)
+        summary = _read_json(variant.folder / "summary.json")
+        meta = {"format": 1, "variant": variant.name, "kind": variant.kind, "model_type": model_type,
+                "backbone": variant.config["backbone"], "whisper_mode": getattr(backbone, "mode", None),
+                "variant_config": variant.config, "summary": summary, "exported_by": command,
+                "exported": time.time()}
+        (tmp / SIDECAR).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
+        tmp.chmod(0o755)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars (loading, writing shards) meanwhile: the CLI prints one line per step."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _save_model(backbone: SpeechBackbone, cfg: BackboneConfig, out: Path) -> str:
+    """``backbone``'s weights as a transformers model in ``out``; returns its ``model_type``."""
+    from metalearn.features.backbones.hf_ssl import SSLBackbone
+    from metalearn.features.backbones.whisper import WhisperBackbone
+
+    if isinstance(backbone, WhisperBackbone):
+        return _save_whisper(backbone, cfg, out)
+    if isinstance(backbone, SSLBackbone):
+        from transformers import Wav2Vec2FeatureExtractor
+
+        backbone.model.save_pretrained(out)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=backbone.sample_rate, padding_value=0.0,
+                                 do_normalize=backbone.normalize,
+                                 return_attention_mask=backbone.use_mask).save_pretrained(out)
+        return backbone.model.config.model_type
+    raise MetalearnError(f"backbone {backbone.name}: no transformers export for {type(backbone).__name__}")
+
+
+def base_source(cfg: BackboneConfig) -> str:
+    """Where ``cfg``'s weights come from: a local folder or a hub id (the installed Whisper: its imported folder)."""
+    if cfg.source == "default" or cfg.source.startswith("installed:"):
+        from metalearn.features.backbones.default import DEFAULT_WHISPER, installed_whisper_dir
+
+        return str(installed_whisper_dir(cfg.source.partition(":")[2] or DEFAULT_WHISPER))
+    return cfg.source
+
+
+def _save_whisper(backbone, cfg: BackboneConfig, out: Path) -> str:
+    """The base Whisper model (tiny: seeded random) holding ``backbone``'s encoder, with its processor files."""
+    from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperModel
+
+    encoder = backbone.encoder
+    if cfg.source == "tiny":
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model, folder = WhisperModel(encoder.config), None
+    else:
+        source = base_source(cfg)
+        generates = "WhisperForConditionalGeneration" in (AutoConfig.from_pretrained(source).architectures or [])
+        model = (WhisperForConditionalGeneration if generates else WhisperModel).from_pretrained(source)
+        folder = Path(source) if Path(source).is_dir() else None
+    model.get_encoder().load_state_dict(encoder.state_dict(), strict=True)
+    model.save_pretrained(out)
+    copied = [n for n in PROCESSOR_FILES if folder is not None and (folder / n).is_file()]
+    for name in copied:
+        shutil.copy2(folder / name, out / name)
+    if "preprocessor_config.json" not in copied:
+        WhisperFeatureExtractor(feature_size=encoder.config.num_mel_bins).save_pretrained(out)
+    return "whisper"
+
+
+def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, private: bool = False,
+                timeout: float = 10.0) -> str:
+    """Upload an exported ``folder`` to the Hub model repo ``repo`` (created when missing); returns its URL.
+
+    Fails in one line (MetalearnError), within about ``timeout`` seconds, when ``HF_HUB_OFFLINE`` is set or
+    the Hub cannot be reached, before any upload starts.
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    folder = Path(folder)
+    if not (folder / SIDECAR).is_file():
+        raise MetalearnError(f"{folder} is not an exported variant (no {SIDECAR}); run export-variant first")
+    if constants.HF_HUB_OFFLINE:
+        raise MetalearnError(f"cannot push {folder} to {repo}: HF_HUB_OFFLINE is set (unset it to upload)")
+    _check_reachable(constants.ENDPOINT, timeout, repo)
+    api = HfApi(endpoint=constants.ENDPOINT, token=token)
+    try:
+        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
+                          commit_message=f"metalearn export-variant {folder.name}")
+    except (HfHubHTTPError, HFValidationError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MetalearnError(f"push of {folder} to {repo} failed: {first}") from None
+    return str(url)
+
+
+def _check_reachable(endpoint: str, timeout: float, repo: str) -> None:
+    """One HEAD request to the Hub (proxies honoured): any HTTP answer is reachable; no answer is one line."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise MetalearnError(f"cannot push to {repo}: the Hub at {endpoint} is unreachable ({reason}); "
+                             f"check the network (or HF_ENDPOINT)") from None

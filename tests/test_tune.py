@@ -1,0 +1,143 @@
+"""``tune``: equal budgets, validation speakers only, resumable, and an overlay that ``run`` applies per fold."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from metalearn.cli import main
+from metalearn.data.synth.generate import generate
+from metalearn.experiment import tune as tune_module
+from metalearn.experiment.load import load_config
+from metalearn.experiment.runner import run_experiment
+from metalearn.experiment.spaces import search_space, space_fields
+from metalearn.experiment.tune import Scorer, tune
+from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
+from metalearn.util.errors import MetalearnError
+
+TUNED = ["finetune", "transfer"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tune")
+    generate("tiny", root / "data", seed=0)
+    return root
+
+
+def overrides(base: Path, out: str, *extra: str) -> list[str]:
+    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
+            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
+            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
+            "episodes.repetitions=1", "speakers.folds=2", "speakers.validation=1", "seeds=[0]",
+            "meta_train.steps=3", "meta_train.queries=1", "algorithms.run=[finetune,transfer,majority]",
+            "algorithms.finetune.steps=10", "algorithms.transfer.hidden=[8]", "tune.meta_steps=[2,4]",
+            "tune.trials=3", "tracking.wandb=false", *extra]
+
+
+def trial_table(out: Path, algorithm: str) -> list[dict]:
+    with open(out / "tuning" / f"{algorithm}.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "worker")} for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def tuned(base: Path) -> Path:
+    (base / "tiny.yaml").write_text("name: tiny\ntune: {trials: 2}\n")
+    args = ["tune", "--config", str(base / "tiny.yaml"), "--algorithms", ",".join(TUNED), "--trials", "3"]
+    assert main([*args, *(o for o in overrides(base, "tuned") if o != "tune.trials=3")]) == 0
+    return base / "tuned"
+
+
+def test_every_method_gets_the_same_budget(tuned: Path) -> None:
+    for algorithm in TUNED:
+        rows = trial_table(tuned, algorithm)
+        for fold in ("0", "1"):
+            mine = [r for r in rows if r["fold"] == fold and r["counted"] == "True"]
+            assert len(mine) == 3 and mine[0]["hand_set"] == "True"  # the hand-set config is trial 0
+    md = (tuned / "tuning.md").read_text()
+    assert all(f"| {a} | {f} |" in md for a in TUNED for f in (0, 1))
+    assert "| transfer | k=0" not in md and "k=0" in md  # transfer's unadapted classifier is scored too
+
+
+def test_overlay_holds_each_folds_winner_and_run_applies_it(base: Path, tuned: Path) -> None:
+    overlay = yaml.safe_load((tuned / "tuning" / "tuned.yaml").read_text())["tuned"]["folds"]
+    for fold in overlay:
+        rows = [r for r in trial_table(tuned, "finetune") if r["fold"] == str(fold["fold"])]
+        best = max(rows, key=lambda r: float(r["accuracy"]))
+        assert fold["algorithms"]["finetune"] == yaml.safe_load(best["values"])
+        assert set(fold["meta_steps"]) == {"transfer"}  # finetune learns nothing across speakers
+    result = run_experiment(load_config(None, overrides(base, "run", f"tuned.file={tuned / 'tuning/tuned.yaml'}")))
+    saved = yaml.safe_load((result.out / "config.yaml").read_text())["tuned"]
+    assert saved["file"].endswith("tuned.yaml") and saved["folds"] == overlay
+    ks = {(r["algorithm"], int(r["k"])) for r in csv.DictReader(open(result.out / "summary.csv"))}
+    assert {("transfer", 0), ("transfer", 1), ("transfer", 2), ("majority", 1)} <= ks
+
+
+def test_trials_score_validation_speakers_only(base: Path, tuned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every episode a trial scores belongs to the fold's validation speakers; none to its test speakers."""
+    seen, real = [], tune_module.score_group
+
+    def spy(cfg, units, variant, rows, x, index_of, folds):
+        fold = folds[units[0].fold]
+        seen.append(({e.speaker for u in units for e in u.episodes}, fold))
+        return real(cfg, units, variant, rows, x, index_of, folds)
+
+    monkeypatch.setattr(tune_module, "score_group", spy)
+    tune(load_config(None, overrides(base, "spy", "tune.trials=1", "tune.algorithms=[finetune]")))
+    assert seen and all(speakers <= set(fold.validation) for speakers, fold in seen)
+
+
+def test_a_killed_tuning_resumes_to_the_same_trials(base: Path, tuned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = Scorer.score, []
+
+    def dying(self, *args):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed in the middle of a trial
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(Scorer, "score", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]")))
+    monkeypatch.setattr(Scorer, "score", real)
+    tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]")))
+    for algorithm in TUNED:
+        resumed = [r for r in trial_table(base / "killed", algorithm) if r["counted"] == "True"]
+        assert [(r["fold"], r["values"], r["accuracy"]) for r in resumed] == [
+            (r["fold"], r["values"], r["accuracy"]) for r in trial_table(tuned, algorithm) if r["counted"] == "True"]
+    states = [r["state"] for r in trial_table(base / "killed", "finetune")]
+    assert states.count("FAIL") == 1  # the trial it was killed in (fold 1's second)
+
+
+def test_tuning_refuses_what_it_cannot_do(base: Path, tuned: Path) -> None:
+    with pytest.raises(MetalearnError, match="tuning needs them"):
+        tune(load_config(None, overrides(base, "nv", "speakers.validation=0")))
+    with pytest.raises(MetalearnError, match="'tune.algorithms': \\['majority'\\] have no search space"):
+        tune(load_config(None, overrides(base, "nv2", "tune.algorithms=[majority]")))
+    with pytest.raises(MetalearnError, match="holds studies of another config .*episodes.repetitions"):
+        tune(load_config(None, overrides(base, "tuned", "episodes.repetitions=2")))
+
+
+@pytest.mark.parametrize("name", [a for a in ALGORITHMS if search_space(a) is not None])
+def test_every_space_gives_valid_config_values_around_the_defaults(name: str) -> None:
+    space = search_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        values = space(study.ask())
+        build_adapter(name, AdapterSpec(dim=8, ways=3), values)  # unknown fields or bad values raise
+        assert set(values) == set(space_fields(space))
+    assert set(space_fields(space)) <= {f for f in config_class(name).__dataclass_fields__}
