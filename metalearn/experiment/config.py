@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from metalearn.clap.variant import ClapStageConfig, check_stage
-from metalearn.experiment.launch import LauncherConfig
+from metalearn.experiment.launcher_config import LauncherConfig
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
 from metalearn.fewshot.algorithms import ALGORITHMS, adapter_class, config_class
