@@ -141,5 +141,5 @@ def test_report_writes_the_content_check_when_the_run_logged_queries(tmp_path):
     text = written["content.md"].read_text()
     assert "| none | protonet | 2 | 20.0 ± " in text and "| 2 | 7 / 5 |" in text
     (tmp_path / "queries.jsonl").write_text(json.dumps({"pretune": "none"}) + "\n{}\n")
-    with pytest.raises(MetalearnError, match="queries.jsonl:1: a query record needs"):
+    with pytest.raises(MetalearnError, match="queries.jsonl:1: query record lacks field"):
         read_queries(tmp_path)

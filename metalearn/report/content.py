@@ -21,7 +21,6 @@ and its 95% t-interval; the difference (shared - other) is paired per speaker (s
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -32,7 +31,7 @@ from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import trial_key
 from metalearn.report.stats import paired_test, t_interval
 from metalearn.util.errors import MetalearnError
-from metalearn.util.jsonl_log import JsonlLog
+from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
 QUERIES = "queries.jsonl"
 QUERIES_GLOB = "queries*.jsonl"
@@ -82,23 +81,12 @@ def query_records(episodes: Sequence[Episode], records: Sequence[dict]) -> list[
 
 
 def _read(path: Path) -> list[dict]:
-    """A side log's lines; a torn last line (a killed writer) is ignored, any other bad line is an error."""
-    lines = path.read_text(encoding="utf-8").split("\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines):
-                continue
-            raise MetalearnError(f"{path}:{i}: not a JSON query record: {line[:60]!r}") from None
-        if any(f not in rec for f in QUERY_FIELDS) or len(rec["correct"]) != len(rec["shared"]):
-            raise MetalearnError(f"{path}:{i}: a query record needs {list(QUERY_FIELDS)}, 'correct' and 'shared' "
-                                 f"of one length")
-        out.append(rec)
-    return out
+    """A side log's records (a torn last line is ignored); 'correct' and 'shared' must be of one length."""
+    records = read_jsonl(path, QUERY_FIELDS, "query record")
+    for i, rec in enumerate(records, 1):
+        if len(rec["correct"]) != len(rec["shared"]):
+            raise MetalearnError(f"{path}: query record {i}: 'correct' and 'shared' must be of one length")
+    return records
 
 
 def read_queries(run_dir: str | os.PathLike) -> list[dict]:

@@ -10,7 +10,6 @@ trial key and refuse two different results for the same key.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path
-from metalearn.util.jsonl_log import JsonlLog
+from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +57,7 @@ class TrialLog(JsonlLog):
 
 
 def _read_lines(path: Path) -> list[dict]:
-    records = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines):  # a torn last line (no newline yet): the trial was not finished
-                log.warning("%s:%d: ignoring a torn last line", path, i)
-                continue
-            raise MetalearnError(f"{path}:{i}: not a JSON trial record: {line[:60]!r}") from None
-        missing = [f for f in RECORD_FIELDS if f not in rec]
-        if missing:
-            raise MetalearnError(f"{path}:{i}: trial record lacks field(s) {missing}")
-        records.append(rec)
-    return records
+    return read_jsonl(path, RECORD_FIELDS, "trial record")
 
 
 def dedupe(records: Iterable[dict], where: str) -> list[dict]:

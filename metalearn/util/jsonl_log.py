@@ -43,19 +43,7 @@ class JsonlLog:
             log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
 
     def _read(self) -> list[dict]:
-        out = []
-        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise MetalearnError(f"{self.path}:{i}: not a JSON record: {line[:60]!r}") from None
-            missing = [f for f in self.fields if f not in record]
-            if missing:
-                raise MetalearnError(f"{self.path}:{i}: record lacks field(s) {missing}")
-            out.append(record)
-        return out
+        return read_jsonl(self.path, self.fields)
 
     def _keep(self, record: dict) -> None:
         key = self.key(record)
@@ -88,3 +76,29 @@ class JsonlLog:
 def _differs(a: object, b: object) -> bool:
     both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
     return a != b and not both_nan
+
+
+def read_jsonl(path: str | os.PathLike, fields: Sequence[str], what: str = "record") -> list[dict]:
+    """The records of a JSON Lines log, each checked for ``fields``; one line naming the file, line and field.
+
+    A torn last line (a writer killed mid-append, no newline yet) is skipped with a warning: its work was
+    not finished. Any other line that is not JSON is an error.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):
+                log.warning("%s:%d: ignoring a torn last line", path, i)
+                continue
+            raise MetalearnError(f"{path}:{i}: not a JSON {what}: {line[:60]!r}") from None
+        missing = [f for f in fields if f not in record]
+        if missing:
+            raise MetalearnError(f"{path}:{i}: {what} lacks field(s) {missing}")
+        records.append(record)
+    return records
