@@ -82,3 +82,29 @@ def test_bad_yaml_file_is_one_line(tmp_path: Path) -> None:
     path.write_text("episodes:\n  kss: [1]\n")
     with pytest.raises(MetalearnError, match="'episodes.kss' is not a valid key; closest valid keys: episodes.ks"):
         load_config(str(path))
+
+
+def test_a_yaml_whose_top_level_is_not_a_mapping_is_one_line(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(MetalearnError, match=r"list.yaml: the top level must be a mapping of config keys.*not a list"):
+        load_config(str(path))
+
+
+def test_only_names_a_registered_algorithm_and_may_name_one_left_out():
+    cfg = load_config("demo", ["algorithms.run=[finetune]"])  # the preset's only.full_finetune is simply unused
+    assert cfg.algorithms.run == ["finetune"] and "full_finetune" in cfg.algorithms.only
+    with pytest.raises(MetalearnError, match="'algorithms.only.fulll_finetune'.*not a registered algorithm"):
+        load_config("demo", ["algorithms.only.fulll_finetune.ks=[1]"])
+
+
+def test_a_manifest_without_rows_is_one_line_naming_it(tmp_path):
+    from metalearn.data.manifest import COLUMNS
+    from metalearn.experiment.runner import run_experiment
+
+    manifest = tmp_path / "empty.csv"
+    manifest.write_text(",".join(COLUMNS) + "\n")
+    cfg = load_config("demo", [f"data.target.manifest={manifest}", f"out={tmp_path / 'run'}", "pretune.subsets=[none]",
+                               "pretune.clap.losses=[]", "algorithms.run=[finetune]", "tracking.wandb=false"])
+    with pytest.raises(MetalearnError, match=r"empty.csv: no utterance of any speaker"):
+        run_experiment(cfg)

@@ -75,3 +75,12 @@ def test_canonical_mapping_examples():
 def test_utterance_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _utt(0).speaker = "other"  # type: ignore[misc]
+
+
+def test_write_manifest_into_a_file_is_one_line(tmp_path):
+    from metalearn.data.manifest import write_manifest
+    from metalearn.util.errors import MetalearnError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(MetalearnError, match="manifest folder .*afile is a file; expected a folder"):
+        write_manifest([], tmp_path / "afile" / "m.csv")

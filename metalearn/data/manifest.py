@@ -16,7 +16,7 @@ from pathlib import Path
 
 from metalearn.data.emotions import CANONICAL, GENDERS
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import atomic_path
+from metalearn.util.fileio import atomic_path, make_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +46,12 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Utterance))
 
 
 def write_manifest(utterances: Iterable[Utterance], out: str | os.PathLike) -> Path:
-    """Write ``utterances`` as CSV with the contract's columns; the write is atomic."""
+    """Write ``utterances`` as CSV with the contract's columns; the write is atomic.
+
+    An ``out`` whose folder cannot be made or written (a file in the way, read-only) is a one-line error.
+    """
     out = Path(out)
+    make_folder(out.parent, "manifest folder")
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)

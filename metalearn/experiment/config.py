@@ -198,10 +198,10 @@ def validate(cfg: ExperimentConfig) -> None:
     if len(set(algos.run)) != len(algos.run) or not algos.run:
         raise MetalearnError(f"config key 'algorithms.run': {algos.run} must list distinct algorithms")
     check_stage(cfg.pretune.clap)
-    for name in algos.only:
-        if name not in algos.run:
-            raise MetalearnError(f"config key 'algorithms.only.{name}': {name!r} is not in algorithms.run "
-                                 f"({', '.join(algos.run)})")
+    for name in algos.only:  # a part for an algorithm the run leaves out is unused (presets stay overridable)
+        if name not in known:
+            raise MetalearnError(f"config key 'algorithms.only.{name}': {name!r} is not a registered algorithm "
+                                 f"({', '.join(known)})")
     prompted = [a for a in algos.run if adapter_class(a).needs_prior]
     if prompted and not cfg.pretune.clap.losses:
         raise MetalearnError(f"config key 'algorithms.run': {prompted} need CLAP variants for their prompt prior "

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from metalearn.experiment.kinds import kind_of
 from metalearn.util.config_merge import guarded
@@ -63,6 +63,9 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     if preset:
         path = preset_path(preset)
         data = guarded(lambda: OmegaConf.load(path), OmegaConf.create({}), f"{path}: ")
+        if not isinstance(data, DictConfig):
+            raise MetalearnError(f"{path}: the top level must be a mapping of config keys (e.g. `name: demo`), "
+                                 f"not a {type(data).__name__.removesuffix('Config').lower()}")
     named = [i.split("=", 1)[1] for i in overrides if i.split("=", 1)[0] == "kind"]
     kind = kind or (named[-1] if named else None) or (data.get("kind") if data is not None else None) or "fewshot"
     spec = kind_of(str(kind))

@@ -25,6 +25,7 @@ from metalearn.experiment.run_folder import git_commit, save_config, tracked_con
 from metalearn.experiment.scoring import score_group
 from metalearn.experiment.stages import (
     check_roots,
+    manifest_path,
     prefill_embeddings,
     prepare_manifest,
     prepare_variants,
@@ -143,6 +144,9 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
             if u.speaker not in set(cfg.speakers.exclude)]
     speakers = sorted({u.speaker for u in rows})
+    if not speakers:
+        raise MetalearnError(f"{manifest_path(cfg.data.target, cfg.data.manifests_dir)}: no utterance of any speaker "
+                             f"(outside speakers.exclude {cfg.speakers.exclude}); expected a manifest with rows")
     cfg = apply_tuned(cfg, speaker_folds(cfg, speakers))  # config.yaml records the tuned values it runs with
     save_config(cfg, out)
     folds = speaker_folds(cfg, speakers, out)
