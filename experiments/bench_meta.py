@@ -10,11 +10,14 @@ for every backend):
 - arithmetic-bound: MAML (second order) and FOMAML with the MLP head 512-256-5, 32 tasks per meta-step;
 - Reptile: MLP 512-256-5, 32 tasks, 5 inner Adam steps on the 30 support + query rows.
 
+Regime names say what bounds the textbook (per-task, dense) formulation; at 256 tasks ANIL's body (a
+512-256 layer on 7,680 rows, forward and backward) is itself dense arithmetic.
+
 Backends: ``stacked`` (metalearn's fast path: episode-stacked parameters, hand-written gradients, the first
 layer in low-rank form), ``loop`` (the per-episode autograd reference), ``learn2learn`` (clone-and-adapt,
 MAML and FOMAML only, when installed: ``make setup-l2l``). Each reports the best-of-repeats time per meta-step,
 the matmul FLOPs it executes (FlopCounterMode) and those of the dense formulation (bench_roofline.py), both
-as GFLOP/s beside the matmul peak measured in the same run, and the largest gap of its first meta-gradient
+as GFLOP/s beside the matmul peak measured just before each regime, and the largest gap of its first meta-gradient
 (Reptile: its meta-update) to the loop's.
 """
 
@@ -23,7 +26,14 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from bench_roofline import anil_dense_flops, best_seconds, counted_flops, maml_dense_flops, reptile_dense_flops
+from bench_roofline import (
+    anil_dense_flops,
+    best_seconds,
+    counted_flops,
+    maml_dense_flops,
+    matmul_peak,
+    reptile_dense_flops,
+)
 
 from metalearn.fewshot.algorithms.maml import ANIL, FOMAML, MAML, ANILConfig, MAMLConfig
 from metalearn.fewshot.algorithms.reptile import Reptile, ReptileConfig
@@ -102,8 +112,10 @@ def _backends(regime: Regime) -> list[str]:
     return ["stacked", "loop"] + (["learn2learn"] if regime.algorithm in ("maml", "fomaml") else [])
 
 
-def measure(regime: Regime, peak: float, repeats: dict[str, int]) -> dict:
-    """Time, FLOPs and gradient parity of every backend on one regime (the same task batch for all)."""
+def measure(regime: Regime, repeats: dict[str, int]) -> dict:
+    """Time, FLOPs and gradient parity of every backend on one regime (the same task batch for all), and the
+    matmul peak measured just before (the machine's load changes within a run)."""
+    peak = matmul_peak()
     batch = task_batch(regime.tasks, seed=1)
     dims = [DIM, *regime.hidden, WAYS]
     rows_s, rows_q = WAYS * SHOTS, WAYS * QUERIES
@@ -112,7 +124,8 @@ def measure(regime: Regime, peak: float, repeats: dict[str, int]) -> dict:
     else:
         count = anil_dense_flops if regime.algorithm == "anil" else maml_dense_flops
         dense = regime.tasks * count(dims, rows_s, rows_q, STEPS, regime.algorithm != "fomaml")
-    out: dict = {"regime": regime.name, "tasks": regime.tasks, "dense_gflop_per_step": round(dense / 1e9, 3)}
+    out: dict = {"regime": regime.name, "tasks": regime.tasks, "dense_gflop_per_step": round(dense / 1e9, 3),
+                 "peak_gflops": round(peak, 1)}
     first: dict[str, torch.Tensor] = {}
     for backend in _backends(regime):
         try:
@@ -134,7 +147,7 @@ def measure(regime: Regime, peak: float, repeats: dict[str, int]) -> dict:
     return out
 
 
-def run(peak: float, quick: bool = False) -> list[dict]:
+def run(quick: bool = False) -> list[dict]:
     """Every regime; ``quick`` times fewer repeats (for tests and a first look)."""
     repeats = {"stacked": 2 if quick else 7, "loop": 1 if quick else 3, "learn2learn": 1 if quick else 3}
-    return [measure(r, peak, repeats) for r in REGIMES]
+    return [measure(r, repeats) for r in REGIMES]

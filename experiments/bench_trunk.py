@@ -7,8 +7,9 @@ batch 4, 5 epochs for k <= 8 with early stopping on validation macro-F1) on 5-wa
 clips (k = 5 support clips per class, 2 validation and 3 query clips per class). The same episodes run
 through FullFinetune twice: ``trunk_cache_mb=0`` (every epoch re-runs the log-mel front end and all layers)
 and the default (the frozen layers' output computed once per clip). Reports seconds per trial (the cached
-path's first trial computes its clips' trunks; later trials reuse them), trials per minute, the speedup and
-the largest query-logit gap between the two paths.
+path's first trial computes its clips' trunks; later trials reuse them), trials per minute, the speedup, the
+largest query-logit gap between the two paths, and the FLOP ratios (from audio / cached) of a training
+micro-batch and of an evaluation batch: the speedup the arithmetic allows, since the top layer still trains.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from bench_roofline import counted_flops
+from torch import nn
 
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.fewshot.algorithms.full_finetune import FullFinetune, FullFinetuneConfig
@@ -74,6 +77,19 @@ def _time(adapter: FullFinetune, eps: list[Episode]) -> tuple[list[float], list[
     return seconds, logits
 
 
+def step_flops(adapter: FullFinetune, ep: Episode) -> tuple[int, int]:
+    """FLOPs (matmuls, convolutions, attention) of one training micro-batch, forward and backward, and of one
+    evaluation batch (the cached path counted with its trunks already computed)."""
+    waves = adapter._load(ep.support + ep.validation)
+    backbone = adapter._backbone()
+    head = nn.Linear(backbone.hidden_size, len(ep.classes)).to(adapter.device)
+    train_keys, eval_keys = list(ep.support[: adapter.cfg.batch_size]), list(ep.validation[:8])
+    adapter._predict(backbone, head, train_keys + eval_keys, waves)  # fills the trunk cache, if any
+    backbone.train()
+    train = counted_flops(lambda: adapter._logits(backbone, head, train_keys, waves).sum().backward())
+    return train, counted_flops(lambda: adapter._predict(backbone, head, eval_keys, waves))
+
+
 def run(quick: bool = False, device: str = "cpu", backbone: BackboneConfig | None = None, trials: int = 3,
         cfg: FullFinetuneConfig = DEMO, seconds: float = 3.0, clips: tuple[int, int, int] = (5, 2, 3)) -> dict:
     """Both paths on the same ``trials`` episodes of ``clips`` = (k, validation, query) clips per class;
@@ -87,9 +103,11 @@ def run(quick: bool = False, device: str = "cpu", backbone: BackboneConfig | Non
         paths = write_clips(Path(tmp), speakers, k + n_val + n_query, seconds)
         eps = episodes(speakers, k, n_val, n_query, trials)
         factory = lambda: build_backbone(backbone)  # noqa: E731
-        audio_s, audio_logits = _time(FullFinetune(factory, paths, dataclasses.replace(cfg, trunk_cache_mb=0)), eps)
+        audio = FullFinetune(factory, paths, dataclasses.replace(cfg, trunk_cache_mb=0))
+        audio_s, audio_logits = _time(audio, eps)
         cached = FullFinetune(factory, paths, cfg)
         cached_s, cached_logits = _time(cached, eps)
+        flops = [step_flops(adapter, eps[0]) for adapter in (audio, cached)]
     gap = max(float((a - b).abs().max()) for a, b in zip(audio_logits, cached_logits, strict=True))
     warm = cached_s[1:] or cached_s
     return {"backbone": f"{backbone.family}:{backbone.source}", "trainable_layers": cfg.trainable_layers,
@@ -101,6 +119,8 @@ def run(quick: bool = False, device: str = "cpu", backbone: BackboneConfig | Non
             "cached_trials_per_min": round(60 * len(cached_s) / sum(cached_s), 2),
             "speedup_all_trials": round(sum(audio_s) / sum(cached_s), 1),
             "speedup_later_trials": round(float(np.mean(audio_s[1:] or audio_s)) / float(np.mean(warm)), 1),
+            "train_step_flop_ratio": round(flops[0][0] / flops[1][0], 2),
+            "eval_batch_flop_ratio": round(flops[0][1] / flops[1][1], 2),
             "clips_through_trunk": cached.trunks.computed if cached.trunks else 0,
             "max_query_logit_gap": gap}
 

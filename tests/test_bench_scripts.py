@@ -75,4 +75,5 @@ def test_gpu_script_runs_on_cpu_tiny(tmp_path) -> None:
     assert all(v["steps_per_s"] > 0 for v in result["pretune"].values())
     ff = result["full_finetune"]
     assert ff["max_query_logit_gap"] < 1e-5 and ff["clips_through_trunk"] == 2 * 5 * 3  # each clip once
+    assert ff["train_step_flop_ratio"] > 1 and ff["eval_batch_flop_ratio"] > ff["train_step_flop_ratio"]
     assert result["grid"]["trials"] == 15 and result["grid"]["max_macro_f1_gap_vs_reference"] == 0.0

@@ -142,7 +142,8 @@ def _flat(meta: Meta) -> list[Tensor]:
 class MAML(AdapterBase):
     """Second-order MAML (Finn et al., 2017): the head's initialisation is meta-learned, every parameter adapts.
 
-    Subclasses change one hook each: ``first_order``, ``_adapt_keys`` (ANIL), ``_inner_lr`` (Meta-SGD).
+    Subclasses change hooks: ``first_order`` (FOMAML), ``_inner_lr`` (Meta-SGD), and for ANIL which layers adapt
+    (``_adapt_keys`` in the reference loop; ``_adapting`` on ``_features`` in the stacked path).
     """
 
     name = "maml"
