@@ -26,13 +26,7 @@ from metalearn.report.records import VOLATILE
 ALGORITHMS = "[finetune,simpleshot,protonet_proj,fomaml,transfer]"  # each learns across speakers or standardizes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from metalearn.cli import main
 from metalearn.data.synth.generate import generate
@@ -24,13 +23,7 @@ from metalearn.util.errors import MetalearnError
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from metalearn.util.errors import MetalearnError
 EMOTIONS = ("neutral", "happy", "angry", "sad")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 def speakers(n: int, per: int, dim: int = 12, seed: int = 0) -> tuple[torch.Tensor, list[str], list[int]]:

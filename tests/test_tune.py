@@ -7,7 +7,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from metalearn.cli import main
@@ -23,13 +22,7 @@ from metalearn.util.errors import MetalearnError
 TUNED = ["finetune", "transfer"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (100x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

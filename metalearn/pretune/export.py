@@ -33,6 +33,7 @@ from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.pretune.card import model_card
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import swap_in_folder
 
 SIDECAR = "metalearn.json"
 HEAD_FILES = ("heads.safetensors", "clap_heads.safetensors")
@@ -71,11 +72,7 @@ def export_variant(variant_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         (tmp / SIDECAR).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
         tmp.chmod(0o755)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,12 @@ def append_durably(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def swap_in_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``: any old ``out`` is moved aside first and removed after."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -21,6 +21,7 @@ import torch
 from metalearn.features.backbones.ct2_format import check_sha256, read_ct2, sha256_file
 from metalearn.features.backbones.whisper_ct2 import build_model, generation_config, whisper_state_dict
 from metalearn.util.errors import MetalearnError
+from metalearn.util.fileio import swap_in_folder
 
 MARKER = "metalearn_import.json"
 IMPORTER_VERSION = 1
@@ -128,11 +129,7 @@ def import_whisper(model_bin_parts: Sequence[str | os.PathLike], tokenizer_json:
         for path in tmp.iterdir():
             path.chmod(0o644)
         tmp.chmod(0o755)
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -150,7 +150,6 @@ class MAML(AdapterBase):
     meta_learns = True
     config_cls: type[MAMLConfig] = MAMLConfig
 
-
     @classmethod
     def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
         return cls(spec.dim, spec.ways, cfg, spec.seed, spec.device)

@@ -87,7 +87,6 @@ class Reptile(AdapterBase):
     meta_learns = True
     config_cls = ReptileConfig
 
-
     @classmethod
     def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
         return cls(spec.dim, spec.ways, cfg, spec.seed, spec.device)
