@@ -8,6 +8,9 @@ DATA ?= data/demo
 RUNS ?= runs/demo
 CACHE ?= cache/embeddings
 SOURCES := iemocap msp_podcast cremad ravdess
+# OpenMP threads sleep at barriers instead of spinning: spinning beside another busy process made small tensor
+# ops up to 50x slower (results/bench_threads.md); `python -m metalearn` sets the same unless told otherwise.
+export OMP_WAIT_POLICY ?= PASSIVE
 # The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
 DEMO_SOURCES := iemocap msp_podcast
 

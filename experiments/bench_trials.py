@@ -1,6 +1,6 @@
 """Benchmark: the trial engine's grid, meta-training on its roofline, and fine-tuning on a cached trunk.
 
-    python experiments/bench_trials.py [--parts roofs,grid,meta,trunk] [--variants 16] [--threads 2]
+    python experiments/bench_trials.py [--parts roofs,grid,meta,trunk] [--variants 16] [--threads 2] [--chunk N]
 
 roofs: the matrix-multiply peak (a large fp32 matmul) and the copy bandwidth, on the same threads, in the
 same run as everything below (bench_roofline.py).
@@ -9,7 +9,10 @@ grid: Paper A's full grid at the paper's scale: 20 speakers x 5 emotions with ES
 class means; binary episodes for 5 targets x 7 k x 3 repetitions = 2,100 per pretune variant; each
 variant gets its own embedding table, and all tables stay in memory (peak RSS reported). Head fine-tuning
 (100 Adam steps, model selection by validation macro-F1 every 10 steps) through the engine, all trials
-vectorised, versus the per-episode reference loop on a subset of the same episodes (same scores checked).
+vectorised (finetune_fast), versus, on variant 0, the per-episode reference loop on a subset of its episodes
+and the autograd path the engine used before on all of them (macro-F1 compared trial by trial); the share of
+gathering episode tensors; the work (matmul GFLOP, cache and memory GB, see ``work``) and the floors it
+implies at the roofs measured in the same run; the load average while it ran.
 meta: the MAML family and Reptile, stacked path vs per-episode loop vs learn2learn (bench_meta.py).
 trunk: full-backbone fine-tuning with frozen lower layers, from audio vs on the cached trunk (bench_trunk.py).
 Writes results/bench_trials.{json,md}. Timings on a shared machine are noisy: compare the ratios of one run.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -31,12 +35,14 @@ import numpy as np
 import torch
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig
+from metalearn.experiment.config import ExperimentConfig
+from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig, fit_heads_autograd, support_standardizer
 from metalearn.fewshot.episodes import binary_episodes
-from metalearn.fewshot.trials import run_trials
+from metalearn.fewshot.trials import episode_batch, group_by_shape, run_trials
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")
 KS = (2, 4, 8, 16, 24, 32, 64)
+CHUNK = ExperimentConfig().chunk  # episodes per engine batch, as the runner batches them
 
 
 def paper_table(seed: int, speakers: int = 20, dim: int = 768) -> tuple[list[Utterance], torch.Tensor]:
@@ -61,27 +67,69 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def _reference(episodes, x, index_of, reference_trials: int, device: str, steps: int) -> tuple[float, int, float]:
-    """(seconds per trial of the per-episode loop, trials timed, largest macro-F1 gap to the engine)."""
-    subset = episodes[:: max(1, len(episodes) // reference_trials)][:reference_trials]
+class AutogradFinetune(Finetune):
+    """Linear-head fine-tuning as the engine ran it before finetune_fast: vmap(grad) and the batched Adam step
+    on batches standardised up front (``finetune.fit_heads_autograd``), for the before/after ratio."""
+
+    def fit(self, support_x, support_y, query_x, ways, val_x=None, val_y=None):  # noqa: ANN001, ANN201
+        mean, scale = support_standardizer(support_x, support_y, self.cfg.standardize)
+        init = self.initial_heads(support_x.shape[0], ways, mean, scale, support_x.dtype)
+        std = lambda x: None if x is None else (x - mean) / scale  # noqa: E731
+        return fit_heads_autograd(std(support_x), support_y, std(query_x), ways, self.cfg, init, std(val_x), val_y)
+
+
+def _by_id(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: r["episode_id"])
+
+
+def _compare(method: Finetune, episodes, x, index_of, fast: list[dict], chunk: int) -> tuple[float, float, int]:
+    """(seconds per trial of ``method`` on ``episodes``, its largest macro-F1 gap to the engine's records of the
+    same episodes, how many trials differ)."""
     start = time.perf_counter()
-    ref = run_trials(Finetune(768, FinetuneConfig(steps=steps, vectorized=False), device=device), subset, x,
-                     index_of, run="bench", pretune="v0", seed=0, chunk=1)
-    seconds = (time.perf_counter() - start) / len(subset)
-    fast = run_trials(Finetune(768, FinetuneConfig(steps=steps), device=device), subset, x, index_of, run="bench",
-                      pretune="v0", seed=0)
-    by_id = lambda records: sorted(records, key=lambda r: r["episode_id"])  # noqa: E731
-    gap = max(abs(a["macro_f1"] - b["macro_f1"]) for a, b in zip(by_id(ref), by_id(fast), strict=True))
-    return seconds, len(subset), gap
+    other = run_trials(method, episodes, x, index_of, run="bench", pretune="v0", seed=0, chunk=chunk)
+    seconds = (time.perf_counter() - start) / len(episodes)
+    ids = {e.episode_id for e in episodes}
+    gaps = [abs(a["macro_f1"] - b["macro_f1"])
+            for a, b in zip(_by_id(other), _by_id([r for r in fast if r["episode_id"] in ids]), strict=True)]
+    return seconds, max(gaps), sum(g > 0 for g in gaps)
+
+
+def _gather_seconds(episodes, x, index_of, chunk: int) -> float:
+    """Seconds per trial the engine spends gathering episode tensors from the table (episode_batch)."""
+    groups = group_by_shape(episodes, chunk)
+    start = time.perf_counter()
+    for group in groups:
+        episode_batch(group, index_of, x)
+    return (time.perf_counter() - start) / len(episodes)
+
+
+def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
+    """What the trials must move and compute at least (the engine's design: batches gathered per episode).
+
+    matmul GFLOP: per step two products over the support rows (4 S D W), validation logits of every
+    checkpoint (2 V D W per checkpoint) and the selected query logits (2 Q D W). Cache GB: the support read
+    twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments) over the
+    head. Memory GB: every trial's rows read from the table, written to its batch and read back, once each.
+    """
+    w, ckpts = 2, len(range(eval_every, steps + 1, eval_every)) + (steps % eval_every != 0)
+    s = sum(len(e.support) for e in episodes)
+    v = sum(len(e.validation) for e in episodes)
+    q = sum(len(e.query) for e in episodes)
+    flops = steps * 4 * s * dim * w + 2 * v * dim * w * ckpts + 2 * q * dim * w
+    cache = steps * (2 * s * dim * 4 + 7 * len(episodes) * (dim + 1) * w * 4)
+    return {"matmul_gflop": flops / 1e9, "cache_gb": cache / 1e9, "memory_gb": 3 * (s + v + q) * dim * 4 / 1e9}
 
 
 def grid(variants: int, reference_trials: int, speakers: int = 20, device: str = "cpu",
-         ks: tuple[int, ...] = KS, steps: int = 100) -> dict:
-    """The 33,600-trial grid (for 16 variants, every table kept in memory) with the engine; the loop on a subset.
+         ks: tuple[int, ...] = KS, steps: int = 100, chunk: int = CHUNK, before_trials: int | None = None) -> dict:
+    """The 33,600-trial grid (for 16 variants, every table kept in memory) with the engine; on variant 0 also
+    the per-episode loop (``reference_trials`` of its episodes) and the autograd path the engine used before
+    (``before_trials``, None: all), with their macro-F1 gaps to the engine.
 
-    ``speakers``, ``ks`` and ``steps`` (Adam steps per trial) shrink it for the tests."""
-    engine_s, n_trials, f1, per_variant_ms, tables = 0.0, 0, [], [], []
-    rss_before = _peak_rss_mb()
+    ``speakers``, ``ks`` and ``steps`` (Adam steps per trial) shrink it for the tests; ``chunk``: episodes per
+    engine batch (the runner's ``chunk``)."""
+    engine_s, n_trials, f1, per_variant_ms, tables, total = 0.0, 0, [], [], [], {}
+    rss_before, load_before = _peak_rss_mb(), os.getloadavg()[0]
     for v in range(variants):
         rows, x = paper_table(seed=v, speakers=speakers)
         tables.append(x)  # as a 16-variant run holds them
@@ -90,21 +138,47 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
         assert not skipped and len(episodes) == 15 * len(ks) * speakers
         start = time.perf_counter()
         records = run_trials(Finetune(768, FinetuneConfig(steps=steps), device=device), episodes, x, index_of,
-                             run="bench", pretune=f"v{v}", seed=0)
+                             run="bench", pretune=f"v{v}", seed=0, chunk=chunk)
         seconds = time.perf_counter() - start
         engine_s, n_trials = engine_s + seconds, n_trials + len(records)
         per_variant_ms.append(round(1000 * seconds / len(records), 2))
         f1 += [r["macro_f1"] for r in records]
+        total = {k: total.get(k, 0) + n for k, n in work(episodes, steps).items()}
         if v == 0:
-            ref_s, ref_n, gap = _reference(episodes, x, index_of, reference_trials, device, steps)
-    return {"trials": n_trials, "variants": variants, "engine_seconds": round(engine_s, 1),
-            "engine_ms_per_trial": round(1000 * engine_s / n_trials, 2),
+            load_mid = os.getloadavg()[0]
+            gather_s = _gather_seconds(episodes, x, index_of, chunk)
+            subset = episodes[:: max(1, len(episodes) // reference_trials)][:reference_trials]
+            ref = _compare(Finetune(768, FinetuneConfig(steps=steps, vectorized=False), device=device), subset,
+                           x, index_of, records, 1)
+            old = episodes if before_trials is None else episodes[:: max(1, len(episodes) // before_trials)]
+            before = _compare(AutogradFinetune(768, FinetuneConfig(steps=steps), device=device), old, x,
+                              index_of, records, chunk)
+    per_trial = engine_s / n_trials
+    return {"trials": n_trials, "variants": variants, "chunk": chunk, "engine_seconds": round(engine_s, 1),
+            "engine_ms_per_trial": round(1000 * per_trial, 3),
             "engine_ms_per_trial_by_variant": per_variant_ms,
-            "reference_ms_per_trial": round(1000 * ref_s, 1), "reference_trials_timed": ref_n,
-            "speedup": round(ref_s / (engine_s / n_trials), 1),
-            "max_macro_f1_gap_vs_reference": gap, "macro_f1_mean": round(float(np.mean(f1)), 4),
+            "of_which_gather_ms_per_trial (variant 0, episode_batch)": round(1000 * gather_s, 3),
+            "reference_ms_per_trial": round(1000 * ref[0], 1), "reference_trials_timed": min(reference_trials,
+                                                                                                len(episodes)),
+            "speedup": round(ref[0] / per_trial, 1),
+            "max_macro_f1_gap_vs_reference": ref[1],
+            "autograd_path_ms_per_trial (before finetune_fast)": round(1000 * before[0], 2),
+            "autograd_path_trials": len(old), "speedup_vs_autograd_path": round(before[0] / per_trial, 1),
+            "max_macro_f1_gap_vs_autograd_path": before[1], "trials_whose_macro_f1_differs": before[2],
+            "macro_f1_mean": round(float(np.mean(f1)), 4),
+            **{k: round(n, 1) for k, n in total.items()},
+            "load_average_1min (start, after variant 0, end)": [round(load_before, 2), round(load_mid, 2),
+                                                                 round(os.getloadavg()[0], 2)],
             "tables_in_memory_mb": round(sum(t.numel() * 4 for t in tables) / 2**20),
             "peak_rss_mb": round(_peak_rss_mb()), "peak_rss_mb_before_grid": round(rss_before)}
+
+
+def floors(grid_result: dict, roofs: dict) -> dict:
+    """Lower bounds on the grid's time from its work and the roofs measured in the same run."""
+    matmul = grid_result["matmul_gflop"] / roofs["matmul_peak_gflops"]
+    memory = grid_result["memory_gb"] / roofs["copy_bandwidth_gbs"]
+    return {"floor_s_matmul_at_peak": round(matmul, 1), "floor_s_memory_at_copy_bandwidth": round(memory, 1),
+            "engine_s_over_larger_floor": round(grid_result["engine_seconds"] / max(matmul, memory), 1)}
 
 
 def _meta_table(rows: list[dict]) -> list[str]:
@@ -143,6 +217,7 @@ def main() -> None:
     p.add_argument("--parts", default="roofs,grid,meta,trunk", help="comma-separated: roofs, grid, meta, trunk")
     p.add_argument("--variants", type=int, default=16, help="pretune variants (16 = Paper A's 33,600 trials)")
     p.add_argument("--reference-trials", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=CHUNK, help="episodes per engine batch (default: the runner's)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--quick", action="store_true", help="fewer repeats in meta and trunk (a first look)")
     p.add_argument("--out", default="results/bench_trials")
@@ -153,7 +228,8 @@ def main() -> None:
                     "machine": platform.machine(), "torch": torch.__version__,
                     "roofs": bench_roofline.roofs(args.threads)}
     if "grid" in parts:
-        result["grid"] = grid(args.variants, args.reference_trials)
+        result["grid"] = grid(args.variants, args.reference_trials, chunk=args.chunk)
+        result["grid"].update(floors(result["grid"], result["roofs"]))
     if "meta" in parts:
         result["meta"] = bench_meta.run(args.quick)
     if "trunk" in parts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,6 +239,31 @@ def _add_export_variant(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_folds(sub: argparse._SubParsersAction) -> None:
+    """``folds --emobox DIR --manifest M.csv --out folds.json``: EmoBox's splits as speaker folds."""
+
+    def run(args: argparse.Namespace) -> int:
+        from metalearn.experiment import emobox
+        from metalearn.experiment.config import SpeakersConfig
+
+        d = SpeakersConfig()  # unset flags take the config's defaults
+        exclude = d.exclude if args.exclude is None else [s for s in args.exclude.split(",") if s]
+        return emobox.main(args.emobox, args.manifest, args.out, d.validation if args.validation is None
+                           else args.validation, d.seed if args.seed is None else args.seed, exclude)
+
+    p = sub.add_parser("folds", help="import EmoBox's published splits as speaker folds (folds.json) for "
+                                     "speakers.folds_file; a fold that is not speaker-disjoint is refused")
+    p.add_argument("--emobox", required=True, metavar="DIR", help="an EmoBox dataset folder, e.g. EmoBox/data/esd "
+                                                                  "(fold_<n>/<dataset>_{train,test}_fold_<n>.jsonl)")
+    p.add_argument("--manifest", required=True, metavar="M.csv", help="the target corpus's manifest")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="the folds.json to write")
+    p.add_argument("--validation", type=int, metavar="N", help="validation speakers drawn per fold from its train "
+                   "speakers where EmoBox has no valid file (default: speakers.validation's, 1)")
+    p.add_argument("--seed", type=int, help="the validation draw's seed (default: speakers.seed's, 0)")
+    p.add_argument("--exclude", metavar="A,B", help="speakers never in a fold (default: speakers.exclude's, Unknown)")
+    p.set_defaults(func=run)
+
+
 def _add_launch(sub: argparse._SubParsersAction) -> None:
     """``launch --config X --shards N [--executor E] [KEY=VALUE ...]``: prepare, shards, report as submitit jobs."""
 
@@ -309,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                 _add_episode):
         add(sub)
     _add_export_variant(sub)
+    _add_folds(sub)
     _add_launch(sub)
     _add_status(sub)
     _add_tune(sub)
@@ -316,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads sleep instead of spinning at barriers: on a machine shared with another busy process,
+    # spinning made small tensor ops up to 50x slower (MAML meta-training: 110 s against 2 s, 2 threads, load 4;
+    # results/bench_threads.md). Read once, when torch loads its OpenMP runtime: set before any torch import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -135,6 +135,17 @@ def test_meta_seeds_pair_when_both_sides_have_them_and_are_averaged_otherwise():
     assert row["diff_mean"] == pytest.approx(0.1) and row["n_trials"] == 4 * len(SPEAKERS)
 
 
+def test_three_meta_seeds_against_a_one_seed_reference_use_all_three():
+    """Every record carries a meta_seed now: a reference meta-trained never (meta_seed 0 only) must not pair with
+    meta seed 0 alone; the method's 3 meta seeds are averaged per episode first."""
+    ref = [_record("none", "finetune", 1, s, f"e-{s}-{i}", i, 0.5) | {"meta_seed": 0}
+           for s in SPEAKERS for i in range(2)]
+    meta = [r | {"algorithm": "maml", "meta_seed": m, "accuracy": 0.6 + 0.1 * m} for r in ref for m in (0, 1, 2)]
+    row = find(comparisons(ref + meta), "none", "maml", "none", "finetune", 1)
+    assert row["diff_mean"] == pytest.approx(0.2) and row["n_trials"] == 2 * len(SPEAKERS)  # not 0.1 (seed 0 only)
+    assert compare_cells(meta, ref, "accuracy")["diff_mean"] == pytest.approx(0.2)
+
+
 def test_comparisons_csv_recomputes_from_trials_csv(tmp_path):
     records = make_records()
     written = write_report(tmp_path, records, reference="finetune", plots=False)

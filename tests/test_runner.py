@@ -175,7 +175,7 @@ def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path
 def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
     from metalearn.data.manifest import Utterance
-    from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
+    from metalearn.experiment.runner import build_episodes, plan, speaker_folds
     from metalearn.features.backbones import BackboneConfig
     from metalearn.pretune.variant import PretuneVariant
     from metalearn.pretune.variants import enumerate_subsets, variant_name
@@ -191,7 +191,7 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     episodes = {0: build_episodes(cfg, rows, speakers, 0, tmp_path)}
     variants = {variant_name(s): PretuneVariant(variant_name(s), tmp_path, "supervised", BackboneConfig(), None, s)
                 for s in enumerate_subsets(["iemocap", "msp_improv", "mandarin_affective", "msp_podcast"])}
-    units = _plan(cfg, variants, folds, episodes)
+    units = plan(cfg, variants, folds, episodes)
     assert len(variants) == 16 and [f.test for f in folds] == [tuple(speakers)] and not folds[0].validation
     assert sum(len(u.episodes) for u in units) == 33_600
     assert {u.algorithm for u in units} == {"full_finetune"}

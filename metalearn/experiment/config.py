@@ -54,13 +54,20 @@ class PretuneStageConfig:
     train: bool = True            # train missing variants; False: a missing variant is an error
     recipe: PretuneConfig = field(default_factory=PretuneConfig)
     clap: ClapStageConfig = field(default_factory=ClapStageConfig)  # GEmo-CLAP variants, one per loss
+    extra: dict[str, str] = field(default_factory=dict)  # name -> an exported variant or transformers
+                                  # folder, or a hub id: run beside the trained variants, never trained
 
 
 @dataclass
 class FeaturesConfig:
-    layer: int = -1               # which hidden state of the cached [L + 1, D] embeddings (-1: the last)
+    layer: int = -1               # which hidden state of the cached [L + 1, D] embeddings (-1: the last): the
+                                  # fixed choice (and the CLAP variants' input is their own)
     mean_layers: bool = False     # average every hidden state instead
     standardize: bool = True      # z-score with the meta-training speakers' statistics (per fold)
+    choose_layer: bool = False    # per (supervised variant, fold): the hidden state whose SimpleShot accuracy on
+                                  # the fold's validation speakers is best (ties: the later), instead of layer;
+                                  # recorded in the run's layers.json and layers.md
+    candidates: list[int] | None = None  # the hidden states choose_layer tries (None: every one; -1: the last)
 
 
 @dataclass
@@ -85,6 +92,8 @@ class SpeakersConfig:
     seed: int = 0                           # assignment of speakers to folds
     validation: int = 1                     # per fold, drawn from the non-test speakers: for tuning and choices,
                                             # never learned from; 0: two-way folds (every other speaker meta-trains)
+    folds_file: str | None = None           # a folds.json (e.g. from `folds --emobox`) used instead of
+                                            # drawing folds; then folds, test and validation are unused
 
 
 @dataclass
@@ -92,6 +101,8 @@ class MetaTrainConfig:
     steps: int = 300
     shots: int | None = None      # None: meta-train once per k, with the k tested; n: once, with n shots
     queries: int = 5              # per class (binary: in total, even)
+    seeds: list[int] = field(default_factory=lambda: [0])  # each method that learns across speakers is
+                                  # meta-trained once per seed (records carry meta_seed); others once, meta_seed 0
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The grid of a run as a fixed list of work units, and its deterministic split into shards.
 
 A unit is one batch of episodes scored by one algorithm after one meta-training:
-(pretune variant, seed, fold, algorithm, meta_k, batch). The list depends only on the config and the
+(pretune variant, seed, fold, algorithm, meta_k, meta_seed, batch). The list depends only on the config and the
 saved episodes, never on what has already run, so shard ``i`` of ``n`` (every n-th unit) is the same on
 any machine and the n shards together are exactly the whole grid.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from metalearn.util.errors import MetalearnError
 
 @dataclass(frozen=True)
 class Unit:
-    """One batch of episodes for one (variant, seed, fold, algorithm, meta-training shots)."""
+    """One batch of episodes for one (variant, seed, fold, algorithm, meta-training shots, meta-training seed)."""
 
     variant: str
     seed: int
@@ -30,11 +30,17 @@ class Unit:
     algorithm: str
     meta_k: int          # the shots meta-training used (0: the algorithm is not meta-trained per k)
     episodes: tuple[Episode, ...]
+    meta_seed: int = 0   # which of ``meta_train.seeds`` meta-trained it (0: methods meta-trained never)
 
     @property
-    def group(self) -> tuple[str, int, int, str, int]:
+    def group(self) -> tuple[str, int, int, str, int, int]:
         """Units of one group share one meta-trained adapter."""
-        return self.variant, self.seed, self.fold, self.algorithm, self.meta_k
+        return self.variant, self.seed, self.fold, self.algorithm, self.meta_k, self.meta_seed
+
+    def trial_key(self, e: Episode) -> tuple[str, str, str, int, int]:
+        """The key of episode ``e``'s trial in this unit, as :func:`metalearn.report.records.trial_key` reads it
+        from the trial's record."""
+        return self.variant, self.algorithm, e.episode_id, self.seed, self.meta_seed
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,9 @@ def without_support(episodes: Sequence[Episode]) -> list[Episode]:
 
 def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
                algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
-               chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = ()) -> list[Unit]:
-    """Every unit of the grid, in a fixed order.
+               chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = (),
+               meta_seeds: Callable[[str, int], Sequence[int]] | None = None) -> list[Unit]:
+    """Every unit of the grid, in a fixed order (one meta seed: the order of a grid before meta seeds).
 
     Args:
         folds: per fold, the speakers scored (a run: its test speakers; tuning: its validation speakers).
@@ -129,8 +136,10 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
         chunk: episodes per batch.
         only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
         slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode).
+        meta_seeds: (algorithm, fold) -> the meta-training seeds its units are planned for (default: [0]).
     """
     only = only or {}
+    meta_seeds = meta_seeds or (lambda algorithm, fold: (0,))
     units = []
     for variant in variants:
         for seed in seeds:
@@ -146,8 +155,9 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                                   if part.repetitions is None or z.repetition < part.repetitions] + chosen
                     size = 1 if algorithm in slow else chunk
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
-                        units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b))
-                                  for b in group_by_shape(group, size)]
+                        batches = group_by_shape(group, size)
+                        units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b), meta_seed)
+                                  for meta_seed in meta_seeds(algorithm, f) for b in batches]
     return units
 
 

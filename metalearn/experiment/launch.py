@@ -82,14 +82,14 @@ class ReportJob(_Requeueable):
     cfg: ExperimentConfig
 
     def __call__(self) -> RunResult:
-        from metalearn.experiment.runner import _finish
+        from metalearn.experiment.runner import finish
         from metalearn.experiment.status import plan_grid, saved_config
         from metalearn.util.lock import run_lock
 
         _job_logging()
         with run_lock(self.cfg.out, (0, 1)):
             cfg = saved_config(self.cfg.out)
-            return _finish(cfg, Path(cfg.out), plan_grid(cfg), 0)
+            return finish(cfg, Path(cfg.out), plan_grid(cfg), 0)
 
 
 @dataclass

@@ -1,26 +1,35 @@
 """``python -m metalearn run``: one config, the whole grid, resumable, shardable, reported and tracked.
 
 The order of work: check the config and the corpus roots, read the manifest, assign the three-way speaker
-folds (``folds.json``: test, validation and meta-training speakers) and read the tuned overlay, save the
-resolved config (tuned values included), prepare the pretune variants, draw (or reload) the evaluation
-episodes (N-way: with their speaker's evaluation split as the validation set, where the corpus has one),
-plan the grid's units, then score this shard's unfinished units, appending every finished batch of trials
-to the trial log. Tables and plots are written from the log alone; W&B mirrors them once the grid is complete.
+folds (``folds.json``: test, validation and meta-training speakers) and read the tuned overlay, draw the
+evaluation episodes not saved yet (N-way: with their speaker's evaluation split as the validation set, where
+the corpus has one) and check the grid against the pretune variants' names; only then save the resolved
+config (tuned values included) and the episodes, prepare the pretune variants, plan the grid's units
+(:func:`plan`), and score this shard's unfinished units, appending every finished batch of trials to the
+trial log (and every trial that cannot be scored, a clip without an embedding, to the skip log). Tables and
+plots are written from the logs alone (:func:`finish`); W&B mirrors them once every planned trial has a
+trial or a skip record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.config import ExperimentConfig, GridPartConfig
-from metalearn.experiment.grid import Fold, Subset, Unit, plan_units, shard_units, three_way_folds
+from metalearn.experiment.config import ExperimentConfig
+from metalearn.experiment.folds_file import config_folds
+from metalearn.experiment.grid import Fold, Unit, shard_units
+from metalearn.experiment.layer_choice import choose_layers, with_layer
+from metalearn.experiment.planning import check_grid, plan, variant_names
+from metalearn.experiment.reuse import Reuse, features_digest
 from metalearn.experiment.run_folder import git_commit, save_config, tracked_config, work_in
 from metalearn.experiment.scoring import score_group
 from metalearn.experiment.stages import (
@@ -32,12 +41,22 @@ from metalearn.experiment.stages import (
     variant_features,
 )
 from metalearn.experiment.tuned import apply_tuned
-from metalearn.fewshot.algorithms import adapter_class
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
-from metalearn.fewshot.episodes import EVALUATION, Episode, binary_episodes, nway_episodes
+from metalearn.fewshot.episodes import EVALUATION, Episode, Skipped, binary_episodes, nway_episodes
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.content import QueryLog, query_file, query_records, shares_content
-from metalearn.report.records import TrialLog, read_logs, read_trials, shard_file, trial_key
+from metalearn.report.records import (
+    SkipLog,
+    TrialLog,
+    read_logs,
+    read_skips,
+    read_trials,
+    shard_file,
+    skip_file,
+    skip_summary,
+    skipped_only,
+    trial_key,
+)
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
@@ -50,11 +69,13 @@ log = logging.getLogger(__name__)
 class RunResult:
     out: Path
     planned: int          # trials in the whole grid
-    done: int             # trials with a record (all shards)
+    done: int             # trials with a trial or a skip record (all shards)
     ran: int              # trials this call ran
     complete: bool
     reported: dict[str, Path]
     tracking_hint: str | None
+    skipped: int = 0      # of ``done``, trials that could not be scored (skip records only)
+    skip_reasons: str = ""  # how many were skipped and why, in one phrase ("" when none)
 
 
 def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int,
@@ -63,6 +84,15 @@ def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[
     path = folder / f"episodes-seed{seed}.jsonl"
     if path.is_file():
         return load_episodes(path)[0]
+    episodes, skipped = draw_episodes(cfg, rows, speakers, seed)
+    save_episodes(path, episodes, skipped)
+    return episodes
+
+
+def draw_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int
+                  ) -> tuple[list[Episode], list[Skipped]]:
+    """The seed's evaluation episodes and the ones that could not be drawn, with their reasons; writes nothing.
+    None drawn is a one-line error."""
     ep = cfg.episodes
     if ep.protocol == "binary":
         targets = ep.targets or sorted({u.emotion for u in rows})
@@ -78,11 +108,10 @@ def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[
     for s in skipped[:5]:
         log.warning("skipped episode %s: %s", s.episode_id, s.reason)
     if len(skipped) > 5:
-        log.warning("... %d skipped episodes in all (listed in %s)", len(skipped), path)
+        log.warning("... %d skipped episodes in all (listed in episodes-seed%d.jsonl)", len(skipped), seed)
     if not episodes:
         raise MetalearnError(f"no episode could be drawn for seed {seed}: {skipped[0].reason if skipped else ''}")
-    save_episodes(path, episodes, skipped)
-    return episodes
+    return episodes, skipped
 
 
 def with_validation(episodes: list[Episode], rows: list[Utterance]) -> list[Episode]:
@@ -111,7 +140,7 @@ def speaker_folds(cfg: ExperimentConfig, speakers: list[str], out: Path | None =
     ``speakers.validation=0`` (its folds), never continued with other meta-training speakers.
     """
     sp = cfg.speakers
-    folds = three_way_folds(speakers, sp.folds, sp.seed, sp.test, sp.validation)
+    folds = config_folds(sp, speakers)  # speakers.folds_file, else drawn
     if out is None:
         return folds
     saved, mine = out / "folds.json", [dataclasses.asdict(f) for f in folds]
@@ -148,14 +177,22 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
         raise MetalearnError(f"{manifest_path(cfg.data.target, cfg.data.manifests_dir)}: no utterance of any speaker "
                              f"(outside speakers.exclude {cfg.speakers.exclude}); expected a manifest with rows")
     cfg = apply_tuned(cfg, speaker_folds(cfg, speakers))  # config.yaml records the tuned values it runs with
+    # Every check of the config comes before the first write into the folder: episodes not saved yet are drawn
+    # (a config that draws none fails here), the grid is checked against the variants' names (none trained).
+    drawn = {s: draw_episodes(cfg, rows, speakers, s) for s in cfg.seeds
+             if not (out / f"episodes-seed{s}.jsonl").is_file()}
+    check_grid(cfg, variant_names(cfg))
     save_config(cfg, out)
     folds = speaker_folds(cfg, speakers, out)
+    for s, (drawn_episodes, skipped) in drawn.items():
+        save_episodes(out / f"episodes-seed{s}.jsonl", drawn_episodes, skipped)
     write_json(out / f"run{'' if shard[1] == 1 else f'-shard{shard[0] + 1}'}.json",
                {"git_commit": git_commit(), "started": time.time(), "shard": f"{shard[0] + 1}/{shard[1]}"})
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
-    episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    units = _plan(cfg, variants, folds, episodes)
+    episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
+    layers = choose_layers(cfg, variants, rows, folds, episodes, out)  # {} unless features.choose_layer
+    units = plan(cfg, variants, folds, episodes)
     if prepare_only:
         prefill_embeddings(cfg, list(variants.values()), rows)
         for variant in variants.values():
@@ -166,85 +203,69 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     shared = any(shares_content(e) for eps in episodes.values() for e in eps)
     query_log = QueryLog(out / query_file(*shard)) if shared else None
     mine = shard_units(units, *shard)
-    done_before = {trial_key(r) for r in read_logs(out)}
-    todo = [u for u in mine if any(_key(u, e) not in done_before for e in u.episodes)]
+    done_before = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done too
+    todo = [u for u in mine if any(u.trial_key(e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
     prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
-    ran = _run_units(cfg, todo, variants, rows, folds, trial_log, query_log, done_before, total)
-    return _finish(cfg, out, units, ran)
+    skip_log = SkipLog(out / skip_file(*shard))
+    ran = _run_units(cfg, todo, variants, rows, folds, trial_log, query_log, done_before, total, skip_log, layers)
+    return finish(cfg, out, units, ran)
 
 
-def _plan(cfg: ExperimentConfig, variants: dict[str, PretuneVariant], folds: list[Fold],
-          episodes: dict[int, list[Episode]], scored: str = "test") -> list[Unit]:
-    """The grid's units; which part of the grid each algorithm runs on follows from its declarations.
-
-    ``scored``: which speakers of each fold are scored ("test"; tuning scores "validation").
-    """
-    algos = cfg.algorithms
-    for name, part in algos.only.items():
-        unknown = sorted(set(part.variants or ()) - set(variants))
-        if unknown:
-            raise MetalearnError(f"config key 'algorithms.only.{name}.variants': {unknown} are not among this run's "
-                                 f"pretune variants ({', '.join(variants)})")
-    classes = {a: adapter_class(a) for a in algos.run}
-    per_episode = [a for a, c in classes.items() if c.per_episode]
-    per_k = [a for a, c in classes.items() if a not in per_episode and c.trains_on == "tasks"
-             ] if cfg.meta_train.shots is None else []
-    with_prior = frozenset(v for v, variant in variants.items() if variant.has_prior)
-    only = {}
-    for a, c in classes.items():
-        part = algos.only.get(a, GridPartConfig())
-        ks, chosen = _set(part.ks), _set(part.variants)
-        if not c.uses_support:  # it ignores the support set: scored once, on the smallest k's episodes, as k = 0
-            ks = frozenset({min(cfg.episodes.ks)})
-        if c.needs_prior:
-            chosen = with_prior if chosen is None else chosen & with_prior
-        only[a] = Subset(ks, part.repetitions, chosen, zero=c.zero_point)
-    return plan_units(list(variants), cfg.seeds, [getattr(f, scored) for f in folds], algos.run, episodes,
-                      per_k=per_k, chunk=cfg.chunk, only=only, slow=per_episode)
-
-
-def _set(values: list | None) -> frozenset | None:
-    return None if values is None else frozenset(values)
-
-
-def _key(unit: Unit, e: Episode) -> tuple:
-    return unit.variant, unit.algorithm, e.episode_id, unit.seed
+def _skipper(skip_log: SkipLog, bar) -> Callable[[Unit, list[tuple[Episode, str]]], None]:
+    """What scoring calls with a unit's unscorable episodes: one skip record each (keyed like its trial)."""
+    def skip(unit: Unit, lost: list[tuple[Episode, str]]) -> None:
+        log.warning("%s / %s: %d episode(s) skipped (first: %s: %s)", unit.variant, unit.algorithm, len(lost),
+                    lost[0][0].episode_id, lost[0][1])
+        skip_log.extend([{"pretune": unit.variant, "algorithm": unit.algorithm, "episode_id": e.episode_id,
+                          "seed": unit.seed, "meta_seed": unit.meta_seed, "protocol": e.protocol, "k": e.k,
+                          "speaker": e.speaker, "reason": reason} for e, reason in lost])
+        bar.update(len(lost))
+    return skip
 
 
 def _run_units(cfg: ExperimentConfig, todo: list[Unit], variants: dict[str, PretuneVariant], rows: list[Utterance],
                folds: list[Fold], trial_log: TrialLog,
-               query_log: QueryLog | None, done: set, total: int) -> int:
+               query_log: QueryLog | None, done: set, total: int, skip_log: SkipLog,
+               layers: dict[tuple[str, int], int]) -> int:
     ran = 0
     initial = total - sum(len(u.episodes) for u in todo)
     with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
-        for variant, by_variant in groupby(todo, key=lambda u: u.variant):
-            kept, x = variant_features(cfg, variants[variant], rows)
-            index_of = {utterance_key(u): i for i, u in enumerate(kept)}
-            for _, units in groupby(by_variant, key=lambda u: u.group):
-                for unit, records in score_group(cfg, list(units), variants[variant], kept, x, index_of, folds):
+        skip, reuse = _skipper(skip_log, bar), Reuse(cfg.algorithms.run)  # variants with equal features: once
+        for (variant, layer), by_variant in groupby(todo, key=lambda u: (u.variant, layers.get((u.variant, u.fold)))):
+            kept, x = variant_features(with_layer(cfg, layer), variants[variant], rows)  # the fold's chosen layer
+            index_of, digest = {utterance_key(u): i for i, u in enumerate(kept)}, features_digest(kept, x)
+            for _, group in groupby(by_variant, key=lambda u: u.group):
+                units = list(group)
+                score = functools.partial(score_group, cfg, units, variants[variant], kept, x, index_of, folds)
+                for unit, records in reuse.scored(units, digest, score, skip):
                     new = [r for r in records if trial_key(r) not in done]
                     if query_log is not None:  # first: a kill between the two logs runs the trial again
                         query_log.extend(query_records(unit.episodes, new))
                     trial_log.extend(new)
                     ran += len(records)
-                    bar.update(len(unit.episodes))
+                    bar.update(len(records))
     return ran
 
 
-def _finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> RunResult:
+def finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> RunResult:
+    """Write the report of run folder ``out`` from every record present; mirror W&B when every planned trial of
+    ``units`` has a trial record or a skip record (the grid is complete)."""
     from metalearn.report.tables import write_report
 
     records = read_trials(out)
-    have = {trial_key(r) for r in records}
-    planned = {_key(u, e) for u in units for e in u.episodes}
+    skips = skipped_only(read_skips(out), records)
+    have = {trial_key(r) for r in [*records, *skips]}
+    planned = {u.trial_key(e) for u in units for e in u.episodes}
     complete = planned <= have
     reported = write_report(out, records, reference=cfg.report.reference)
     hint = _track(cfg, out, records, reported) if complete else None
     if not complete:
         log.info("%d of %d trials have records; run the other shards (or this command again) to finish",
                  len(planned & have), len(planned))
-    return RunResult(out, len(planned), len(planned & have), ran, complete, reported, hint)
+    skipped = [s for s in skips if trial_key(s) in planned]
+    return RunResult(out, len(planned), len(planned & have), ran, complete, reported, hint, len(skipped),
+                     skip_summary(skipped) if skipped else "")
 
 
 def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict[str, Path]) -> str | None:
@@ -273,6 +294,8 @@ def main(cfg: ExperimentConfig, shard: str | None = None, prepare: bool = False)
     print(summary_table(summarize(read_trials(result.out))))
     state = "complete" if result.complete else "incomplete (run the other shards, then `report`)"
     print(f"{result.done}/{result.planned} trials ({result.ran} run now), {state}; results in {result.out}/")
+    if result.skipped:
+        print(f"  {result.skip_reasons}")
     for name, path in result.reported.items():
         print(f"  {name}: {path}")
     if result.tracking_hint:

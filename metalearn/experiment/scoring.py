@@ -10,7 +10,7 @@ are learned from (standardisation, meta-training, training); its validation and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -39,14 +39,19 @@ from metalearn.util.errors import MetalearnError
 log = logging.getLogger(__name__)
 
 
+Skipped = Callable[[Unit, list[tuple[Episode, str]]], None]  # a unit's unscorable episodes, each with its reason
+
+
 def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, rows: list[Utterance],
-                x: Tensor, index_of: dict[str, int], folds: list[Fold]) -> Iterator[tuple[Unit, list[dict]]]:
+                x: Tensor, index_of: dict[str, int], folds: list[Fold], on_skip: Skipped | None = None
+                ) -> Iterator[tuple[Unit, list[dict]]]:
     """Build (and meta-train) the group's adapter once, then score each unit (one batch of episodes).
 
-    ``units`` share one group (variant, seed, fold, algorithm, meta_k); ``x`` [N, D] are the variant's
-    features of ``rows``, which the fold's meta-training speakers standardize.
+    ``units`` share one group (variant, seed, fold, algorithm, meta_k, meta_seed); ``x`` [N, D] are the
+    variant's features of ``rows``, which the fold's meta-training speakers standardize. Episodes with a clip
+    that has no embedding are not scored: they go to ``on_skip`` (default: a warning).
     """
-    _, seed, fold, algorithm, meta_k = units[0].group
+    _, seed, fold, algorithm, meta_k, meta_seed = units[0].group
     learn = set(folds[fold].meta_train)
     train_rows = np.array([i for i, u in enumerate(rows) if u.speaker in learn], dtype=np.int64)
     standardizer = Standardizer.identity(x.shape[1])
@@ -55,30 +60,40 @@ def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVarian
         x = standardizer.apply(x)
     adapter = None
     for unit in units:
-        episodes = usable(unit.episodes, index_of)
+        episodes, lost = usable(unit.episodes, index_of)
+        if lost:
+            (on_skip or _warn)(unit, lost)
         if not episodes:
             continue
         adapter = adapter or build_for(cfg, algorithm, variant, standardizer, x, rows, train_rows, episodes[0],
-                                       meta_k, derived_seed(seed, fold, meta_k), fold)
+                                       meta_k, derived_seed(seed, fold, meta_k, meta_seed), fold)
         yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=unit.variant, seed=seed,
-                               chunk=len(episodes), per_query=True)
+                               chunk=len(episodes), per_query=True, meta_seed=meta_seed)
 
 
-def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> list[Episode]:
-    """Episodes whose every utterance has an embedding (an unreadable file drops its episodes, with a warning)."""
-    keep = []
+def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], list[tuple[Episode, str]]]:
+    """(episodes whose every utterance has an embedding, [(episode, reason)] of the others): a clip whose file
+    became unreadable after the manifest was written has none, and the reason names it."""
+    keep, lost = [], []
     for e in episodes:
-        lost = [k for k in (*e.support, *e.query, *e.validation) if k not in index_of]
-        if lost:
-            log.warning("episode %s: no embedding for %s (unreadable file); skipped", e.episode_id, lost[0])
-        else:
+        missing = next((k for k in (*e.support, *e.query, *e.validation) if k not in index_of), None)
+        if missing is None:
             keep.append(e)
-    return keep
+        else:
+            lost.append((e, f"no embedding for {missing} (unreadable file)"))
+    return keep, lost
 
 
-def derived_seed(seed: int, fold: int, meta_k: int) -> int:
-    """The adapter's seed for one (run seed, fold, meta-training shots)."""
-    return int(np.random.SeedSequence([seed, fold, meta_k]).generate_state(1)[0])
+def _warn(unit: Unit, lost: list[tuple[Episode, str]]) -> None:
+    for e, reason in lost:
+        log.warning("episode %s: %s; skipped", e.episode_id, reason)
+
+
+def derived_seed(seed: int, fold: int, meta_k: int, meta_seed: int = 0) -> int:
+    """The adapter's seed for one (run seed, fold, meta-training shots, meta-training seed); meta seed 0 gives
+    the seed of the runs before meta seeds existed (so they reproduce bit for bit)."""
+    entropy = [seed, fold, meta_k] if meta_seed == 0 else [seed, fold, meta_k, meta_seed]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def build_for(cfg: ExperimentConfig, algorithm: str, variant: PretuneVariant, standardizer: Standardizer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from torch import Tensor
 
 from metalearn.clap.variant import ClapVariant
@@ -60,7 +61,9 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
 
 
 def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, PretuneVariant]:
-    """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error)."""
+    """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error),
+    then those ``pretune.extra`` names (exported variants or transformers folders, by folder or hub id)."""
+    from metalearn.pretune.extra import extra_variants
     from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
     from metalearn.util.devices import resolve_device
 
@@ -78,6 +81,7 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
         todo = [s for s in subsets if variant_name(s) in missing]
         run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
     folders = {**names, **_clap_variants(cfg, sources, corpora, out, train)}
+    folders.update(extra_variants(cfg.pretune.extra, out / "extra", cfg.backbone.whisper_mode, folders))
     return {name: open_variant(folder) for name, folder in folders.items()}
 
 
@@ -115,19 +119,29 @@ def open_variant(folder: Path) -> PretuneVariant:
     return variant
 
 
-def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]
-                     ) -> tuple[list[Utterance], Tensor]:
-    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
-
-    Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
-    their audio embeddings [N, E] (their own pooled layer through their audio projection).
-    """
+def variant_embeddings(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]
+                       ) -> tuple[list[Utterance], np.ndarray]:
+    """(rows with an embedding, every hidden state [N, L + 1, D]) of the target corpus under one pretune variant
+    (from the embedding cache, filled when missing)."""
     from metalearn.features.embeddings import extract
 
     emb = extract(rows, variant.load_backbone(), cfg.embeddings)
     if emb.problems.problems:
         log.warning("%s: %s", variant.name, emb.problems.summary())
-    return emb.rows, variant.features(emb.values, "mean" if cfg.features.mean_layers else cfg.features.layer)
+    return emb.rows, emb.values
+
+
+def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]
+                     ) -> tuple[list[Utterance], Tensor]:
+    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
+
+    Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
+    their audio embeddings [N, E] (their own pooled layer through their audio projection). With
+    ``features.choose_layer`` the runner passes a config whose ``features.layer`` is the fold's chosen layer
+    (:func:`metalearn.experiment.layer_choice.with_layer`).
+    """
+    kept, values = variant_embeddings(cfg, variant, rows)
+    return kept, variant.features(values, "mean" if cfg.features.mean_layers else cfg.features.layer)
 
 
 def prefill_embeddings(cfg: ExperimentConfig, variants: list[PretuneVariant], rows: list[Utterance],

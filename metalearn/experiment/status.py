@@ -49,7 +49,7 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     The same steps as the runner's before it scores (manifest, folds, variants, saved episodes, plan), with
     variants never trained here. Raises a one-line :class:`MetalearnError` when the folder is not prepared.
     """
-    from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
+    from metalearn.experiment.runner import build_episodes, plan, speaker_folds
     from metalearn.experiment.stages import prepare_manifest, prepare_variants
 
     out = Path(cfg.out)
@@ -63,7 +63,7 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     folds = speaker_folds(cfg, speakers)
     variants = prepare_variants(cfg, train=False)
     episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    return _plan(cfg, variants, folds, episodes)
+    return plan(cfg, variants, folds, episodes)
 
 
 def saved_config(run_dir: str | Path) -> ExperimentConfig:
@@ -80,13 +80,13 @@ def saved_config(run_dir: str | Path) -> ExperimentConfig:
 
 
 def trial_counts(units: list[Unit], have: set[tuple], shards: int) -> list[tuple[int, int]]:
-    """(planned, done) trials of each of ``shards`` shards of ``units``; ``have`` holds the logged trial keys."""
+    """(planned, done) trials of each of ``shards`` shards of ``units``; ``have`` holds the keys of the logged
+    trials and skipped trials."""
     from metalearn.experiment.grid import shard_units
 
     counts = []
     for index in range(shards):
-        keys = [(u.variant, u.algorithm, e.episode_id, u.seed) for u in shard_units(units, index, shards)
-                for e in u.episodes]
+        keys = [u.trial_key(e) for u in shard_units(units, index, shards) for e in u.episodes]
         counts.append((len(keys), sum(k in have for k in keys)))
     return counts
 
@@ -118,7 +118,7 @@ def read_launch(out: Path) -> dict | None:
 
 def run_status(run_dir: str | Path, shards: int | None = None) -> RunStatus:
     """The status of run folder ``run_dir`` split into ``shards`` parts (default: as it was launched)."""
-    from metalearn.report.records import read_logs, trial_key
+    from metalearn.report.records import read_logs, read_skips, trial_key
 
     out = Path(run_dir)
     cfg = saved_config(out)
@@ -131,7 +131,7 @@ def run_status(run_dir: str | Path, shards: int | None = None) -> RunStatus:
         units = plan_grid(cfg)
     except MetalearnError as e:
         return RunStatus(out, cfg.name, [], str(e), list(held.values()), launch)
-    have = {trial_key(r) for r in read_logs(out)}
+    have = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done
     rows = [ShardStatus((i, count), planned, done, held.get(lock_name((i, count))))
             for i, (planned, done) in enumerate(trial_counts(units, have, count))]
     return RunStatus(out, cfg.name, rows, None, list(held.values()), launch)

@@ -30,8 +30,9 @@ from torch import Tensor
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.experiment.config import ExperimentConfig, TunedConfig
 from metalearn.experiment.grid import Fold
+from metalearn.experiment.layer_choice import choose_layers, with_layer
 from metalearn.experiment.run_folder import as_dict, config_difference, to_yaml
-from metalearn.experiment.runner import _plan, build_episodes, speaker_folds
+from metalearn.experiment.runner import build_episodes, plan, speaker_folds
 from metalearn.experiment.scoring import score_group
 from metalearn.experiment.spaces import search_space, space_fields
 from metalearn.experiment.stages import check_roots, prepare_manifest, prepare_variants, variant_features
@@ -43,32 +44,39 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_atomic
 
 log = logging.getLogger(__name__)
+Features = tuple[list[Utterance], Tensor, dict[str, int]]
 FREE_KEYS = ("tune.trials", "tune.algorithms", "tuned", "tracking", "name", "out")  # may change between workers
 
 
 @dataclass
 class Scorer:
-    """What every trial reuses: the config, the folds, the tuned-on variant's features and the episodes."""
+    """What every trial reuses: the config, the folds, the tuned-on variant's features per fold (at the fold's
+    chosen layer with ``features.choose_layer``, as the run reads them) and the episodes."""
 
     cfg: ExperimentConfig
     folds: list[Fold]
     variant: PretuneVariant
-    rows: list[Utterance]
-    x: Tensor
-    index_of: dict[str, int]
+    features: dict[int, Features]  # fold -> (rows with an embedding, x [N, D], utterance key -> row of x)
     episodes: dict[int, list[Episode]]
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self.features.values()))[1].shape[1]
 
     def score(self, algorithm: str, fold: Fold, values: dict, meta_steps: int | None) -> dict:
         """Mean accuracy over the fold's validation speakers (a speaker's episodes averaged first), and per k."""
         cfg = with_values(self.cfg, fold, algorithm, values, meta_steps)
         algos = dataclasses.replace(cfg.algorithms, run=[algorithm],
                                     only={k: v for k, v in cfg.algorithms.only.items() if k == algorithm})
-        cfg = dataclasses.replace(cfg, algorithms=algos)
-        units = [u for u in _plan(cfg, {self.variant.name: self.variant}, self.folds, self.episodes, "validation")
+        # one meta-training seed per trial: the budget is trials, the same for every method
+        cfg = dataclasses.replace(cfg, algorithms=algos,
+                                  meta_train=dataclasses.replace(cfg.meta_train, seeds=cfg.meta_train.seeds[:1]))
+        units = [u for u in plan(cfg, {self.variant.name: self.variant}, self.folds, self.episodes, "validation")
                  if u.fold == fold.fold]
         records = []
         for _, group in groupby(units, key=lambda u: u.group):
-            for _, scored in score_group(cfg, list(group), self.variant, self.rows, self.x, self.index_of,
+            rows, x, index_of = self.features[fold.fold]
+            for _, scored in score_group(cfg, list(group), self.variant, rows, x, index_of,
                                          self.folds):
                 records += scored
         if not records:
@@ -100,10 +108,14 @@ def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
     if name not in variants:
         raise MetalearnError(f"config key 'tune.variant': {name!r} is not among the run's pretune variants "
                              f"({', '.join(variants)})")
-    kept, x = variant_features(cfg, variants[name], rows)
     episodes = {s: build_episodes(cfg, rows, speakers, s, make_folder(folder / "episodes", "tuning folder"))
                 for s in cfg.seeds}
-    return Scorer(cfg, folds, variants[name], kept, x, {utterance_key(u): i for i, u in enumerate(kept)}, episodes)
+    layers = choose_layers(cfg, {name: variants[name]}, rows, folds, episodes, folder)  # {} unless choose_layer
+    features = {}
+    for f in folds:
+        kept, x = variant_features(with_layer(cfg, layers.get((name, f.fold))), variants[name], rows)
+        features[f.fold] = (kept, x, {utterance_key(u): i for i, u in enumerate(kept)})
+    return Scorer(cfg, folds, variants[name], features, episodes)
 
 
 def tuned_algorithms(cfg: ExperimentConfig) -> list[str]:
@@ -145,7 +157,7 @@ def _without_free(text: str) -> str:
 def learns_across_speakers(scorer: Scorer, algorithm: str) -> bool:
     """Whether the hand-set method learns from meta-training speakers (then its steps are tuned too)."""
     options = as_dict(getattr(scorer.cfg.algorithms, algorithm))
-    return build_adapter(algorithm, AdapterSpec(scorer.x.shape[1], 2), options).meta_learns
+    return build_adapter(algorithm, AdapterSpec(scorer.dim, 2), options).meta_learns
 
 
 def trial_seed(seed: int, algorithm: str, fold: int, index: int) -> int:

@@ -19,9 +19,9 @@ from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import episode_tensors
 from metalearn.util.metrics import episode_metrics
 
-RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",
-                 "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id", "repetition",
-                 "ways")
+RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "meta_seed",
+                 "accuracy", "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id",
+                 "repetition", "ways")
 
 
 def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode]]:
@@ -42,21 +42,24 @@ def episode_batch(episodes: Sequence[Episode], index_of: dict[str, int], x: Tens
 
 
 def trial_record(e: Episode, adapter: Adapter, scores: dict[str, float], *, run: str, pretune: str, seed: int,
-                 seconds: float) -> dict:
+                 seconds: float, meta_seed: int = 0) -> dict:
     """The one place a trial record is built (fields :data:`RECORD_FIELDS`, in order).
 
     A method that does not use the support set (zero-shot) is the k = 0 point: k and n_support are 0.
+    ``meta_seed``: which meta-training of the method scored it (0 for a method that learns nothing across speakers).
     """
     uses_support = getattr(adapter, "uses_support", True)
     values = {"run": run, "pretune": pretune, "algorithm": adapter.name, "protocol": e.protocol,
               "k": e.k if uses_support else 0, "speaker": e.speaker, "target_emotion": e.target_emotion,
-              "seed": seed, **scores, "n_support": len(e.support) if uses_support else 0, "n_query": len(e.query),
-              "seconds": seconds, "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)}
+              "seed": seed, "meta_seed": meta_seed, **scores, "n_support": len(e.support) if uses_support else 0,
+              "n_query": len(e.query), "seconds": seconds, "episode_id": e.episode_id, "repetition": e.repetition,
+              "ways": len(e.classes)}
     return {f: values[f] for f in RECORD_FIELDS}
 
 
 def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_of: dict[str, int], *,
-               run: str, pretune: str, seed: int, chunk: int = 512, per_query: bool = False) -> list[dict]:
+               run: str, pretune: str, seed: int, chunk: int = 512, per_query: bool = False,
+               meta_seed: int = 0) -> list[dict]:
     """Score ``adapter`` on ``episodes``; one record per episode (same order as the batches).
 
     ``x`` [N, D] holds the features of every utterance key in ``index_of`` (methods whose inputs are audio
@@ -75,7 +78,7 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
         seconds = (time.perf_counter() - start) / len(group)
         for i, e in enumerate(group):
             record = trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, run=run,
-                                  pretune=pretune, seed=seed, seconds=seconds)
+                                  pretune=pretune, seed=seed, seconds=seconds, meta_seed=meta_seed)
             if hits is not None:
                 record["query_correct"] = "".join("1" if h else "0" for h in hits[i][:len(e.query)])
             records.append(record)

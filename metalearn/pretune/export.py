@@ -174,13 +174,14 @@ def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, 
     return str(url)
 
 
-def _check_reachable(endpoint: str, timeout: float, repo: str) -> None:
-    """One HEAD request to the Hub (proxies honoured): any HTTP answer is reachable; no answer is one line."""
+def _check_reachable(endpoint: str, timeout: float, repo: str, action: str = "push to") -> None:
+    """One HEAD request to the Hub (proxies honoured): any HTTP answer is reachable; no answer is one line
+    (``cannot {action} {repo}: ...``)."""
     try:
         urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:
         return
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise MetalearnError(f"cannot push to {repo}: the Hub at {endpoint} is unreachable ({reason}); "
+        raise MetalearnError(f"cannot {action} {repo}: the Hub at {endpoint} is unreachable ({reason}); "
                              f"check the network (or HF_ENDPOINT)") from None

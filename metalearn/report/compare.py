@@ -2,12 +2,13 @@
 
 For each protocol, k and metric, :func:`comparisons` compares every algorithm with the reference algorithm
 on the same pretune variant, and every pretune variant with ``none`` for the same algorithm. Trials pair on
-the same (episode_id, seed), and the same ``meta_seed`` when both sides carry one (a side without meta seeds,
-or records sharing a pair key, are first averaged per key). Pairs exist only within one k: zero-shot
-records (k = 0) pair only with k = 0 records. Per speaker: the exact mean of the paired differences
-(method - reference, in the metric's own unit); then :func:`metalearn.report.stats.paired_test` over speakers
-and Holm's adjustment over every comparison of one metric. Rows come in a fixed order; the records' order
-changes no bit.
+the same (episode_id, seed), and on the same ``meta_seed`` when both cells hold the same set of meta seeds;
+otherwise (a method meta-trained with 3 meta seeds against a reference with 1, or records without one) each
+side's records are first averaged per (episode_id, seed), so every meta seed counts. Pairs exist only within
+one k: zero-shot records (k = 0) pair only with k = 0 records. Per speaker: the exact mean of the paired
+differences (method - reference, in the metric's own unit); then :func:`metalearn.report.stats.paired_test`
+over speakers and Holm's adjustment over every comparison of one metric. Rows come in a fixed order; the
+records' order changes no bit.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def pair_key(r: dict, with_meta_seed: bool) -> tuple:
     return (*key, str(r.get("meta_seed"))) if with_meta_seed else key
 
 
-def has_meta_seed(records: Sequence[dict]) -> bool:
-    """Whether any record carries a ``meta_seed``."""
-    return any(r.get("meta_seed") is not None for r in records)
+def meta_seed_set(records: Sequence[dict]) -> frozenset[str]:
+    """The meta seeds of a cell's records, as text (a record without one counts as ``"None"``)."""
+    return frozenset(str(r.get("meta_seed")) for r in records)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _statistics(t: PairedTest, n_pairs: int) -> dict:
 def compare_cells(method: Sequence[dict], reference: Sequence[dict], metric: str) -> dict | None:
     """The statistics columns (n_speakers ... worse, no p_holm) of ``method`` vs ``reference``, the records
     of one (protocol, k) each; None without any paired episode."""
-    with_meta = has_meta_seed(method) and has_meta_seed(reference)
+    with_meta = meta_seed_set(method) == meta_seed_set(reference)
     _, diffs, n_pairs = speaker_differences(index_cell(method, with_meta), index_cell(reference, with_meta))
     return _statistics(paired_test(diffs[:, METRICS.index(metric)]), n_pairs) if n_pairs else None
 
@@ -119,11 +120,11 @@ def comparisons(records: Iterable[dict], reference: str = "finetune") -> list[di
     cells: dict[Cell, list[dict]] = defaultdict(list)
     for r in records:
         cells[cell_key(r)].append(r)
-    meta = {cell: has_meta_seed(rs) for cell, rs in cells.items()}
+    meta = {cell: meta_seed_set(rs) for cell, rs in cells.items()}
     indexes: dict[tuple[Cell, bool], CellIndex] = {}
     found = []  # (method cell, reference cell, paired episodes, per-speaker differences [S, M])
     for cell, ref in planned_pairs(cells, reference):
-        with_meta = meta[cell] and meta[ref]
+        with_meta = meta[cell] == meta[ref]  # pair on meta seeds only when both sides have the same ones
         for c in (cell, ref):
             if (c, with_meta) not in indexes:
                 indexes[(c, with_meta)] = index_cell(cells[c], with_meta)

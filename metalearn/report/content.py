@@ -28,14 +28,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from metalearn.fewshot.episodes import Episode
-from metalearn.report.records import trial_key
+from metalearn.report.records import DEFAULTS, trial_key
 from metalearn.report.stats import paired_test, t_interval
 from metalearn.util.errors import MetalearnError
 from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
 QUERIES = "queries.jsonl"
 QUERIES_GLOB = "queries*.jsonl"
-QUERY_FIELDS = ("pretune", "algorithm", "episode_id", "seed", "correct", "shared")
+QUERY_FIELDS = ("pretune", "algorithm", "episode_id", "seed", "meta_seed", "correct", "shared")
 QUERY_CORRECT = "query_correct"  # the per-query key run_trials(..., per_query=True) adds to a trial record
 CONTENT_FIELDS = ("pretune", "algorithm", "protocol", "k", "n_speakers", "n_trials", "n_shared", "n_other",
                   "shared_mean", "shared_ci95", "other_mean", "other_ci95", "n_paired", "diff_mean", "diff_ci95",
@@ -56,7 +56,7 @@ class QueryLog(JsonlLog):
     """The per-query side log of a run folder (fields :data:`QUERY_FIELDS`, keyed by :func:`trial_key`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path, trial_key, QUERY_FIELDS)
+        super().__init__(path, trial_key, QUERY_FIELDS, defaults=DEFAULTS)
 
 
 def _bits(values: Iterable[bool]) -> str:
@@ -76,13 +76,14 @@ def query_records(episodes: Sequence[Episode], records: Sequence[dict]) -> list[
         if not isinstance(correct, str) or len(correct) != len(e.query):
             raise MetalearnError(f"trial {trial_key(r)}: no per-query correctness for its {len(e.query)} queries "
                                  f"(score it with run_trials(..., per_query=True))")
-        out.append({**{f: r[f] for f in QUERY_FIELDS[:4]}, "correct": correct, "shared": _bits(e.query_in_support)})
+        out.append({**{f: r.get(f, DEFAULTS.get(f)) for f in QUERY_FIELDS[:5]}, "correct": correct,
+                    "shared": _bits(e.query_in_support)})
     return out
 
 
 def _read(path: Path) -> list[dict]:
     """A side log's records (a torn last line is ignored); 'correct' and 'shared' must be of one length."""
-    records = read_jsonl(path, QUERY_FIELDS, "query record")
+    records = read_jsonl(path, QUERY_FIELDS, "query record", DEFAULTS)
     for i, rec in enumerate(records, 1):
         if len(rec["correct"]) != len(rec["shared"]):
             raise MetalearnError(f"{path}: query record {i}: 'correct' and 'shared' must be of one length")

@@ -4,7 +4,12 @@ A run appends each batch of finished trials to ``trials.jsonl`` (a shard of a ru
 ``trials.shard-I-of-N.jsonl``) with one ``write`` and an ``fsync``. A kill can leave at most one torn
 last line; opening the log again cuts it off, so the finished trials before it are kept and the trial
 it held is simply run again. Readers take every ``trials*.jsonl`` in a folder, keep one record per
-trial key and refuse two different results for the same key.
+trial key and refuse two different results for the same key. Logs written before a field existed (see
+:data:`DEFAULTS`: ``meta_seed``) are read with its default.
+
+The skip log (``skipped.jsonl``, per shard ``skipped.shard-I-of-N.jsonl``) holds, keyed like the trials, the
+planned trials that cannot be scored and why (an episode's clip lost its embedding after the manifest was
+written): the grid counts them as done, so it completes, and the report says how many were skipped.
 """
 
 from __future__ import annotations
@@ -26,18 +31,20 @@ TRIALS = "trials.jsonl"
 TRIALS_GLOB = "trials*.jsonl"
 # Fields that differ between two runs of the same trial (wall time, the run's name).
 VOLATILE = ("seconds", "run")
-_INT_FIELDS = ("k", "seed", "n_support", "n_query", "repetition", "ways")
+DEFAULTS = {"meta_seed": 0}  # fields added since: older logs and tables are read with these values
+_INT_FIELDS = ("k", "seed", "meta_seed", "n_support", "n_query", "repetition", "ways")
 _FLOAT_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "uar", "seconds")
 
 
-def trial_key(r: dict) -> tuple[str, str, str, int]:
-    """What identifies a trial: (pretune, algorithm, episode_id, seed)."""
-    return r["pretune"], r["algorithm"], r["episode_id"], int(r["seed"])
+def trial_key(r: dict) -> tuple[str, str, str, int, int]:
+    """What identifies a trial: (pretune, algorithm, episode_id, seed, meta_seed); no meta_seed reads as 0."""
+    return r["pretune"], r["algorithm"], r["episode_id"], int(r["seed"]), int(r.get("meta_seed", 0))
 
 
 def sort_key(r: dict) -> tuple:
     """A fixed order for tables, independent of the order trials finished in."""
-    return r["pretune"], r["algorithm"], r["protocol"], int(r["k"]), r["episode_id"], int(r["seed"])
+    return (r["pretune"], r["algorithm"], r["protocol"], int(r["k"]), r["episode_id"], int(r["seed"]),
+            int(r.get("meta_seed", 0)))
 
 
 def shard_file(index: int, count: int) -> str:
@@ -53,11 +60,11 @@ class TrialLog(JsonlLog):
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path, trial_key, RECORD_FIELDS, VOLATILE)
+        super().__init__(path, trial_key, RECORD_FIELDS, VOLATILE, DEFAULTS)
 
 
 def _read_lines(path: Path) -> list[dict]:
-    return read_jsonl(path, RECORD_FIELDS, "trial record")
+    return read_jsonl(path, RECORD_FIELDS, "trial record", DEFAULTS)
 
 
 def dedupe(records: Iterable[dict], where: str) -> list[dict]:
@@ -100,14 +107,15 @@ def write_trials_csv(records: Sequence[dict], path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=RECORD_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(sorted(records, key=sort_key))
+        writer.writerows(DEFAULTS | r for r in sorted(records, key=sort_key))
     return path
 
 
 def read_trials_csv(path: str | os.PathLike) -> list[dict]:
-    """Records from a ``trials.csv``, numbers parsed back."""
+    """Records from a ``trials.csv``, numbers parsed back (a table without a :data:`DEFAULTS` column, written
+    before it existed, reads with its default)."""
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        rows = [DEFAULTS | r for r in csv.DictReader(f)]
     missing = [c for c in RECORD_FIELDS if rows and c not in rows[0]]
     if missing:
         raise MetalearnError(f"{path}: missing column(s) {missing}")
@@ -120,8 +128,55 @@ def read_trials_csv(path: str | os.PathLike) -> list[dict]:
 
 
 def merge_runs(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Merge the trial records of several run folders (shards run apart) into ``out/trials.jsonl``."""
+    """Merge the trial records of several run folders (shards run apart) into ``out/trials.jsonl``, and their skip
+    records into ``out/skipped.jsonl``."""
     records = dedupe((r for s in sources for r in read_trials(s)), ", ".join(map(str, sources)))
     target = TrialLog(Path(out) / TRIALS)
     target.extend(records)
+    skips = [r for s in sources for r in read_skips(s)]
+    if skips:
+        SkipLog(Path(out) / skip_file(0, 1)).extend(skips)
     return target.path
+
+
+SKIPPED_GLOB = "skipped*.jsonl"
+SKIP_FIELDS = ("pretune", "algorithm", "episode_id", "seed", "meta_seed", "protocol", "k", "speaker", "reason")
+
+
+def skip_file(index: int, count: int) -> str:
+    """The skip log of shard ``index`` (0-based) of ``count``, named like its trial log."""
+    return "skipped.jsonl" if count == 1 else f"skipped.shard-{index + 1}-of-{count}.jsonl"
+
+
+class SkipLog(JsonlLog):
+    """Planned trials that cannot be scored, keyed by :func:`trial_key`, each with its ``reason`` (one line
+    naming the cause, e.g. the clip without an embedding)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path, trial_key, SKIP_FIELDS, ("reason",))
+
+
+def read_skips(run_dir: str | os.PathLike) -> list[dict]:
+    """The skip records of a run folder (all shards), one per trial key, in :func:`trial_key` order."""
+    kept: dict[tuple, dict] = {}
+    for path in sorted(Path(run_dir).glob(SKIPPED_GLOB)):
+        for r in read_jsonl(path, SKIP_FIELDS, "skip record"):
+            kept.setdefault(trial_key(r), r)
+    return [kept[k] for k in sorted(kept)]
+
+
+def skipped_only(skips: Iterable[dict], records: Iterable[dict]) -> list[dict]:
+    """The skip records of trials that have no trial record (a trial scored after all counts as scored)."""
+    scored = {trial_key(r) for r in records}
+    return [s for s in skips if trial_key(s) not in scored]
+
+
+def skip_summary(skips: Sequence[dict], shown: int = 3) -> str:
+    """One phrase: how many trials were skipped and why (the commonest reasons first, with their counts)."""
+    counts: dict[str, int] = {}
+    for s in skips:
+        counts[s["reason"]] = counts.get(s["reason"], 0) + 1
+    reasons = sorted(counts, key=lambda r: (-counts[r], r))
+    text = "; ".join(f"{r} ({counts[r]})" for r in reasons[:shown])
+    more = f"; {len(reasons) - shown} more reasons in {SKIPPED_GLOB}" if len(reasons) > shown else ""
+    return f"{len(skips)} trial{'s' * (len(skips) != 1)} skipped: {text}{more}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown
 from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_rows, read_queries
-from metalearn.report.records import read_trials, write_trials_csv
+from metalearn.report.records import read_skips, read_trials, skip_summary, skipped_only, write_trials_csv
 from metalearn.report.stats import t_interval
 from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
 from metalearn.util.errors import MetalearnError
@@ -119,10 +119,14 @@ def _chance_text(records: Sequence[dict]) -> str:
     return f"chance level (1/ways) {_pct(1 / ways[-1])}–{_pct(1 / ways[0])}% ({ways[0]}–{ways[-1]} ways)"
 
 
-def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], title: str) -> str:
-    """The ``summary.md`` text: per protocol, one table per metric (accuracy, macro-F1, UAR)."""
+def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], title: str,
+                     skipped: Sequence[dict] = ()) -> str:
+    """The ``summary.md`` text: per protocol, one table per metric (accuracy, macro-F1, UAR); ``skipped``: the skip
+    records of trials that could not be scored (counted, with their reasons, under the title)."""
     lines = [f"# {title}", "", f"{len(records)} trials; " + ", ".join(
         f"{p}: {sum(r['protocol'] == p for r in records)}" for p in protocols_by_size(records)) + ".", ""]
+    if skipped:
+        lines += [f"Not in the tables: {skip_summary(skipped)}.", ""]
     for protocol in protocols_by_size(records):
         recs = [r for r in records if r["protocol"] == protocol]
         rows = [r for r in summary_rows if r["protocol"] == protocol]
@@ -203,11 +207,12 @@ def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = No
     summary_rows = summarize(records)
     speaker_rows = per_speaker(records)
     comparison_rows = comparisons(records, reference)
+    skipped = skipped_only(read_skips(run_dir), records)
     name = run_dir.resolve().name
     written = {"trials.csv": write_trials_csv(records, run_dir / "trials.csv")}
     for file, text in (("summary.csv", _csv_text(summary_rows, SUMMARY_FIELDS)),
                        ("per_speaker.csv", _csv_text(speaker_rows, PER_SPEAKER_FIELDS)),
-                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}")),
+                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}", skipped)),
                        ("comparisons.csv", _csv_text(comparison_rows, COMPARISON_FIELDS)),
                        ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}")),
                        *_content_files(run_dir, records, name)):

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from metalearn.util.errors import MetalearnError
@@ -24,12 +24,14 @@ class JsonlLog:
 
     Each :meth:`append` is one ``write`` and an ``fsync``; opening the log cuts a torn last line (a record
     whose write was interrupted: its work is simply done again). Two lines with one key must agree on
-    every field outside ``volatile``.
+    every field outside ``volatile``. ``defaults``: fields added since older logs were written, with the
+    value a line without them is read with.
     """
 
     def __init__(self, path: str | os.PathLike, key: Callable[[dict], tuple], fields: Sequence[str],
-                 volatile: Sequence[str] = ()) -> None:
+                 volatile: Sequence[str] = (), defaults: Mapping[str, object] | None = None) -> None:
         self.path, self.key, self.fields, self.volatile = Path(path), key, tuple(fields), tuple(volatile)
+        self.defaults = dict(defaults or {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
         self._repair()
@@ -43,7 +45,7 @@ class JsonlLog:
             log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", self.path, cut)
 
     def _read(self) -> list[dict]:
-        return read_jsonl(self.path, self.fields)
+        return read_jsonl(self.path, self.fields, defaults=self.defaults)
 
     def _keep(self, record: dict) -> None:
         key = self.key(record)
@@ -66,7 +68,7 @@ class JsonlLog:
         for r in records:
             key = self.key(r)
             if key not in self.records and key not in new:
-                new[key] = {f: r[f] for f in self.fields}
+                new[key] = {f: r[f] if f in r else self.defaults[f] for f in self.fields}
         if not new:
             return
         append_durably(self.path, "".join(json.dumps(r) + "\n" for r in new.values()).encode("utf-8"))
@@ -78,12 +80,15 @@ def _differs(a: object, b: object) -> bool:
     return a != b and not both_nan
 
 
-def read_jsonl(path: str | os.PathLike, fields: Sequence[str], what: str = "record") -> list[dict]:
+def read_jsonl(path: str | os.PathLike, fields: Sequence[str], what: str = "record",
+               defaults: Mapping[str, object] | None = None) -> list[dict]:
     """The records of a JSON Lines log, each checked for ``fields``; one line naming the file, line and field.
 
+    A field of ``defaults`` that a line lacks (written before the field existed) takes its default value.
     A torn last line (a writer killed mid-append, no newline yet) is skipped with a warning: its work was
     not finished. Any other line that is not JSON is an error.
     """
+    defaults = defaults or {}
     path = Path(path)
     lines = path.read_text(encoding="utf-8").split("\n")
     records = []
@@ -97,6 +102,8 @@ def read_jsonl(path: str | os.PathLike, fields: Sequence[str], what: str = "reco
                 log.warning("%s:%d: ignoring a torn last line", path, i)
                 continue
             raise MetalearnError(f"{path}:{i}: not a JSON {what}: {line[:60]!r}") from None
+        for f, value in defaults.items():
+            record.setdefault(f, value)
         missing = [f for f in fields if f not in record]
         if missing:
             raise MetalearnError(f"{path}:{i}: {what} lacks field(s) {missing}")

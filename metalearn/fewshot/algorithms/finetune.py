@@ -4,8 +4,10 @@ The head (``FinetuneConfig.head``) is linear, or the MLP that MAML and ANIL adap
 initialisation drawn from the method's seed, the same for every episode), so capacity can be matched.
 
 Two paths with the same math:
-- ``fit_heads``: every episode at once; the per-episode gradient is ``torch.func.vmap(torch.func.grad(loss))``
-  over episode-stacked heads and the update is ``functional.batched_adam_step`` (no Python loop over episodes);
+- ``fit_heads``: every episode at once; a linear head by :func:`.finetune_fast.fit_linear_heads` (closed-form
+  gradients as batched products, one fused Adam kernel, episodes in cache-sized chunks, validation logits of
+  all checkpoints at once), an MLP head by ``torch.func.vmap(torch.func.grad(loss))`` over episode-stacked
+  heads and ``functional.batched_adam_step`` (no Python loop over episodes);
 - ``fit_heads_reference``: the readable per-episode loop with ``nn.Linear`` and ``torch.optim.Adam``,
   which the tests compare against.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
+from metalearn.fewshot.algorithms.finetune_fast import fit_linear_heads
 from metalearn.fewshot.algorithms.functional import (
     Params,
     adam_init,
@@ -48,6 +50,7 @@ from metalearn.util.metrics import macro_f1
 
 STANDARDIZE = ("none", "global", "per_dim")
 HEADS = ("linear", "mlp")
+STANDARDIZE_FLOATS = 1 << 18  # support floats per chunk of support_standardizer (1 MiB)
 Forward = Callable[[Params, Tensor], Tensor]  # one episode's head: (params, x [N, D]) -> logits [N, W]
 
 
@@ -83,11 +86,19 @@ class FitResult:
 
 
 def support_standardizer(support_x: Tensor, support_y: Tensor, mode: str) -> tuple[Tensor, Tensor]:
-    """(mean [E, 1, D], scale [E, 1, D]) of the real support rows, for ``(x - mean) / scale``."""
+    """(mean [E, 1, D], scale [E, 1, D]) of the real support rows, for ``(x - mean) / scale``.
+
+    Computed a cache-sized chunk of episodes at a time (its temporaries are the support's size: whole-batch
+    ones cost more in page faults than in arithmetic); each episode's numbers do not depend on the chunk."""
     if mode not in STANDARDIZE:
         raise MetalearnError(f"standardize {mode!r}: expected one of {', '.join(STANDARDIZE)}")
     if mode == "none":
         return torch.zeros_like(support_x[:, :1]), torch.ones_like(support_x[:, :1])
+    size = max(1, STANDARDIZE_FLOATS // max(support_x[0].numel(), 1))
+    if support_x.shape[0] > size:
+        parts = [support_standardizer(support_x[i:i + size], support_y[i:i + size], mode)
+                 for i in range(0, support_x.shape[0], size)]
+        return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
     real = (support_y >= 0).to(support_x.dtype).unsqueeze(-1)  # [E, S, 1]
     n = real.sum(1, keepdim=True).clamp_min(1)
     mean = (support_x * real).sum(1, keepdim=True) / n
@@ -133,8 +144,17 @@ def fit_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, 
               init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
     """Train E heads at once. support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D], [E, V].
 
-    ``init``: episode-stacked heads, linear ({weight [E, D, W], bias [E, W]}) or an MLP ({w0, b0, ...}, [E, ...]).
+    ``init``: episode-stacked heads, linear ({weight [E, D, W], bias [E, W]}: :func:`.fit_linear_heads`) or an
+    MLP ({w0, b0, ...}, [E, ...]: :func:`fit_heads_autograd`).
     """
+    if "weight" in init:
+        return FitResult(*fit_linear_heads(support_x, support_y, query_x, ways, cfg, init, val_x, val_y))
+    return fit_heads_autograd(support_x, support_y, query_x, ways, cfg, init, val_x, val_y)
+
+
+def fit_heads_autograd(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
+                       init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
+    """``fit_heads`` for any head by ``vmap(grad(loss))`` and the batched Adam step (shapes as there)."""
     heads = _batched(forward_of(init))
     params = {k: v.clone() for k, v in init.items()}  # the Adam step updates in place
     state = adam_init(params)
@@ -235,9 +255,12 @@ class Finetune(AdapterBase):
         """Standardise on the support set, then train the heads (shapes as in ``predict``)."""
         sx, sy, qx = support_x.to(self.device), support_y.to(self.device), query_x.to(self.device)
         mean, scale = support_standardizer(sx, sy, self.cfg.standardize)
+        init = self.initial_heads(sx.shape[0], ways, mean, scale, sx.dtype)
+        if self.cfg.vectorized and "weight" in init:  # standardised a chunk at a time, in cache
+            val = (None, None) if val_x is None or val_y is None else (val_x.to(self.device), val_y.to(self.device))
+            return FitResult(*fit_linear_heads(sx, sy, qx, ways, self.cfg, init, *val, (mean, scale)))
         vx = None if val_x is None else (val_x.to(self.device) - mean) / scale
         vy = None if val_y is None else val_y.to(self.device)
-        init = self.initial_heads(sx.shape[0], ways, mean, scale, sx.dtype)
         fit = fit_heads if self.cfg.vectorized else fit_heads_reference
         return fit((sx - mean) / scale, sy, (qx - mean) / scale, ways, self.cfg, init, vx, vy)
 
@@ -254,26 +277,3 @@ class Finetune(AdapterBase):
                 val_x: Tensor | None = None, val_y: Tensor | None = None) -> Tensor:
         """support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D]/[E, V] -> logits [E, Q, W]."""
         return self.fit(support_x, support_y, query_x, ways, val_x, val_y).logits
-
-
-def benchmark(episodes: int = 256, dim: int = 768, ways: int = 2, support: int = 16, query: int = 150,
-              steps: int = 100, reference_episodes: int = 16, seed: int = 0,
-              device: str | torch.device = "cpu") -> dict[str, float]:
-    """Milliseconds per trial of the vectorised and the reference paths on random float32 episodes.
-
-    The reference loop is timed on the first ``reference_episodes`` episodes only (it is ~10-100x slower);
-    each path runs once untimed first (vmap's first call, CUDA start-up).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    sx = torch.randn(episodes, support, dim, generator=gen)
-    sy = torch.arange(support).remainder(ways).expand(episodes, support)
-    qx = torch.randn(episodes, query, dim, generator=gen)
-    timings = {}
-    for vectorized, n in ((True, episodes), (False, min(reference_episodes, episodes))):
-        method = Finetune(dim, FinetuneConfig(steps=steps, vectorized=vectorized), seed=seed, device=device)
-        method.predict(sx[:2], sy[:2], qx[:2], ways).cpu()
-        start = time.perf_counter()
-        method.predict(sx[:n], sy[:n], qx[:n], ways).cpu()  # .cpu() waits for CUDA
-        timings["vectorized_ms" if vectorized else "reference_ms"] = 1000 * (time.perf_counter() - start) / n
-    timings["speedup"] = timings["reference_ms"] / timings["vectorized_ms"]
-    return timings

@@ -17,7 +17,6 @@ norm of a standardized embedding): at D = 768, 0.01-0.1 all work and 0.3 diverge
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -37,8 +36,18 @@ from metalearn.fewshot.algorithms.heads import (
     last_params,
     predict_stacked,
 )
+from metalearn.fewshot.algorithms.maml_config import (  # the configs and the space live beside each other
+    ANILConfig,
+    FOMAMLConfig,
+    MAMLConfig,
+    MetaSGDConfig,
+    search_space,
+)
 from metalearn.fewshot.algorithms.stacked import FastHead, path_logits, sgd_path
 from metalearn.util.devices import resolve_device
+
+__all__ = ["ANIL", "FOMAML", "MAML", "ANILConfig", "FOMAMLConfig", "MAMLConfig", "MetaSGD", "MetaSGDConfig",
+           "adapt_reference", "search_space", "sgd_step"]
 
 InnerLR = float | Tensor | dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
@@ -84,48 +93,6 @@ def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps:
             grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
             fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), inner_lr, first_order)
     return {**params, **fast}
-
-
-@dataclasses.dataclass(frozen=True)
-class MAMLConfig:
-    """Hyperparameters of MAML (second order). The other configs add to these.
-
-    Attributes:
-        hidden: hidden sizes of the MLP head (() = a linear head).
-        inner_lr: SGD step size of the inner loop (Meta-SGD: the initial per-parameter rates).
-        inner_steps: inner steps per task during meta-training.
-        test_steps: inner steps at test time (with validation data: the most steps considered, 0..test_steps).
-        meta_lr: Adam step size on the meta-parameters.
-        meta_batch: tasks per meta-step.
-        predict_chunk: episodes adapted at once in ``predict`` (bounds memory; results do not depend on it).
-    """
-
-    hidden: tuple[int, ...] = (256,)
-    inner_lr: float = 0.05
-    inner_steps: int = 5
-    test_steps: int = 10
-    meta_lr: float = 1e-3
-    meta_batch: int = 16
-    predict_chunk: int = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class FOMAMLConfig(MAMLConfig):
-    """First-order MAML: the same hyperparameters; inner gradients are detached."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ANILConfig(MAMLConfig):
-    """ANIL: only the last layer adapts. ``first_order`` detaches its inner gradients."""
-
-    first_order: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class MetaSGDConfig(MAMLConfig):
-    """Meta-SGD: per-parameter inner rates, meta-learned, initialised to ``inner_lr``."""
-
-    first_order: bool = False
 
 
 Meta = dict[str, Params]  # {"head": head parameters} (+ {"lr": per-parameter inner rates} for Meta-SGD)

@@ -11,7 +11,9 @@ Query items are scored independently, so padded query rows never change the real
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +41,25 @@ class ProtoNetConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     meta_batch: int = 16  # episodes per meta-training step
+
+
+def search_space(trial: Any) -> dict:
+    """``protonet``'s tuning space (an Optuna trial, duck-typed -> ProtoNetConfig fields): the distance."""
+    distance = trial.suggest_categorical("distance", list(DISTANCES))
+    scale = trial.suggest_categorical("cosine_scale", [5.0, 10.0, 20.0]) if distance == "cosine" else 10.0
+    return {"distance": distance, "cosine_scale": scale}
+
+
+def projection_search_space(trial: Any) -> dict:
+    """``protonet_proj``'s tuning space: the projection's training and shape (the distance stays)."""
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "proj_dim": trial.suggest_categorical("proj_dim", [64, 128, 256]),
+            "hidden": trial.suggest_categorical("hidden", [0, 256]),
+            "meta_batch": trial.suggest_categorical("meta_batch", [8, 16, 32])}
+
+
+# One module, two registrations: each registered name's space (see metalearn.experiment.spaces).
+SEARCH_SPACES: dict[str, Callable[[Any], dict]] = {"protonet": search_space, "protonet_proj": projection_search_space}
 
 
 def build_projection(dim: int, cfg: ProtoNetConfig) -> nn.Module:

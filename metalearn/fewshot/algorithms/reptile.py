@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,6 +58,15 @@ class ReptileConfig:
     meta_lr: float = 0.5
     meta_batch: int = 16
     predict_chunk: int = 256
+
+
+def search_space(trial: Any) -> dict:
+    """Reptile's tuning space (an Optuna trial, duck-typed -> ReptileConfig fields); the head stays as configured."""
+    return {"inner_lr": trial.suggest_float("inner_lr", 3e-4, 3e-2, log=True),
+            "inner_steps": trial.suggest_categorical("inner_steps", [3, 5, 10]),
+            "test_steps": trial.suggest_categorical("test_steps", [5, 10, 20]),
+            "meta_lr": trial.suggest_float("meta_lr", 0.1, 1.0, log=True),
+            "meta_batch": trial.suggest_categorical("meta_batch", [4, 8, 16])}
 
 
 def inner_train(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str,

@@ -13,6 +13,7 @@ so the arg-max is the nearest centroid by Euclidean distance. Query items are sc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +30,11 @@ CENTERS = ("support", "base", "none")
 class SimpleShotConfig:
     center: str = "support"  # support | base | none
     meta_batch: int = 64  # episodes per sampled batch when estimating the base mean
+
+
+def search_space(trial: Any) -> dict:
+    """SimpleShot's tuning space (an Optuna trial, duck-typed -> SimpleShotConfig fields): the centring."""
+    return {"center": trial.suggest_categorical("center", list(CENTERS))}
 
 
 def cl2n(x: Tensor, mean: Tensor | None, eps: float = 1e-8) -> Tensor:

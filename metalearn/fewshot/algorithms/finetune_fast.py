@@ -1,0 +1,152 @@
+"""Linear-head fine-tuning at the memory's pace: :func:`fit_linear_heads`, the fast path of ``finetune.fit_heads``.
+
+The same math as the autograd path (full-batch Adam on the mean support cross-entropy, model selection by
+validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint), written for a linear head:
+
+- the head is held as weight^T [E, W, D] and bias [E, W, 1]; one step is two batched products over the
+  support rows X [E, S, D], ``logits^T = weight^T X^T + bias`` and ``grad = G^T X`` (the loss gradient G
+  [E, S, W] by the log-softmax backward kernel, with no autograd graph), a sum over rows for the bias, and
+  one fused Adam kernel on both tensors. W-row operands are BLAS's fast layout for a thin head: the
+  [E, S, D] x [E, D, W] layout of ``x @ weight`` ran 5-10x slower at W = 2;
+- episodes train in chunks of about ``ROWS`` support rows (3 MiB: a core's L2 and a share of L3), so the
+  2 x ``steps`` passes over a chunk's support read cache, not memory;
+- the heads at the checkpoints are kept; afterwards one product per episode gives the validation logits of all
+  checkpoints, and one more the query logits of the selected head (instead of validation logits at every
+  checkpoint and query logits at every improvement). Validation and query rows are standardised and scored
+  in chunks of about ``SCORE_ROWS`` rows, so no batch-sized temporary is ever made.
+The results equal the autograd path's to float32 rounding (tests/test_finetune_fast.py); episodes do not
+interact, so the chunk sizes change them only by rounding (some kernels round differently per batch size).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from metalearn.fewshot.algorithms.functional import Params, masked_one_hot
+from metalearn.util.metrics import macro_f1
+
+if TYPE_CHECKING:  # finetune imports this module
+    from metalearn.fewshot.algorithms.finetune import FinetuneConfig
+
+ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
+SCORE_ROWS = 1024  # validation + query rows per scoring chunk (3 MiB at D = 768)
+SAVED = 1 << 20  # floats of checkpoint heads kept per training chunk (4 MiB)
+Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows become (x - mean) / scale
+
+
+def checkpoints(cfg: FinetuneConfig) -> list[int]:
+    """The steps whose heads model selection compares: every ``eval_every``-th and the last."""
+    return [s for s in range(1, cfg.steps + 1) if s % max(cfg.eval_every, 1) == 0 or s == cfg.steps]
+
+
+def fit_linear_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
+                     init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None,
+                     standardizer: Standardizer | None = None) -> tuple[Params, Tensor, Tensor]:
+    """``fit_heads`` for a linear head ({weight [E, D, W], bias [E, W]}), chunk by chunk of episodes.
+
+    support_x [E, S, D], support_y [E, S] (< 0: padding), query_x [E, Q, D]; val_x [E, V, D], val_y [E, V].
+    ``standardizer``: (mean, scale), applied to every row a chunk at a time. Returns (the final heads, the
+    selected checkpoint's query logits [E, Q, W], its step [E]).
+    """
+    selecting = val_x is not None and val_y is not None
+    kept = (checkpoints(cfg) if selecting else [cfg.steps]) or [0]
+    e, s, d = support_x.shape
+    size = max(1, min(ROWS // max(s, 1), SAVED // (len(kept) * ways * (d + 1))))  # episodes per training chunk
+    support = _Rows(standardizer, min(size, e) * s * d, support_x)
+    scoring = _Rows(standardizer, max(SCORE_ROWS, query_x.shape[1], 0 if val_x is None else val_x.shape[1]) * d,
+                    support_x)
+    finals, logits, picks = [], [], []
+    for i in range(0, e, size):
+        saved = train(support(support_x, i, size), support_y[i:i + size], ways, cfg, init["weight"][i:i + size],
+                      init["bias"][i:i + size], kept)  # [e, C, W, D + 1]
+        pick = torch.full((saved.shape[0],), len(kept) - 1, dtype=torch.long, device=saved.device)
+        if selecting:
+            pick = _select(saved, val_x, val_y, ways, scoring, i)
+        chosen = saved[torch.arange(saved.shape[0], device=saved.device), pick]
+        finals.append(saved[:, -1])
+        logits.append(_scored(chosen, query_x, scoring, i))
+        picks.append(pick)
+    heads = torch.cat(finals)  # [E, W, D + 1]
+    params = {"weight": heads[..., :d].transpose(1, 2).contiguous(), "bias": heads[..., d].contiguous()}
+    return params, torch.cat(logits), torch.tensor(kept, device=heads.device)[torch.cat(picks)]
+
+
+class _Rows:
+    """Rows x[i:i + n] [n, N, D] standardised as ``(x - mean) / scale`` (the two roundings of ``Finetune.fit``)
+    into one buffer reused chunk after chunk: a fresh multi-MiB tensor per chunk cost more in page faults than
+    the arithmetic. The rows returned are overwritten by the next call."""
+
+    def __init__(self, standardizer: Standardizer | None, floats: int, like: Tensor) -> None:
+        self.standardizer = standardizer
+        self.buffer = like.new_empty(floats if standardizer is not None else 0)
+
+    def __call__(self, x: Tensor, i: int, n: int) -> Tensor:
+        if self.standardizer is None:
+            return x[i:i + n]
+        mean, scale = (t[i:i + n] for t in self.standardizer)
+        out = self.buffer[:x[i:i + n].numel()].view(x[i:i + n].shape)
+        return torch.sub(x[i:i + n], mean, out=out).div_(scale)
+
+
+def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor, bias: Tensor,
+          kept: list[int]) -> Tensor:
+    """``cfg.steps`` full-batch Adam steps on linear heads (weight [E, D, W], bias [E, W]) from support rows
+    sx [E, S, D], sy [E, S]. Returns the heads ``[weight; bias]^T`` after each step in ``kept``
+    [E, len(kept), W, D + 1] (step 0: the initial heads).
+
+    The gradient is the autograd path's to the last bit where it matters: the logits' gradient comes from the
+    same log-softmax backward kernel on [E, S, W] rows, and the bias gradient is the same sum over rows (where a
+    gradient is 0 in exact arithmetic, e.g. a bias at a zero start with balanced classes, the sign of its
+    rounding decides Adam's first step, a whole learning rate)."""
+    xt = sx.transpose(1, 2)
+    real = (sy >= 0).to(sx.dtype).unsqueeze(-1)  # [E, S, 1]
+    share = real / real.sum(1, keepdim=True).clamp_min(1)  # each real row's weight in the mean loss
+    d_logp = -masked_one_hot(sy, ways, sx.dtype) * share  # d(mean CE)/d log-probabilities [E, S, W]
+    w = weight.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # [E, W, D], updated in place
+    b = bias.unsqueeze(-1).clone()  # [E, W, 1]
+    heads = [w, b]
+    grads, ms, vs = ([torch.zeros_like(t) for t in heads] for _ in range(3))
+    count = torch.zeros((), dtype=sx.dtype, device=sx.device)  # the fused kernel's step count (advanced here)
+    logits = torch.empty(*sx.shape[:2], ways, dtype=sx.dtype, device=sx.device)
+    saved = torch.empty(sx.shape[0], len(kept), ways, sx.shape[-1] + 1, dtype=sx.dtype, device=sx.device)
+    slot = {step: i for i, step in enumerate(kept)}
+    for step in range(cfg.steps + 1):
+        if step > 0:
+            torch.add(torch.bmm(w, xt).transpose(1, 2), b.view(-1, 1, ways), out=logits)  # [E, S, W]
+            g = torch._log_softmax_backward_data(d_logp, torch.log_softmax(logits, -1), -1, logits.dtype)
+            torch.bmm(g.transpose(1, 2), sx, out=grads[0])
+            torch.sum(g, 1, keepdim=True, out=grads[1].view(-1, 1, ways))
+            count.fill_(step)
+            torch._fused_adam_(heads, grads, ms, vs, [], [count, count], lr=cfg.lr, beta1=cfg.beta1,
+                               beta2=cfg.beta2, weight_decay=cfg.weight_decay, eps=cfg.eps, amsgrad=False,
+                               maximize=False)
+        if step in slot:
+            torch.cat([w, b], 2, out=saved[:, slot[step]])
+    return saved
+
+
+def _scored(pt: Tensor, x: Tensor, rows: _Rows, first: int) -> Tensor:
+    """Logits [e, N, W] of rows x[first:first + e] under heads pt = [weight; bias]^T [e, H, D + 1] (H = W, or
+    C x W for every checkpoint at once), standardised and multiplied a scoring chunk at a time."""
+    d, size = x.shape[-1], max(1, SCORE_ROWS // max(x.shape[1], 1))
+    out = []
+    for j in range(0, pt.shape[0], size):
+        h = pt[j:j + size]
+        out.append(torch.baddbmm(h[:, :, d].unsqueeze(1), rows(x, first + j, h.shape[0]), h[:, :, :d].transpose(1, 2)))
+    return torch.cat(out)
+
+
+def _select(saved: Tensor, val_x: Tensor, val_y: Tensor, ways: int, rows: _Rows, first: int) -> Tensor:
+    """Each episode's checkpoint [e] (an index into ``saved`` [e, C, W, D + 1]) of best validation macro-F1: the
+    earliest best, as a strictly-better running choice keeps; the last (the final head) where no F1 is defined
+    (no real validation row), as the sequential rule returns."""
+    e, c, w, d1 = saved.shape
+    logits = _scored(saved.reshape(e, c * w, d1), val_x, rows, first).unflatten(-1, (c, w))  # [e, V, C, W]
+    pred = logits.argmax(-1).transpose(1, 2).reshape(e * c, -1)  # [e * C, V]
+    f1 = macro_f1(pred, val_y[first:first + e].repeat_interleave(c, 0), None, ways).view(e, c)
+    best = f1.nan_to_num(nan=-math.inf).argmax(-1)  # the first maximum
+    return torch.where(f1.isnan().all(-1), c - 1, best)
