@@ -217,3 +217,23 @@ def test_committed_tables_of_an_older_config_do_not_block_a_fresh_run(base: Path
         log.unlink()
     result = run(base, "old-tables", "episodes.repetitions=1")
     assert result.complete and "repetitions: 1" in (folder / "config.yaml").read_text()
+
+
+def test_episodes_imported_from_another_run_give_its_trials(base: Path, reference, tmp_path: Path) -> None:
+    """episodes.source: the saved episode files of one run (the exchange format) scored in another folder give
+    the same trials; a folder without them, or episodes naming clips this manifest lacks, is one line."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for f in (base / "ref").glob("episodes-seed*.jsonl"):
+        shutil.copy(f, shared / f.name)
+    run(base, "imported", f"episodes.source={shared}")
+    assert stable(base / "imported" / "trials.csv") == stable(base / "ref" / "trials.csv")
+    with pytest.raises(MetalearnError, match="episodes.source.*no .*episodes-seed0.jsonl"):
+        run(base, "imported2", f"episodes.source={tmp_path / 'nowhere'}")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in shared.glob("*.jsonl"):
+        (bad / f.name).write_text(f.read_text().replace('"support": ["', '"support": ["esd/missing', 1))
+    with pytest.raises(MetalearnError, match=r"episodes-seed0.jsonl: 1 utterance keys are not in this run"):
+        run(base, "imported3", f"episodes.source={bad}")
+    assert not (base / "imported3" / "config.yaml").exists()  # refused before anything was written

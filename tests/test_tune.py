@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from metalearn.cli import main
 from metalearn.data.synth.generate import generate
 from metalearn.experiment import tune as tune_module
+from metalearn.experiment.layer_choice import with_layer
 from metalearn.experiment.load import load_config
 from metalearn.experiment.runner import run_experiment
 from metalearn.experiment.spaces import search_space, space_fields
+from metalearn.experiment.stages import prepare_manifest, prepare_variants, variant_features
 from metalearn.experiment.tune import Scorer, tune
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
 from metalearn.util.errors import MetalearnError
@@ -116,6 +120,29 @@ def test_a_killed_tuning_resumes_to_the_same_trials(base: Path, tuned: Path, mon
     assert states.count("FAIL") == 1  # the trial it was killed in (fold 1's second)
 
 
+def test_a_failed_hand_set_trial_is_tried_again_first(base: Path, tuned: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study whose first (hand-set) trial failed, an error or a kill, resumes with the hand-set config again,
+    so its first finished trial is the hand-set one and the counted trials equal an uninterrupted study's."""
+    real, calls = Scorer.score, []
+
+    def failing_first(self, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MetalearnError("a config mistake found in the first trial")
+        return real(self, *args)
+
+    monkeypatch.setattr(Scorer, "score", failing_first)
+    with pytest.raises(MetalearnError, match="first trial"):
+        tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]")))
+    tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]")))
+    rows = trial_table(base / "failed", "finetune")
+    assert [r["state"] for r in rows].count("FAIL") == 1
+    counted = [(r["fold"], r["values"], r["accuracy"]) for r in rows if r["counted"] == "True"]
+    assert counted == [(r["fold"], r["values"], r["accuracy"])
+                       for r in trial_table(tuned, "finetune") if r["counted"] == "True"]
+
+
 def test_tuning_refuses_what_it_cannot_do(base: Path, tuned: Path) -> None:
     with pytest.raises(MetalearnError, match="tuning needs them"):
         tune(load_config(None, overrides(base, "nv", "speakers.validation=0")))
@@ -134,3 +161,27 @@ def test_every_space_gives_valid_config_values_around_the_defaults(name: str) ->
         build_adapter(name, AdapterSpec(dim=8, ways=3), values)  # unknown fields or bad values raise
         assert set(values) == set(space_fields(space))
     assert set(space_fields(space)) <= {f for f in config_class(name).__dataclass_fields__}
+
+
+def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta_seed(
+        base: Path, tuned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With features.choose_layer, trials score each fold's features at the layer chosen on its validation
+    speakers (layers.json in the tuning folder); `algorithms.only.*.variants` (a run's subset of variants) does
+    not stop tuning on tune.variant; every trial meta-trains once, with the first meta seed."""
+    seen, real = [], tune_module.score_group
+
+    def spy(cfg, units, variant, rows, x, index_of, folds):
+        seen.append(({u.meta_seed for u in units}, units[0].fold, x))
+        return real(cfg, units, variant, rows, x, index_of, folds)
+
+    monkeypatch.setattr(tune_module, "score_group", spy)
+    tune(load_config(None, overrides(base, "layers", "tune.trials=1", "tune.algorithms=[transfer]",
+                                     "features.choose_layer=true", "meta_train.seeds=[3,4]",
+                                     "algorithms.only={transfer: {variants: [none, pft-elsewhere]}}")))
+    chosen = {e["fold"]: e["layer"] for e in json.loads((base / "layers" / "tuning" / "layers.json").read_text())}
+    assert seen and all(seeds == {3} for seeds, _, _ in seen)
+    cfg = load_config(None, overrides(base, "unused"))
+    rows = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
+    for _, fold, x in seen:
+        _, expected = variant_features(with_layer(cfg, chosen[fold]), prepare_variants(cfg)["none"], rows)
+        assert torch.equal(x, expected)

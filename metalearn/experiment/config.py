@@ -82,6 +82,8 @@ class EpisodesConfig:
                                             # never share a sentence; none: one pool, as before
     validation: bool | None = None          # nway: each episode's model-selection set is its speaker's evaluation
                                             # split (as binary has); None: where the corpus has one (ESD)
+    source: str | None = None               # a folder holding episodes-seed<S>.jsonl (another run's, or a shared
+                                            # copy): score those episodes instead of drawing; None: draw
 
 
 @dataclass

@@ -92,8 +92,10 @@ def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[
 def draw_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int
                   ) -> tuple[list[Episode], list[Skipped]]:
     """The seed's evaluation episodes and the ones that could not be drawn, with their reasons; writes nothing.
-    None drawn is a one-line error."""
+    None drawn is a one-line error. With ``episodes.source`` they are read from that folder instead."""
     ep = cfg.episodes
+    if ep.source:
+        return imported_episodes(Path(ep.source) / f"episodes-seed{seed}.jsonl", rows)
     if ep.protocol == "binary":
         targets = ep.targets or sorted({u.emotion for u in rows})
         episodes, skipped = binary_episodes(rows, speakers, targets, ep.ks, ep.repetitions, seed, ep.disjoint)
@@ -111,6 +113,21 @@ def draw_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[s
         log.warning("... %d skipped episodes in all (listed in episodes-seed%d.jsonl)", len(skipped), seed)
     if not episodes:
         raise MetalearnError(f"no episode could be drawn for seed {seed}: {skipped[0].reason if skipped else ''}")
+    return episodes, skipped
+
+
+def imported_episodes(path: Path, rows: list[Utterance]) -> tuple[list[Episode], list[Skipped]]:
+    """Episodes saved by another run (the JSON Lines of :mod:`metalearn.fewshot.episode_io`), every utterance
+    key checked against this run's manifest."""
+    if not path.is_file():
+        raise MetalearnError(f"config key 'episodes.source': no {path}; expected a folder holding the run's "
+                             f"episodes-seed<S>.jsonl files")
+    episodes, skipped = load_episodes(path)
+    keys = {utterance_key(u) for u in rows}
+    unknown = [k for e in episodes for k in (*e.support, *e.query, *e.validation) if k not in keys]
+    if unknown or not episodes:
+        raise MetalearnError(f"{path}: {len(unknown)} utterance keys are not in this run's manifest (first: "
+                             f"{unknown[0]})" if unknown else f"{path}: no episode")
     return episodes, skipped
 
 

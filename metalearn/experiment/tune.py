@@ -67,7 +67,8 @@ class Scorer:
         """Mean accuracy over the fold's validation speakers (a speaker's episodes averaged first), and per k."""
         cfg = with_values(self.cfg, fold, algorithm, values, meta_steps)
         algos = dataclasses.replace(cfg.algorithms, run=[algorithm],
-                                    only={k: v for k, v in cfg.algorithms.only.items() if k == algorithm})
+                                    only={k: dataclasses.replace(v, variants=None)  # tuned on one variant
+                                          for k, v in cfg.algorithms.only.items() if k == algorithm})
         # one meta-training seed per trial: the budget is trials, the same for every method
         cfg = dataclasses.replace(cfg, algorithms=algos,
                                   meta_train=dataclasses.replace(cfg.meta_train, seeds=cfg.meta_train.seeds[:1]))

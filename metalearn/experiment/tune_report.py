@@ -26,6 +26,7 @@ import yaml
 from metalearn.experiment.config import ExperimentConfig
 from metalearn.experiment.grid import Fold
 from metalearn.experiment.run_folder import git_commit
+from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 
 
@@ -35,9 +36,14 @@ def open_study(storage: Any, algorithm: str, fold: int) -> Any:
 
     study = optuna.create_study(storage=storage, study_name=f"{algorithm}/fold{fold}", direction="maximize",
                                 load_if_exists=True)
-    if not study.trials:
-        study.enqueue_trial({}, user_attrs={"hand_set": True})
     fail_stale(study, storage)
+    from optuna.trial import TrialState
+
+    # the hand-set config comes first; again when its trial failed (an error, or a killed worker) before any
+    # other finished, so the first finished trial is always the hand-set one
+    if not any(t.user_attrs.get("hand_set") and t.state != TrialState.FAIL for t in study.trials) \
+            and not finished(study):
+        study.enqueue_trial({}, user_attrs={"hand_set": True})
     return study
 
 
@@ -104,7 +110,13 @@ def write_results(cfg: ExperimentConfig, storage: Any, order: list[str], folds: 
         written[a] = out / "tuning" / f"{a}.csv"
         write_atomic(written[a], trials_csv([(f.fold, studies[a, f.fold]) for f in folds], n))
     chosen = {key: best(counted(study, n)) for key, study in studies.items()}
-    hand = {key: next(t for t in counted(study, n) if t.user_attrs.get("hand_set")) for key, study in studies.items()}
+    hand = {key: next((t for t in counted(study, n) if t.user_attrs.get("hand_set")), None)
+            for key, study in studies.items()}
+    lost = sorted(f"{a}/fold{f}" for (a, f), t in hand.items() if t is None)
+    if lost:
+        journal = Path(cfg.out) / "tuning" / "journal.log"
+        raise MetalearnError(f"{journal}: studies {lost} have no finished hand-set trial among their first {n}; "
+                             f"delete the tuning folder and tune again")
     written["tuning.md"] = out / "tuning.md"
     write_atomic(written["tuning.md"], tuning_md(cfg, algorithms, folds, chosen, hand, studies))
     written["overlay"] = out / "tuning" / "tuned.yaml"
