@@ -208,6 +208,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
+    if cfg.features.choose_layer:  # the choice reads every variant's embeddings: fill them sharing frozen layers
+        prefill_embeddings(cfg, list(variants.values()), rows)
     layers = choose_layers(cfg, variants, rows, folds, episodes, out)  # {} unless features.choose_layer
     units = plan(cfg, variants, folds, episodes)
     if prepare_only:
