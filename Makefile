@@ -8,9 +8,9 @@ DATA ?= data/demo
 RUNS ?= runs/demo
 CACHE ?= cache/embeddings
 SOURCES := iemocap msp_podcast cremad ravdess
-# OpenMP threads sleep at barriers instead of spinning: spinning beside another busy process made small tensor
-# ops up to 50x slower (results/bench_threads.md); `python -m metalearn` sets the same unless told otherwise.
-export OMP_WAIT_POLICY ?= PASSIVE
+# Idle OpenMP threads spin only briefly before they sleep: libgomp's long default spin made small tensor ops up
+# to 50x slower beside another busy process (results/bench_threads.md); `python -m metalearn` sets the same.
+export GOMP_SPINCOUNT ?= 10000
 # The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
 DEMO_SOURCES := iemocap msp_podcast
 

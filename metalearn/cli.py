@@ -343,10 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # OpenMP threads sleep instead of spinning at barriers: on a machine shared with another busy process,
-    # spinning made small tensor ops up to 50x slower (MAML meta-training: 110 s against 2 s, 2 threads, load 4;
-    # results/bench_threads.md). Read once, when torch loads its OpenMP runtime: set before any torch import.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP threads spin only briefly at barriers before they sleep: libgomp's long default spin made small
+    # tensor ops up to 50x slower beside another busy process (MAML meta-training: 110 s against 2 s, load 4),
+    # and never spinning made them 2x slower on a quiet machine (results/bench_threads.md). Read once, when
+    # torch loads its OpenMP runtime: set before any torch import; a policy the user set is kept.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
