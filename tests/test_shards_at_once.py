@@ -36,15 +36,17 @@ def _stable(path: Path) -> list[dict]:
 
 def test_three_shards_at_once_ten_rounds(tmp_path: Path) -> None:
     generate("tiny", tmp_path / "data", seed=0)
-    assert main(["run", *_overrides(tmp_path, tmp_path / "whole")]) == 0
-    assert main(["run", "--prepare", *_overrides(tmp_path, tmp_path / "prepared")]) == 0
+    config = tmp_path / "shards.yaml"
+    config.write_text("name: shards\n")  # the dataclass defaults and the overrides below, no preset
+    assert main(["run", "--config", str(config), *_overrides(tmp_path, tmp_path / "whole")]) == 0
+    assert main(["run", "--config", str(config), "--prepare", *_overrides(tmp_path, tmp_path / "prepared")]) == 0
     expected = _stable(tmp_path / "whole" / "trials.csv")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for round_ in range(10):
         out = tmp_path / f"round{round_}"
         shutil.copytree(tmp_path / "prepared", out)
-        procs = [subprocess.Popen([sys.executable, "-m", "metalearn", "run", "--shard", f"{i}/3",
-                                   *_overrides(tmp_path, out)], env=env, stdout=subprocess.PIPE,
+        command = [sys.executable, "-m", "metalearn", "run", "--config", str(config), *_overrides(tmp_path, out)]
+        procs = [subprocess.Popen([*command, "--shard", f"{i}/3"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for i in (1, 2, 3)]
         outputs = [p.communicate(timeout=600)[0] for p in procs]
         crashed = [(i + 1, o[-2000:]) for i, (p, o) in enumerate(zip(procs, outputs, strict=True)) if p.returncode]
