@@ -139,6 +139,16 @@ def test_report_command_regenerates_from_records(base: Path, reference) -> None:
     assert (folder / "summary.csv").read_bytes() == expected
     assert (folder / "summary.md").is_file() and (folder / "accuracy_vs_k.png").stat().st_size > 10_000
     assert main(["report", str(base / "no-such-run")]) == 2
+    expected_comparisons = (folder / "comparisons.csv").read_bytes()  # the run's report.reference: finetune
+    assert main(["report", str(folder), "--reference", "fomaml"]) == 0
+    with open(folder / "comparisons.csv", newline="") as f:
+        assert {r["reference"] for r in csv.DictReader(f) if r["reference_pretune"] == r["pretune"]} == {"fomaml"}
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text().replace(
+        "reference: finetune", "reference: simpleshot"))
+    assert main(["report", str(folder)]) == 0  # no flag: the run's own report.reference
+    with open(folder / "comparisons.csv", newline="") as f:
+        assert {r["reference"] for r in csv.DictReader(f) if r["reference_pretune"] == r["pretune"]} == {"simpleshot"}
+    assert expected_comparisons != (folder / "comparisons.csv").read_bytes()
 
 
 def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
