@@ -102,27 +102,14 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configured_reference(run_dir: str) -> str:
-    """The run's ``report.reference`` (its config.yaml), else ``finetune``."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        config = None
-    report = config.get("report") if isinstance(config, dict) else None
-    return str(report.get("reference") or "finetune") if isinstance(report, dict) else "finetune"
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write the report of ``args.run_dir``; print the accuracy table and the files written."""
     from metalearn.report.records import read_trials
     from metalearn.report.summary import summarize
-    from metalearn.report.tables import summary_table, write_report
+    from metalearn.report.tables import configured_reference, summary_table, write_report
 
     records = read_trials(args.run_dir)
-    written = write_report(args.run_dir, records, reference=args.reference or _configured_reference(args.run_dir))
+    written = write_report(args.run_dir, records, reference=args.reference or configured_reference(args.run_dir))
     print(summary_table(summarize(records), "accuracy"))
     print()
     print("wrote:")

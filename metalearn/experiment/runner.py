@@ -208,12 +208,13 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    if cfg.features.choose_layer:  # the choice reads every variant's embeddings: fill them sharing frozen layers
+    # Every variant's embeddings, sharing frozen layers: what --prepare is for, and what the layer choice reads.
+    filled = prepare_only or cfg.features.choose_layer
+    if filled:
         prefill_embeddings(cfg, list(variants.values()), rows)
     layers = choose_layers(cfg, variants, rows, folds, episodes, out)  # {} unless features.choose_layer
     units = plan(cfg, variants, folds, episodes)
     if prepare_only:
-        prefill_embeddings(cfg, list(variants.values()), rows)
         for variant in variants.values():
             variant_features(cfg, variant, rows)
         return None
@@ -225,7 +226,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     done_before = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done too
     todo = [u for u in mine if any(u.trial_key(e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
-    prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
+    if not filled:
+        prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
     skip_log = SkipLog(out / skip_file(*shard))
     ran = _run_units(cfg, todo, variants, rows, folds, trial_log, query_log, done_before, total, skip_log, layers)
     return finish(cfg, out, units, ran)

@@ -30,7 +30,7 @@ from torch import Tensor
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.experiment.config import ExperimentConfig, TunedConfig
 from metalearn.experiment.grid import Fold
-from metalearn.experiment.layer_choice import choose_layers, with_layer
+from metalearn.experiment.layer_choice import choose_layers, speaker_mean, with_layer
 from metalearn.experiment.run_folder import as_dict, config_difference, to_yaml
 from metalearn.experiment.runner import build_episodes, plan, speaker_folds
 from metalearn.experiment.scoring import score_group
@@ -83,16 +83,9 @@ class Scorer:
         if not records:
             raise MetalearnError(f"tune: no validation episode for {algorithm} in fold {fold.fold} (speakers "
                                  f"{list(fold.validation)})")
-        return {"accuracy": _speaker_mean(records),
-                "by_k": {str(k): _speaker_mean([r for r in records if r["k"] == k])
+        return {"accuracy": speaker_mean(records),
+                "by_k": {str(k): speaker_mean([r for r in records if r["k"] == k])
                          for k in sorted({r["k"] for r in records})}}
-
-
-def _speaker_mean(records: list[dict]) -> float:
-    by: dict[str, list[float]] = {}
-    for r in records:
-        by.setdefault(r["speaker"], []).append(r["accuracy"])
-    return float(np.mean([np.mean(v) for v in by.values()]))
 
 
 def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:

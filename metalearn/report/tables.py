@@ -19,6 +19,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import yaml
+
 from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown
 from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_rows, read_queries
 from metalearn.report.records import read_skips, read_trials, skip_summary, skipped_only, write_trials_csv
@@ -188,6 +190,18 @@ def _content_files(run_dir: Path, records: Sequence[dict], name: str) -> list[tu
         return []
     return [("content.csv", _csv_text(rows, CONTENT_FIELDS)),
             ("content.md", content_markdown(rows, f"Content check: {name}"))]
+
+
+def configured_reference(run_dir: str | os.PathLike) -> str:
+    """The reference method a run folder's config.yaml names (``report.reference``), else ``finetune``: what
+    ``python -m metalearn report`` compares with unless told otherwise."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        config = None
+    report = config.get("report") if isinstance(config, dict) else None
+    return str(report.get("reference") or "finetune") if isinstance(report, dict) else "finetune"
 
 
 def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = None, reference: str = "finetune",
