@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # The embedded default, every step skipped when its outputs exist: synthesise the corpora, parse
-# them, then the comparison (metalearn/experiment/presets/demo.yaml): pre-finetune the variants, embed the target with
+# them, then the comparison (metalearn/configs/presets/demo.yaml): pre-finetune the variants, embed the target with
 # each, run every algorithm at every k, write results/demo/ and a W&B offline run.
 demo: manifests
 	$(PY) -m metalearn run --config demo
@@ -62,8 +62,8 @@ demo: manifests
 .PHONY: tune
 tune: manifests
 	$(PY) -m metalearn tune --config demo
-	mkdir -p metalearn/experiment/presets/tuned
-	cp results/demo/tuning/tuned.yaml metalearn/experiment/presets/tuned/demo.yaml
+	mkdir -p metalearn/configs/presets/tuned
+	cp results/demo/tuning/tuned.yaml metalearn/configs/presets/tuned/demo.yaml
 
 # A single episode, for students: one speaker, one k, every step printed, a picture, and a page to listen to.
 episode: manifests

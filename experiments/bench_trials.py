@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.config import ExperimentConfig
 from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig, fit_heads_autograd, support_standardizer
 from metalearn.fewshot.episodes import binary_episodes
 from metalearn.fewshot.trials import episode_batch, group_by_shape, run_trials
+from metalearn.run.config import ExperimentConfig
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")
 KS = (2, 4, 8, 16, 24, 32, 64)

@@ -23,15 +23,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from metalearn.experiment.kinds import kind_of_config
-from metalearn.experiment.load import load_config as _load_config
-from metalearn.experiment.runner import RunResult
+from metalearn.configs.kinds import kind_name
+from metalearn.configs.load import load_config as _load_config
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
 from metalearn.pretune.export import export_variant, push_to_hub
 from metalearn.report.compare import comparisons
 from metalearn.report.records import read_trials
 from metalearn.report.summary import summarize
+from metalearn.run.runner import RunResult
 from metalearn.util.errors import MetalearnError
 
 __all__ = ["ALGORITHMS", "AdapterSpec", "RunResult", "build_adapter", "comparisons", "export_variant",
@@ -73,16 +73,15 @@ def run_experiment(cfg: object, stage: str = "all", shard: str | None = None):
     shard: ``"I/N"`` runs the I-th of N parts of the grid (stage ``all`` only).
     A ``loso`` config runs its whole protocol (stage ``all``) and returns its ``LosoResult``.
     """
-    from metalearn.experiment import runner, stages
-    from metalearn.experiment.grid import parse_shard
+    from metalearn.run import runner, stages
+    from metalearn.run.grid import parse_shard
 
     if stage not in STAGES:
         raise MetalearnError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
-    if getattr(cfg, "kind", "fewshot") != "fewshot":
-        kind_of_config(cfg)  # an unknown kind is a one-line error
+    if kind_name(cfg) != "fewshot":
         if stage != "all" or shard:
             raise MetalearnError(f"a {cfg.kind} config runs whole (stage 'all', no shard), not stage {stage!r}")
-        from metalearn.experiment.loso import run_loso_experiment
+        from metalearn.loso.runner import run_loso_experiment
 
         return run_loso_experiment(cfg)
     if stage == "manifest":
@@ -92,6 +91,17 @@ def run_experiment(cfg: object, stage: str = "all", shard: str | None = None):
     if shard and stage != "all":
         raise MetalearnError(f"shard {shard!r}: only stage 'all' runs in shards")
     return runner.run_experiment(cfg, parse_shard(shard) if shard else (0, 1), prepare_only=stage == "prepare")
+
+
+def run_main(cfg: object, shard: str | None = None, prepare: bool = False) -> int:
+    """``python -m metalearn run``: ``cfg``'s kind's runner, printing its summary; the exit status."""
+    if kind_name(cfg) == "loso":
+        from metalearn.loso.runner import main
+
+        return main(cfg, shard, prepare)
+    from metalearn.run.runner import main
+
+    return main(cfg, shard, prepare)
 
 
 def records(run: str | os.PathLike | RunResult) -> list[dict]:

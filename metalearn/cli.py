@@ -82,12 +82,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from metalearn.experiment.kinds import kind_of_config
-    from metalearn.experiment.load import load_config
+    from metalearn.api import run_main
+    from metalearn.configs.load import load_config
 
     tuned = [f"tuned.file={args.tuned}"] if args.tuned else []
     cfg = load_config(args.config, [*args.overrides, *tuned])
-    return kind_of_config(cfg).main(cfg, args.shard, args.prepare)
+    return run_main(cfg, args.shard, args.prepare)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -119,9 +119,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_episode(args: argparse.Namespace) -> int:
-    from metalearn.demo.episode import _cmd_episode as run_episode
+    from metalearn.demo.episode import main
 
-    return run_episode(args)
+    return main(args)
 
 
 def _add_manifest(sub: argparse._SubParsersAction) -> None:
@@ -245,8 +245,8 @@ def _add_folds(sub: argparse._SubParsersAction) -> None:
     """``folds --emobox DIR --manifest M.csv --out folds.json``: EmoBox's splits as speaker folds."""
 
     def run(args: argparse.Namespace) -> int:
-        from metalearn.experiment import emobox
-        from metalearn.experiment.config import SpeakersConfig
+        from metalearn.run import emobox
+        from metalearn.run.config import SpeakersConfig
 
         d = SpeakersConfig()  # unset flags take the config's defaults
         exclude = d.exclude if args.exclude is None else [s for s in args.exclude.split(",") if s]
@@ -270,8 +270,8 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     """``launch --config X --shards N [--executor E] [KEY=VALUE ...]``: prepare, shards, report as submitit jobs."""
 
     def run(args: argparse.Namespace) -> int:
-        from metalearn.experiment import launch
-        from metalearn.experiment.load import load_config
+        from metalearn.configs.load import load_config
+        from metalearn.launch import jobs as launch
 
         cfg = load_config(args.config, [o for o in args.overrides if not o.startswith("launcher.")])
         return launch.main(cfg, launch.launcher_from(cfg, args.overrides, args.executor), args.shards)
@@ -293,9 +293,10 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     """``status RUN_DIR [--shards N]``: done / planned trials per shard and what runs in the folder now."""
 
     def run(args: argparse.Namespace) -> int:
-        from metalearn.experiment import status
+        from metalearn.configs.load import saved_config
+        from metalearn.launch import status
 
-        return status.main(args.run_dir, args.shards)
+        return status.main(saved_config(args.run_dir), args.shards)
 
     p = sub.add_parser("status", help="done / planned trials of a run folder per shard, and what is running in it")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the out= of a run or a launch)")
@@ -307,8 +308,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     """``tune --config X [--algorithms a,b] [--trials N] [KEY=VALUE ...]``: Optuna studies on validation speakers."""
 
     def run(args: argparse.Namespace) -> int:
-        from metalearn.experiment import tune
-        from metalearn.experiment.load import load_config
+        from metalearn.configs.load import load_config
+        from metalearn.tune import study as tune
 
         extra = [f"tune.algorithms=[{args.algorithms}]"] if args.algorithms else []
         extra += [f"tune.trials={args.trials}"] if args.trials is not None else []

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from metalearn.experiment.config import AlgorithmsConfig
 from metalearn.fewshot.algorithms import (
     ALGORITHMS,
     REGISTRY,
@@ -18,6 +17,7 @@ from metalearn.fewshot.algorithms import (
     build_adapter,
     config_class,
 )
+from metalearn.run.config import AlgorithmsConfig
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import episode_metrics
 

@@ -11,7 +11,7 @@ import torch
 from metalearn.clap.heads import ClapHeadsConfig
 from metalearn.clap.model import ClapConfig
 from metalearn.data.manifest import Utterance
-from metalearn.experiment.loso_folds import (
+from metalearn.loso.folds import (
     IEMOCAP4,
     Fold,
     check_fold,

@@ -15,16 +15,16 @@ import torch
 
 from metalearn.clap.model import ClapConfig, ClapModel
 from metalearn.clap.variant import load_clap_heads, prompt_head
+from metalearn.configs.load import load_config
 from metalearn.data.manifest import read_manifest, utterance_key
 from metalearn.data.synth.generate import generate
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.stages import open_variant, variant_features
 from metalearn.features.featurize import reparametrize
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig
 from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot
 from metalearn.fewshot.episode_io import load_episodes
 from metalearn.report.records import read_trials, trial_key
+from metalearn.run.runner import run_experiment
+from metalearn.run.stages import open_variant, variant_features
 from metalearn.util.errors import MetalearnError
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.experiment.config import ExperimentConfig
-from metalearn.experiment.load import load_config, preset_names
-from metalearn.experiment.run_folder import to_yaml
-from metalearn.experiment.stages import check_roots
+from metalearn.configs.load import load_config, preset_names
 from metalearn.fewshot.algorithms.maml import MAMLConfig
 from metalearn.pretune.config import PretuneConfig
+from metalearn.run.config import ExperimentConfig
+from metalearn.run.run_folder import to_yaml
+from metalearn.run.stages import check_roots
 from metalearn.util.errors import MetalearnError
 
 PRESETS = preset_names()
@@ -100,7 +100,7 @@ def test_only_names_a_registered_algorithm_and_may_name_one_left_out():
 
 def test_a_manifest_without_rows_is_one_line_naming_it(tmp_path):
     from metalearn.data.manifest import COLUMNS
-    from metalearn.experiment.runner import run_experiment
+    from metalearn.run.runner import run_experiment
 
     manifest = tmp_path / "empty.csv"
     manifest.write_text(",".join(COLUMNS) + "\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metalearn.experiment.run_folder import config_difference
+from metalearn.run.run_folder import config_difference
 
 SAVED = """
 name: a

@@ -14,7 +14,7 @@ from metalearn.data.corpora import load_corpus
 from metalearn.data.corpora.msp_improv import parse_name
 from metalearn.data.corpora.msp_podcast import UNKNOWN_NOTE, UNKNOWN_SPEAKER
 from metalearn.data.manifest import COLUMNS, read_manifest, write_manifest
-from metalearn.experiment.config import SpeakersConfig
+from metalearn.run.config import SpeakersConfig
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_junk, write_wav
 

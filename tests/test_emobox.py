@@ -10,9 +10,9 @@ import pytest
 
 from metalearn.cli import main
 from metalearn.data.manifest import Utterance, write_manifest
-from metalearn.experiment.emobox import import_emobox, read_entries
-from metalearn.experiment.folds_file import read_folds, write_folds
-from metalearn.experiment.grid import Fold, three_way_folds
+from metalearn.run.emobox import import_emobox, read_entries
+from metalearn.run.folds_file import read_folds, write_folds
+from metalearn.run.grid import Fold, three_way_folds
 from metalearn.util.errors import MetalearnError
 
 ESD_EMOTIONS = ("Neutral", "Angry", "Happy", "Sad", "Surprise")

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from metalearn.configs.load import load_config
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.stages import open_variant, prepare_variants, variant_features
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.export import export_variant
 from metalearn.pretune.extra import extra_variants, source_config
 from metalearn.pretune.variants import parse_subsets, run_variants
 from metalearn.report.records import VOLATILE
+from metalearn.run.runner import run_experiment
+from metalearn.run.stages import open_variant, prepare_variants, variant_features
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from metalearn.experiment.grid import Subset, assign_folds, plan_units, three_way_folds, without_support
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import with_validation
-from metalearn.experiment.tuned import apply_tuned, meta_steps_for, options_for, with_values
+from metalearn.configs.load import load_config
 from metalearn.fewshot.episodes import nway_episodes
+from metalearn.run.grid import Subset, assign_folds, plan_units, three_way_folds, without_support
+from metalearn.run.runner import with_validation
+from metalearn.run.tuned import apply_tuned, meta_steps_for, options_for, with_values
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import make_rows
 
@@ -119,7 +119,7 @@ def test_tuned_values_apply_to_their_fold_only(tmp_path) -> None:
 
 def test_run_folder_keeps_its_folds(tmp_path) -> None:
     """folds.json is written once and checked; work from before validation speakers is finished two-way only."""
-    from metalearn.experiment.runner import speaker_folds
+    from metalearn.run.runner import speaker_folds
 
     cfg = _cfg("speakers.validation=1")
     saved = speaker_folds(cfg, ESD, tmp_path / "new")

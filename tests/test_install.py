@@ -58,7 +58,7 @@ def test_installed_package_runs_from_outside_the_repository(tmp_path: Path) -> N
     outside.mkdir()
     helped = _run([str(venv / "bin" / "metalearn"), "--help"], outside).stdout
     assert "export-variant" in helped and "run" in helped
-    where = _run([str(python), "-c", "import metalearn; from metalearn.experiment.load import preset_path; "
+    where = _run([str(python), "-c", "import metalearn; from metalearn.configs.load import preset_path; "
                   "print(metalearn.__file__); print(preset_path('demo'))"], outside).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # the installed copy, its shipped presets
     out = _run([str(python), str(src / "examples" / "quickstart.py"), "--work", "qs", "--tiny"], outside).stdout

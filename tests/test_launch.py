@@ -21,11 +21,11 @@ import cloudpickle
 import pytest
 
 from metalearn.cli import main
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment import launch
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
+from metalearn.launch import jobs as launch
 from metalearn.report.records import VOLATILE
+from metalearn.run.runner import run_experiment
 
 ALGORITHMS = ["simpleshot", "finetune"]
 SHARD_JOB = launch.ShardJob
@@ -195,7 +195,7 @@ def test_plain_sbatch_array_script_runs_its_shard_and_requeues_itself(tmp_path: 
 
 def after_first_batch(sig: signal.Signals) -> None:
     """Make this process send itself ``sig`` once its first scored batch is logged (patched in the job)."""
-    from metalearn.experiment import runner
+    from metalearn.run import runner
 
     real = runner.score_group
 

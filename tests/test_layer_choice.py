@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment import layer_choice, runner
-from metalearn.experiment.layer_choice import choose_layers, layers_table, pick, unchanged, with_layer
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import build_episodes, run_experiment, speaker_folds
-from metalearn.experiment.stages import prepare_manifest, prepare_variants
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run import layer_choice, runner
+from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged, with_layer
+from metalearn.run.runner import build_episodes, run_experiment, speaker_folds
+from metalearn.run.stages import prepare_manifest, prepare_variants
 from metalearn.util.errors import MetalearnError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment import runner
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
 from metalearn.report.records import VOLATILE
+from metalearn.run import runner
+from metalearn.run.runner import run_experiment
 
 ALGORITHMS = "[finetune,simpleshot,protonet_proj,fomaml,transfer]"  # each learns across speakers or standardizes
 

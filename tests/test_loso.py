@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from metalearn.cli import main
+from metalearn.configs.load import load_config
 from metalearn.data.manifest import Utterance
-from metalearn.experiment import loso
-from metalearn.experiment.load import load_config
-from metalearn.experiment.loso import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
-from metalearn.experiment.loso_folds import dialogs_text, session, shared_sentences
+from metalearn.loso import runner as loso
+from metalearn.loso.folds import dialogs_text, session, shared_sentences
+from metalearn.loso.runner import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
 from metalearn.util.errors import MetalearnError
 from metalearn.util.jsonl_log import JsonlLog
 from tests.fixtures import write_wav

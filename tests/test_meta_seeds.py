@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment.grid import plan_units
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.scoring import derived_seed
 from metalearn.fewshot.episodes import nway_episodes
 from metalearn.report.records import VOLATILE, read_trials, trial_key
 from metalearn.report.summary import summarize
+from metalearn.run.grid import plan_units
+from metalearn.run.runner import run_experiment
+from metalearn.run.scoring import derived_seed
 from tests.fixtures import make_rows
 
 ALGORITHMS = ["finetune", "protonet_proj", "fomaml", "transfer"]

@@ -1,4 +1,4 @@
-"""Variants with identical features are scored once (metalearn.experiment.reuse): the copies equal what scoring
+"""Variants with identical features are scored once (metalearn.run.reuse): the copies equal what scoring
 them would give, methods that read more than the features are always scored, and skips are replayed."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment import runner
-from metalearn.experiment.grid import Unit
-from metalearn.experiment.load import load_config
-from metalearn.experiment.reuse import Reuse, features_digest
 from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import VOLATILE
+from metalearn.run import runner
+from metalearn.run.grid import Unit
+from metalearn.run.reuse import Reuse, features_digest
 from tests.fixtures import make_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py

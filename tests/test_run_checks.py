@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from metalearn.configs.load import load_config, saved_config
 from metalearn.data.manifest import read_manifest, utterance_key
 from metalearn.data.synth.generate import generate
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.status import run_status
+from metalearn.launch.status import run_status
 from metalearn.report.records import merge_runs, read_skips, read_trials
+from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,7 +78,7 @@ def test_a_clip_unreadable_after_the_manifest_gives_skip_records(base: Path, tmp
     assert f"{result.skipped} trials skipped: no embedding for {key}" in (result.out / "summary.md").read_text()
     assert again.complete and again.ran == 0 and again.skipped == result.skipped
     assert (result.out / "skipped.jsonl").read_text().count("\n") == result.skipped  # nothing logged twice
-    status = run_status(result.out)
+    status = run_status(saved_config(result.out))
     assert [(s.done, s.planned) for s in status.shards] == [(result.planned, result.planned)]
     merge_runs([result.out], tmp_path / "merged")  # shards run apart carry their skips into the merged folder
     assert read_skips(tmp_path / "merged") == skips
@@ -87,8 +87,8 @@ def test_a_clip_unreadable_after_the_manifest_gives_skip_records(base: Path, tmp
 def test_variant_names_follow_from_the_config_without_training(base: Path) -> None:
     """What prepare_variants will name (supervised subsets, CLAP losses, extra variants), known before any
     training, so algorithms.only.*.variants is checked before anything is written."""
-    from metalearn.experiment.planning import check_grid, variant_names
     from metalearn.pretune.variants import enumerate_subsets, variant_name
+    from metalearn.run.planning import check_grid, variant_names
 
     sources = [f"data.sources.{c}.{k}={v}" for c in ("iemocap", "msp_podcast")
                for k, v in (("corpus", c), ("root", base / "data" / c))]

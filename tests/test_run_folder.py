@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metalearn.experiment.run_folder import save_config, work_in
+from metalearn.run.run_folder import save_config, work_in
 from metalearn.util.errors import MetalearnError
 from metalearn.util.lock import run_lock
 
@@ -133,7 +133,7 @@ def test_a_read_only_out_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest
 
 def test_a_failed_config_write_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that fails after the checks (disk full, a read-only mount) names the file."""
-    import metalearn.experiment.run_folder as run_folder
+    import metalearn.run.run_folder as run_folder
 
     def full(path: Path, data: str) -> None:
         raise OSError(28, "No space left on device")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
 from metalearn.report.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
+from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
 
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
@@ -185,10 +185,10 @@ def test_merge_refuses_conflicting_results(base: Path, reference, tmp_path: Path
 def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
     from metalearn.data.manifest import Utterance
-    from metalearn.experiment.runner import build_episodes, plan, speaker_folds
     from metalearn.features.backbones import BackboneConfig
     from metalearn.pretune.variant import PretuneVariant
     from metalearn.pretune.variants import enumerate_subsets, variant_name
+    from metalearn.run.runner import build_episodes, plan, speaker_folds
 
     cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (
         "target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective", "sources.msp_podcast")])

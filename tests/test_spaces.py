@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from metalearn.experiment.spaces import search_space, space_fields
 from metalearn.fewshot.algorithms import ALGORITHMS, REGISTRY, config_class
+from metalearn.tune.spaces import search_space, space_fields
 
 # Registered algorithms with options worth tuning; the rest have nothing to tune or are too slow to tune.
 TUNABLE = {"finetune", "simpleshot", "protonet", "protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile",

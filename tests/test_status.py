@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.experiment.grid import shard_units
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.status import format_status, plan_grid, run_status
+from metalearn.configs.load import load_config, saved_config
+from metalearn.launch.status import format_status, plan_grid, run_status
+from metalearn.run.grid import shard_units
+from metalearn.run.runner import run_experiment
 from metalearn.util.lock import run_lock
 from tests.test_launch import overrides, tiny_base
 
@@ -34,14 +34,14 @@ def split(base: Path) -> Path:
 
 
 def test_counts_per_shard_add_up_to_the_grid_and_follow_the_logs(split: Path) -> None:
-    status = run_status(split)
+    status = run_status(saved_config(split))
     units = plan_grid(load_config(str(split / "config.yaml"), [f"out={split}"]))
     planned = [sum(len(u.episodes) for u in shard_units(units, i, 3)) for i in range(3)]
     assert [s.shard for s in status.shards] == [(0, 3), (1, 3), (2, 3)]  # the count comes from the shard logs
     assert [s.planned for s in status.shards] == planned and all(planned)
     assert [s.done for s in status.shards] == [planned[0], 0, planned[2]]
     assert status.running == [] and all(s.holder is None for s in status.shards)
-    again = run_status(split, shards=2)  # counted as another split: the same trials, shared differently
+    again = run_status(saved_config(split), shards=2)  # counted as another split: the same trials, shared differently
     assert sum(s.planned for s in again.shards) == sum(planned)
     assert sum(s.done for s in again.shards) == planned[0] + planned[2]
     text = format_status(status).splitlines()

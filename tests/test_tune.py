@@ -12,15 +12,15 @@ import torch
 import yaml
 
 from metalearn.cli import main
+from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.experiment import tune as tune_module
-from metalearn.experiment.layer_choice import with_layer
-from metalearn.experiment.load import load_config
-from metalearn.experiment.runner import run_experiment
-from metalearn.experiment.spaces import search_space, space_fields
-from metalearn.experiment.stages import prepare_manifest, prepare_variants, variant_features
-from metalearn.experiment.tune import Scorer, tune
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
+from metalearn.run.layer_choice import with_layer
+from metalearn.run.runner import run_experiment
+from metalearn.run.stages import prepare_manifest, prepare_variants, variant_features
+from metalearn.tune import study as tune_module
+from metalearn.tune.spaces import search_space, space_fields
+from metalearn.tune.study import Scorer, tune
 from metalearn.util.errors import MetalearnError
 
 TUNED = ["finetune", "transfer"]

@@ -209,7 +209,7 @@ def _parse_layer(text: str) -> int | str:
         raise MetalearnError(f"--layer {text!r}: expected an integer (-1 = last hidden state) or 'mean'") from None
 
 
-def _cmd_episode(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """Read the manifest, embed (or read the cache), run the episode, print the report and the picture's path."""
     from metalearn.data.manifest import read_manifest
     from metalearn.demo.plot import plot_episode

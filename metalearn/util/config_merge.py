@@ -1,6 +1,6 @@
 """OmegaConf merging with one-line errors: every config layer of the project goes through :func:`guarded`.
 
-The experiment loader (:mod:`metalearn.experiment.load`) merges defaults, a preset and overrides; the
+The experiment loader (:mod:`metalearn.configs.load`) merges defaults, a preset and overrides; the
 pre-finetuning command merges ``key=value`` overrides into its recipe (:func:`merge_overrides`). Both turn
 OmegaConf's exceptions into one line naming the key and the closest valid keys.
 """

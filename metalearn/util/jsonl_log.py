@@ -1,7 +1,7 @@
 """The one keyed, append-only JSON Lines log of the project; it survives a kill at any moment.
 
 Trial records (:class:`metalearn.report.records.TrialLog`, keyed by trial) and LOSO fold records
-(:mod:`metalearn.experiment.loso`, keyed by fold) are both this log with their own key and fields.
+(:mod:`metalearn.loso.runner`, keyed by fold) are both this log with their own key and fields.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def projection_search_space(trial: Any) -> dict:
             "meta_batch": trial.suggest_categorical("meta_batch", [8, 16, 32])}
 
 
-# One module, two registrations: each registered name's space (see metalearn.experiment.spaces).
+# One module, two registrations: each registered name's space (see metalearn.tune.spaces).
 SEARCH_SPACES: dict[str, Callable[[Any], dict]] = {"protonet": search_space, "protonet_proj": projection_search_space}
 
 

@@ -22,7 +22,7 @@ _ABSENT = object()
 
 
 def to_yaml(cfg: object) -> str:
-    """The resolved config as YAML (what :func:`metalearn.experiment.load.load_config` reads back)."""
+    """The resolved config as YAML (what :func:`metalearn.configs.load.load_config` reads back)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 

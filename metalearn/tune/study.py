@@ -7,7 +7,7 @@ first trial of every study is the hand-set config; the others come from TPE, see
 trial index), so a resumed study draws what an uninterrupted one would. Studies live in one Optuna journal
 file (``<out>/tuning/journal.log``, no server): several workers may run the same command side by side, a
 killed worker's study resumes, and exactly the first ``tune.trials`` finished trials of every study count.
-The results (:mod:`metalearn.experiment.tune_report`): ``tuning/<method>.csv``, ``tuning.md`` and the
+The results (:mod:`metalearn.tune.results`): ``tuning/<method>.csv``, ``tuning.md`` and the
 overlay ``tuning/tuned.yaml`` that ``run`` reads through ``tuned.file``.
 """
 
@@ -28,18 +28,18 @@ import numpy as np
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.config import ExperimentConfig, TunedConfig
-from metalearn.experiment.grid import Fold
-from metalearn.experiment.layer_choice import choose_layers, speaker_mean, with_layer
-from metalearn.experiment.run_folder import as_dict, config_difference, to_yaml
-from metalearn.experiment.runner import build_episodes, plan, speaker_folds
-from metalearn.experiment.scoring import score_group
-from metalearn.experiment.spaces import search_space, space_fields
-from metalearn.experiment.stages import check_roots, prepare_manifest, prepare_variants, variant_features
-from metalearn.experiment.tuned import with_values
 from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run.config import ExperimentConfig, TunedConfig
+from metalearn.run.grid import Fold
+from metalearn.run.layer_choice import choose_layers, speaker_mean, with_layer
+from metalearn.run.run_folder import as_dict, config_difference, to_yaml
+from metalearn.run.runner import build_episodes, plan, speaker_folds
+from metalearn.run.scoring import score_group
+from metalearn.run.stages import check_roots, prepare_manifest, prepare_variants, variant_features
+from metalearn.run.tuned import with_values
+from metalearn.tune.spaces import search_space, space_fields
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_atomic
 
@@ -192,7 +192,7 @@ def tune(cfg: ExperimentConfig) -> dict[str, Path]:
     import optuna
     from filelock import FileLock
 
-    from metalearn.experiment.tune_report import finished, open_study, write_results
+    from metalearn.tune.results import finished, open_study, write_results
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = dataclasses.replace(cfg, tuned=TunedConfig())  # tuning always starts from the hand-set values

@@ -10,11 +10,11 @@ from metalearn.clap.model import ClapConfig, check_config
 from metalearn.clap.train import ClapTrainConfig
 from metalearn.clap.variant import ENCODERS
 from metalearn.data.emotions import CANONICAL
-from metalearn.experiment.config import CorpusConfig
-from metalearn.experiment.loso_folds import IEMOCAP4, check_options
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
+from metalearn.loso.folds import IEMOCAP4, check_options
 from metalearn.report.tracking import TrackingConfig, resolve_mode
+from metalearn.run.config import CorpusConfig
 from metalearn.util.errors import MetalearnError
 
 

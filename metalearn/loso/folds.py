@@ -5,7 +5,7 @@ Each IEMOCAP session (two actors) is held out once: its utterances are the test 
 other sessions' utterances is the dev set (it picks the training step or epoch, by zero-shot UA) and the
 rest trains. Prediction is zero-shot: the class prompt nearest to the audio embedding. WA = accuracy, UA =
 mean per-class recall, as in the paper. The experiment that runs these folds from a config, resumably,
-is :mod:`metalearn.experiment.loso`.
+is :mod:`metalearn.loso.runner`.
 
 IEMOCAP's scripted dialogs are the same three scripts in every session, so a held-out session's scripted lines
 were said in the training sessions too (a lexical leak); :func:`shared_sentences` counts such utterances, and

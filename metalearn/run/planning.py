@@ -11,23 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from metalearn.experiment.config import ExperimentConfig, GridPartConfig
-from metalearn.experiment.grid import Fold, Subset, Unit, plan_units
-from metalearn.experiment.tuned import meta_steps_for, options_for
 from metalearn.fewshot.algorithms import AdapterSpec, adapter_class, build_adapter
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run.config import ExperimentConfig, GridPartConfig
+from metalearn.run.grid import Fold, Subset, Unit, plan_units
+from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.util.errors import MetalearnError
 
 
 def variant_names(cfg: ExperimentConfig) -> list[str]:
-    """The run's pretune variant names, in the order :func:`metalearn.experiment.stages.prepare_variants` gives
+    """The run's pretune variant names, in the order :func:`metalearn.run.stages.prepare_variants` gives
     them, from the config and the source manifests alone (nothing is trained or fetched; a missing source
     manifest is written from its corpus root, as the run would). Unknown corpora in ``pretune.subsets`` or
     ``pretune.clap.corpora`` are one-line errors."""
     from metalearn.clap.variant import clap_variant_name
-    from metalearn.experiment.stages import prepare_manifest
     from metalearn.pretune.variants import parse_subsets, variant_name
+    from metalearn.run.stages import prepare_manifest
 
     corpora: list[str] = []
     if any(s != "none" for s in cfg.pretune.subsets) or cfg.pretune.clap.losses:  # as prepare_variants reads them

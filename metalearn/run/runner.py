@@ -24,23 +24,6 @@ from itertools import groupby
 from pathlib import Path
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.config import ExperimentConfig
-from metalearn.experiment.folds_file import config_folds
-from metalearn.experiment.grid import Fold, Unit, shard_units
-from metalearn.experiment.layer_choice import choose_layers, with_layer
-from metalearn.experiment.planning import check_grid, plan, variant_names
-from metalearn.experiment.reuse import Reuse, features_digest
-from metalearn.experiment.run_folder import git_commit, save_config, tracked_config, work_in
-from metalearn.experiment.scoring import score_group
-from metalearn.experiment.stages import (
-    check_roots,
-    manifest_path,
-    prefill_embeddings,
-    prepare_manifest,
-    prepare_variants,
-    variant_features,
-)
-from metalearn.experiment.tuned import apply_tuned
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
 from metalearn.fewshot.episodes import EVALUATION, Episode, Skipped, binary_episodes, nway_episodes
 from metalearn.pretune.variant import PretuneVariant
@@ -57,6 +40,23 @@ from metalearn.report.records import (
     skipped_only,
     trial_key,
 )
+from metalearn.run.config import ExperimentConfig
+from metalearn.run.folds_file import config_folds
+from metalearn.run.grid import Fold, Unit, shard_units
+from metalearn.run.layer_choice import choose_layers, with_layer
+from metalearn.run.planning import check_grid, plan, variant_names
+from metalearn.run.reuse import Reuse, features_digest
+from metalearn.run.run_folder import git_commit, save_config, tracked_config, work_in
+from metalearn.run.scoring import score_group
+from metalearn.run.stages import (
+    check_roots,
+    manifest_path,
+    prefill_embeddings,
+    prepare_manifest,
+    prepare_variants,
+    variant_features,
+)
+from metalearn.run.tuned import apply_tuned
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
@@ -304,9 +304,9 @@ def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict
 
 def main(cfg: ExperimentConfig, shard: str | None = None, prepare: bool = False) -> int:
     """``python -m metalearn run`` for a few-shot config: run this shard, print the summary and where it went."""
-    from metalearn.experiment.grid import parse_shard
     from metalearn.report.summary import summarize
     from metalearn.report.tables import summary_table
+    from metalearn.run.grid import parse_shard
 
     result = run_experiment(cfg, parse_shard(shard) if shard else (0, 1), prepare_only=prepare)
     if result is None:

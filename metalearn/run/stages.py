@@ -14,8 +14,8 @@ from torch import Tensor
 
 from metalearn.clap.variant import ClapVariant
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
-from metalearn.experiment.config import CorpusConfig, ExperimentConfig
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run.config import CorpusConfig, ExperimentConfig
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[
     Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
     their audio embeddings [N, E] (their own pooled layer through their audio projection). With
     ``features.choose_layer`` the runner passes a config whose ``features.layer`` is the fold's chosen layer
-    (:func:`metalearn.experiment.layer_choice.with_layer`).
+    (:func:`metalearn.run.layer_choice.with_layer`).
     """
     kept, values = variant_embeddings(cfg, variant, rows)
     return kept, variant.features(values, "mean" if cfg.features.mean_layers else cfg.features.layer)

@@ -3,8 +3,8 @@
 For each supervised variant (the untouched backbone included; CLAP variants have one embedding and are skipped)
 and each fold, every candidate hidden state (``features.candidates``, None: all of them) is scored by a fixed
 probe on the fold's validation speakers' episodes: the run's own evaluation episodes, planned exactly as
-``tune`` plans them (:func:`metalearn.experiment.planning.plan` with ``scored="validation"``) and scored by the
-run's own code (:func:`metalearn.experiment.scoring.score_group`: standardisation fitted on the fold's
+``tune`` plans them (:func:`metalearn.run.planning.plan` with ``scored="validation"``) and scored by the
+run's own code (:func:`metalearn.run.scoring.score_group`: standardisation fitted on the fold's
 meta-training speakers only). The fold's test speakers are never read.
 
 The probe is SimpleShot (nearest class centroid on centred, L2-normalised features) with the config's hand-set
@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.config import ExperimentConfig, TunedConfig
-from metalearn.experiment.grid import Fold
-from metalearn.experiment.planning import plan
-from metalearn.experiment.run_folder import as_dict
-from metalearn.experiment.scoring import score_group
-from metalearn.experiment.stages import variant_embeddings
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run.config import ExperimentConfig, TunedConfig
+from metalearn.run.grid import Fold
+from metalearn.run.planning import plan
+from metalearn.run.run_folder import as_dict
+from metalearn.run.scoring import score_group
+from metalearn.run.stages import variant_embeddings
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic, write_json
 

@@ -3,7 +3,7 @@
 Every section is the dataclass of the constructor it feeds (``PretuneConfig``, ``EmbeddingConfig``,
 ``BackboneConfig``, each algorithm's own config, ``TrackingConfig``), so a YAML file holds values only and
 code below the entry point receives plain dataclasses. The ``algorithms`` section is assembled from the
-algorithm registry. Loading (defaults, preset, overrides, one-line errors) is :mod:`metalearn.experiment.load`.
+algorithm registry. Loading (defaults, preset, overrides, one-line errors) is :mod:`metalearn.configs.load`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 from omegaconf import MISSING
 
 from metalearn.clap.variant import ClapStageConfig, check_stage
-from metalearn.experiment.launcher_config import LauncherConfig
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
 from metalearn.fewshot.algorithms import ALGORITHMS, adapter_class, config_class
@@ -186,7 +185,6 @@ class ExperimentConfig:
     algorithms: AlgorithmsConfig = field(default_factory=AlgorithmsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # `launch`: the cluster jobs (not science)
     tune: TuneConfig = field(default_factory=TuneConfig)
     tuned: TunedConfig = field(default_factory=TunedConfig)
 

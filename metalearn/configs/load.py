@@ -1,53 +1,26 @@
 """Loading an experiment config: dataclass defaults, then a YAML preset, then ``key=value`` overrides (OmegaConf).
 
-A preset's top-level ``kind`` picks its schema (:mod:`metalearn.experiment.kinds`; default ``fewshot``).
+A preset's top-level ``kind`` picks its schema (:mod:`metalearn.configs.kinds`; default ``fewshot``).
 A misspelt key, a value of the wrong type or a required value left unset stops the run before any work,
 with one line naming the key (and the closest valid keys). Code below this entry point receives plain
 dataclasses, never OmegaConf objects.
 
 Presets are found by name: first in the folders of ``$METALEARN_PRESETS`` (``os.pathsep``-separated),
-then among the presets shipped inside the package (``metalearn/experiment/presets/*.yaml``).
+then among the presets shipped inside the package (``metalearn/configs/presets/*.yaml``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from metalearn.experiment.kinds import kind_of
+from metalearn.configs.kinds import kind_of
+from metalearn.configs.overlay import with_overlay
+from metalearn.configs.preset_paths import preset_names, preset_path  # noqa: F401 (re-exported)
 from metalearn.util.config_merge import guarded
 from metalearn.util.errors import MetalearnError
-
-PRESETS_ENV = "METALEARN_PRESETS"
-
-
-def preset_dirs() -> list[Path]:
-    """Where presets are searched by name, in order: ``$METALEARN_PRESETS``, then the package's own."""
-    extra = [Path(d) for d in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if d]
-    return [*extra, Path(str(resources.files("metalearn.experiment") / "presets"))]
-
-
-def preset_names() -> list[str]:
-    """Every preset name found on the search path."""
-    return sorted({p.stem for d in preset_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-
-
-def preset_path(preset: str) -> Path:
-    """A preset name (``demo``, ``compare``, ``paper_a``, ...) on the search path, or a path to a YAML file."""
-    path = Path(preset)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise MetalearnError(f"config file {path} does not exist")
-        return path
-    for folder in preset_dirs():
-        if (folder / f"{preset}.yaml").is_file():
-            return folder / f"{preset}.yaml"
-    raise MetalearnError(f"unknown preset {preset!r}; expected one of: {', '.join(preset_names())} "
-                         f"(or a .yaml path; more folders: ${PRESETS_ENV})")
 
 
 def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: str | None = None):
@@ -82,4 +55,16 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
                              f"({len(missing)} unset: {', '.join(missing)})")
     cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
     check(cfg)
+    return with_overlay(cfg) if kind == "fewshot" else cfg
+
+
+def saved_config(run_dir: str | Path):
+    """The config a few-shot run folder's runs saved (``config.yaml``, tuned values included), with ``out`` = the
+    folder; what ``status`` and ``launch``'s report job read."""
+    out = Path(run_dir)
+    if not (out / "config.yaml").is_file():
+        raise MetalearnError(f"{out}: no config.yaml; expected a run folder (the out= of a run or a launch)")
+    cfg = load_config(str(out / "config.yaml"), [f"out={out}"])
+    if getattr(cfg, "kind", "fewshot") != "fewshot":
+        raise MetalearnError(f"{out} holds a {cfg.kind!r} run; status follows few-shot grids (kind fewshot)")
     return cfg

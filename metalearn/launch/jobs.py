@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metalearn.experiment.launcher_config import LauncherConfig, check_launcher, job_parameters
+from metalearn.launch.config import LauncherConfig, check_launcher, job_parameters
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_json
 
 if TYPE_CHECKING:
-    from metalearn.experiment.config import ExperimentConfig
-    from metalearn.experiment.runner import RunResult
+    from metalearn.run.config import ExperimentConfig
+    from metalearn.run.runner import RunResult
 
 log = logging.getLogger(__name__)
 REPORT_TIMEOUT_MIN = 60   # the report job's time limit (it reads logs, writes tables, uploads to W&B)
@@ -52,7 +52,7 @@ class PrepareJob(_Requeueable):
     cfg: ExperimentConfig
 
     def __call__(self) -> None:
-        from metalearn.experiment.runner import run_experiment
+        from metalearn.run.runner import run_experiment
 
         _job_logging()
         run_experiment(self.cfg, (0, 1), prepare_only=True)
@@ -66,7 +66,7 @@ class ShardJob(_Requeueable):
     shard: tuple[int, int]
 
     def __call__(self) -> RunResult:
-        from metalearn.experiment.runner import run_experiment
+        from metalearn.run.runner import run_experiment
 
         _job_logging()
         return run_experiment(self.cfg, self.shard)
@@ -76,20 +76,19 @@ class ShardJob(_Requeueable):
 class ReportJob(_Requeueable):
     """Tables and figures from every record, and the W&B mirror when the grid is complete (holds the folder).
 
-    It reports under the config the shards saved (tuned values included), as a last shard would.
+    It reports under the shards' own config (tuned values included: the loader read them), as a last shard would.
     """
 
     cfg: ExperimentConfig
 
     def __call__(self) -> RunResult:
-        from metalearn.experiment.runner import finish
-        from metalearn.experiment.status import plan_grid, saved_config
+        from metalearn.launch.status import plan_grid
+        from metalearn.run.runner import finish
         from metalearn.util.lock import run_lock
 
         _job_logging()
         with run_lock(self.cfg.out, (0, 1)):
-            cfg = saved_config(self.cfg.out)
-            return finish(cfg, Path(cfg.out), plan_grid(cfg), 0)
+            return finish(self.cfg, Path(self.cfg.out), plan_grid(self.cfg), 0)
 
 
 @dataclass
@@ -109,9 +108,9 @@ def launch(cfg: ExperimentConfig, launcher: LauncherConfig, shards: int) -> Laun
     Checks before submitting anything: the launcher values, the corpus roots, that ``cfg.out`` holds no
     work of another config and that no process holds it now.
     """
-    from metalearn.experiment.run_folder import check_same_config, to_yaml
-    from metalearn.experiment.stages import check_roots
-    from metalearn.experiment.status import running
+    from metalearn.launch.status import running
+    from metalearn.run.run_folder import check_same_config, to_yaml
+    from metalearn.run.stages import check_roots
 
     check_launcher(launcher)
     if shards < 1:
@@ -156,7 +155,7 @@ def _executor(launcher: LauncherConfig, logs: Path, step: dict[str, Any]):
 
 def _record(cfg: ExperimentConfig, done: Launched, shards: int) -> None:
     """``launch.json`` in the run folder: what ``status`` shows about the jobs."""
-    from metalearn.experiment.status import LAUNCH_FILE
+    from metalearn.launch.status import LAUNCH_FILE
 
     write_json(Path(cfg.out) / LAUNCH_FILE, {"executor": done.executor, "shards": shards, "jobs": done.jobs,
                                              "logs": str(done.logs), "submitted": time.time()})

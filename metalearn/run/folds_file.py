@@ -8,7 +8,7 @@ The file is a JSON list with one object per fold, in order::
 (the manifest's ``speaker`` column), pairwise disjoint within a fold, ``test`` non-empty. Test speakers are only
 scored, validation speakers only make choices, meta-training speakers are the only ones learned from across
 speakers (DESIGN.md). A run writes its folds here (``runner.speaker_folds``); a file from elsewhere (another
-run, :mod:`metalearn.experiment.emobox`) is read in place of the drawn folds with ``speakers.folds_file``.
+run, :mod:`metalearn.run.emobox`) is read in place of the drawn folds with ``speakers.folds_file``.
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalearn.experiment.grid import Fold, three_way_folds
+from metalearn.run.grid import Fold, three_way_folds
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 
 if TYPE_CHECKING:
-    from metalearn.experiment.config import SpeakersConfig
+    from metalearn.run.config import SpeakersConfig
 
 PARTS = ("test", "validation", "meta_train")
 
 
 def config_folds(sp: SpeakersConfig, speakers: Sequence[str]) -> list[Fold]:
     """The folds of ``speakers`` the config names: ``speakers.folds_file`` when set (read and checked against
-    ``speakers``), else drawn by :func:`~metalearn.experiment.grid.three_way_folds`."""
+    ``speakers``), else drawn by :func:`~metalearn.run.grid.three_way_folds`."""
     if sp.folds_file:
         return read_folds(sp.folds_file, speakers)
     return three_way_folds(speakers, sp.folds, sp.seed, sp.test, sp.validation)

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from metalearn.data.manifest import Utterance
-from metalearn.experiment.grid import Fold
+from metalearn.run.grid import Fold
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def import_emobox(folder: str | os.PathLike, rows: Sequence[Utterance], validati
 
     Per EmoBox fold (in order; fold_<n> becomes fold position n - 1 unless a fold is left out): its test file's
     speakers -> test; its valid file's speakers -> validation, else ``validation`` of its train file's speakers
-    drawn with ``numpy.random.default_rng([seed, position])`` as :func:`~metalearn.experiment.grid.three_way_folds`
+    drawn with ``numpy.random.default_rng([seed, position])`` as :func:`~metalearn.run.grid.three_way_folds`
     draws them; the other train speakers -> meta_train. A fold whose splits share a speaker is refused in one line;
     a fold none of whose test utterances is in ``rows`` is left out (e.g. ESD's Mandarin speakers in an English-only
     manifest) and reported.
@@ -217,7 +217,7 @@ def _fold(position: int, speakers: dict[str, set[str]], validation: int, seed: i
 def main(emobox: str, manifest: str, out: str, validation: int, seed: int, exclude: Sequence[str]) -> int:
     """``python -m metalearn folds --emobox DIR --manifest M.csv --out folds.json``: import, write, one line."""
     from metalearn.data.manifest import read_manifest
-    from metalearn.experiment.folds_file import write_folds
+    from metalearn.run.folds_file import write_folds
 
     rows = read_manifest(manifest)
     result = import_emobox(emobox, rows, validation, seed, exclude)

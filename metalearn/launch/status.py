@@ -18,8 +18,8 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.lock import LOCKS, describe, held, lock_name
 
 if TYPE_CHECKING:
-    from metalearn.experiment.config import ExperimentConfig
-    from metalearn.experiment.grid import Unit
+    from metalearn.run.config import ExperimentConfig
+    from metalearn.run.grid import Unit
 
 LAUNCH_FILE = "launch.json"  # what `launch` submitted (executor, job ids, log folder), kept in the run folder
 _SHARD_LOG = re.compile(r"trials\.shard-(\d+)-of-(\d+)\.jsonl$")
@@ -49,8 +49,8 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     The same steps as the runner's before it scores (manifest, folds, variants, saved episodes, plan), with
     variants never trained here. Raises a one-line :class:`MetalearnError` when the folder is not prepared.
     """
-    from metalearn.experiment.runner import build_episodes, plan, speaker_folds
-    from metalearn.experiment.stages import prepare_manifest, prepare_variants
+    from metalearn.run.runner import build_episodes, plan, speaker_folds
+    from metalearn.run.stages import prepare_manifest, prepare_variants
 
     out = Path(cfg.out)
     missing = [s for s in cfg.seeds if not (out / f"episodes-seed{s}.jsonl").is_file()]
@@ -66,23 +66,10 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     return plan(cfg, variants, folds, episodes)
 
 
-def saved_config(run_dir: str | Path) -> ExperimentConfig:
-    """The config a run folder's runs saved (``config.yaml``, tuned values included), with ``out`` = the folder."""
-    from metalearn.experiment.load import load_config
-
-    out = Path(run_dir)
-    if not (out / "config.yaml").is_file():
-        raise MetalearnError(f"{out}: no config.yaml; expected a run folder (the out= of a run or a launch)")
-    cfg = load_config(str(out / "config.yaml"), [f"out={out}"])
-    if getattr(cfg, "kind", "fewshot") != "fewshot":
-        raise MetalearnError(f"{out} holds a {cfg.kind!r} run; status follows few-shot grids (kind fewshot)")
-    return cfg
-
-
 def trial_counts(units: list[Unit], have: set[tuple], shards: int) -> list[tuple[int, int]]:
     """(planned, done) trials of each of ``shards`` shards of ``units``; ``have`` holds the keys of the logged
     trials and skipped trials."""
-    from metalearn.experiment.grid import shard_units
+    from metalearn.run.grid import shard_units
 
     counts = []
     for index in range(shards):
@@ -116,12 +103,12 @@ def read_launch(out: Path) -> dict | None:
         return None
 
 
-def run_status(run_dir: str | Path, shards: int | None = None) -> RunStatus:
-    """The status of run folder ``run_dir`` split into ``shards`` parts (default: as it was launched)."""
+def run_status(cfg: ExperimentConfig, shards: int | None = None) -> RunStatus:
+    """The status of run folder ``cfg.out`` split into ``shards`` parts (default: as it was launched); ``cfg`` is
+    the config its runs saved (:func:`metalearn.configs.load.saved_config`)."""
     from metalearn.report.records import read_logs, read_skips, trial_key
 
-    out = Path(run_dir)
-    cfg = saved_config(out)
+    out = Path(cfg.out)
     launch = read_launch(out)
     count = shards or shard_count(out, launch)
     if count < 1:
@@ -163,7 +150,7 @@ def format_status(status: RunStatus) -> str:
     return "\n".join(lines)
 
 
-def main(run_dir: str, shards: int | None = None) -> int:
-    """``python -m metalearn status RUN_DIR [--shards N]``."""
-    print(format_status(run_status(run_dir, shards)))
+def main(cfg: ExperimentConfig, shards: int | None = None) -> int:
+    """``python -m metalearn status RUN_DIR [--shards N]``, ``cfg`` being the config RUN_DIR's runs saved."""
+    print(format_status(run_status(cfg, shards)))
     return 0

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.experiment.grid import Unit
 from metalearn.fewshot.algorithms import adapter_class
 from metalearn.fewshot.episodes import Episode
+from metalearn.run.grid import Unit
 
 Lost = list[tuple[Episode, str]]
 Skip = Callable[[Unit, Lost], None]

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from metalearn.experiment.config import ExperimentConfig
-from metalearn.experiment.grid import Fold
-from metalearn.experiment.run_folder import git_commit
+from metalearn.run.config import ExperimentConfig
+from metalearn.run.grid import Fold
+from metalearn.run.run_folder import git_commit
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 

@@ -17,9 +17,6 @@ from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.data.sentences import sentence_key
-from metalearn.experiment.config import ExperimentConfig
-from metalearn.experiment.grid import Fold, Unit
-from metalearn.experiment.tuned import meta_steps_for, options_for
 from metalearn.features.featurize import Standardizer
 from metalearn.fewshot.algorithms import (
     AdapterBase,
@@ -34,6 +31,9 @@ from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.fewshot.trials import run_trials
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.run.config import ExperimentConfig
+from metalearn.run.grid import Fold, Unit
+from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ session, seed), CLAP is trained on the other sessions and the held-out one is cl
 
 - ``frozen``: the backbone's mean-pooled hidden states come from the embedding cache (one extraction,
   shared with every run that embeds the same files with the same backbone), and only the CLAP heads
-  train per fold (:func:`metalearn.experiment.loso_folds.heads_fold`), in seconds on a CPU;
+  train per fold (:func:`metalearn.loso.folds.heads_fold`), in seconds on a CPU;
 - ``finetune``: per fold a fresh backbone and CLAP model train from audio
   (:func:`metalearn.clap.train.train_clap`), as GEmo-CLAP does.
 
@@ -32,8 +32,9 @@ from torch import Tensor
 from metalearn.clap.model import ClapModel, with_loss
 from metalearn.clap.train import train_clap
 from metalearn.data.manifest import Utterance
-from metalearn.experiment.loso_config import LosoExperimentConfig
-from metalearn.experiment.loso_folds import (
+from metalearn.features.backbones import build_backbone
+from metalearn.loso.config import LosoExperimentConfig
+from metalearn.loso.folds import (
     Fold,
     dialogs_text,
     heads_fold,
@@ -44,8 +45,7 @@ from metalearn.experiment.loso_folds import (
     sessions_of,
     train_sessions,
 )
-from metalearn.experiment.run_folder import git_commit, save_config, tracked_config
-from metalearn.features.backbones import build_backbone
+from metalearn.run.run_folder import git_commit, save_config, tracked_config
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_atomic, write_json
 from metalearn.util.jsonl_log import JsonlLog
@@ -127,7 +127,7 @@ def _device(cfg: LosoExperimentConfig) -> torch.device | None:
 
 def _check_root(cfg: LosoExperimentConfig) -> None:
     """Before any work: a missing manifest needs an existing corpus root."""
-    from metalearn.experiment.stages import manifest_path
+    from metalearn.run.stages import manifest_path
 
     target = cfg.data.target
     if not manifest_path(target, cfg.data.manifests_dir).is_file() and not Path(target.root).is_dir():
@@ -137,7 +137,7 @@ def _check_root(cfg: LosoExperimentConfig) -> None:
 
 def target_rows(cfg: LosoExperimentConfig) -> list[Utterance]:
     """The target manifest's utterances of ``data.target.classes`` (the manifest, read or written, keeps all)."""
-    from metalearn.experiment.stages import manifest_path, prepare_manifest
+    from metalearn.run.stages import manifest_path, prepare_manifest
 
     target = cfg.data.target
     rows = prepare_manifest(dataclasses.replace(target, classes=None), cfg.data.manifests_dir)

@@ -1,0 +1,1 @@
+"""Configs: defaults -> preset -> tuned overlay -> overrides, the kind table (kind -> schema), and the presets."""

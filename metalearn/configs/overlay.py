@@ -1,0 +1,59 @@
+"""Tuned overlays: the file ``tune`` writes (``{tuned: {folds: [...]}}``), found by path or by name under the
+preset folders, and read into a config's ``tuned.folds`` when the config is loaded.
+
+Per fold, an overlay holds the validation and meta-training speakers it was tuned on and the winners
+(algorithm -> config fields, algorithm -> meta-training steps). :func:`metalearn.run.tuned.apply_tuned` checks
+them against the run's own folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from metalearn.configs.preset_paths import preset_dirs
+from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
+from metalearn.util.errors import MetalearnError
+
+
+def tuned_path(name: str) -> Path:
+    """A tuned overlay: the path as given when it exists, else ``name`` (``.yaml`` optional) under a preset folder."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = name.removesuffix(".yaml").removesuffix(".yml")
+    for folder in preset_dirs():
+        if (folder / f"{stem}.yaml").is_file():
+            return folder / f"{stem}.yaml"
+    raise MetalearnError(f"config key 'tuned.file': {name!r} is neither a file nor a tuned overlay under the presets "
+                         f"(e.g. tuned/demo; write one with `python -m metalearn tune`)")
+
+
+def read_overlay(path: Path) -> list[TunedFold]:
+    """The ``tuned.folds`` of an overlay file, checked against the schema (one-line errors naming the file)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    try:
+        data = OmegaConf.load(path)
+        extra = sorted(set(data) - {"tuned"})
+        if extra:
+            raise MetalearnError(f"tuned overlay {path}: unexpected top-level key {extra[0]!r} (expected only tuned)")
+        merged = OmegaConf.merge(OmegaConf.structured(TunedConfig), data.get("tuned", {}))
+        folds = OmegaConf.to_object(merged).folds
+    except (OSError, YAMLError, OmegaConfBaseException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MetalearnError(f"tuned overlay {path}: {first}") from None
+    if not folds:
+        raise MetalearnError(f"tuned overlay {path}: no folds under tuned.folds (expected what `tune` writes)")
+    return folds
+
+
+def with_overlay(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with ``tuned.folds`` read from ``tuned.file`` when it names one (the run's config.yaml then
+    records the file and every value it runs with)."""
+    if not cfg.tuned.file:
+        return cfg
+    folds = read_overlay(tuned_path(cfg.tuned.file))
+    return dataclasses.replace(cfg, tuned=dataclasses.replace(cfg.tuned, folds=folds))

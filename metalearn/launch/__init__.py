@@ -1,0 +1,1 @@
+"""Cluster jobs: a grid as prepare -> shards -> report through submitit, and the status of a run folder."""

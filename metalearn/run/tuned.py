@@ -1,0 +1,63 @@
+"""Tuned values in a run: the overlay's folds checked against the run's, and each fold's algorithm options.
+
+The loader reads the overlay ``tuned.file`` names into ``cfg.tuned.folds`` (:mod:`metalearn.configs.overlay`),
+so the run's config.yaml records the file and every value it used. Fold ``f``'s values apply to fold ``f``
+only: they were chosen on fold ``f``'s validation speakers, never on its test speakers (a speaker tested in
+one fold may validate another, whose values it then never meets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metalearn.fewshot.algorithms import ALGORITHMS
+from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
+from metalearn.run.grid import Fold
+from metalearn.run.run_folder import as_dict
+from metalearn.util.errors import MetalearnError
+
+
+def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:
+    """``cfg``, its ``tuned.folds`` (read from ``tuned.file`` by the loader) checked against the run's ``folds``."""
+    tuned = cfg.tuned
+    if tuned.file and not tuned.folds:
+        raise MetalearnError(f"config key 'tuned.file': {tuned.file!r} was not read into tuned.folds; load the "
+                             f"config with metalearn.load_config (or metalearn.configs.load.load_config)")
+    if not tuned.folds:
+        return cfg
+    if len(tuned.folds) != len(folds):
+        raise MetalearnError(f"config key 'tuned': tuned for {len(tuned.folds)} folds, the run has {len(folds)}")
+    for t, f in zip(tuned.folds, folds, strict=True):
+        if (t.fold, sorted(t.validation), sorted(t.meta_train)) != (f.fold, list(f.validation), list(f.meta_train)):
+            raise MetalearnError(f"config key 'tuned': fold {f.fold} was tuned on validation {t.validation} / meta-"
+                                 f"training {t.meta_train}, the run has {list(f.validation)} / {list(f.meta_train)} "
+                                 f"(tune again with this config's speakers)")
+        unknown = sorted((set(t.algorithms) | set(t.meta_steps)) - set(ALGORITHMS))
+        if unknown:
+            raise MetalearnError(f"config key 'tuned': fold {f.fold} names unknown algorithms {unknown}")
+    return cfg
+
+
+def options_for(cfg: ExperimentConfig, algorithm: str, fold: int) -> dict:
+    """The algorithm's config fields in fold ``fold``: its config section, then the fold's tuned values."""
+    options = as_dict(getattr(cfg.algorithms, algorithm))
+    if cfg.tuned.folds:
+        options.update(cfg.tuned.folds[fold].algorithms.get(algorithm, {}))
+    return options
+
+
+def meta_steps_for(cfg: ExperimentConfig, algorithm: str, fold: int) -> int:
+    """Meta-training (or training) steps of the algorithm in fold ``fold``: tuned, else ``meta_train.steps``."""
+    if cfg.tuned.folds:
+        return int(cfg.tuned.folds[fold].meta_steps.get(algorithm, cfg.meta_train.steps))
+    return cfg.meta_train.steps
+
+
+def with_values(cfg: ExperimentConfig, fold: Fold, algorithm: str, values: dict, meta_steps: int | None
+                ) -> ExperimentConfig:
+    """``cfg`` whose fold ``fold.fold`` runs ``algorithm`` with ``values`` (and ``meta_steps``), as a tuned run
+    would: how a tuning trial is scored by the run's own code. Other folds get no tuned values."""
+    folds = [TunedFold(f, [], [], {}, {}) for f in range(fold.fold + 1)]
+    folds[fold.fold] = TunedFold(fold.fold, list(fold.validation), list(fold.meta_train), {algorithm: dict(values)},
+                                 {} if meta_steps is None else {algorithm: meta_steps})
+    return dataclasses.replace(cfg, tuned=TunedConfig("", folds))
