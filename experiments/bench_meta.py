@@ -14,16 +14,18 @@ Regime names say what bounds the textbook (per-task, dense) formulation; at 256 
 512-256 layer on 7,680 rows, forward and backward) is itself dense arithmetic.
 
 Backends: ``stacked`` (metalearn's fast path: episode-stacked parameters, hand-written gradients, the first
-layer in low-rank form), ``loop`` (the per-episode autograd reference), ``learn2learn`` (clone-and-adapt,
-MAML and FOMAML only, when installed: ``make setup-l2l``). Each reports the best-of-repeats time per meta-step,
-the matmul FLOPs it executes (FlopCounterMode) and those of the dense formulation (bench_roofline.py), both
-as GFLOP/s beside the matmul peak measured just before each regime, and the largest gap of its first meta-gradient
-(Reptile: its meta-update) to the loop's.
+layer in low-rank form), ``loop`` (the per-episode autograd reference of tests/reference_impls.py),
+``learn2learn`` (clone-and-adapt, MAML and FOMAML only, when installed: ``make setup-l2l``). Each reports the
+best-of-repeats time per meta-step, the matmul FLOPs it executes (FlopCounterMode) and those of the dense
+formulation (bench_roofline.py), both as GFLOP/s beside the matmul peak measured just before each regime, and
+the largest gap of its first meta-gradient (Reptile: its meta-update) to the loop's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import torch
 from bench_roofline import (
@@ -37,6 +39,9 @@ from bench_roofline import (
 
 from metalearn.fewshot.algorithms.maml import ANIL, FOMAML, MAML, ANILConfig, MAMLConfig
 from metalearn.fewshot.algorithms.reptile import Reptile, ReptileConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the loop lives in tests/
+from tests.reference_impls import meta_delta_reference, meta_gradients_reference  # noqa: E402
 
 DIM, WAYS, SHOTS, QUERIES, STEPS = 512, 5, 1, 5, 5
 
@@ -98,10 +103,10 @@ def _step(regime: Regime, backend: str, model, batch) -> list[torch.Tensor]:
     if backend == "learn2learn":
         return [g.flatten() for g in _l2l_step(model, batch)]
     if regime.algorithm == "reptile":
-        delta = model.meta_delta(batch, reference=backend == "loop")
+        delta = meta_delta_reference(model, batch) if backend == "loop" else model.meta_delta(batch)
         model.meta["head"] = {k: v + model.cfg.meta_lr * delta[k] for k, v in model.meta["head"].items()}
         return [delta[k].flatten() for k in delta]
-    _, grads = model.meta_gradients(batch, reference=backend == "loop")
+    _, grads = meta_gradients_reference(model, batch) if backend == "loop" else model.meta_gradients(batch)
     for p, g in zip(model.meta["head"].values(), grads["head"].values(), strict=True):
         p.grad = g
     model.optimizer.step()

@@ -11,7 +11,7 @@ from metalearn.fewshot.algorithms.finetune import (
     Finetune,
     FinetuneConfig,
     fit_heads,
-    fit_heads_reference,
+    fit_heads_loop,
     init_heads,
     support_standardizer,
 )
@@ -172,7 +172,7 @@ def test_finetune_vectorised_matches_reference(with_val: bool, standardize: str)
     init = init_heads(5, 16, 3, cfg.init_std, 0, torch.float64, CPU)
     val = (vx, vy) if with_val else (None, None)
     fast = fit_heads(sx, sy, qx, 3, cfg, init, *val)
-    ref = fit_heads_reference(sx, sy, qx, 3, cfg, init, *val)
+    ref = fit_heads_loop(sx, sy, qx, 3, cfg, init, *val)
     for k in ("weight", "bias"):
         torch.testing.assert_close(fast.params[k], ref.params[k], atol=1e-5, rtol=0)
     torch.testing.assert_close(fast.logits, ref.logits, atol=1e-5, rtol=0)

@@ -60,9 +60,14 @@ def test_calibration_without_styles_needs_no_adaptation():
 
 
 def test_kshot_skipped_when_too_few_examples():
+    """12 train utterances per speaker and class: k = 5 is scored, k = 50 cannot be drawn and is left out."""
     x, y, spk, split = _speaker_styled(idiosyncrasy=1.0)
     report = calibrate(x, y, spk, split, ks=(5, 50), repeats=2)
+    assert report["n_speakers"] == 6 and report["n_test_utterances"] == 6 * 3 * 8
     assert "50" not in report["per_speaker_kshot"]
+    assert list(report["per_speaker_kshot"]) == ["5"], report  # the k that can be drawn is there
+    mean, half = report["per_speaker_kshot"]["5"]
+    assert 1 / 3 < mean <= 1 and half >= 0, report
 
 
 def test_f0_track_finds_the_pitch_of_a_pulse_train():

@@ -26,6 +26,7 @@ from metalearn.report.records import read_trials, trial_key
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import open_variant, variant_features
 from metalearn.util.errors import MetalearnError
+from tests.conftest import overrides
 
 
 def random_prior(dim: int, ways: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -90,22 +91,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            f"data.sources.iemocap={{corpus: iemocap, root: {base / 'data/iemocap'}}}",
-            f"data.sources.msp_podcast={{corpus: msp_podcast, root: {base / 'data/msp_podcast'}}}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", "pretune.clap.losses=[emo,sl]", "pretune.clap.model.text_source=tiny",
-            "pretune.clap.model.embed_dim=8", "pretune.clap.heads.steps=20", "pretune.clap.heads.eval_every=10",
-            "pretune.clap.heads.batch_size=8", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=2", "speakers.folds=2", "seeds=[0]", "meta_train.steps=3", "meta_train.queries=1",
-            "algorithms.run=[zeroshot,texthead,finetune]", "algorithms.finetune.steps=10",
-            "algorithms.texthead.steps=10", "tracking.wandb=false", "chunk=3", *extra]
+TINY = {"clap": True, "algorithms": ["zeroshot", "texthead", "finetune"], "chunk": 3}  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def clap_run(base: Path):
-    return run_experiment(load_config(None, overrides(base, "run")))
+    return run_experiment(load_config(None, overrides(base, "run", **TINY)))
 
 
 def test_clap_variants_are_trained_and_share_the_untouched_encoders_cache(base: Path, clap_run) -> None:
@@ -136,7 +127,7 @@ def test_prompted_algorithms_run_on_clap_variants_only_and_zero_shot_is_k0(clap_
 
 def test_zero_shot_records_are_the_nearest_prompt_of_the_raw_embeddings(base: Path, clap_run) -> None:
     """Fold standardisation is carried into the prior: the runner's zero-shot = argmax of raw CLAP logits."""
-    cfg = load_config(None, overrides(base, "run"))
+    cfg = load_config(None, overrides(base, "run", **TINY))
     folder = base / "pretune" / "clap-sl-iemocap+msp_podcast"
     rows = read_manifest(base / "manifests" / "esd.csv")
     kept, x = variant_features(cfg, open_variant(folder), rows)
@@ -158,7 +149,7 @@ def test_zero_shot_records_are_the_nearest_prompt_of_the_raw_embeddings(base: Pa
 
 
 def test_rerun_has_nothing_left_to_do(base: Path, clap_run) -> None:
-    again = run_experiment(load_config(None, overrides(base, "run")))
+    again = run_experiment(load_config(None, overrides(base, "run", **TINY)))
     assert again.ran == 0 and again.complete and again.done == clap_run.done
 
 
@@ -167,7 +158,7 @@ def test_finetuned_encoder_variant_saves_its_backbone(base: Path) -> None:
         base, "finetuned", f"pretune.out={base / 'pretune-ft'}", "pretune.clap.losses=[ml]",
         "pretune.clap.encoder=finetune", "pretune.clap.corpora=iemocap", "pretune.clap.device=cpu",
         "pretune.clap.train={batch_size: 4, steps_per_epoch: 2, max_epochs: 1, max_seconds: 1.0, eval_batch_size: 8}",
-        "algorithms.run=[zeroshot]")))
+        "algorithms.run=[zeroshot]", **TINY)))
     folder = base / "pretune-ft" / "clap-ml-iemocap"
     assert json.loads((folder / "config.json").read_text())["weights"] == "backbone.safetensors"
     assert (folder / "backbone.safetensors").is_file() and (folder / "curve.jsonl").is_file()
@@ -184,12 +175,12 @@ def test_finetuned_encoder_variant_saves_its_backbone(base: Path) -> None:
 ])
 def test_bad_clap_settings_are_one_line_errors(base: Path, extra: list[str], message: str) -> None:
     with pytest.raises(MetalearnError, match=message):
-        load_config(None, overrides(base, "bad", *extra))
+        load_config(None, overrides(base, "bad", *extra, **TINY))
 
 
 def test_clap_corpora_must_be_sources(base: Path) -> None:
     with pytest.raises(MetalearnError, match="'pretune.clap.corpora': 'cremad' names corpora"):
-        run_experiment(load_config(None, overrides(base, "bad2", "pretune.clap.corpora=cremad")))
+        run_experiment(load_config(None, overrides(base, "bad2", "pretune.clap.corpora=cremad", **TINY)))
 
 
 def test_frozen_clap_variants_embed_like_none_and_are_extracted_once(base: Path, clap_run) -> None:

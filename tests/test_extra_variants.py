@@ -24,6 +24,7 @@ from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import open_variant, prepare_variants, variant_features
 from metalearn.util.errors import MetalearnError
+from tests.conftest import overrides
 from tests.fixtures import write_wav
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -62,12 +63,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(base: Path, out: str, *extra: str):
-    return load_config(None, [
-        f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base}",
-        f"data.target.manifest={base / 'alpha.csv'}", "backbone.source=tiny", "backbone.family=whisper",
-        f"pretune.out={base / 'pretune'}", "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}",
-        "episodes.ks=[1]", "episodes.repetitions=1", "episodes.disjoint=none", "seeds=[0]",
-        "algorithms.run=[simpleshot]", "tracking.wandb=false", *extra])
+    return load_config(None, overrides(base, out, f"data.target.manifest={base / 'alpha.csv'}",
+                                       "episodes.disjoint=none", *extra, target=base, algorithms=["simpleshot"],
+                                       ks=[1], repetitions=1, meta_train=False))
 
 
 def _trials(folder: Path) -> list[dict]:

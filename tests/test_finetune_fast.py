@@ -11,7 +11,7 @@ from metalearn.fewshot.algorithms.finetune import (
     FinetuneConfig,
     fit_heads,
     fit_heads_autograd,
-    fit_heads_reference,
+    fit_heads_loop,
     init_heads,
 )
 from metalearn.fewshot.algorithms.finetune_fast import checkpoints, fit_linear_heads
@@ -59,7 +59,7 @@ def test_fast_path_equals_the_autograd_path_and_the_loop(case: str, with_val: bo
     init = init_heads(sx.shape[0], sx.shape[-1], ways, cfg.init_std, 3, torch.float32, CPU)
     val = (vx, vy) if with_val else (None, None)
     fast, old, ref = (f(sx, sy, qx, ways, cfg, init, *val) for f in (fit_heads, fit_heads_autograd,
-                                                                     fit_heads_reference))
+                                                                     fit_heads_loop))
     for other in (old, ref):
         torch.testing.assert_close(fast.logits, other.logits, atol=1e-5, rtol=1e-5)
         assert torch.equal(fast.best_step, other.best_step)

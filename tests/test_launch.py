@@ -26,6 +26,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.launch import jobs as launch
 from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
+from tests.conftest import overrides
 
 ALGORITHMS = ["simpleshot", "finetune"]
 SHARD_JOB = launch.ShardJob
@@ -39,12 +40,8 @@ def tiny_base(factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=2", "speakers.folds=2", "seeds=[0]", f"algorithms.run=[{','.join(ALGORITHMS)}]",
-            "algorithms.finetune.steps=5", "tracking.wandb=false", "chunk=2", *extra]
+# the tiny run's options (tests/conftest.py); tests/test_status.py runs the same
+TINY = {"algorithms": ALGORITHMS, "steps": 5, "meta_train": False, "chunk": 2}
 
 
 def stable(path: Path) -> list[dict]:
@@ -60,12 +57,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(base: Path):
-    return run_experiment(load_config(str(base / "tiny.yaml"), overrides(base, "ref")))
+    return run_experiment(load_config(str(base / "tiny.yaml"), overrides(base, "ref", **TINY)))
 
 
 def launch_cli(base: Path, out: str, executor: str, shards: int = 3, *extra: str) -> int:
     return main(["launch", "--config", str(base / "tiny.yaml"), "--executor", executor, "--shards", str(shards),
-                 *overrides(base, out, *extra)])
+                 *overrides(base, out, *extra, **TINY)])
 
 
 def test_debug_launch_of_three_shards_equals_an_unsharded_run(base: Path, reference) -> None:
@@ -90,11 +87,11 @@ def test_wrong_launcher_values_are_one_line_before_any_job(base: Path, capsys: p
              ("--executor", "debug", "launcher.after=77"): "config key 'launcher.after'",
              ("launcher.sbatch.dependency=afterok:1",): "config key 'launcher.sbatch.dependency'"}
     for extra, expected in cases.items():
-        assert main([*command, *extra, *overrides(base, "refused")]) == 2
+        assert main([*command, *extra, *overrides(base, "refused", **TINY)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and "\n" not in err
     if shutil.which("srun") is None:
-        assert main([*command, "--executor", "slurm", *overrides(base, "refused")]) == 2
+        assert main([*command, "--executor", "slurm", *overrides(base, "refused", **TINY)]) == 2
         assert "config key 'launcher.executor': 'slurm' cannot be used here" in capsys.readouterr().err
     assert not (base / "refused" / "jobs").exists()
 

@@ -26,16 +26,13 @@ from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchan
 from metalearn.run.runner import build_episodes, run_experiment, speaker_folds
 from metalearn.run.stages import prepare_manifest, prepare_variants
 from metalearn.util.errors import MetalearnError
+from tests.conftest import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
 
-def _overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=2", "speakers.folds=2", "speakers.validation=1", "seeds=[0]",
-            "features.choose_layer=true", "tracking.wandb=false", *extra]
+TINY = {"meta_train": False}  # the tiny run's options (tests/conftest.py)
+CHOOSE = "features.choose_layer=true"  # the feature layer chosen per fold
 
 
 @dataclasses.dataclass
@@ -58,7 +55,7 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     base = tmp_path_factory.mktemp("layers")
     generate("tiny", base / "data", seed=0)
-    cfg = load_config(None, _overrides(base, "unused"))
+    cfg = load_config(None, overrides(base, "unused", CHOOSE, **TINY))
     rows = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
     speakers = sorted({u.speaker for u in rows})
     (base / "episodes").mkdir()
@@ -200,7 +197,7 @@ def test_the_run_scores_each_fold_on_its_chosen_layer(setup: Setup, clean: list[
         return real(cfg, variant, rows)
 
     monkeypatch.setattr(runner, "variant_features", spy)
-    cfg = load_config(None, _overrides(setup.base, "run", "algorithms.run=[simpleshot]"))
+    cfg = load_config(None, overrides(setup.base, "run", CHOOSE, algorithms=["simpleshot"], **TINY))
     result = run_experiment(cfg)
     entries = json.loads((result.out / "layers.json").read_text())
     assert [e["layer"] for e in entries] == [e["layer"] for e in clean]

@@ -22,8 +22,10 @@ from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
 from metalearn.run import runner
 from metalearn.run.runner import run_experiment
+from tests.conftest import overrides
 
-ALGORITHMS = "[finetune,simpleshot,protonet_proj,fomaml,transfer]"  # each learns across speakers or standardizes
+# each learns across speakers or standardizes
+ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml", "transfer"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -46,16 +48,9 @@ def _run(base: Path, out: str, poisoned: tuple[str, ...] = ()) -> dict[str, list
         noise = 100 + 100 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
         return kept, torch.where(bad[:, None], noise, x)
 
-    overrides = [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}",
-                 f"data.target.root={base / 'data/esd'}", "backbone.source=tiny", "backbone.family=whisper",
-                 f"pretune.out={base / 'pretune'}", "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}",
-                 "episodes.ks=[1,2]", "episodes.repetitions=1", "speakers.folds=2", "speakers.validation=1",
-                 "seeds=[0]", "meta_train.steps=3", "meta_train.queries=1", f"algorithms.run={ALGORITHMS}",
-                 "algorithms.finetune.steps=10", "algorithms.fomaml.hidden=[8]", "algorithms.transfer.hidden=[8]",
-                 "algorithms.protonet_proj.proj_dim=8", "tracking.wandb=false"]
     runner.variant_features = poison
     try:
-        result = run_experiment(load_config(None, overrides))
+        result = run_experiment(load_config(None, overrides(base, out, algorithms=ALGORITHMS, repetitions=1)))
     finally:
         runner.variant_features = real
     by_speaker: dict[str, list[dict]] = {}
@@ -119,7 +114,7 @@ def test_a_meta_training_speaker_does_reach_its_folds_test_speakers(reference, t
     speaker, records = teacher_poisoned
     clean, folds = reference
     assert speaker in folds[1]["meta_train"]
-    for algorithm in ALGORITHMS.strip("[]").split(","):
+    for algorithm in ALGORITHMS:
         changed = [r for s in folds[1]["test"] for r, c in zip(records[s], clean[s], strict=True)
                    if r["algorithm"] == algorithm and r != c]
         assert changed, algorithm

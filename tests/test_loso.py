@@ -23,6 +23,7 @@ from metalearn.loso.folds import dialogs_text, session, shared_sentences
 from metalearn.loso.runner import RECORD_FIELDS, VOLATILE, LosoExperimentConfig, fold_key, run_loso_experiment
 from metalearn.util.errors import MetalearnError
 from metalearn.util.jsonl_log import JsonlLog
+from tests.conftest import kill_and_resume, overrides
 from tests.fixtures import write_wav
 
 # label code -> tone (Hz); "exc" is merged into happy, "fru" is outside the 4 classes
@@ -62,16 +63,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'iemocap'}",
-            "backbone.family=whisper", "backbone.source=tiny", f"embeddings.cache_dir={base / 'cache'}",
-            "embeddings.device=cpu", "device=cpu", "model.text_source=tiny", "model.embed_dim=8",
-            "heads.steps=20", "heads.eval_every=10", "heads.batch_size=8", "heads.lr=0.01", "seeds=[0,1]",
-            "tracking.wandb=false", *extra]
+TINY = {"kind": "loso", "seeds": (0, 1)}  # the tiny run's options (tests/conftest.py)
 
 
 def config(base: Path, out: str, *extra: str) -> LosoExperimentConfig:
-    return load_config(None, overrides(base, out, *extra), kind="loso")
+    return load_config(None, overrides(base, out, *extra, **TINY), kind="loso")
 
 
 def run(base: Path, out: str, *extra: str):
@@ -155,26 +151,12 @@ def test_same_config_same_records(base: Path, reference) -> None:
 
 def test_resume_after_kill_gives_the_same_table_without_duplicates(base: Path, reference,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    real_append, calls = JsonlLog.append, []
-
-    def dying_append(self, record):
-        if len(calls) == 5:
-            raise KeyboardInterrupt  # killed between two folds
-        calls.append(fold_key(record))
-        real_append(self, record)
-
-    monkeypatch.setattr(JsonlLog, "append", dying_append)
-    with pytest.raises(KeyboardInterrupt):
-        run(base, "killed")
-    monkeypatch.setattr(JsonlLog, "append", real_append)
-    log = base / "killed" / "records.jsonl"
-    kept = log.read_text().splitlines()
-    assert len(kept) == 5
-    with open(log, "a") as f:  # ... and killed again in the middle of a write: a torn last line
-        f.write(kept[0][: len(kept[0]) // 2])
-    resumed = run(base, "killed")
+    # killed between two folds (the 6th record is never logged), then in the middle of a write
+    killed = kill_and_resume(lambda: run(base, "killed"), base / "killed" / "records.jsonl", JsonlLog, "append", 5,
+                             monkeypatch)
+    kept, resumed, lines = killed.kept, killed.resumed, killed.lines
+    assert len(kept) == len(killed.calls) == 5
     assert resumed.complete and resumed.ran == reference.planned - 5
-    lines = log.read_text().splitlines()
     assert len(lines) == reference.planned and len({fold_key(json.loads(x)) for x in lines}) == len(lines)
     assert stable(base / "killed" / "records.csv") == stable(reference.out / "records.csv")
     assert resumed.table == reference.table
@@ -276,10 +258,10 @@ def test_cli_runs_a_loso_preset_and_refuses_shards(base: Path, reference, capsys
     shutil.copytree(reference.out, folder)
     preset = base / "loso.yaml"
     preset.write_text("kind: loso\nname: ref\n")
-    assert main(["run", "--config", str(preset), *overrides(base, "cli")]) == 0
+    assert main(["run", "--config", str(preset), *overrides(base, "cli", **TINY)]) == 0
     printed = capsys.readouterr().out
     assert reference.table in printed and "12/12 folds (0 run now" in printed and "table.md" in printed
-    assert main(["run", "--config", str(preset), "--shard", "1/2", *overrides(base, "cli")]) == 2
+    assert main(["run", "--config", str(preset), "--shard", "1/2", *overrides(base, "cli", **TINY)]) == 2
     err = capsys.readouterr().err
     assert "--shard/--prepare split a few-shot grid" in err and err.count("\n") == 1
 

@@ -20,6 +20,7 @@ from metalearn.report.summary import summarize
 from metalearn.run.grid import plan_units
 from metalearn.run.runner import run_experiment
 from metalearn.run.scoring import derived_seed
+from tests.conftest import overrides
 from tests.fixtures import make_rows
 
 ALGORITHMS = ["finetune", "protonet_proj", "fomaml", "transfer"]
@@ -36,14 +37,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(base: Path, out: str, *extra: str):
-    overrides = [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}",
-                 f"data.target.root={base / 'data/esd'}", "backbone.source=tiny", "backbone.family=whisper",
-                 f"pretune.out={base / 'pretune'}", "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}",
-                 "episodes.ks=[1,2]", "episodes.repetitions=2", "speakers.folds=2", "meta_train.steps=3",
-                 "meta_train.queries=1", f"algorithms.run=[{','.join(ALGORITHMS)}]", "algorithms.finetune.steps=10",
-                 "algorithms.fomaml.hidden=[8]", "algorithms.protonet_proj.proj_dim=8", "tracking.wandb=false",
-                 "chunk=3", *extra]
-    return run_experiment(load_config(None, overrides))
+    # transfer at its default width (256), as this test has always run it
+    return run_experiment(load_config(None, overrides(base, out, "algorithms.transfer.hidden=[256]", *extra,
+                                                      algorithms=ALGORITHMS, chunk=3)))
 
 
 def stable(records: list[dict]) -> list[dict]:

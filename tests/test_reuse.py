@@ -17,6 +17,7 @@ from metalearn.report.records import VOLATILE
 from metalearn.run import runner
 from metalearn.run.grid import Unit
 from metalearn.run.reuse import Reuse, features_digest
+from tests.conftest import overrides
 from tests.fixtures import make_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -103,13 +104,7 @@ def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest
         return real_score(cfg, units, *args, **kwargs)
 
     monkeypatch.setattr(runner, "score_group", counting)
-    cfg = load_config(None, [
-        f"out={tmp_path / 'run'}", f"data.manifests_dir={tmp_path / 'manifests'}",
-        f"data.target.root={tmp_path / 'data/esd'}", "backbone.source=tiny", "backbone.family=whisper",
-        f"pretune.out={tmp_path / 'pretune'}", "pretune.subsets=[none]", f"embeddings.cache_dir={tmp_path / 'cache'}",
-        "episodes.ks=[1,2]", "episodes.repetitions=1", "speakers.folds=2", "seeds=[0]", "meta_train.steps=3",
-        "meta_train.queries=1", "algorithms.run=[finetune,fomaml]", "algorithms.finetune.steps=5",
-        "algorithms.fomaml.hidden=[8]", "tracking.wandb=false"])
+    cfg = load_config(None, overrides(tmp_path, "run", algorithms=["finetune", "fomaml"], steps=5, repetitions=1))
     result = runner.run_experiment(cfg)
     assert result.complete and set(calls) == {"none"}
     with open(tmp_path / "run" / "trials.csv", newline="") as f:

@@ -15,6 +15,7 @@ from metalearn.launch.status import run_status
 from metalearn.report.records import merge_runs, read_skips, read_trials
 from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
+from tests.conftest import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,12 +28,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(base: Path, out: str, *extra: str):
-    return load_config(None, [
-        f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-        "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}", "pretune.subsets=[none]",
-        f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1]", "episodes.repetitions=2", "speakers.folds=2",
-        "meta_train.steps=3", "meta_train.queries=1", "algorithms.run=[finetune,fomaml]", "algorithms.finetune.steps=5",
-        "algorithms.fomaml.hidden=[8]", "tracking.wandb=false", "chunk=4", *extra])
+    return load_config(None, overrides(base, out, *extra, algorithms=["finetune", "fomaml"], steps=5, ks=[1],
+                                       chunk=4))
 
 
 def written(folder: Path) -> list[str]:

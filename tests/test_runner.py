@@ -19,6 +19,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
 from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
+from tests.conftest import kill_and_resume, overrides
 
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
 
@@ -33,18 +34,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=2", "speakers.folds=2", "seeds=[0,1]", "meta_train.steps=3",
-            "meta_train.queries=1", f"algorithms.run=[{','.join(ALGORITHMS)}]", "algorithms.finetune.steps=10",
-            "algorithms.fomaml.hidden=[8]", "algorithms.protonet_proj.proj_dim=8", "tracking.wandb=false",
-            "chunk=3", *extra]
+TINY = {"algorithms": ALGORITHMS, "seeds": (0, 1), "chunk": 3}  # the tiny run's options (tests/conftest.py)
 
 
 def run(base: Path, out: str, *extra: str, shard: tuple[int, int] = (0, 1)):
-    return run_experiment(load_config(None, overrides(base, out, *extra)), shard)
+    return run_experiment(load_config(None, overrides(base, out, *extra, **TINY)), shard)
 
 
 def stable(path: Path) -> list[dict]:
@@ -91,26 +85,12 @@ def test_same_seed_same_trials(base: Path, reference) -> None:
 
 def test_resume_after_kill_finishes_without_loss_or_duplicates(base: Path, reference,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    real_extend, calls = TrialLog.extend, []
-
-    def dying_extend(self, records):
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # killed between two batches
-        calls.append(len(records))
-        real_extend(self, records)
-
-    monkeypatch.setattr(TrialLog, "extend", dying_extend)
-    with pytest.raises(KeyboardInterrupt):
-        run(base, "killed")
-    monkeypatch.setattr(TrialLog, "extend", real_extend)
-    log = base / "killed" / "trials.jsonl"
-    kept = log.read_text().splitlines()
-    assert len(kept) == sum(calls) < reference.planned
-    with open(log, "a") as f:  # ... and killed again in the middle of a write: a torn last line
-        f.write(kept[0][: len(kept[0]) // 2])
-    resumed = run(base, "killed")
+    # killed between two batches (the 4th batch is never logged), then in the middle of a write
+    killed = kill_and_resume(lambda: run(base, "killed"), base / "killed" / "trials.jsonl", TrialLog, "extend", 3,
+                             monkeypatch)
+    kept, resumed, lines = killed.kept, killed.resumed, killed.lines
+    assert len(kept) == sum(len(records) for records in killed.calls) < reference.planned
     assert resumed.complete and resumed.ran == reference.planned - len(kept)
-    lines = log.read_text().splitlines()
     assert len(lines) == reference.planned and len({trial_key(json.loads(x)) for x in lines}) == len(lines)
     assert stable(base / "killed" / "trials.csv") == stable(reference.out / "trials.csv")
     assert run(base, "killed").ran == 0  # a finished grid reruns nothing
@@ -213,7 +193,7 @@ def test_shards_need_prepared_variants(base: Path) -> None:
     extra = (f"pretune.out={base / 'pretune-fresh'}",)
     with pytest.raises(MetalearnError, match=r"pretune variants \['none'\] are not trained .*--prepare"):
         run(base, "prep", *extra, shard=(0, 2))
-    assert run_experiment(load_config(None, overrides(base, "prep", *extra)), prepare_only=True) is None
+    assert run_experiment(load_config(None, overrides(base, "prep", *extra, **TINY)), prepare_only=True) is None
     assert (base / "pretune-fresh" / "none" / "done.json").is_file()
     assert not list((base / "prep").glob("trials*.jsonl"))
     assert run(base, "prep", *extra, shard=(0, 2)).ran > 0

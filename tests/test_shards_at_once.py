@@ -16,17 +16,12 @@ import pytest
 from metalearn.cli import main
 from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
+from tests.conftest import overrides
 
 pytestmark = pytest.mark.slow  # 10 rounds of 3 fresh Python processes: a few minutes on 2 cores
 
 
-def _overrides(base: Path, out: Path) -> list[str]:
-    return [f"out={out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=2", "speakers.folds=2", "seeds=[0]", "meta_train.steps=3", "meta_train.queries=1",
-            "algorithms.run=[finetune,simpleshot,fomaml]", "algorithms.finetune.steps=5",
-            "algorithms.fomaml.hidden=[8]", "tracking.wandb=false", "chunk=2"]
+TINY = {"algorithms": ["finetune", "simpleshot", "fomaml"], "steps": 5, "chunk": 2}  # tests/conftest.py
 
 
 def _stable(path: Path) -> list[dict]:
@@ -38,14 +33,14 @@ def test_three_shards_at_once_ten_rounds(tmp_path: Path) -> None:
     generate("tiny", tmp_path / "data", seed=0)
     config = tmp_path / "shards.yaml"
     config.write_text("name: shards\n")  # the dataclass defaults and the overrides below, no preset
-    assert main(["run", "--config", str(config), *_overrides(tmp_path, tmp_path / "whole")]) == 0
-    assert main(["run", "--config", str(config), "--prepare", *_overrides(tmp_path, tmp_path / "prepared")]) == 0
+    assert main(["run", "--config", str(config), *overrides(tmp_path, tmp_path / "whole", **TINY)]) == 0
+    assert main(["run", "--config", str(config), "--prepare", *overrides(tmp_path, tmp_path / "prepared", **TINY)]) == 0
     expected = _stable(tmp_path / "whole" / "trials.csv")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for round_ in range(10):
         out = tmp_path / f"round{round_}"
         shutil.copytree(tmp_path / "prepared", out)
-        command = [sys.executable, "-m", "metalearn", "run", "--config", str(config), *_overrides(tmp_path, out)]
+        command = [sys.executable, "-m", "metalearn", "run", "--config", str(config), *overrides(tmp_path, out, **TINY)]
         procs = [subprocess.Popen([*command, "--shard", f"{i}/3"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for i in (1, 2, 3)]
         outputs = [p.communicate(timeout=600)[0] for p in procs]

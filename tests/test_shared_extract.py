@@ -10,7 +10,8 @@ import torch
 
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
-from metalearn.features.shared_trunk import extract_variants, shared_layers
+from metalearn.features.shared_trunk import shared_layers
+from tests.reference_impls import extract_variants
 from tests.test_embeddings import _rows
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metalearn.report.stats import exact_mean, hierarchical_bootstrap, holm, paired_test, paired_tests, t_interval
+from metalearn.report.stats import exact_mean, holm, paired_test, paired_tests, t_interval
 from metalearn.util.metrics import mean_ci95
 
 
@@ -76,14 +76,3 @@ def test_holm_matches_a_hand_computed_example():
     assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
     assert holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties get the same value
     assert holm([]).size == 0
-
-
-def test_hierarchical_bootstrap_is_seeded_and_covers_the_estimate():
-    rng = np.random.default_rng(2)
-    groups = [rng.normal(mu, 0.05, size=n) for mu, n in zip(rng.normal(0.6, 0.05, 12), range(3, 15), strict=True)]
-    low, high = hierarchical_bootstrap(groups, n_boot=500, seed=3)
-    assert (low, high) == hierarchical_bootstrap(groups, n_boot=500, seed=3)
-    assert low < np.mean([g.mean() for g in groups]) < high
-    tight = hierarchical_bootstrap([[0.5, 0.5]] * 4, n_boot=200, seed=0)
-    assert tight == pytest.approx((0.5, 0.5))
-    assert all(math.isnan(v) for v in hierarchical_bootstrap([[math.nan]]))

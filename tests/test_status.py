@@ -15,7 +15,8 @@ from metalearn.launch.status import format_status, plan_grid, run_status
 from metalearn.run.grid import shard_units
 from metalearn.run.runner import run_experiment
 from metalearn.util.lock import run_lock
-from tests.test_launch import overrides, tiny_base
+from tests.conftest import overrides
+from tests.test_launch import TINY, tiny_base
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def split(base: Path) -> Path:
     """A run folder split in 3, prepared, with shards 1 and 3 run and shard 2 not."""
-    cfg = load_config(str(base / "tiny.yaml"), overrides(base, "split"))
+    cfg = load_config(str(base / "tiny.yaml"), overrides(base, "split", **TINY))
     run_experiment(cfg, (0, 1), prepare_only=True)
     for index in (0, 2):
         run_experiment(cfg, (index, 3))

@@ -140,6 +140,7 @@ def test_support_and_query_never_share_a_sentence(name, protocol):
 
 def test_binary_query_is_the_whole_query_side():
     episodes, truth = draw("cremad", "binary", k=4)
+    assert len(episodes) == 2 * 3 * 6  # every speaker x target emotion x repetition was drawn
     rows, _ = cremad()
     for ep in episodes:
         assert sorted(ep.support_labels) == [0, 0, 1, 1]

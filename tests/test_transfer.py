@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from metalearn.fewshot.algorithms import AdapterSpec, EpisodeBatch, build_adapter
-from metalearn.fewshot.algorithms.finetune import FinetuneConfig, fit_heads, fit_heads_reference, reference_head
+from metalearn.fewshot.algorithms.finetune import FinetuneConfig, fit_heads, fit_heads_loop, reference_head
 from metalearn.fewshot.algorithms.heads import head_forward, init_head
 from metalearn.fewshot.algorithms.transfer import (
     LabelledClips,
@@ -143,7 +143,7 @@ def test_mlp_finetuning_matches_the_reference_loop(with_val: bool) -> None:
     head = init_head([5, 8], 3, seed=2)
     init = {k: v.expand(3, *v.shape).contiguous() for k, v in head.items()}
     cfg = FinetuneConfig(steps=12, lr=0.05, weight_decay=1e-3, eval_every=3, head="mlp")
-    fast, ref = fit_heads(sx, sy, qx, 3, cfg, init, *val), fit_heads_reference(sx, sy, qx, 3, cfg, init, *val)
+    fast, ref = fit_heads(sx, sy, qx, 3, cfg, init, *val), fit_heads_loop(sx, sy, qx, 3, cfg, init, *val)
     assert torch.allclose(fast.logits, ref.logits, atol=1e-5) and torch.equal(fast.best_step, ref.best_step)
     assert all(torch.allclose(fast.params[k], ref.params[k], atol=1e-5) for k in init)
     assert torch.allclose(reference_head(head)(qx[0]), head_forward(head, qx[0]))

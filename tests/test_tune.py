@@ -22,6 +22,7 @@ from metalearn.tune import study as tune_module
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.tune.study import Scorer, tune
 from metalearn.util.errors import MetalearnError
+from tests.conftest import overrides
 
 TUNED = ["finetune", "transfer"]
 
@@ -36,14 +37,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def overrides(base: Path, out: str, *extra: str) -> list[str]:
-    return [f"out={base / out}", f"data.manifests_dir={base / 'manifests'}", f"data.target.root={base / 'data/esd'}",
-            "backbone.source=tiny", "backbone.family=whisper", f"pretune.out={base / 'pretune'}",
-            "pretune.subsets=[none]", f"embeddings.cache_dir={base / 'cache'}", "episodes.ks=[1,2]",
-            "episodes.repetitions=1", "speakers.folds=2", "speakers.validation=1", "seeds=[0]",
-            "meta_train.steps=3", "meta_train.queries=1", "algorithms.run=[finetune,transfer,majority]",
-            "algorithms.finetune.steps=10", "algorithms.transfer.hidden=[8]", "tune.meta_steps=[2,4]",
-            "tune.trials=3", "tracking.wandb=false", *extra]
+# the tiny run's options (tests/conftest.py): 3 trials per method over meta steps 2 and 4
+TINY = {"algorithms": ["finetune", "transfer", "majority"], "repetitions": 1, "trials": 3}
 
 
 def trial_table(out: Path, algorithm: str) -> list[dict]:
@@ -55,7 +50,7 @@ def trial_table(out: Path, algorithm: str) -> list[dict]:
 def tuned(base: Path) -> Path:
     (base / "tiny.yaml").write_text("name: tiny\ntune: {trials: 2}\n")
     args = ["tune", "--config", str(base / "tiny.yaml"), "--algorithms", ",".join(TUNED), "--trials", "3"]
-    assert main([*args, *(o for o in overrides(base, "tuned") if o != "tune.trials=3")]) == 0
+    assert main([*args, *(o for o in overrides(base, "tuned", **TINY) if o != "tune.trials=3")]) == 0
     return base / "tuned"
 
 
@@ -77,7 +72,8 @@ def test_overlay_holds_each_folds_winner_and_run_applies_it(base: Path, tuned: P
         best = max(rows, key=lambda r: float(r["accuracy"]))
         assert fold["algorithms"]["finetune"] == yaml.safe_load(best["values"])
         assert set(fold["meta_steps"]) == {"transfer"}  # finetune learns nothing across speakers
-    result = run_experiment(load_config(None, overrides(base, "run", f"tuned.file={tuned / 'tuning/tuned.yaml'}")))
+    tuned_file = f"tuned.file={tuned / 'tuning/tuned.yaml'}"
+    result = run_experiment(load_config(None, overrides(base, "run", tuned_file, **TINY)))
     saved = yaml.safe_load((result.out / "config.yaml").read_text())["tuned"]
     assert saved["file"].endswith("tuned.yaml") and saved["folds"] == overlay
     ks = {(r["algorithm"], int(r["k"])) for r in csv.DictReader(open(result.out / "summary.csv"))}
@@ -94,7 +90,7 @@ def test_trials_score_validation_speakers_only(base: Path, tuned: Path, monkeypa
         return real(cfg, units, variant, rows, x, index_of, folds)
 
     monkeypatch.setattr(tune_module, "score_group", spy)
-    tune(load_config(None, overrides(base, "spy", "tune.trials=1", "tune.algorithms=[finetune]")))
+    tune(load_config(None, overrides(base, "spy", "tune.trials=1", "tune.algorithms=[finetune]", **TINY)))
     assert seen and all(speakers <= set(fold.validation) for speakers, fold in seen)
 
 
@@ -109,9 +105,9 @@ def test_a_killed_tuning_resumes_to_the_same_trials(base: Path, tuned: Path, mon
 
     monkeypatch.setattr(Scorer, "score", dying)
     with pytest.raises(KeyboardInterrupt):
-        tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]")))
+        tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]", **TINY)))
     monkeypatch.setattr(Scorer, "score", real)
-    tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]")))
+    tune(load_config(None, overrides(base, "killed", "tune.algorithms=[finetune,transfer]", **TINY)))
     for algorithm in TUNED:
         resumed = [r for r in trial_table(base / "killed", algorithm) if r["counted"] == "True"]
         assert [(r["fold"], r["values"], r["accuracy"]) for r in resumed] == [
@@ -134,8 +130,8 @@ def test_a_failed_hand_set_trial_is_tried_again_first(base: Path, tuned: Path,
 
     monkeypatch.setattr(Scorer, "score", failing_first)
     with pytest.raises(MetalearnError, match="first trial"):
-        tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]")))
-    tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]")))
+        tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]", **TINY)))
+    tune(load_config(None, overrides(base, "failed", "tune.algorithms=[finetune]", **TINY)))
     rows = trial_table(base / "failed", "finetune")
     assert [r["state"] for r in rows].count("FAIL") == 1
     counted = [(r["fold"], r["values"], r["accuracy"]) for r in rows if r["counted"] == "True"]
@@ -145,11 +141,11 @@ def test_a_failed_hand_set_trial_is_tried_again_first(base: Path, tuned: Path,
 
 def test_tuning_refuses_what_it_cannot_do(base: Path, tuned: Path) -> None:
     with pytest.raises(MetalearnError, match="tuning needs them"):
-        tune(load_config(None, overrides(base, "nv", "speakers.validation=0")))
+        tune(load_config(None, overrides(base, "nv", "speakers.validation=0", **TINY)))
     with pytest.raises(MetalearnError, match="'tune.algorithms': \\['majority'\\] have no search space"):
-        tune(load_config(None, overrides(base, "nv2", "tune.algorithms=[majority]")))
+        tune(load_config(None, overrides(base, "nv2", "tune.algorithms=[majority]", **TINY)))
     with pytest.raises(MetalearnError, match="holds studies of another config .*episodes.repetitions"):
-        tune(load_config(None, overrides(base, "tuned", "episodes.repetitions=2")))
+        tune(load_config(None, overrides(base, "tuned", "episodes.repetitions=2", **TINY)))
 
 
 @pytest.mark.parametrize("name", [a for a in ALGORITHMS if search_space(a) is not None])
@@ -177,10 +173,10 @@ def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta
     monkeypatch.setattr(tune_module, "score_group", spy)
     tune(load_config(None, overrides(base, "layers", "tune.trials=1", "tune.algorithms=[transfer]",
                                      "features.choose_layer=true", "meta_train.seeds=[3,4]",
-                                     "algorithms.only={transfer: {variants: [none, pft-elsewhere]}}")))
+                                     "algorithms.only={transfer: {variants: [none, pft-elsewhere]}}", **TINY)))
     chosen = {e["fold"]: e["layer"] for e in json.loads((base / "layers" / "tuning" / "layers.json").read_text())}
     assert seen and all(seeds == {3} for seeds, _, _ in seen)
-    cfg = load_config(None, overrides(base, "unused"))
+    cfg = load_config(None, overrides(base, "unused", **TINY))
     rows = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
     for _, fold, x in seen:
         _, expected = variant_features(with_layer(cfg, chosen[fold]), prepare_variants(cfg)["none"], rows)

@@ -28,9 +28,7 @@ from metalearn.features.backbones.base import length_mask
 from metalearn.features.backbones.whisper import Trunk
 from metalearn.features.embeddings import (
     EmbeddingConfig,
-    Embeddings,
     cache_store,
-    extract,
     file_identity,
     plan_batches,
     pooled_states,
@@ -64,13 +62,6 @@ def shared_layers(a: SpeechBackbone, b: SpeechBackbone) -> int | None:
 def _same(m: torch.nn.Module, n: torch.nn.Module) -> bool:
     sa, sb = m.state_dict(), n.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def extract_variants(rows: Sequence[Utterance], backbones: Sequence[SpeechBackbone], cfg: EmbeddingConfig
-                     ) -> list[Embeddings]:
-    """``extract(rows, b, cfg)`` for every backbone, computing the layers they share once per batch."""
-    fill_caches(rows, backbones, cfg)
-    return [extract(rows, b, cfg) for b in backbones]
 
 
 def fill_caches(rows: Sequence[Utterance], backbones: Sequence[SpeechBackbone], cfg: EmbeddingConfig) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalearn.report.stats import PairedTest, exact_mean, holm, paired_test, paired_tests
+from metalearn.report.stats import PairedTest, exact_mean, holm, paired_tests
 from metalearn.report.summary import METRIC_LABELS, METRICS, cell_key
 
 BASE_PRETUNE = "none"
@@ -100,14 +100,6 @@ def planned_pairs(cells: Iterable[Cell], reference: str) -> list[tuple[Cell, Cel
 def _statistics(t: PairedTest, n_pairs: int) -> dict:
     return {"n_speakers": t.n, "n_trials": n_pairs, "diff_mean": t.mean, "diff_ci_low": t.low,
             "diff_ci_high": t.high, "p_value": t.p_value, "better": t.better, "equal": t.equal, "worse": t.worse}
-
-
-def compare_cells(method: Sequence[dict], reference: Sequence[dict], metric: str) -> dict | None:
-    """The statistics columns (n_speakers ... worse, no p_holm) of ``method`` vs ``reference``, the records
-    of one (protocol, k) each; None without any paired episode."""
-    with_meta = meta_seed_set(method) == meta_seed_set(reference)
-    _, diffs, n_pairs = speaker_differences(index_cell(method, with_meta), index_cell(reference, with_meta))
-    return _statistics(paired_test(diffs[:, METRICS.index(metric)]), n_pairs) if n_pairs else None
 
 
 def comparisons(records: Iterable[dict], reference: str = "finetune") -> list[dict]:

@@ -6,8 +6,6 @@
 - :func:`paired_tests`: mean, 95% t-interval and two-sided one-sample t-test of per-speaker differences, for
   many comparisons at once (``scipy.stats.ttest_1samp`` along an axis); :func:`paired_test` for one.
 - :func:`holm`: Holm's step-down adjustment of a family of p-values (NaN p-values stay NaN, outside the family).
-- :func:`hierarchical_bootstrap`: a seeded two-level percentile bootstrap (speakers, then episodes within a
-  speaker); not used by the default report, which relies on the t-interval over speakers.
 """
 
 from __future__ import annotations
@@ -123,34 +121,3 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
-
-
-def hierarchical_bootstrap(groups: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
-                           level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean of per-group means, resampling groups, then values within each group.
-
-    Args:
-        groups: S groups (speakers), each the values [n_s] of its episodes (NaN dropped, empty groups dropped).
-        n_boot: bootstrap replicates B; seed: the generator's seed (same seed, same interval).
-    Returns:
-        (low, high) at ``level``; (NaN, NaN) without any value.
-    """
-    kept = [v[np.isfinite(v)] for v in (np.asarray(g, dtype=np.float64).ravel() for g in groups)]
-    kept = [v for v in kept if v.size]
-    if not kept:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    sizes = np.array([v.size for v in kept])
-    padded = np.zeros((len(kept), int(sizes.max())))  # [S, N]
-    for i, v in enumerate(kept):
-        padded[i, : v.size] = v
-    chosen = rng.integers(0, len(kept), size=(n_boot, len(kept)))  # [B, S] groups drawn
-    n = sizes[chosen]  # [B, S]
-    within = (rng.random((n_boot, len(kept), padded.shape[1])) * n[..., None]).astype(np.int64)  # [B, S, N]
-    drawn = padded[chosen[..., None], within]  # [B, S, N]
-    used = np.arange(padded.shape[1]) < n[..., None]  # the first n_s draws of a group of size n_s
-    group_means = (drawn * used).sum(-1) / n  # [B, S]
-    means = group_means.mean(-1)  # [B]
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)

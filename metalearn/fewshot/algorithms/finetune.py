@@ -8,8 +8,8 @@ Two paths with the same math:
   gradients as batched products, one fused Adam kernel, episodes in cache-sized chunks, validation logits of
   all checkpoints at once), an MLP head by ``torch.func.vmap(torch.func.grad(loss))`` over episode-stacked
   heads and ``functional.batched_adam_step`` (no Python loop over episodes);
-- ``fit_heads_reference``: the readable per-episode loop with ``nn.Linear`` and ``torch.optim.Adam``,
-  which the tests compare against.
+- ``fit_heads_loop`` (``FinetuneConfig.vectorized = False``): the readable per-episode loop with ``nn.Linear``
+  and ``torch.optim.Adam``, which the tests and ``experiments/bench_trials.py`` compare the fast path against.
 
 Feature standardisation (``standardize``) uses the episode's support set only, so query items never
 influence each other: ``global`` centres every dimension on the support mean and divides by one number, the
@@ -65,7 +65,7 @@ class FinetuneConfig:
     init_std: float = 0.0  # 0: zero head; > 0: weights ~ N(0, init_std^2) from the method's seed
     standardize: str = "global"  # none | global | per_dim (support-set statistics, see the module doc)
     eval_every: int = 10  # model-selection period in steps, used when validation data is given
-    vectorized: bool = True  # False: the per-episode reference loop
+    vectorized: bool = True  # False: the per-episode loop (fit_heads_loop)
     head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
     mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
 
@@ -178,8 +178,8 @@ def fit_heads_autograd(support_x: Tensor, support_y: Tensor, query_x: Tensor, wa
     return FitResult(params, logits, torch.where(unselected, cfg.steps, best_step))
 
 
-def fit_heads_reference(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
-                        init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
+def fit_heads_loop(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
+                   init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
     """The same as ``fit_heads``, one episode at a time with nn.Linear (nn.Sequential) and torch.optim.Adam."""
     finals, logits, steps = [], [], []
     for e in range(support_x.shape[0]):
@@ -261,7 +261,7 @@ class Finetune(AdapterBase):
             return FitResult(*fit_linear_heads(sx, sy, qx, ways, self.cfg, init, *val, (mean, scale)))
         vx = None if val_x is None else (val_x.to(self.device) - mean) / scale
         vy = None if val_y is None else val_y.to(self.device)
-        fit = fit_heads if self.cfg.vectorized else fit_heads_reference
+        fit = fit_heads if self.cfg.vectorized else fit_heads_loop
         return fit((sx - mean) / scale, sy, (qx - mean) / scale, ways, self.cfg, init, vx, vy)
 
     def initial_heads(self, episodes: int, ways: int, mean: Tensor, scale: Tensor, dtype: torch.dtype) -> Params:

@@ -4,9 +4,9 @@ One inner loop serves all four: which parameters adapt (all, or ANIL's last laye
 the inner learning rate (a scalar, or Meta-SGD's per-parameter tensors) and first order (inner gradients
 constant) are arguments. The fast path, :func:`metalearn.fewshot.algorithms.stacked.sgd_path`, adapts every
 episode of a batch at once on episode-stacked parameters with hand-written gradients and the first layer in
-low-rank form, and autograd differentiates the mean query loss once; ``adapt_reference`` /
-``episode_loss_reference`` are the readable per-episode loop with
-``torch.autograd.grad(create_graph=not first_order)`` that the tests compare the fast path against.
+low-rank form, and autograd differentiates the mean query loss once. The readable per-episode loop with
+``torch.autograd.grad(create_graph=not first_order)`` that the tests compare the fast path against lives in
+``tests/reference_impls.py``.
 
 Defaults (tried on synthetic speakers: class means = shared prototype + speaker shift + per-speaker-class
 offset, standardized, D = 128 and 768, 5-way 1- and 5-shot, 200 meta-steps): hidden 256, inner_lr 0.05,
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
@@ -30,9 +29,7 @@ from metalearn.fewshot.algorithms.heads import (
     body_forward,
     body_params,
     check_episodes,
-    head_forward,
     init_head,
-    last_keys,
     last_params,
     predict_stacked,
 )
@@ -47,54 +44,9 @@ from metalearn.fewshot.algorithms.stacked import FastHead, path_logits, sgd_path
 from metalearn.util.devices import resolve_device
 
 __all__ = ["ANIL", "FOMAML", "MAML", "ANILConfig", "FOMAMLConfig", "MAMLConfig", "MetaSGD", "MetaSGDConfig",
-           "adapt_reference", "search_space", "sgd_step"]
+           "search_space"]
 
 InnerLR = float | Tensor | dict[str, Tensor]
-Forward = Callable[[Params, Tensor], Tensor]
-
-
-def _lr(inner_lr: InnerLR, key: str) -> float | Tensor:
-    return inner_lr[key] if isinstance(inner_lr, dict) else inner_lr
-
-
-def sgd_step(fast: Params, grads: Params, inner_lr: InnerLR, first_order: bool) -> Params:
-    """``fast - lr * grad`` per key (one fused kernel); ``first_order`` detaches the gradients, not the parameters."""
-    out = {}
-    for k, v in fast.items():
-        g, lr = (grads[k].detach() if first_order else grads[k]), _lr(inner_lr, k)
-        out[k] = torch.addcmul(v, lr, g, value=-1) if isinstance(lr, Tensor) else v.add(g, alpha=-lr)
-    return out
-
-
-def _split(params: Params, adapt_keys: Sequence[str] | None) -> tuple[Params, Params]:
-    keys = list(params) if adapt_keys is None else list(adapt_keys)
-    return {k: params[k] for k in keys}, {k: v for k, v in params.items() if k not in keys}
-
-
-def adapt_reference(params: Params, support_x: Tensor, support_y: Tensor, steps: int, inner_lr: InnerLR,
-                    first_order: bool = False, adapt_keys: Sequence[str] | None = None,
-                    forward: Forward = head_forward) -> Params:
-    """``steps`` SGD steps on one episode's support cross-entropy, by ordinary autograd (``create_graph=not
-    first_order``): the readable reference of :func:`stacked.sgd_path`.
-
-    Args:
-        params: the initialisation (meta-parameters); support_x: [S, D]; support_y: [S] ints.
-        inner_lr: a scalar, or per-key tensors shaped like the parameters (Meta-SGD).
-        first_order: detach the inner gradients (FOMAML); otherwise second order (gradients of gradients).
-        adapt_keys: which parameters adapt (None = all, MAML; the last layer's keys = ANIL).
-    Returns:
-        every parameter, the adapted ones replaced.
-    """
-    fast, frozen = _split(params, adapt_keys)
-    fast = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(forward({**frozen, **fast}, support_x), support_y)
-            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
-            fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), inner_lr, first_order)
-    return {**params, **fast}
-
-
 Meta = dict[str, Params]  # {"head": head parameters} (+ {"lr": per-parameter inner rates} for Meta-SGD)
 
 
@@ -110,7 +62,7 @@ class MAML(AdapterBase):
     """Second-order MAML (Finn et al., 2017): the head's initialisation is meta-learned, every parameter adapts.
 
     Subclasses change hooks: ``first_order`` (FOMAML), ``_inner_lr`` (Meta-SGD), and for ANIL which layers adapt
-    (``_adapt_keys`` in the reference loop; ``_adapting`` on ``_features`` in the stacked path).
+    (``_adapting`` on ``_features``).
     """
 
     name = "maml"
@@ -143,9 +95,6 @@ class MAML(AdapterBase):
     def _inner_lr(self, meta: Meta) -> InnerLR:
         return self.cfg.inner_lr
 
-    def _adapt_keys(self, head: Params) -> Sequence[str] | None:
-        return None
-
     def _features(self, meta: Meta, x: Tensor) -> Tensor:
         """The adapting layers' input rows [..., N, D] (ANIL: the body's features)."""
         return x
@@ -171,32 +120,17 @@ class MAML(AdapterBase):
         """Logits of x [E, N, D] after 0..test_steps steps [E, T + 1, N, W] (``every``), else the last [E, N, W]."""
         return path_logits(self.heads(meta, sx, sy, self.cfg.test_steps), self._features(meta, x), every)
 
-    # --- one episode, by the autograd loop (the reference) ------------------------------------------
-    def adapt_one_reference(self, meta: Meta, support_x: Tensor, support_y: Tensor, steps: int) -> Params:
-        """Adapted head parameters of one episode ([S, D], [S]) by the per-episode autograd loop."""
-        return adapt_reference(meta["head"], support_x, support_y, steps, self._inner_lr(meta), self.first_order,
-                               self._adapt_keys(meta["head"]))
-
-    def episode_loss_reference(self, meta: Meta, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        """Query cross-entropy after adapting on the support: [S, D], [S], [Q, D], [Q] -> scalar."""
-        adapted = self.adapt_one_reference(meta, sx, sy, self.cfg.inner_steps)
-        return cross_entropy(head_forward(adapted, qx), qy)
-
     # --- batches ------------------------------------------------------------------------------------
     def _cast(self, x: Tensor) -> Tensor:
         return x.to(self.device, self.dtype)
 
-    def meta_gradients(self, batch: Sequence[Tensor], reference: bool = False) -> tuple[Tensor, Meta]:
+    def meta_gradients(self, batch: Sequence[Tensor]) -> tuple[Tensor, Meta]:
         """Mean query loss over a batch (support_x [E, S, D], support_y [E, S], query_x [E, Q, D],
-        query_y [E, Q]) and its gradient w.r.t. the meta-parameters (stacked episodes, or the loop)."""
+        query_y [E, Q]) and its gradient w.r.t. the meta-parameters (every episode stacked at once)."""
         sx, qx = self._cast(batch[0]), self._cast(batch[2])
         sy, qy = batch[1].to(self.device), batch[3].to(self.device)
         with torch.enable_grad():
-            if reference:
-                losses = [self.episode_loss_reference(self.meta, *ep) for ep in zip(sx, sy, qx, qy, strict=True)]
-                loss = torch.stack(losses).mean()
-            else:
-                loss = self.batch_loss(self.meta, (sx, sy, qx, qy))
+            loss = self.batch_loss(self.meta, (sx, sy, qx, qy))
             grads = iter(torch.autograd.grad(loss, _flat(self.meta)))
         return loss.detach(), _map(lambda _: next(grads), self.meta)
 
@@ -219,16 +153,6 @@ class MAML(AdapterBase):
                                       self._cast(support_x), support_y.to(self.device), self._cast(query_x),
                                       None if val_x is None else self._cast(val_x), val_y, self.cfg.predict_chunk)
         return logits.to(query_x.device)
-
-    def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        """``predict`` without validation data, by the per-episode autograd loop -> logits [E, Q, W]."""
-        check_episodes(self.name, self.ways, self.dim, ways, support_x)
-        meta = _map(torch.Tensor.detach, self.meta)
-        out = []
-        for sx, sy, qx in zip(self._cast(support_x), support_y.to(self.device), self._cast(query_x), strict=True):
-            adapted = self.adapt_one_reference(meta, sx, sy, self.cfg.test_steps)
-            out.append(head_forward(adapted, qx).detach())
-        return torch.stack(out).to(query_x.device)
 
 
 class FOMAML(MAML):
@@ -255,9 +179,6 @@ class ANIL(MAML):
     @property
     def first_order(self) -> bool:
         return getattr(self.cfg, "first_order", False)
-
-    def _adapt_keys(self, head: Params) -> Sequence[str] | None:
-        return last_keys(head)
 
     def _features(self, meta: Meta, x: Tensor) -> Tensor:
         return body_forward(body_params(meta["head"]), x)

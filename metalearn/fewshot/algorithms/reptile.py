@@ -3,8 +3,8 @@
 Meta-training: for each task, ``inner_steps`` full-batch steps of SGD or Adam on the task's support and query
 items together, from the current initialisation; then ``init += meta_lr * mean over tasks(adapted - init)``.
 The tasks' inner loops run at once on episode-stacked heads (:func:`metalearn.fewshot.algorithms.stacked.finetune`:
-hand-written gradients, the in-place :func:`functional.batched_adam_step`); ``meta_delta(..., reference=True)``
-is the per-task loop with ``torch.optim`` that the tests compare against. Test time: fine-tune the head from the
+hand-written gradients, the in-place :func:`functional.batched_adam_step`); the per-task loop with ``torch.optim``
+that the tests compare against lives in ``tests/reference_impls.py``. Test time: fine-tune the head from the
 meta-learned initialisation on the support set with the same inner optimizer (``test_steps`` steps, or the
 best of 0..test_steps by validation macro-F1).
 
@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, TaskSampler
-from metalearn.fewshot.algorithms.functional import cross_entropy
-from metalearn.fewshot.algorithms.heads import Params, check_episodes, head_forward, init_head, predict_stacked
+from metalearn.fewshot.algorithms.heads import Params, check_episodes, init_head, predict_stacked
 from metalearn.fewshot.algorithms.stacked import Adam, finetune, forward
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
@@ -77,19 +76,6 @@ def inner_train(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, opt
     return finetune(params, x, y, steps, lr, adam, rows)
 
 
-def inner_train_reference(params: Params, x: Tensor, y: Tensor, steps: int, lr: float, optimizer: str) -> Params:
-    """``inner_train`` with leaf tensors and ``torch.optim`` (SGD or Adam), one task."""
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    opt = (torch.optim.SGD(leaves.values(), lr=lr) if optimizer == "sgd"
-           else torch.optim.Adam(leaves.values(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
-    with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            cross_entropy(head_forward(leaves, x), y).backward()
-            opt.step()
-    return {k: v.detach() for k, v in leaves.items()}
-
-
 class Reptile(AdapterBase):
     """Reptile: meta-learns the head's initialisation by moving it toward each task's fine-tuned weights."""
 
@@ -112,10 +98,7 @@ class Reptile(AdapterBase):
         self.dtype = head["w0"].dtype
         self.meta: dict[str, Params] = {"head": head}
 
-    def _train_reference(self, params: Params, x: Tensor, y: Tensor, steps: int) -> Params:
-        return inner_train_reference(params, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
-
-    def meta_delta(self, batch: Sequence[Tensor], reference: bool = False) -> Params:
+    def meta_delta(self, batch: Sequence[Tensor]) -> Params:
         """mean over tasks of (adapted - init), each task adapted on its support and query items together.
 
         batch: support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q] (< 0 = padding).
@@ -123,11 +106,7 @@ class Reptile(AdapterBase):
         x = torch.cat([batch[0], batch[2]], dim=1).to(self.device, self.dtype)
         y = torch.cat([batch[1], batch[3]], dim=1).to(self.device)
         head, steps = self.meta["head"], self.cfg.inner_steps
-        if reference:
-            tasks = [self._train_reference(head, xe, ye, steps) for xe, ye in zip(x, y, strict=True)]
-            adapted = {k: torch.stack([t[k] for t in tasks]) for k in head}
-        else:
-            adapted, _ = inner_train(head, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
+        adapted, _ = inner_train(head, x, y, steps, self.cfg.inner_lr, self.cfg.inner_optimizer)
         return {k: adapted[k].mean(0) - head[k] for k in head}
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
@@ -156,13 +135,3 @@ class Reptile(AdapterBase):
             logits = predict_stacked(self.trajectory, cast(support_x), support_y.to(self.device), cast(query_x),
                                       None if val_x is None else cast(val_x), val_y, self.cfg.predict_chunk)
         return logits.to(query_x.device)
-
-    def predict_reference(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int) -> Tensor:
-        """``predict`` without validation data, one episode at a time with ``torch.optim`` -> [E, Q, W]."""
-        check_episodes(self.name, self.ways, self.dim, ways, support_x)
-        out = []
-        for sx, sy, qx in zip(support_x, support_y, query_x, strict=True):
-            sx, qx = sx.to(self.device, self.dtype), qx.to(self.device, self.dtype)
-            adapted = self._train_reference(self.meta["head"], sx, sy.to(self.device), self.cfg.test_steps)
-            out.append(head_forward(adapted, qx))
-        return torch.stack(out).to(query_x.device)

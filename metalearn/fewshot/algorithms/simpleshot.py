@@ -4,7 +4,7 @@ The centring mean, chosen by ``SimpleShotConfig.center``:
 - ``support``: each episode's own support mean (makes the method invariant to a global shift of the features);
 - ``base``: the mean embedding of the training speakers, learned by ``meta_train`` from ``steps`` batches of
   ``sampler.sample(meta_batch)`` (the real support and query rows of every sampled episode are averaged; an
-  utterance drawn twice counts twice), or set directly with ``fit_base_mean`` from a table of embeddings;
+  utterance drawn twice counts twice);
 - ``none``: L2-normalisation only (the paper's L2N).
 Centroids are the means of the transformed support features; logits are negative squared Euclidean distances,
 so the arg-max is the nearest centroid by Euclidean distance. Query items are scored independently.
@@ -62,11 +62,7 @@ class SimpleShot(AdapterBase):
             raise MetalearnError(f"center {self.cfg.center!r}: expected one of {', '.join(CENTERS)}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.meta_learns = self.cfg.center == "base"
-        self.base_mean: Tensor | None = None  # [D], set by meta_train or fit_base_mean
-
-    def fit_base_mean(self, embeddings: Tensor) -> None:
-        """Set the base mean from a table of training-speaker embeddings [N, D]."""
-        self.base_mean = embeddings.to(self.device, torch.float64).mean(0)
+        self.base_mean: Tensor | None = None  # [D], set by meta_train
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """Average the training speakers' embeddings over ``steps`` sampled batches (only for ``center=base``)."""
@@ -88,7 +84,7 @@ class SimpleShot(AdapterBase):
         if self.cfg.center == "none":
             return None
         if self.base_mean is None:
-            raise MetalearnError("simpleshot with center=base needs meta_train (or fit_base_mean) before predict")
+            raise MetalearnError("simpleshot with center=base needs meta_train before predict")
         return self.base_mean.to(support_x.dtype)
 
     @torch.no_grad()
