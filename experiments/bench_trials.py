@@ -37,7 +37,7 @@ import torch
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig, fit_heads_autograd, support_standardizer
 from metalearn.fewshot.episodes import binary_episodes
-from metalearn.fewshot.trials import episode_batch, group_by_shape, run_trials
+from metalearn.fewshot.trials import TrialTags, episode_batch, group_by_shape, run_trials
 from metalearn.run.config import ExperimentConfig
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")
@@ -86,7 +86,7 @@ def _compare(method: Finetune, episodes, x, index_of, fast: list[dict], chunk: i
     """(seconds per trial of ``method`` on ``episodes``, its largest macro-F1 gap to the engine's records of the
     same episodes, how many trials differ)."""
     start = time.perf_counter()
-    other = run_trials(method, episodes, x, index_of, run="bench", pretune="v0", seed=0, chunk=chunk)
+    other = run_trials(method, episodes, x, index_of, TrialTags("bench", "v0", 0), chunk=chunk)
     seconds = (time.perf_counter() - start) / len(episodes)
     ids = {e.episode_id for e in episodes}
     gaps = [abs(a["macro_f1"] - b["macro_f1"])
@@ -138,7 +138,7 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
         assert not skipped and len(episodes) == 15 * len(ks) * speakers
         start = time.perf_counter()
         records = run_trials(Finetune(768, FinetuneConfig(steps=steps), device=device), episodes, x, index_of,
-                             run="bench", pretune=f"v{v}", seed=0, chunk=chunk)
+                             TrialTags("bench", f"v{v}", 0), chunk=chunk)
         seconds = time.perf_counter() - start
         engine_s, n_trials = engine_s + seconds, n_trials + len(records)
         per_variant_ms.append(round(1000 * seconds / len(records), 2))

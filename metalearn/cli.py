@@ -87,6 +87,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     tuned = [f"tuned.file={args.tuned}"] if args.tuned else []
     cfg = load_config(args.config, [*args.overrides, *tuned])
+    if args.print_config:
+        from metalearn.run.run_folder import to_yaml
+
+        print(to_yaml(cfg), end="")
+        return 0
     return run_main(cfg, args.shard, args.prepare)
 
 
@@ -174,6 +179,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prepare", action="store_true",
                    help="only train the variants, draw the episodes and fill the embedding caches (before shards)")
     p.add_argument("--tuned", metavar="FILE.yaml", help="a tune overlay (tuning/tuned.yaml of `metalearn tune`)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, preset, tuned overlay, overrides) and exit")
     p.set_defaults(func=_cmd_run)
 
 

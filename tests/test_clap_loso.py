@@ -10,10 +10,10 @@ import torch
 
 from metalearn.clap.heads import ClapHeadsConfig
 from metalearn.clap.model import ClapConfig
+from metalearn.data.emotions import FOUR_CLASS
 from metalearn.data.manifest import Utterance
 from metalearn.loso.folds import (
-    IEMOCAP4,
-    Fold,
+    SessionSplit,
     check_fold,
     heads_fold,
     loso_fold,
@@ -32,7 +32,7 @@ def corpus(sessions: int = 2, per: int = 6, dim: int = 16) -> tuple[list[Utteran
     rows, x = [], []
     for s in range(1, sessions + 1):
         for g, gender in (("F", "female"), ("M", "male")):
-            for c, emotion in enumerate(IEMOCAP4):
+            for c, emotion in enumerate(FOUR_CLASS):
                 for i in range(per):
                     rows.append(Utterance(f"Ses0{s}{g}_{emotion}_{i}", f"/x/{s}{g}{c}{i}.wav", "iemocap",
                                           f"Ses0{s}{g}", gender, emotion, emotion, "", 2.0, 16000))
@@ -67,7 +67,7 @@ def test_a_leaking_fold_is_refused() -> None:
     rows, _ = corpus(2, 1)
     test = np.array([i for i, u in enumerate(rows) if session(u) == "Ses01"])
     with pytest.raises(MetalearnError, match="fold Ses01: .*held-out session must be unseen"):
-        check_fold(rows, Fold("Ses01", test[:2], np.array([len(rows) - 1]), test))
+        check_fold(rows, SessionSplit("Ses01", test[:2], np.array([len(rows) - 1]), test))
 
 
 def test_frozen_fold_learns_separable_classes() -> None:
@@ -75,10 +75,10 @@ def test_frozen_fold_learns_separable_classes() -> None:
     fold = loso_fold(rows, "Ses02", 0.1, 0)
     model_cfg = ClapConfig(text_source="tiny", embed_dim=8, variant="sl", alpha=0.8)
     heads_cfg = ClapHeadsConfig(steps=40, batch_size=16, lr=1e-2, eval_every=20)
-    record = heads_fold(x, rows, fold, IEMOCAP4, model_cfg, heads_cfg)
+    record = heads_fold(x, rows, fold, FOUR_CLASS, model_cfg, heads_cfg)
     assert record["n_test"] == 2 * 4 * 6 and record["n_train"] + record["n_dev"] == 2 * 4 * 6
     assert record["best_step"] in (20, 40) and record["ua"] > 0.5  # chance 0.25
-    assert heads_fold(x, rows, fold, IEMOCAP4, model_cfg, heads_cfg) == record  # seeded
+    assert heads_fold(x, rows, fold, FOUR_CLASS, model_cfg, heads_cfg) == record  # seeded
 
 
 def records(seeds: tuple[int, ...] = (0,)) -> list[dict]:

@@ -130,7 +130,9 @@ def test_zero_shot_records_are_the_nearest_prompt_of_the_raw_embeddings(base: Pa
     cfg = load_config(None, overrides(base, "run", **TINY))
     folder = base / "pretune" / "clap-sl-iemocap+msp_podcast"
     rows = read_manifest(base / "manifests" / "esd.csv")
-    kept, x = variant_features(cfg, open_variant(folder), rows)
+    table = variant_features(cfg, open_variant(folder), rows)
+    kept, x = table.rows, table.x
+    assert table.layer == "clap"
     assert x.shape[1] == 8 and torch.allclose(x.norm(dim=1), torch.ones(len(x)), atol=1e-5)
     index = {utterance_key(u): i for i, u in enumerate(kept)}
     episodes = {e.episode_id: e for e in load_episodes(clap_run.out / "episodes-seed0.jsonl")[0]}

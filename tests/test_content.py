@@ -18,7 +18,7 @@ import torch
 from metalearn.data.manifest import utterance_key
 from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
 from metalearn.fewshot.episodes import nway_episodes
-from metalearn.fewshot.trials import episode_batch, trial_record
+from metalearn.fewshot.trials import TrialTags, episode_batch, trial_record
 from metalearn.report.content import (
     CONTENT_FIELDS,
     QUERY_CORRECT,
@@ -97,7 +97,7 @@ def onehot_scores(name: str, disjoint: str, k: int = 4) -> tuple[list, list[dict
         batch = episode_batch([e], index_of, x)
         hits = (adapter.score(batch).argmax(-1) == batch.query_y)[0, :len(e.query)].tolist()
         record = trial_record(e, adapter, {"accuracy": float(np.mean(hits)), "macro_f1": 0.0, "weighted_f1": 0.0,
-                                           "uar": 0.0}, run="t", pretune="none", seed=0, seconds=0.0)
+                                           "uar": 0.0}, TrialTags("t", "none", 0), 0.0)
         records.append(record | {QUERY_CORRECT: "".join("1" if h else "0" for h in hits)})
     return episodes, records
 

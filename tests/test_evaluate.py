@@ -10,9 +10,9 @@ from metalearn.data.manifest import utterance_key
 from metalearn.features.featurize import select_features
 from metalearn.fewshot.algorithms.simpleshot import SimpleShot
 from metalearn.fewshot.episodes import binary_episodes, nway_episodes
-from metalearn.fewshot.trials import RECORD_FIELDS, group_by_shape, run_trials
+from metalearn.fewshot.trials import RECORD_FIELDS, TrialTags, group_by_shape, run_trials
+from metalearn.report.stats import t_interval
 from metalearn.report.summary import summarize
-from metalearn.util.metrics import mean_ci95
 from tests.fixtures import EMOTIONS, make_rows
 
 DESIGN_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",
@@ -33,7 +33,7 @@ def test_records_have_the_contract_fields_and_beat_chance(data):
     rows, x, index_of = data
     eps, skipped = nway_episodes(rows, ["0011", "0012", "0013"], k=3, repetitions=2, seed=0)
     assert not skipped
-    records = run_trials(SimpleShot(16), eps, x, index_of, run="r", pretune="none", seed=0)
+    records = run_trials(SimpleShot(16), eps, x, index_of, TrialTags("r", "none", 0))
     assert len(records) == len(eps) == 6
     assert set(DESIGN_FIELDS) <= set(records[0]) and tuple(records[0]) == RECORD_FIELDS
     assert {r["episode_id"] for r in records} == {e.episode_id for e in eps}
@@ -44,8 +44,8 @@ def test_records_have_the_contract_fields_and_beat_chance(data):
 def test_chunking_does_not_change_scores(data):
     rows, x, index_of = data
     eps, _ = binary_episodes(rows, ["0011", "0012", "0013"], EMOTIONS, ks=(2, 4), repetitions=2, seed=1)
-    a = run_trials(SimpleShot(16), eps, x, index_of, run="r", pretune="none", seed=0, chunk=512)
-    b = run_trials(SimpleShot(16), eps, x, index_of, run="r", pretune="none", seed=0, chunk=3)
+    a = run_trials(SimpleShot(16), eps, x, index_of, TrialTags("r", "none", 0), chunk=512)
+    b = run_trials(SimpleShot(16), eps, x, index_of, TrialTags("r", "none", 0), chunk=3)
     key = lambda r: r["episode_id"]  # noqa: E731
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
         assert ra["macro_f1"] == pytest.approx(rb["macro_f1"]) and ra["accuracy"] == pytest.approx(rb["accuracy"])
@@ -65,10 +65,10 @@ def test_summary_is_the_t_interval_over_per_speaker_means():
     records = [{"pretune": "none", "algorithm": "a", "protocol": "binary", "k": 4, "speaker": s, "accuracy": v,
                 "macro_f1": v / 2, "uar": v, "weighted_f1": v} for s, vs in values.items() for v in vs]
     (row,) = summarize(records)
-    mean, half, n = mean_ci95([np.mean(vs) for vs in values.values()])
+    mean, half, n = t_interval([np.mean(vs) for vs in values.values()])
     assert (row["n_trials"], row["n_speakers"]) == (6, n) == (6, 3)
     assert row["accuracy_mean"] == pytest.approx(mean) and row["accuracy_ci95"] == pytest.approx(half)
-    assert row["accuracy_ci95"] != pytest.approx(mean_ci95([v for vs in values.values() for v in vs])[1])
+    assert row["accuracy_ci95"] != pytest.approx(t_interval([v for vs in values.values() for v in vs])[1])
     assert row["macro_f1_mean"] == pytest.approx(mean / 2)
 
 

@@ -93,9 +93,10 @@ def test_exported_folder_runs_as_a_variant_with_the_original_embeddings(base: Pa
     assert shared.kind == "supervised" and shared.trained_on == ("alpha",) and shared.weights is None
     assert shared.folder == base / "pretune" / "extra" / "shared"
     rows = read_manifest(base / "alpha.csv")
-    kept, mine = variant_features(cfg, shared, rows)
-    _, original = variant_features(cfg, open_variant(base / "trained" / "pft-alpha"), rows)
-    _, untouched = variant_features(cfg, variants["none"], rows)
+    table = variant_features(cfg, shared, rows)
+    kept, mine = table.rows, table.x
+    original = variant_features(cfg, open_variant(base / "trained" / "pft-alpha"), rows).x
+    untouched = variant_features(cfg, variants["none"], rows).x
     assert len(kept) == 32 and mine.shape == original.shape
     assert (original - untouched).abs().max() > 1e-4  # the test can tell a trained variant from the untouched one
     assert (mine - original).abs().max() <= 1e-6

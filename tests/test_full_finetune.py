@@ -13,7 +13,7 @@ from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.fewshot.algorithms import AdapterSpec, AudioInputs, build_adapter
 from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.episodes import Episode
-from metalearn.fewshot.trials import RECORD_FIELDS, run_trials
+from metalearn.fewshot.trials import RECORD_FIELDS, TrialTags, run_trials
 from metalearn.pretune.model import transformer_layers
 from metalearn.util.errors import MetalearnError
 
@@ -71,7 +71,7 @@ def test_records_and_fresh_backbone_per_episode(paths):
     assert isinstance(adapter, FullFinetune) and adapter.inputs == "audio" and adapter.per_episode
     index_of = {key: i for i, key in enumerate(paths)}  # audio methods read clips; the features are unused
     records = run_trials(adapter, [episode("s1"), episode("s2")], torch.zeros(len(paths), 1), index_of,
-                         run="t", pretune="none", seed=0, chunk=1)
+                         TrialTags("t", "none", 0), chunk=1)
     assert len(records) == 2 and len(factory.built) == 2
     assert factory.built[0] is not factory.built[1]
     for r in records:

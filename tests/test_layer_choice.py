@@ -21,8 +21,9 @@ from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.report.records import read_trials
 from metalearn.run import layer_choice, runner
-from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged, with_layer
+from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged
 from metalearn.run.runner import build_episodes, run_experiment, speaker_folds
 from metalearn.run.stages import prepare_manifest, prepare_variants
 from metalearn.util.errors import MetalearnError
@@ -192,9 +193,9 @@ def test_the_run_scores_each_fold_on_its_chosen_layer(setup: Setup, clean: list[
     """Every feature read of the grid uses the layer of the fold it scores; layers.json is in the run folder."""
     real, seen = runner.variant_features, []
 
-    def spy(cfg, variant, rows):
-        seen.append(cfg.features.layer)
-        return real(cfg, variant, rows)
+    def spy(cfg, variant, rows, layer=None):
+        seen.append(layer)
+        return real(cfg, variant, rows, layer)
 
     monkeypatch.setattr(runner, "variant_features", spy)
     cfg = load_config(None, overrides(setup.base, "run", CHOOSE, algorithms=["simpleshot"], **TINY))
@@ -202,4 +203,7 @@ def test_the_run_scores_each_fold_on_its_chosen_layer(setup: Setup, clean: list[
     entries = json.loads((result.out / "layers.json").read_text())
     assert [e["layer"] for e in entries] == [e["layer"] for e in clean]
     assert sorted(set(seen)) == sorted({e["layer"] for e in clean})
-    assert with_layer(cfg, None) is cfg and with_layer(cfg, 1).features.layer == 1
+    layer_of = {(e["variant"], e["fold"]): str(e["layer"]) for e in entries}
+    fold_of = {s: f["fold"] for f in json.loads((result.out / "folds.json").read_text()) for s in f["test"]}
+    records = read_trials(result.out)
+    assert records and all(r["layer"] == layer_of[(r["pretune"], fold_of[r["speaker"]])] for r in records)

@@ -42,11 +42,12 @@ def _run(base: Path, out: str, poisoned: tuple[str, ...] = ()) -> dict[str, list
     """Run the tiny grid with ``poisoned`` speakers' features replaced by noise: speaker -> its records."""
     real = runner.variant_features
 
-    def poison(cfg, variant, rows):
-        kept, x = real(cfg, variant, rows)
-        bad = torch.tensor([u.speaker in poisoned for u in kept])
+    def poison(cfg, variant, rows, layer=None):
+        table = real(cfg, variant, rows, layer)
+        bad = torch.tensor([u.speaker in poisoned for u in table.rows])
+        x = table.x
         noise = 100 + 100 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
-        return kept, torch.where(bad[:, None], noise, x)
+        return table.with_x(torch.where(bad[:, None], noise, x))
 
     runner.variant_features = poison
     try:

@@ -17,8 +17,8 @@ from metalearn.fewshot.algorithms.heads import (
     head_forward,
     init_head,
     last_params,
-    macro_f1,
     select_by_validation,
+    selection_f1,
 )
 from metalearn.fewshot.algorithms.maml import (
     ANIL,
@@ -328,7 +328,7 @@ def test_macro_f1_matches_a_numpy_loop():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randint(0, 4, (6, 20), generator=g), torch.randint(-1, 4, (6, 20), generator=g)
     target[0] = 2  # one class only
-    ours = macro_f1(pred, target, 4)
+    ours = selection_f1(pred, target, 4)
     for e in range(6):
         assert abs(float(ours[e]) - numpy_macro_f1(pred[e].numpy(), target[e].numpy())) < 1e-12
 
@@ -355,7 +355,7 @@ def test_predict_with_validation_returns_query_logits_at_the_best_step(name):
     best = torch.tensor([2, 3])  # construct val labels that the model predicts perfectly at these steps
     val_y = val_pred[torch.arange(2), best].clone()
     val_y[:, -1] = -1  # a padded row, ignored
-    scores = macro_f1(val_pred, val_y.unsqueeze(1), W)
+    scores = selection_f1(val_pred, val_y.unsqueeze(1), W)
     assert all(float(scores[e, : best[e]].max()) < 1.0 for e in range(2)), "degenerate case: an earlier step ties"
     out = m.predict(sx, sy, qx, W, val_x=vx, val_y=val_y)
     for e in range(2):

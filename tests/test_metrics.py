@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
-from metalearn.util.metrics import accuracy, confusion, episode_metrics, macro_f1, mean_ci95, uar, weighted_f1
+from metalearn.util.metrics import accuracy, confusion, episode_metrics, macro_f1, uar, weighted_f1
 
 
 def _reference(y_true: list[int], y_pred: list[int]) -> dict[str, float]:
@@ -100,14 +99,3 @@ def test_padding_is_ignored_and_empty_episode_is_nan() -> None:
     assert out["uar"][0].item() == pytest.approx(0.5)
     assert all(math.isnan(v[1].item()) for v in out.values())
     assert all(v.shape == (2,) and v.dtype == torch.float64 for v in out.values())
-
-
-def test_mean_ci95_is_the_t_interval() -> None:
-    values = [0.6, 0.7, 0.8, 0.75, math.nan]
-    mean, half, n = mean_ci95(torch.tensor(values))
-    finite = np.array(values[:4])
-    assert n == 4
-    assert mean == pytest.approx(finite.mean())
-    assert half == pytest.approx(stats.t.ppf(0.975, 3) * finite.std(ddof=1) / 2)
-    assert mean_ci95([0.5])[:2] == (0.5, pytest.approx(math.nan, nan_ok=True))
-    assert mean_ci95([])[2] == 0

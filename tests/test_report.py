@@ -47,7 +47,8 @@ def make_records(seed: int = 0, pretunes=PRETUNES, algorithms=ALGORITHMS, ks=KS)
                         acc, f1, wf1, uar = (float(v) for v in rng.uniform(0.1, 0.9, size=4))
                         records.append({
                             "run": "test", "pretune": p, "algorithm": a, "protocol": "nway", "k": k, "speaker": s,
-                            "target_emotion": None, "seed": 0, "meta_seed": 0, "accuracy": acc, "macro_f1": f1,
+                            "target_emotion": None, "seed": 0, "meta_seed": 0, "layer": "6", "features_of": p,
+                            "accuracy": acc, "macro_f1": f1,
                             "weighted_f1": wf1, "uar": uar, "n_support": 5 * k, "n_query": 20, "seconds": 0.01,
                             "episode_id": f"nway-{s}-k{k}-r{rep}", "repetition": rep, "ways": 5})
     assert all(set(r) == set(RECORD_FIELDS) for r in records)

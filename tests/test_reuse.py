@@ -111,3 +111,7 @@ def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest
         rows = [{k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)]
     twin = [dict(r, pretune="none") for r in rows if r["pretune"] == "twin"]
     assert twin and twin == [r for r in rows if r["pretune"] == "none"]
+    # every record names the features it read: the copies say whose they are, and the last state (features.layer -1)
+    assert {r["features_of"] for r in rows} == {"none"}
+    layers = {r["layer"] for r in rows}
+    assert len(layers) == 1 and layers.pop().isdigit()

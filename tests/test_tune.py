@@ -15,7 +15,6 @@ from metalearn.cli import main
 from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
-from metalearn.run.layer_choice import with_layer
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import prepare_manifest, prepare_variants, variant_features
 from metalearn.tune import study as tune_module
@@ -84,10 +83,10 @@ def test_trials_score_validation_speakers_only(base: Path, tuned: Path, monkeypa
     """Every episode a trial scores belongs to the fold's validation speakers; none to its test speakers."""
     seen, real = [], tune_module.score_group
 
-    def spy(cfg, units, variant, rows, x, index_of, folds):
+    def spy(cfg, units, variant, table, folds):
         fold = folds[units[0].fold]
         seen.append(({e.speaker for u in units for e in u.episodes}, fold))
-        return real(cfg, units, variant, rows, x, index_of, folds)
+        return real(cfg, units, variant, table, folds)
 
     monkeypatch.setattr(tune_module, "score_group", spy)
     tune(load_config(None, overrides(base, "spy", "tune.trials=1", "tune.algorithms=[finetune]", **TINY)))
@@ -166,9 +165,9 @@ def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta
     not stop tuning on tune.variant; every trial meta-trains once, with the first meta seed."""
     seen, real = [], tune_module.score_group
 
-    def spy(cfg, units, variant, rows, x, index_of, folds):
-        seen.append(({u.meta_seed for u in units}, units[0].fold, x))
-        return real(cfg, units, variant, rows, x, index_of, folds)
+    def spy(cfg, units, variant, table, folds):
+        seen.append(({u.meta_seed for u in units}, units[0].fold, table.x))
+        return real(cfg, units, variant, table, folds)
 
     monkeypatch.setattr(tune_module, "score_group", spy)
     tune(load_config(None, overrides(base, "layers", "tune.trials=1", "tune.algorithms=[transfer]",
@@ -179,5 +178,5 @@ def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta
     cfg = load_config(None, overrides(base, "unused", **TINY))
     rows = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
     for _, fold, x in seen:
-        _, expected = variant_features(with_layer(cfg, chosen[fold]), prepare_variants(cfg)["none"], rows)
-        assert torch.equal(x, expected)
+        expected = variant_features(cfg, prepare_variants(cfg)["none"], rows, chosen[fold])
+        assert expected.layer == str(chosen[fold]) and torch.equal(x, expected.x)

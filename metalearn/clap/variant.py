@@ -221,6 +221,10 @@ class ClapVariant(PretuneVariant):
         is the run's choice for other variants; a CLAP variant pools the layer it was trained on)."""
         return clap_features(self.heads, select_features(values, clap_layer(self.folder)))
 
+    def feature_name(self, layer: int | str, states: int) -> str:
+        """Its own audio embedding, whatever the run's ``layer``."""
+        return "clap"
+
     def prompt_prior(self, classes: Sequence[str]) -> dict[str, Tensor]:
         """The zero-shot head over :meth:`features`: weight [E, W], bias [W]."""
         return prompt_head(self.heads, classes)

@@ -1,6 +1,6 @@
 """The manifest: one row per utterance, the table every later stage reads.
 
-Columns (DESIGN.md contract): utterance_id, path, corpus, speaker, gender, emotion, raw_label,
+Columns (the manifest contract, docs/architecture.md): utterance_id, path, corpus, speaker, gender, emotion, raw_label,
 split, duration_s, sample_rate, text. ``(corpus, utterance_id)`` is unique; ``utterance_id`` is the
 corpus's own id. ``path`` is absolute so a manifest works from any working directory.
 """

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.demo.result import AlgorithmResult, EpisodeResult
+from metalearn.demo.result import AlgorithmResult, EpisodeResult, setup_lines
 from metalearn.features.featurize import standardize
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterBase, AdapterSpec, adapter_class, build_adapter
 from metalearn.fewshot.episodes import Episode, nway_episodes
@@ -162,18 +162,6 @@ def _query_table(result: EpisodeResult) -> list[str]:
         preds = [int(a.predictions[i]) for a in result.algorithms.values()]
         cells.append([u.utterance_id, classes[y], *(classes[p] + ("" if p == y else " x") for p in preds)])
     return _rows_table(["utterance", "true", *result.algorithms], cells, [u.text for u in result.query_rows])
-
-
-def setup_lines(result: EpisodeResult) -> list[str]:
-    """What was done before the support set was seen: the standardisation and any meta-training (unwrapped)."""
-    meta = [a.name for a in result.algorithms.values() if a.meta_steps]
-    others = len(result.meta_speakers)
-    setup = [f"features z-scored with the statistics of the {others} other speakers" if others
-             else "features not standardised (no other speakers)"]
-    if meta:
-        steps = ", ".join(f"{n} ({result.algorithms[n].meta_steps} steps)" for n in meta)
-        setup.append(f"meta-trained on the other speakers' tasks: {steps}")
-    return setup
 
 
 def format_report(result: EpisodeResult) -> str:

@@ -20,9 +20,8 @@ import soundfile as sf
 
 from metalearn.data.audio import AudioError, load_audio
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.demo.episode import setup_lines
 from metalearn.demo.plot import class_colour
-from metalearn.demo.result import EpisodeResult
+from metalearn.demo.result import EpisodeResult, setup_lines
 from metalearn.util.fileio import write_atomic
 
 CLIP_SECONDS = 4.0  # the page keeps this much of each clip (the demo's sentences last 2-4 s)

@@ -41,3 +41,15 @@ class EpisodeResult:
     query_y: Tensor
     meta_speakers: tuple[str, ...]  # the other speakers: standardisation statistics and meta-training tasks
     algorithms: dict[str, AlgorithmResult]
+
+
+def setup_lines(result: EpisodeResult) -> list[str]:
+    """What was done before the support set was seen: the standardisation and any meta-training (unwrapped)."""
+    meta = [a.name for a in result.algorithms.values() if a.meta_steps]
+    others = len(result.meta_speakers)
+    setup = [f"features z-scored with the statistics of the {others} other speakers" if others
+             else "features not standardised (no other speakers)"]
+    if meta:
+        steps = ", ".join(f"{n} ({result.algorithms[n].meta_steps} steps)" for n in meta)
+        setup.append(f"meta-trained on the other speakers' tasks: {steps}")
+    return setup

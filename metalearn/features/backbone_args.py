@@ -1,16 +1,12 @@
 """The ``--backbone-*`` command-line options, importable without torch (parsers are built on every start).
 
-:mod:`metalearn.features.backbones` re-exports everything here; only :func:`backbone_config`, which builds the
-:class:`~metalearn.features.backbones.BackboneConfig`, imports that (torch-heavy) package, and only when called.
+:mod:`metalearn.features.backbones` (torch-heavy) re-exports everything here and turns parsed options into a
+config (:func:`metalearn.features.backbones.backbone_config`).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from metalearn.features.backbones import BackboneConfig
 
 FAMILIES = ("whisper", "wav2vec2", "wavlm", "hubert", "data2vec-audio")
 WHISPER_MODES = ("trimmed", "window")
@@ -26,9 +22,3 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whisper-mode", default="trimmed", choices=WHISPER_MODES,
                         help="Whisper input: the utterance's own frames, or 30 s windows")
 
-
-def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    """The :class:`BackboneConfig` of parsed ``--backbone-*`` options."""
-    from metalearn.features.backbones import BackboneConfig
-
-    return BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode)

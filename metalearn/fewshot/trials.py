@@ -2,8 +2,8 @@
 
 A trial is one episode adapted and scored by one algorithm. Episodes of one shape (support size,
 classes) are stacked into batches of up to ``chunk`` episodes, each batch is one ``score`` call
-(vectorised inside the algorithm), and every episode gives one record with the DESIGN.md fields
-(built in one place, :func:`trial_record`).
+(vectorised inside the algorithm), and every episode gives one record with the trial record's fields
+(docs/architecture.md, "Contracts"), built in one place (:func:`trial_record`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -20,8 +21,33 @@ from metalearn.fewshot.tasks import episode_tensors
 from metalearn.util.metrics import episode_metrics
 
 RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "meta_seed",
-                 "accuracy", "macro_f1", "weighted_f1", "uar", "n_support", "n_query", "seconds", "episode_id",
-                 "repetition", "ways")
+                 "layer", "features_of", "accuracy", "macro_f1", "weighted_f1", "uar", "n_support", "n_query",
+                 "seconds", "episode_id", "repetition", "ways")
+
+
+TrialKey = tuple[str, str, str, int, int]
+
+
+def make_trial_key(pretune: str, algorithm: str, episode_id: str, seed: int, meta_seed: int = 0) -> TrialKey:
+    """The one builder of a trial's key: (pretune, algorithm, episode_id, seed, meta_seed)."""
+    return pretune, algorithm, episode_id, int(seed), int(meta_seed)
+
+
+@dataclass(frozen=True)
+class TrialTags:
+    """What a trial record says of where it came from, beside its episode and its scores.
+
+    ``meta_seed``: which meta-training of the method scored it (0 for a method that learns nothing across
+    speakers). ``layer``: the feature it read (a hidden state index, "mean" or "clap"; "" when unknown).
+    ``features_of``: the variant whose features were scored ("": ``pretune`` itself).
+    """
+
+    run: str
+    pretune: str
+    seed: int
+    meta_seed: int = 0
+    layer: str = ""
+    features_of: str = ""
 
 
 def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode]]:
@@ -41,25 +67,23 @@ def episode_batch(episodes: Sequence[Episode], index_of: dict[str, int], x: Tens
                         t["val_y"] if has_val else None)
 
 
-def trial_record(e: Episode, adapter: Adapter, scores: dict[str, float], *, run: str, pretune: str, seed: int,
-                 seconds: float, meta_seed: int = 0) -> dict:
+def trial_record(e: Episode, adapter: Adapter, scores: dict[str, float], tags: TrialTags, seconds: float) -> dict:
     """The one place a trial record is built (fields :data:`RECORD_FIELDS`, in order).
 
     A method that does not use the support set (zero-shot) is the k = 0 point: k and n_support are 0.
-    ``meta_seed``: which meta-training of the method scored it (0 for a method that learns nothing across speakers).
     """
     uses_support = getattr(adapter, "uses_support", True)
-    values = {"run": run, "pretune": pretune, "algorithm": adapter.name, "protocol": e.protocol,
+    values = {"run": tags.run, "pretune": tags.pretune, "algorithm": adapter.name, "protocol": e.protocol,
               "k": e.k if uses_support else 0, "speaker": e.speaker, "target_emotion": e.target_emotion,
-              "seed": seed, "meta_seed": meta_seed, **scores, "n_support": len(e.support) if uses_support else 0,
-              "n_query": len(e.query), "seconds": seconds, "episode_id": e.episode_id, "repetition": e.repetition,
-              "ways": len(e.classes)}
+              "seed": tags.seed, "meta_seed": tags.meta_seed, "layer": tags.layer,
+              "features_of": tags.features_of or tags.pretune, **scores,
+              "n_support": len(e.support) if uses_support else 0, "n_query": len(e.query), "seconds": seconds,
+              "episode_id": e.episode_id, "repetition": e.repetition, "ways": len(e.classes)}
     return {f: values[f] for f in RECORD_FIELDS}
 
 
-def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_of: dict[str, int], *,
-               run: str, pretune: str, seed: int, chunk: int = 512, per_query: bool = False,
-               meta_seed: int = 0) -> list[dict]:
+def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_of: dict[str, int], tags: TrialTags,
+               *, chunk: int = 512, per_query: bool = False) -> list[dict]:
     """Score ``adapter`` on ``episodes``; one record per episode (same order as the batches).
 
     ``x`` [N, D] holds the features of every utterance key in ``index_of`` (methods whose inputs are audio
@@ -77,8 +101,7 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
         hits = (logits.argmax(-1) == batch.query_y).tolist() if per_query else None  # [E][Qmax], padding False
         seconds = (time.perf_counter() - start) / len(group)
         for i, e in enumerate(group):
-            record = trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, run=run,
-                                  pretune=pretune, seed=seed, seconds=seconds, meta_seed=meta_seed)
+            record = trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, tags, seconds)
             if hits is not None:
                 record["query_correct"] = "".join("1" if h else "0" for h in hits[i][:len(e.query)])
             records.append(record)

@@ -9,10 +9,10 @@ from metalearn.clap.loss import VARIANTS
 from metalearn.clap.model import ClapConfig, check_config
 from metalearn.clap.train import ClapTrainConfig
 from metalearn.clap.variant import ENCODERS
-from metalearn.data.emotions import CANONICAL
+from metalearn.data.emotions import CANONICAL, FOUR_CLASS
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
-from metalearn.loso.folds import IEMOCAP4, check_options
+from metalearn.loso.folds import check_options
 from metalearn.report.tracking import TrackingConfig, resolve_mode
 from metalearn.run.config import CorpusConfig
 from metalearn.util.errors import MetalearnError
@@ -22,7 +22,7 @@ from metalearn.util.errors import MetalearnError
 class LosoDataConfig:
     manifests_dir: str = "data/demo/manifests"
     # The IEMOCAP corpus; ``classes`` are the task's labels (the manifest itself keeps every emotion).
-    target: CorpusConfig = field(default_factory=lambda: CorpusConfig(corpus="iemocap", classes=list(IEMOCAP4)))
+    target: CorpusConfig = field(default_factory=lambda: CorpusConfig(corpus="iemocap", classes=list(FOUR_CLASS)))
 
 
 @dataclass

@@ -28,10 +28,10 @@ from metalearn.clap.model import ClapConfig
 from metalearn.data.corpora.iemocap import OPTIONS, TYPES
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
+from metalearn.report.stats import t_interval
+from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
-from metalearn.util.metrics import mean_ci95
 
-IEMOCAP4 = ("neutral", "happy", "angry", "sad")  # happy includes excited (the canonical label map merges them)
 NAMES = {"clip": "CLIP targets", "emo": "Emo-CLAP", "ml": "ML-GEmo-CLAP", "sl": "SL-GEmo-CLAP"}
 
 
@@ -83,7 +83,7 @@ def dialogs_text(options: dict[str, str], rows: Sequence[Utterance]) -> str:
 
 
 @dataclass(frozen=True)
-class Fold:
+class SessionSplit:
     """One held-out session: index arrays into the rows the fold was made from."""
 
     held_out: str
@@ -92,7 +92,7 @@ class Fold:
     test: np.ndarray    # [N_test] every row of the held-out session
 
 
-def loso_fold(rows: Sequence[Utterance], held_out: str, dev_fraction: float, seed: int) -> Fold:
+def loso_fold(rows: Sequence[Utterance], held_out: str, dev_fraction: float, seed: int) -> SessionSplit:
     """The fold holding out ``held_out``: test = its rows; dev = a seeded ``dev_fraction`` of the rest."""
     test = np.array([i for i, u in enumerate(rows) if session(u) == held_out], dtype=np.int64)
     rest = np.array([i for i, u in enumerate(rows) if session(u) != held_out], dtype=np.int64)
@@ -100,12 +100,12 @@ def loso_fold(rows: Sequence[Utterance], held_out: str, dev_fraction: float, see
         raise MetalearnError(f"session {held_out}: {len(test)} test and {len(rest)} training utterances, "
                              f"expected >= 1 and >= 2")
     dev_at, train_at = dev_split(len(rest), dev_fraction, seed)
-    fold = Fold(held_out, rest[train_at], rest[dev_at], test)
+    fold = SessionSplit(held_out, rest[train_at], rest[dev_at], test)
     check_fold(rows, fold)
     return fold
 
 
-def check_fold(rows: Sequence[Utterance], fold: Fold) -> None:
+def check_fold(rows: Sequence[Utterance], fold: SessionSplit) -> None:
     """Refuse a fold whose train or dev set holds an utterance of the held-out session, or overlaps test."""
     leaked = sorted({rows[i].utterance_id for i in (*fold.train, *fold.dev) if session(rows[i]) == fold.held_out})
     if leaked or set(fold.train) & set(fold.dev) or set(fold.test) & set((*fold.train, *fold.dev)):
@@ -113,12 +113,12 @@ def check_fold(rows: Sequence[Utterance], fold: Fold) -> None:
                              f"({leaked[:3]}); the held-out session must be unseen")
 
 
-def train_sessions(rows: Sequence[Utterance], fold: Fold) -> str:
+def train_sessions(rows: Sequence[Utterance], fold: SessionSplit) -> str:
     """The sessions a fold trained and selected on, ``+``-joined (``Ses02+Ses03``)."""
     return "+".join(sorted({session(rows[i]) for i in (*fold.train, *fold.dev)}))
 
 
-def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: Fold, classes: Sequence[str], model_cfg: ClapConfig,
+def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: SessionSplit, classes: Sequence[str], model_cfg: ClapConfig,
                heads_cfg: ClapHeadsConfig) -> dict:
     """Train fresh CLAP heads on a frozen encoder's pooled features, score the held-out session zero-shot.
 
@@ -155,7 +155,7 @@ def loso_summary(records: Sequence[dict], order: Sequence[str] | None = None) ->
         row = {"variant": variant, "method": NAMES.get(variant, variant), "cells": cells,
                "seeds": len({r["seed"] for r in mine})}
         for m in ("wa", "ua"):
-            mean, half, n = mean_ci95([float(np.mean(c[m])) for c in cells.values() if c[m]])
+            mean, half, n = t_interval([float(np.mean(c[m])) for c in cells.values() if c[m]])
             row.update({f"{m}_mean": mean, f"{m}_ci95": half, "folds": n})
         out.append(row)
     return out
@@ -171,7 +171,7 @@ def _cell(values: Sequence[float]) -> str:
         return "–"
     if len(values) == 1:
         return _pct(values[0])
-    mean, half, n = mean_ci95(values)
+    mean, half, n = t_interval(values)
     return f"{_pct(mean)} ± {_pct(half)} (n={n})"
 
 
@@ -179,13 +179,11 @@ def loso_table(records: Sequence[dict], order: Sequence[str] | None = None) -> s
     """The paper's layout in Markdown: one row per method, WA | UA (%) per held-out session, then the mean
     WA and UA over folds, each ± its 95% CI, and the number of folds. A missing fold shows as ``–``."""
     sessions = sorted({r["session"] for r in records})
-    head = "| method | " + " | ".join(f"{s} WA | {s} UA" for s in sessions) + " | mean WA | mean UA | folds |"
-    lines = [head, "|:--|" + "--:|" * (2 * len(sessions) + 3)]
-    for row in loso_summary(records, order):
-        cells = [f"{_cell(row['cells'][s]['wa'])} | {_cell(row['cells'][s]['ua'])}" for s in sessions]
-        means = [f"{_pct(row[f'{m}_mean'])} ± {_pct(row[f'{m}_ci95'])}" for m in ("wa", "ua")]
-        lines.append(f"| {row['method']} | " + " | ".join(cells + means) + f" | {row['folds']} |")
-    return "\n".join(lines)
+    header = ["method", *(f"{s} {m}" for s in sessions for m in ("WA", "UA")), "mean WA", "mean UA", "folds"]
+    rows = [[row["method"], *(_cell(row["cells"][s][m]) for s in sessions for m in ("wa", "ua")),
+             *(f"{_pct(row[f'{m}_mean'])} ± {_pct(row[f'{m}_ci95'])}" for m in ("wa", "ua")), row["folds"]]
+            for row in loso_summary(records, order)]
+    return "\n".join(markdown.table(header, rows, [markdown.LEFT] + [markdown.RIGHT] * (len(header) - 1)))
 
 
 def loso_table_rows(records: Sequence[dict], order: Sequence[str] | None = None) -> list[dict]:

@@ -35,7 +35,7 @@ from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import build_backbone
 from metalearn.loso.config import LosoExperimentConfig
 from metalearn.loso.folds import (
-    Fold,
+    SessionSplit,
     dialogs_text,
     heads_fold,
     loso_fold,
@@ -45,11 +45,12 @@ from metalearn.loso.folds import (
     sessions_of,
     train_sessions,
 )
-from metalearn.run.run_folder import git_commit, save_config, tracked_config
+from metalearn.run.run_folder import save_config, tracked_config
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_atomic, write_json
 from metalearn.util.jsonl_log import JsonlLog
 from metalearn.util.lock import run_lock
+from metalearn.util.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run_loso_experiment(cfg: LosoExperimentConfig) -> LosoResult:
 
 def _run_locked(cfg: LosoExperimentConfig, out: Path, device: torch.device | None, start: float) -> LosoResult:
     save_config(cfg, out)  # a folder holding another config's records is refused
-    write_json(out / "run.json", {"git_commit": git_commit(), "started": time.time(), "kind": "loso"})
+    write_json(out / "run.json", provenance(cfg.device, kind="loso"))
     rows = target_rows(cfg)
     planned = [(v, s, seed) for v in cfg.variants for seed in cfg.seeds for s in sessions_of(rows)]
     fold_log = JsonlLog(out / RECORDS, fold_key, RECORD_FIELDS, VOLATILE)
@@ -195,7 +196,7 @@ def frozen_features(cfg: LosoExperimentConfig, rows: list[Utterance]) -> tuple[l
     return emb.rows, select_features(emb.values, cfg.model.layer)
 
 
-def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: Fold, variant: str, seed: int,
+def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: SessionSplit, variant: str, seed: int,
                   device: torch.device, curve: Path) -> dict:
     """A fresh backbone and CLAP model trained from audio on the fold; the held-out session scored once."""
     torch.manual_seed(seed)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from metalearn.pretune.config import PretuneConfig, preset
+from metalearn.util import markdown
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
@@ -78,15 +79,14 @@ def _scores(summary: Mapping | None) -> list[str]:
         return ["No training scores: this variant is the untouched backbone (or has no summary.json)."]
     if "dev_accuracy" in summary:
         dev, test = summary.get("dev_accuracy") or {}, summary.get("test_accuracy") or {}
-        lines = ["| corpus | dev accuracy | test accuracy |", "|---|---:|---:|"]
-        lines += [f"| {c} | {_pct(dev.get(c))} | {_pct(test.get(c))} |" for c in sorted({*dev, *test})]
-        lines.append(f"| **mean** | {_pct(summary.get('dev_mean'))} | {_pct(summary.get('test_mean'))} |")
+        rows = [[c, _pct(dev.get(c)), _pct(test.get(c))] for c in sorted({*dev, *test})]
+        rows.append(["**mean**", _pct(summary.get("dev_mean")), _pct(summary.get("test_mean"))])
+        lines = markdown.table(["corpus", "dev accuracy", "test accuracy"], rows, [markdown.PLAIN, "---:", "---:"])
         return [*lines, "", f"Best epoch {summary.get('best_epoch', '–')} of {summary.get('epochs', '–')} "
                             "(early stopping on the mean dev accuracy; test scored once, at the best epoch)."]
     dev, test = summary.get("dev") or {}, summary.get("test") or {}
-    lines = ["| split | WA | UA | utterances |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {_pct(s.get('wa'))} | {_pct(s.get('ua'))} | {s.get('n', '–')} |"
-              for name, s in (("dev", dev), ("test", test))]
+    rows = [[name, _pct(s.get("wa")), _pct(s.get("ua")), s.get("n", "–")] for name, s in (("dev", dev), ("test", test))]
+    lines = markdown.table(["split", "WA", "UA", "utterances"], rows, [markdown.PLAIN, "---:", "---:", "---:"])
     return [*lines, "", "Zero-shot classification by class prompt (WA: accuracy; UA: unweighted average recall)."]
 
 
@@ -94,7 +94,7 @@ def _recipe(config: Mapping) -> list[str]:
     recipe = config.get("pretune") or {k: config[k] for k in ("stage", "clap") if k in config}
     if not recipe:
         return ["None: the untouched backbone."]
-    return ["| key | value |", "|---|---|", *(f"| {k} | `{v}` |" for k, v in _flat(recipe).items())]
+    return markdown.table(["key", "value"], [[k, f"`{v}`"] for k, v in _flat(recipe).items()], [markdown.PLAIN] * 2)
 
 
 def model_card(meta: Mapping) -> str:

@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, read the manifests, train the missing variants, print a summary (rank 0)."""
     from metalearn.data.manifest import read_manifest
-    from metalearn.features.backbone_args import backbone_config
+    from metalearn.features.backbones import backbone_config
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
     from metalearn.pretune.variants import parse_subsets, run_variants

@@ -82,6 +82,11 @@ class PretuneVariant:
                                  f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
         return select_features(values, layer)
 
+    def feature_name(self, layer: int | str, states: int) -> str:
+        """What :meth:`features` reads for ``layer`` of ``states`` hidden states, as trial records name it: the
+        state's index (0..states-1, a negative ``layer`` counted from the end) or "mean"."""
+        return "mean" if layer == "mean" else str(int(layer) % states)
+
     def prompt_prior(self, classes: Sequence[str]) -> dict[str, Tensor]:
         """A prompt head over :meth:`features`: weight [D, W], bias [W] (only variants with ``has_prior``)."""
         raise MetalearnError(f"pretune variant {self.name} has no prompt prior (only CLAP variants do)")

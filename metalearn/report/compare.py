@@ -21,6 +21,7 @@ import numpy as np
 
 from metalearn.report.stats import PairedTest, exact_mean, holm, paired_tests
 from metalearn.report.summary import METRIC_LABELS, METRICS, cell_key
+from metalearn.util import markdown
 
 BASE_PRETUNE = "none"
 COMPARISON_FIELDS = ("pretune", "algorithm", "reference_pretune", "reference", "protocol", "k", "metric",
@@ -146,16 +147,16 @@ def _p_text(p: float) -> str:
 
 
 def _table(rows: Sequence[dict]) -> list[str]:
-    lines = ["| Variant | Method | vs | k | Δ points [95% CI] | p (Holm) | better / equal / worse |",
-             "|:--|:--|:--|--:|--:|--:|:-:|"]
+    body = []
     for r in sorted(rows, key=lambda r: (r["pretune"], r["algorithm"], r["reference_pretune"], r["reference"],
                                          r["k"])):
         versus = r["reference"] if r["reference_pretune"] == r["pretune"] else r["reference_pretune"]
         diff = f"{_points(r['diff_mean'])} [{_points(r['diff_ci_low'])}, {_points(r['diff_ci_high'])}]"
-        name = [s.replace("|", "\\|") for s in (r["pretune"], r["algorithm"], versus)]
-        lines.append(f"| {name[0]} | {name[1]} | {name[2]} | {r['k']} | {diff} | {_p_text(r['p_holm'])} | "
-                     f"{r['better']} / {r['equal']} / {r['worse']} |")
-    return lines
+        body.append([r["pretune"], r["algorithm"], versus, r["k"], diff, _p_text(r["p_holm"]),
+                     f"{r['better']} / {r['equal']} / {r['worse']}"])
+    L, R = markdown.LEFT, markdown.RIGHT
+    return markdown.table(["Variant", "Method", "vs", "k", "Δ points [95% CI]", "p (Holm)", "better / equal / worse"],
+                          body, [L, L, L, R, R, R, markdown.CENTRE])
 
 
 def comparisons_markdown(rows: Sequence[dict], title: str, metrics: Sequence[str] = METRICS[:3]) -> str:

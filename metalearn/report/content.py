@@ -30,6 +30,7 @@ from pathlib import Path
 from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import DEFAULTS, trial_key
 from metalearn.report.stats import paired_test, t_interval
+from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
@@ -151,12 +152,11 @@ def content_markdown(rows: Sequence[dict], title: str) -> str:
              "points. A large negative difference means the features match the words, not the emotion: draw "
              "text-disjoint episodes (episodes.disjoint=text, the default).", ""]
     for protocol in sorted({r["protocol"] for r in rows}):
-        lines += [f"## {protocol} protocol", "", "| Pretune | Algorithm | k | shared-sentence queries | other queries "
-                  "| difference (points) | speakers | queries (shared / other) |", "|:--|:--|--:|--:|--:|--:|--:|--:|"]
-        for r in (r for r in rows if r["protocol"] == protocol):
-            name = [s.replace("|", "\\|") for s in (r["pretune"], r["algorithm"])]
-            lines.append(f"| {name[0]} | {name[1]} | {r['k']} | {_with_ci(r['shared_mean'], r['shared_ci95'])} | "
-                         f"{_with_ci(r['other_mean'], r['other_ci95'])} | {_with_ci(r['diff_mean'], r['diff_ci95'])}"
-                         f" | {r['n_speakers']} | {r['n_shared']} / {r['n_other']} |")
-        lines.append("")
+        body = [[r["pretune"], r["algorithm"], r["k"], _with_ci(r["shared_mean"], r["shared_ci95"]),
+                 _with_ci(r["other_mean"], r["other_ci95"]), _with_ci(r["diff_mean"], r["diff_ci95"]), r["n_speakers"],
+                 f"{r['n_shared']} / {r['n_other']}"] for r in rows if r["protocol"] == protocol]
+        header = ["Pretune", "Algorithm", "k", "shared-sentence queries", "other queries", "difference (points)",
+                  "speakers", "queries (shared / other)"]
+        align = [markdown.LEFT] * 2 + [markdown.RIGHT] * 6
+        lines += [f"## {protocol} protocol", "", *markdown.table(header, body, align), ""]
     return "\n".join(lines)

@@ -5,7 +5,7 @@ A run appends each batch of finished trials to ``trials.jsonl`` (a shard of a ru
 last line; opening the log again cuts it off, so the finished trials before it are kept and the trial
 it held is simply run again. Readers take every ``trials*.jsonl`` in a folder, keep one record per
 trial key and refuse two different results for the same key. Logs written before a field existed (see
-:data:`DEFAULTS`: ``meta_seed``) are read with its default.
+:data:`DEFAULTS`: ``meta_seed``, ``layer``, ``features_of``) are read with its default.
 
 The skip log (``skipped.jsonl``, per shard ``skipped.shard-I-of-N.jsonl``) holds, keyed like the trials, the
 planned trials that cannot be scored and why (an episode's clip lost its embedding after the manifest was
@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from metalearn.fewshot.trials import RECORD_FIELDS
+from metalearn.fewshot.trials import RECORD_FIELDS, TrialKey, make_trial_key
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path
 from metalearn.util.jsonl_log import JsonlLog, read_jsonl
@@ -31,14 +31,14 @@ TRIALS = "trials.jsonl"
 TRIALS_GLOB = "trials*.jsonl"
 # Fields that differ between two runs of the same trial (wall time, the run's name).
 VOLATILE = ("seconds", "run")
-DEFAULTS = {"meta_seed": 0}  # fields added since: older logs and tables are read with these values
+DEFAULTS = {"meta_seed": 0, "layer": "", "features_of": ""}  # fields added since: older logs and tables read so
 _INT_FIELDS = ("k", "seed", "meta_seed", "n_support", "n_query", "repetition", "ways")
 _FLOAT_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "uar", "seconds")
 
 
-def trial_key(r: dict) -> tuple[str, str, str, int, int]:
-    """What identifies a trial: (pretune, algorithm, episode_id, seed, meta_seed); no meta_seed reads as 0."""
-    return r["pretune"], r["algorithm"], r["episode_id"], int(r["seed"]), int(r.get("meta_seed", 0))
+def trial_key(r: dict) -> TrialKey:
+    """The key of a trial or skip record (:func:`make_trial_key`); a record without meta_seed reads as 0."""
+    return make_trial_key(r["pretune"], r["algorithm"], r["episode_id"], r["seed"], r.get("meta_seed", 0))
 
 
 def sort_key(r: dict) -> tuple:

@@ -1,7 +1,7 @@
 """The statistics of the report, as pure functions on numbers (no records, no files).
 
 - :func:`exact_mean`: the correctly rounded mean (``math.fsum``), the same bits in any order of the values.
-- :func:`t_interval`: mean and 95% t-interval half-width (``metalearn.util.metrics.mean_ci95`` with the
+- :func:`t_interval`: mean and 95% t-interval half-width over the finite values, the project's one interval (the
   t quantile cached per df: the report computes tens of thousands of them).
 - :func:`paired_tests`: mean, 95% t-interval and two-sided one-sample t-test of per-speaker differences, for
   many comparisons at once (``scipy.stats.ttest_1samp`` along an axis); :func:`paired_test` for one.

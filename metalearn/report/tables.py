@@ -26,6 +26,7 @@ from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_r
 from metalearn.report.records import read_skips, read_trials, skip_summary, skipped_only, write_trials_csv
 from metalearn.report.stats import t_interval
 from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
+from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 
@@ -94,8 +95,7 @@ def _markdown_table(rows: Sequence[dict], metric: str) -> list[str]:
         means = [float(r[f"{metric}_mean"]) for r in rows if int(r["k"]) == k]
         means = [m for m in means if m == m]  # drop NaN
         best[k] = _pct(max(means)) if means else None
-    lines = ["| Pretune | Algorithm | " + " | ".join(f"k = {k}" for k in ks) + " |",
-             "|:--|:--|" + "--:|" * len(ks)]
+    body = []
     for pretune, algorithm in sorted({(r["pretune"], r["algorithm"]) for r in rows}):
         cells = []
         for k in ks:
@@ -107,9 +107,9 @@ def _markdown_table(rows: Sequence[dict], metric: str) -> list[str]:
             half = float(r[f"{metric}_ci95"])
             text = _pct(mean) if half != half else f"{_pct(mean)} ± {_pct(half)}"
             cells.append(f"**{text}**" if _pct(mean) == best[k] else text)
-        name = [s.replace("|", "\\|") for s in (pretune, algorithm)]
-        lines.append(f"| {name[0]} | {name[1]} | " + " | ".join(cells) + " |")
-    return lines
+        body.append([pretune, algorithm, *cells])
+    return markdown.table(["Pretune", "Algorithm", *(f"k = {k}" for k in ks)], body,
+                          [markdown.LEFT] * 2 + [markdown.RIGHT] * len(ks))
 
 
 def _chance_text(records: Sequence[dict]) -> str:

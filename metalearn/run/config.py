@@ -78,7 +78,7 @@ class EpisodesConfig:
     classes: list[str] | None = None        # nway: the label set (None: the emotions every speaker has)
     targets: list[str] | None = None        # binary: target emotions (None: every emotion of the corpus)
     disjoint: str = "text"                  # text: where a speaker has no official split, support and query
-                                            # never share a sentence; none: one pool, as before
+                                            # never share a sentence; none: one pool
     validation: bool | None = None          # nway: each episode's model-selection set is its speaker's evaluation
                                             # split (as binary has); None: where the corpus has one (ESD)
     source: str | None = None               # a folder holding episodes-seed<S>.jsonl (another run's, or a shared

@@ -7,8 +7,9 @@ The file is a JSON list with one object per fold, in order::
 ``fold`` is the fold's 0-based position; ``test``, ``validation`` and ``meta_train`` are lists of speaker ids
 (the manifest's ``speaker`` column), pairwise disjoint within a fold, ``test`` non-empty. Test speakers are only
 scored, validation speakers only make choices, meta-training speakers are the only ones learned from across
-speakers (DESIGN.md). A run writes its folds here (``runner.speaker_folds``); a file from elsewhere (another
-run, :mod:`metalearn.run.emobox`) is read in place of the drawn folds with ``speakers.folds_file``.
+speakers (docs/architecture.md, "Contracts"). A run writes its folds here (``runner.speaker_folds``); a file
+from elsewhere (another run, :mod:`metalearn.run.emobox`) is read in place of the drawn folds with
+``speakers.folds_file``.
 """
 
 from __future__ import annotations

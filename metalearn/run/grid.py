@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metalearn.fewshot.episodes import Episode
-from metalearn.fewshot.trials import group_by_shape
+from metalearn.fewshot.trials import TrialKey, group_by_shape, make_trial_key
 from metalearn.util.errors import MetalearnError
 
 
@@ -37,10 +37,13 @@ class Unit:
         """Units of one group share one meta-trained adapter."""
         return self.variant, self.seed, self.fold, self.algorithm, self.meta_k, self.meta_seed
 
-    def trial_key(self, e: Episode) -> tuple[str, str, str, int, int]:
-        """The key of episode ``e``'s trial in this unit, as :func:`metalearn.report.records.trial_key` reads it
-        from the trial's record."""
-        return self.variant, self.algorithm, e.episode_id, self.seed, self.meta_seed
+    def trial_key(self, e: Episode) -> TrialKey:
+        """The key of episode ``e``'s trial in this unit (:func:`metalearn.fewshot.trials.make_trial_key`)."""
+        return make_trial_key(self.variant, self.algorithm, e.episode_id, self.seed, self.meta_seed)
+
+
+Lost = list[tuple[Episode, str]]  # episodes of a unit that cannot be scored, each with why
+OnSkip = Callable[["Unit", Lost], None]  # what scoring calls with them: the runner writes one skip record each
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
                chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = (),
                meta_seeds: Callable[[str, int], Sequence[int]] | None = None) -> list[Unit]:
-    """Every unit of the grid, in a fixed order (one meta seed: the order of a grid before meta seeds).
+    """Every unit of the grid, in a fixed order (with one meta seed, the order without ``meta_seeds``).
 
     Args:
         folds: per fold, the speakers scored (a run: its test speakers; tuning: its validation speakers).

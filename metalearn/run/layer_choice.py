@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.data.manifest import Utterance
+from metalearn.features.table import FeatureTable
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig, TunedConfig
@@ -39,6 +40,7 @@ from metalearn.run.planning import plan
 from metalearn.run.run_folder import as_dict
 from metalearn.run.scoring import score_group
 from metalearn.run.stages import variant_embeddings
+from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic, write_json
 
@@ -49,11 +51,6 @@ CHOOSES = ("none", "supervised")  # variant kinds whose features are one of the 
 SETTINGS = ("probe", "options", "candidates", "standardize", "seeds", "validation", "meta_train", "states")
 
 Choices = dict[tuple[str, int], int]  # (variant, fold) -> the hidden state it uses
-
-
-def with_layer(cfg: ExperimentConfig, layer: int | None) -> ExperimentConfig:
-    """``cfg`` whose ``features.layer`` is ``layer`` (None: ``cfg`` itself): what a fold's features are read with."""
-    return cfg if layer is None else dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, layer=layer))
 
 
 def choose_layers(cfg: ExperimentConfig, variants: dict[str, PretuneVariant], rows: list[Utterance],
@@ -148,13 +145,12 @@ def _choose(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance
     probe = dataclasses.replace(cfg, algorithms=dataclasses.replace(cfg.algorithms, run=[PROBE], only={}),
                                 tuned=TunedConfig())
     units = plan(probe, {variant.name: variant}, folds, episodes, "validation")
-    index_of = {utterance_key(u): i for i, u in enumerate(kept)}
     scores: dict[int, dict[int, float]] = {f.fold: {} for f in folds}
     for layer in layers:
-        x = variant.features(values, layer)
+        table = FeatureTable(kept, variant.features(values, layer), str(layer), variant.name)
         for f in folds:
             mine = [u for u in units if u.fold == f.fold]
-            records = [r for _, scored in score_group(probe, mine, variant, kept, x, index_of, folds) for r in scored]
+            records = [r for _, scored in score_group(probe, mine, variant, table, folds) for r in scored]
             if not records:
                 raise MetalearnError(f"features.choose_layer: no validation episode of {variant.name} in fold "
                                      f"{f.fold} (speakers {list(f.validation)})")
@@ -198,25 +194,24 @@ def layers_table(entries: list[dict], variants: dict[str, PretuneVariant]) -> st
     lines = ["# Feature layers chosen on validation speakers", "",
              f"Per fold, the hidden state (0: the input to the first transformer layer) whose {PROBE} accuracy on "
              "the fold's validation speakers' episodes was best (ties: the later); the fold's test speakers are "
-             "scored on it. CLAP variants use their own embedding and choose nothing.", "",
-             "| variant | pre-finetuned layers | " + " | ".join(f"fold {f}" for f in folds) + " |",
-             "|:--|:--|" + "--:|" * len(folds)]
+             "scored on it. CLAP variants use their own embedding and choose nothing.", ""]
     by_variant: dict[str, dict[int, dict]] = {}
     for e in entries:
         by_variant.setdefault(e["variant"], {})[e["fold"]] = e
+    chosen = []
     for name, mine in by_variant.items():
         variant = variants.get(name)
         n = trainable_layers(variant) if variant else None
         trained = "none (untouched)" if variant is None or variant.kind == "none" else \
             ("all" if n is None else f"top {n} (states {mine[folds[0]]['states'] - n}+)")
-        cells = [_cell(mine[f]) if f in mine else "–" for f in folds]
-        lines.append(f"| {name} | {trained} | " + " | ".join(cells) + " |")
+        chosen.append([name, trained, *(_cell(mine[f]) if f in mine else "–" for f in folds)])
+    L, R, every = markdown.LEFT, markdown.RIGHT, _all_layers(entries)
+    lines += markdown.table(["variant", "pre-finetuned layers", *(f"fold {f}" for f in folds)], chosen,
+                            [L, L] + [R] * len(folds))
+    scores = [[e["variant"], e["fold"], *(f"{100 * e['scores'][str(k)]:.1f}" if str(k) in e["scores"] else "–"
+                                          for k in every)] for e in entries]
     lines += ["", "Validation accuracy (%) of every candidate layer:", "",
-              "| variant | fold | " + " | ".join(f"layer {k}" for k in _all_layers(entries)) + " |",
-              "|:--|--:|" + "--:|" * len(_all_layers(entries))]
-    for e in entries:
-        lines.append(f"| {e['variant']} | {e['fold']} | " + " | ".join(
-            f"{100 * e['scores'][str(k)]:.1f}" if str(k) in e["scores"] else "–" for k in _all_layers(entries)) + " |")
+              *markdown.table(["variant", "fold", *(f"layer {k}" for k in every)], scores, [L, R] + [R] * len(every))]
     skipped = [v.name for v in variants.values() if v.kind not in CHOOSES]
     if skipped:
         lines += ["", f"Not chosen (their own embedding): {', '.join(skipped)}."]

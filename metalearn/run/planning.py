@@ -75,7 +75,7 @@ def learns_across_speakers(cfg: ExperimentConfig, algorithm: str, fold: int) -> 
 
 def meta_seeds(cfg: ExperimentConfig) -> Callable[[str, int], tuple[int, ...]]:
     """(algorithm, fold) -> the meta seeds its units are planned for: ``meta_train.seeds`` for a method that
-    learns across speakers (:func:`learns_across_speakers`), else (0,): once, as before meta seeds."""
+    learns across speakers (:func:`learns_across_speakers`), else (0,): once."""
     seeds, known = tuple(cfg.meta_train.seeds), {}
 
     def of(algorithm: str, fold: int) -> tuple[int, ...]:

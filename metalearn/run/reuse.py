@@ -19,11 +19,7 @@ from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms import adapter_class
-from metalearn.fewshot.episodes import Episode
-from metalearn.run.grid import Unit
-
-Lost = list[tuple[Episode, str]]
-Skip = Callable[[Unit, Lost], None]
+from metalearn.run.grid import Lost, OnSkip, Unit
 
 
 def features_digest(rows: Sequence[Utterance], x: Tensor) -> str:
@@ -43,8 +39,8 @@ class Reuse:
         self.records: dict[tuple, list[dict]] = {}
         self.lost: dict[tuple, Lost] = {}
 
-    def scored(self, units: list[Unit], digest: str, score: Callable[[Skip], Iterable[tuple[Unit, list[dict]]]],
-               skip: Skip) -> Iterator[tuple[Unit, list[dict]]]:
+    def scored(self, units: list[Unit], digest: str, score: Callable[[OnSkip], Iterable[tuple[Unit, list[dict]]]],
+               skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
         """(unit, records) of one group: copies when every unit was scored on the same features before, else
         ``score(on_skip)`` (remembered when the algorithm is reusable)."""
         keys = [(digest, dataclasses.replace(u, variant="")) for u in units]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,6 +14,7 @@ from yaml import YAMLError  # PyYAML: omegaconf's own parser
 
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_atomic
+from metalearn.util.provenance import git_commit
 
 NOT_SCIENCE = ("tracking", "name", "out", "launcher")  # top-level keys that do not change the numbers
 _ABSENT = object()
@@ -34,19 +33,6 @@ def as_dict(cfg: object) -> dict:
 def tracked_config(cfg: object) -> dict:
     """The config with the git commit, as JSON-safe dicts (what W&B records)."""
     return json.loads(json.dumps({**as_dict(cfg), "git_commit": git_commit()}, default=str))
-
-
-def git_commit(root: str | os.PathLike | None = None) -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
-    cwd = str(root or Path(__file__).resolve().parent)
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
 
 
 def save_config(cfg: object, out: Path) -> None:

@@ -17,8 +17,6 @@ import dataclasses
 import functools
 import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -42,11 +40,11 @@ from metalearn.report.records import (
 )
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.folds_file import config_folds
-from metalearn.run.grid import Fold, Unit, shard_units
-from metalearn.run.layer_choice import choose_layers, with_layer
+from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
+from metalearn.run.layer_choice import choose_layers
 from metalearn.run.planning import check_grid, plan, variant_names
 from metalearn.run.reuse import Reuse, features_digest
-from metalearn.run.run_folder import git_commit, save_config, tracked_config, work_in
+from metalearn.run.run_folder import save_config, tracked_config, work_in
 from metalearn.run.scoring import score_group
 from metalearn.run.stages import (
     check_roots,
@@ -61,6 +59,7 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
 from metalearn.util.progress import progress
+from metalearn.util.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +185,40 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepa
         return _run_locked(cfg, out, shard, prepare_only)
 
 
-def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
+@dataclass(frozen=True)
+class RunInputs:
+    """What every unit of a run is scored from: the target corpus's rows (outside ``speakers.exclude``), the
+    folds, the pretune variants by name and the layer each (variant, fold) reads (empty: ``features.layer``)."""
+
+    rows: list[Utterance]
+    folds: list[Fold]
+    variants: dict[str, PretuneVariant]
+    layers: dict[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class Logs:
+    """Where a shard's results go: trial records, skip records and (for the content check) per-query hits."""
+
+    trials: TrialLog
+    skips: SkipLog
+    queries: QueryLog | None
+
+
+def target_rows(cfg: ExperimentConfig) -> list[Utterance]:
+    """The target corpus's manifest rows outside ``speakers.exclude`` (written from its root when missing); none
+    is a one-line error."""
     rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
             if u.speaker not in set(cfg.speakers.exclude)]
-    speakers = sorted({u.speaker for u in rows})
-    if not speakers:
+    if not rows:
         raise MetalearnError(f"{manifest_path(cfg.data.target, cfg.data.manifests_dir)}: no utterance of any speaker "
                              f"(outside speakers.exclude {cfg.speakers.exclude}); expected a manifest with rows")
+    return rows
+
+
+def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
+    rows = target_rows(cfg)
+    speakers = sorted({u.speaker for u in rows})
     cfg = apply_tuned(cfg, speaker_folds(cfg, speakers))  # config.yaml records the tuned values it runs with
     # Every check of the config comes before the first write into the folder: episodes not saved yet are drawn
     # (a config that draws none fails here), the grid is checked against the variants' names (none trained).
@@ -204,7 +230,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     for s, (drawn_episodes, skipped) in drawn.items():
         save_episodes(out / f"episodes-seed{s}.jsonl", drawn_episodes, skipped)
     write_json(out / f"run{'' if shard[1] == 1 else f'-shard{shard[0] + 1}'}.json",
-               {"git_commit": git_commit(), "started": time.time(), "shard": f"{shard[0] + 1}/{shard[1]}"})
+               provenance(cfg.device, shard=f"{shard[0] + 1}/{shard[1]}"))
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
@@ -218,24 +244,23 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
         for variant in variants.values():
             variant_features(cfg, variant, rows)
         return None
-    trial_log = TrialLog(out / shard_file(*shard))
     # per-query correctness of the episodes whose support and query may share a sentence (the content check)
     shared = any(shares_content(e) for eps in episodes.values() for e in eps)
-    query_log = QueryLog(out / query_file(*shard)) if shared else None
+    logs = Logs(TrialLog(out / shard_file(*shard)), SkipLog(out / skip_file(*shard)),
+                QueryLog(out / query_file(*shard)) if shared else None)
     mine = shard_units(units, *shard)
     done_before = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done too
     todo = [u for u in mine if any(u.trial_key(e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
     if not filled:
         prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
-    skip_log = SkipLog(out / skip_file(*shard))
-    ran = _run_units(cfg, todo, variants, rows, folds, trial_log, query_log, done_before, total, skip_log, layers)
+    ran = _run_units(cfg, RunInputs(rows, folds, variants, layers), todo, logs, done_before, total)
     return finish(cfg, out, units, ran)
 
 
-def _skipper(skip_log: SkipLog, bar) -> Callable[[Unit, list[tuple[Episode, str]]], None]:
+def _skipper(skip_log: SkipLog, bar) -> OnSkip:
     """What scoring calls with a unit's unscorable episodes: one skip record each (keyed like its trial)."""
-    def skip(unit: Unit, lost: list[tuple[Episode, str]]) -> None:
+    def skip(unit: Unit, lost: Lost) -> None:
         log.warning("%s / %s: %d episode(s) skipped (first: %s: %s)", unit.variant, unit.algorithm, len(lost),
                     lost[0][0].episode_id, lost[0][1])
         skip_log.extend([{"pretune": unit.variant, "algorithm": unit.algorithm, "episode_id": e.episode_id,
@@ -245,25 +270,27 @@ def _skipper(skip_log: SkipLog, bar) -> Callable[[Unit, list[tuple[Episode, str]
     return skip
 
 
-def _run_units(cfg: ExperimentConfig, todo: list[Unit], variants: dict[str, PretuneVariant], rows: list[Utterance],
-               folds: list[Fold], trial_log: TrialLog,
-               query_log: QueryLog | None, done: set, total: int, skip_log: SkipLog,
-               layers: dict[tuple[str, int], int]) -> int:
+def _run_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], logs: Logs, done: set, total: int) -> int:
+    """Score the units ``todo`` (planned in order of variant, layer and group) into ``logs``; how many trials ran.
+
+    Each (variant, fold) reads the layer chosen for it (``inputs.layers``), else the configured one.
+    """
     ran = 0
     initial = total - sum(len(u.episodes) for u in todo)
     with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
-        skip, reuse = _skipper(skip_log, bar), Reuse(cfg.algorithms.run)  # variants with equal features: once
-        for (variant, layer), by_variant in groupby(todo, key=lambda u: (u.variant, layers.get((u.variant, u.fold)))):
-            kept, x = variant_features(with_layer(cfg, layer), variants[variant], rows)  # the fold's chosen layer
-            index_of, digest = {utterance_key(u): i for i, u in enumerate(kept)}, features_digest(kept, x)
+        skip, reuse = _skipper(logs.skips, bar), Reuse(cfg.algorithms.run)  # variants with equal features: once
+        chosen = inputs.layers
+        for (variant, layer), by_variant in groupby(todo, key=lambda u: (u.variant, chosen.get((u.variant, u.fold)))):
+            table = variant_features(cfg, inputs.variants[variant], inputs.rows, layer)
+            digest = features_digest(table.rows, table.x)
             for _, group in groupby(by_variant, key=lambda u: u.group):
                 units = list(group)
-                score = functools.partial(score_group, cfg, units, variants[variant], kept, x, index_of, folds)
+                score = functools.partial(score_group, cfg, units, inputs.variants[variant], table, inputs.folds)
                 for unit, records in reuse.scored(units, digest, score, skip):
                     new = [r for r in records if trial_key(r) not in done]
-                    if query_log is not None:  # first: a kill between the two logs runs the trial again
-                        query_log.extend(query_records(unit.episodes, new))
-                    trial_log.extend(new)
+                    if logs.queries is not None:  # first: a kill between the two logs runs the trial again
+                        logs.queries.extend(query_records(unit.episodes, new))
+                    logs.trials.extend(new)
                     ran += len(records)
                     bar.update(len(records))
     return ran

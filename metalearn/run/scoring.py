@@ -9,15 +9,17 @@ are learned from (standardisation, meta-training, training); its validation and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from torch import Tensor
 
-from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.data.manifest import utterance_key
 from metalearn.data.sentences import sentence_key
 from metalearn.features.featurize import Standardizer
+from metalearn.features.table import FeatureTable
 from metalearn.fewshot.algorithms import (
     AdapterBase,
     AdapterSpec,
@@ -29,49 +31,68 @@ from metalearn.fewshot.algorithms import (
 from metalearn.fewshot.algorithms.transfer import LabelledClips
 from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import SpeakerTaskSampler
-from metalearn.fewshot.trials import run_trials
+from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig
-from metalearn.run.grid import Fold, Unit
+from metalearn.run.grid import Fold, Lost, OnSkip, Unit
 from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
 
 
-Skipped = Callable[[Unit, list[tuple[Episode, str]]], None]  # a unit's unscorable episodes, each with its reason
+@dataclass(frozen=True)
+class GroupInputs:
+    """What every unit of one group is built and scored from.
+
+    ``table``: the variant's features, standardized with the fold's meta-training speakers' statistics
+    (``standardizer``); ``train_rows``: the rows of ``table`` of those speakers, the only ones learned from.
+    """
+
+    cfg: ExperimentConfig
+    variant: PretuneVariant
+    table: FeatureTable
+    train_rows: np.ndarray
+    standardizer: Standardizer
+    fold: int
 
 
-def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, rows: list[Utterance],
-                x: Tensor, index_of: dict[str, int], folds: list[Fold], on_skip: Skipped | None = None
-                ) -> Iterator[tuple[Unit, list[dict]]]:
+def group_inputs(cfg: ExperimentConfig, variant: PretuneVariant, table: FeatureTable, fold: Fold) -> GroupInputs:
+    """The fold's inputs: ``table`` standardized on the fold's meta-training speakers (``features.standardize``)."""
+    learn = set(fold.meta_train)
+    train_rows = np.array([i for i, u in enumerate(table.rows) if u.speaker in learn], dtype=np.int64)
+    standardizer = Standardizer.identity(table.dim)
+    if cfg.features.standardize and len(train_rows):
+        standardizer = Standardizer.fit(table.x, train_rows)
+        table = table.with_x(standardizer.apply(table.x))
+    return GroupInputs(cfg, variant, table, train_rows, standardizer, fold.fold)
+
+
+def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, table: FeatureTable,
+                folds: list[Fold], on_skip: OnSkip | None = None) -> Iterator[tuple[Unit, list[dict]]]:
     """Build (and meta-train) the group's adapter once, then score each unit (one batch of episodes).
 
-    ``units`` share one group (variant, seed, fold, algorithm, meta_k, meta_seed); ``x`` [N, D] are the
-    variant's features of ``rows``, which the fold's meta-training speakers standardize. Episodes with a clip
+    ``units`` share one group (variant, seed, fold, algorithm, meta_k, meta_seed); ``table`` holds the
+    variant's features [N, D], which the fold's meta-training speakers standardize. Episodes with a clip
     that has no embedding are not scored: they go to ``on_skip`` (default: a warning).
     """
     _, seed, fold, algorithm, meta_k, meta_seed = units[0].group
-    learn = set(folds[fold].meta_train)
-    train_rows = np.array([i for i, u in enumerate(rows) if u.speaker in learn], dtype=np.int64)
-    standardizer = Standardizer.identity(x.shape[1])
-    if cfg.features.standardize and len(train_rows):
-        standardizer = Standardizer.fit(x, train_rows)
-        x = standardizer.apply(x)
+    inputs = group_inputs(cfg, variant, table, folds[fold])
+    tags = TrialTags(cfg.name, "", seed, meta_seed, table.layer, table.variant)
     adapter = None
     for unit in units:
-        episodes, lost = usable(unit.episodes, index_of)
+        episodes, lost = usable(unit.episodes, table.index_of)
         if lost:
             (on_skip or _warn)(unit, lost)
         if not episodes:
             continue
-        adapter = adapter or build_for(cfg, algorithm, variant, standardizer, x, rows, train_rows, episodes[0],
-                                       meta_k, derived_seed(seed, fold, meta_k, meta_seed), fold)
-        yield unit, run_trials(adapter, episodes, x, index_of, run=cfg.name, pretune=unit.variant, seed=seed,
-                               chunk=len(episodes), per_query=True, meta_seed=meta_seed)
+        adapter = adapter or build_for(inputs, algorithm, episodes[0], meta_k,
+                                       derived_seed(seed, fold, meta_k, meta_seed))
+        yield unit, run_trials(adapter, episodes, inputs.table.x, table.index_of,
+                               dataclasses.replace(tags, pretune=unit.variant), chunk=len(episodes), per_query=True)
 
 
-def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], list[tuple[Episode, str]]]:
+def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], Lost]:
     """(episodes whose every utterance has an embedding, [(episode, reason)] of the others): a clip whose file
     became unreadable after the manifest was written has none, and the reason names it."""
     keep, lost = [], []
@@ -84,50 +105,50 @@ def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[
     return keep, lost
 
 
-def _warn(unit: Unit, lost: list[tuple[Episode, str]]) -> None:
+def _warn(unit: Unit, lost: Lost) -> None:
     for e, reason in lost:
         log.warning("episode %s: %s; skipped", e.episode_id, reason)
 
 
 def derived_seed(seed: int, fold: int, meta_k: int, meta_seed: int = 0) -> int:
-    """The adapter's seed for one (run seed, fold, meta-training shots, meta-training seed); meta seed 0 gives
-    the seed of the runs before meta seeds existed (so they reproduce bit for bit)."""
+    """The adapter's seed for one (run seed, fold, meta-training shots, meta-training seed); meta seed 0 keeps
+    the entropy (seed, fold, meta_k), so a run with one meta seed draws what a run without meta seeds drew."""
     entropy = [seed, fold, meta_k] if meta_seed == 0 else [seed, fold, meta_k, meta_seed]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def build_for(cfg: ExperimentConfig, algorithm: str, variant: PretuneVariant, standardizer: Standardizer,
-              x: Tensor, rows: list[Utterance], train_rows: np.ndarray, example: Episode, meta_k: int,
-              seed: int, fold: int = 0) -> AdapterBase:
-    """The algorithm built for the episodes' shape from what it declares it needs (with fold ``fold``'s tuned
-    values), meta-trained when it meta-learns (on ``train_rows``, the fold's meta-training speakers, only)."""
+def build_for(inputs: GroupInputs, algorithm: str, example: Episode, meta_k: int, seed: int) -> AdapterBase:
+    """The algorithm built for the episodes' shape from what it declares it needs (with the fold's tuned
+    values), meta-trained when it meta-learns (on ``inputs.train_rows``, the fold's meta-training speakers, only)."""
+    cfg, variant, table = inputs.cfg, inputs.variant, inputs.table
     cls = adapter_class(algorithm)
     prior = None
-    if cls.needs_prior:  # the variant's prompt head, carried through the standardisation of ``x``
+    if cls.needs_prior:  # the variant's prompt head, carried through the standardisation of the features
         raw = variant.prompt_prior(example.classes)
-        weight, bias = standardizer.carry_head(raw["weight"], raw["bias"])
+        weight, bias = inputs.standardizer.carry_head(raw["weight"], raw["bias"])
         prior = {"weight": weight, "bias": bias}
     audio = None
     if cls.inputs == "audio":
-        audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in rows})
-    spec = AdapterSpec(x.shape[1], len(example.classes), seed, cfg.device, prior, audio)
-    adapter = build_adapter(algorithm, spec, options_for(cfg, algorithm, fold))
-    steps = meta_steps_for(cfg, algorithm, fold)
+        audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in table.rows})
+    spec = AdapterSpec(table.dim, len(example.classes), seed, cfg.device, prior, audio)
+    adapter = build_adapter(algorithm, spec, options_for(cfg, algorithm, inputs.fold))
+    steps = meta_steps_for(cfg, algorithm, inputs.fold)
     if not adapter.meta_learns or steps == 0:
         return adapter
-    if not len(train_rows):
+    if not len(inputs.train_rows):
         raise MetalearnError(f"algorithm {algorithm} meta-learns but fold has no meta-training speakers "
                              f"(set speakers.folds >= 2 or name speakers.test)")
-    adapter.meta_train(training_data(cfg, cls, x, rows, train_rows, example, meta_k, seed + 1), steps)
+    adapter.meta_train(training_data(inputs, cls, example, meta_k, seed + 1), steps)
     return adapter
 
 
-def training_data(cfg: ExperimentConfig, cls: type[AdapterBase], x: Tensor, rows: list[Utterance],
-                  train_rows: np.ndarray, example: Episode, meta_k: int, seed: int) -> TaskSampler:
-    """What the class learns from across speakers (``train_rows`` of ``x`` only): labelled clips (``trains_on =
+def training_data(inputs: GroupInputs, cls: type[AdapterBase], example: Episode, meta_k: int, seed: int
+                  ) -> TaskSampler:
+    """What the class learns from across speakers (``inputs.train_rows`` only): labelled clips (``trains_on =
     "labels"``) or meta-training tasks of ``meta_k`` (or ``meta_train.shots``, or the episode's k) shots."""
+    cfg, x, rows = inputs.cfg, inputs.table.x, inputs.table.rows
     binary = example.protocol == "binary"
-    keep = [i for i in train_rows if binary or rows[i].emotion in example.classes]
+    keep = [i for i in inputs.train_rows if binary or rows[i].emotion in example.classes]
     if cls.trains_on == "labels":
         return LabelledClips(x[keep], [rows[i].emotion for i in keep], seed)
     shots = meta_k or cfg.meta_train.shots or example.k

@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from torch import Tensor
 
 from metalearn.clap.variant import ClapVariant
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
+from metalearn.features.table import FeatureTable
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import CorpusConfig, ExperimentConfig
 from metalearn.util.errors import MetalearnError
@@ -131,17 +131,24 @@ def variant_embeddings(cfg: ExperimentConfig, variant: PretuneVariant, rows: lis
     return emb.rows, emb.values
 
 
-def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance]
-                     ) -> tuple[list[Utterance], Tensor]:
-    """(rows with an embedding, features [N, D]) of the target corpus under one pretune variant (cached).
+def configured_layer(cfg: ExperimentConfig) -> int | str:
+    """The feature the config fixes: ``features.layer``, or "mean" with ``features.mean_layers``."""
+    return "mean" if cfg.features.mean_layers else cfg.features.layer
 
-    Supervised variants give hidden state ``features.layer`` (or the mean of all); CLAP variants give
-    their audio embeddings [N, E] (their own pooled layer through their audio projection). With
-    ``features.choose_layer`` the runner passes a config whose ``features.layer`` is the fold's chosen layer
-    (:func:`metalearn.run.layer_choice.with_layer`).
+
+def variant_features(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance],
+                     layer: int | str | None = None) -> FeatureTable:
+    """The target corpus's features under one pretune variant (from the embedding cache), rows with an
+    embedding only.
+
+    Supervised variants give hidden state ``layer`` (None: :func:`configured_layer`; "mean": all states
+    averaged), [N, D]; CLAP variants give their audio embeddings [N, E] (their own pooled layer through their
+    audio projection) whatever ``layer`` is. The table's ``layer`` says which.
     """
     kept, values = variant_embeddings(cfg, variant, rows)
-    return kept, variant.features(values, "mean" if cfg.features.mean_layers else cfg.features.layer)
+    layer = configured_layer(cfg) if layer is None else layer
+    return FeatureTable(kept, variant.features(values, layer), variant.feature_name(layer, values.shape[1]),
+                        variant.name)
 
 
 def prefill_embeddings(cfg: ExperimentConfig, variants: list[PretuneVariant], rows: list[Utterance],

@@ -25,9 +25,10 @@ import yaml
 
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
-from metalearn.run.run_folder import git_commit
+from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
+from metalearn.util.provenance import git_commit
 
 
 def open_study(storage: Any, algorithm: str, fold: int) -> Any:
@@ -159,24 +160,22 @@ def tuning_md(cfg: ExperimentConfig, algorithms: list[str], folds: list[Fold], c
              f"One Optuna study (seeded TPE, seed {cfg.tune.seed}) per method and fold; {n} trials each, the first "
              f"the hand-set config. Objective: mean accuracy over the fold's validation speakers' episodes "
              f"(pretune variant {cfg.tune.variant or 'the first'}), after learning from its meta-training speakers "
-             f"only. Test speakers were never scored. Commit {git_commit()}.", "",
-             "| method | fold | validation speakers | trials | hand-set | tuned | chosen values |",
-             "|---|---|---|---|---|---|---|"]
-    for a in algorithms:
-        for f in folds:
-            key = (a, f.fold)
-            lines.append(f"| {a} | {f.fold} | {', '.join(f.validation)} | {len(counted(studies[key], n))} | "
-                         f"{hand[key].value:.4f} | {chosen[key].value:.4f} | {_values(chosen[key])} |")
+             f"only. Test speakers were never scored. Commit {git_commit()}.", ""]
+    rows = [[a, f.fold, ", ".join(f.validation), len(counted(studies[a, f.fold], n)), f"{hand[a, f.fold].value:.4f}",
+             f"{chosen[a, f.fold].value:.4f}", _values(chosen[a, f.fold])] for a in algorithms for f in folds]
+    lines += markdown.table(["method", "fold", "validation speakers", "trials", "hand-set", "tuned", "chosen values"],
+                            rows, [markdown.PLAIN] * 7)
     ks = sorted({k for t in chosen.values() for k in t.user_attrs.get("by_k", {})}, key=int)
     cell = "{0:.3f} / {1:.3f}"
-    lines += ["", "Validation accuracy per k, mean over folds (hand-set / tuned):", "",
-              "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    rows = []
     for a in algorithms:
         cells = []
         for k in ks:
             pair = [np.mean([d[a, f.fold].user_attrs["by_k"].get(k, np.nan) for f in folds]) for d in (hand, chosen)]
             cells.append("-" if np.isnan(pair[0]) else cell.format(*pair))
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        rows.append([a, *cells])
+    lines += ["", "Validation accuracy per k, mean over folds (hand-set / tuned):", "",
+              *markdown.table(["method", *(f"k={k}" for k in ks)], rows, [markdown.PLAIN] * (len(ks) + 1))]
     return "\n".join(lines) + "\n"
 
 

@@ -25,26 +25,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
-from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
+from metalearn.features.table import FeatureTable
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig, TunedConfig
 from metalearn.run.grid import Fold
-from metalearn.run.layer_choice import choose_layers, speaker_mean, with_layer
+from metalearn.run.layer_choice import choose_layers, speaker_mean
+from metalearn.run.planning import learns_across_speakers
 from metalearn.run.run_folder import as_dict, config_difference, to_yaml
-from metalearn.run.runner import build_episodes, plan, speaker_folds
+from metalearn.run.runner import build_episodes, plan, speaker_folds, target_rows
 from metalearn.run.scoring import score_group
-from metalearn.run.stages import check_roots, prepare_manifest, prepare_variants, variant_features
+from metalearn.run.stages import check_roots, prepare_variants, variant_features
 from metalearn.run.tuned import with_values
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_atomic
 
 log = logging.getLogger(__name__)
-Features = tuple[list[Utterance], Tensor, dict[str, int]]
 FREE_KEYS = ("tune.trials", "tune.algorithms", "tuned", "tracking", "name", "out")  # may change between workers
 
 
@@ -56,12 +54,12 @@ class Scorer:
     cfg: ExperimentConfig
     folds: list[Fold]
     variant: PretuneVariant
-    features: dict[int, Features]  # fold -> (rows with an embedding, x [N, D], utterance key -> row of x)
+    features: dict[int, FeatureTable]  # fold -> the variant's features at the fold's layer
     episodes: dict[int, list[Episode]]
 
     @property
     def dim(self) -> int:
-        return next(iter(self.features.values()))[1].shape[1]
+        return next(iter(self.features.values())).dim
 
     def score(self, algorithm: str, fold: Fold, values: dict, meta_steps: int | None) -> dict:
         """Mean accuracy over the fold's validation speakers (a speaker's episodes averaged first), and per k."""
@@ -76,9 +74,7 @@ class Scorer:
                  if u.fold == fold.fold]
         records = []
         for _, group in groupby(units, key=lambda u: u.group):
-            rows, x, index_of = self.features[fold.fold]
-            for _, scored in score_group(cfg, list(group), self.variant, rows, x, index_of,
-                                         self.folds):
+            for _, scored in score_group(cfg, list(group), self.variant, self.features[fold.fold], self.folds):
                 records += scored
         if not records:
             raise MetalearnError(f"tune: no validation episode for {algorithm} in fold {fold.fold} (speakers "
@@ -90,8 +86,7 @@ class Scorer:
 
 def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
     """Manifest, folds (validation speakers required), the tuned-on variant's features, the episodes."""
-    rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
-            if u.speaker not in set(cfg.speakers.exclude)]
+    rows = target_rows(cfg)
     speakers = sorted({u.speaker for u in rows})
     folds = speaker_folds(cfg, speakers)
     if not all(f.validation for f in folds):
@@ -105,10 +100,7 @@ def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
     episodes = {s: build_episodes(cfg, rows, speakers, s, make_folder(folder / "episodes", "tuning folder"))
                 for s in cfg.seeds}
     layers = choose_layers(cfg, {name: variants[name]}, rows, folds, episodes, folder)  # {} unless choose_layer
-    features = {}
-    for f in folds:
-        kept, x = variant_features(with_layer(cfg, layers.get((name, f.fold))), variants[name], rows)
-        features[f.fold] = (kept, x, {utterance_key(u): i for i, u in enumerate(kept)})
+    features = {f.fold: variant_features(cfg, variants[name], rows, layers.get((name, f.fold))) for f in folds}
     return Scorer(cfg, folds, variants[name], features, episodes)
 
 
@@ -146,12 +138,6 @@ def _without_free(text: str) -> str:
         elif not tail:
             data.pop(key, None)
     return yaml.safe_dump(data)
-
-
-def learns_across_speakers(scorer: Scorer, algorithm: str) -> bool:
-    """Whether the hand-set method learns from meta-training speakers (then its steps are tuned too)."""
-    options = as_dict(getattr(scorer.cfg.algorithms, algorithm))
-    return build_adapter(algorithm, AdapterSpec(scorer.dim, 2), options).meta_learns
 
 
 def trial_seed(seed: int, algorithm: str, fold: int, index: int) -> int:
@@ -203,7 +189,7 @@ def tune(cfg: ExperimentConfig) -> dict[str, Path]:
     scorer = prepare(cfg, folder)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "journal.log")))
     for algorithm in algorithms:
-        learns = learns_across_speakers(scorer, algorithm)
+        learns = learns_across_speakers(scorer.cfg, algorithm, 0)  # hand-set: no fold is tuned
         for fold in scorer.folds:
             with FileLock(folder / ".create.lock"):
                 study = open_study(storage, algorithm, fold.fold)

@@ -1,4 +1,4 @@
-"""Classification metrics batched over episodes, with padding masks, and the 95% t-interval.
+"""Classification metrics batched over episodes, with padding masks.
 
 Shapes: E episodes, Q query items (padded to a common size), W ways. Every metric comes from the per-episode
 confusion matrix ``C[e, t, p]`` = number of real query items of true class t predicted as p.
@@ -17,11 +17,8 @@ Conventions (those of scikit-learn's defaults, ``labels`` = the classes seen in 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 
 
@@ -118,21 +115,3 @@ def episode_metrics(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> di
         "weighted_f1": weighted_f1_from_confusion(conf),
         "uar": uar_from_confusion(conf),
     }
-
-
-def mean_ci95(values: Tensor | np.ndarray | Sequence[float]) -> tuple[float, float, int]:
-    """(mean, half-width of the two-sided 95% Student-t interval, n) of the finite values.
-
-    The half-width is t_{0.975, n-1} * s / sqrt(n) with s the sample standard deviation (ddof=1);
-    it is NaN when n < 2 (and the mean is NaN when n = 0). NaN values (empty episodes) are dropped.
-    """
-    arr = values.detach().cpu().double().numpy() if isinstance(values, Tensor) else np.asarray(values, np.float64)
-    arr = arr[np.isfinite(arr)].ravel()
-    n = int(arr.size)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(arr.mean())
-    if n < 2:
-        return mean, math.nan, 1
-    half = float(stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / math.sqrt(n))
-    return mean, half, n

@@ -28,6 +28,7 @@ from metalearn.data.audio import load_audio
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
 from metalearn.data.synth.features import utterance_features
+from metalearn.util import markdown
 
 
 def lda_fit(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float = 0.2
@@ -166,13 +167,13 @@ def write_report(report: dict, out: Path, command: str) -> None:
         f"({report['n_test_utterances']} utterances); mean over the {report['n_speakers']} speakers "
         f"± 95% CI (t-interval); k-shot accuracies are first averaged over {report['repeats']} draws "
         "of the k examples per speaker.", "",
-        "| classifier | accuracy (%) |", "|---|---|",
-        f"| chance | {100 * report['chance']:.1f} |",
-        f"| speaker-independent (leave-one-speaker-out LDA) | {pct(report['speaker_independent'])} |",
-        f"| speaker-normalised features (unlabelled adaptation) | {pct(report['speaker_normalised'])} |",
     ]
-    lines += [f"| per-speaker, k = {k} per class (adapted class means) | {pct(v)} |"
-              for k, v in report["per_speaker_kshot"].items()]
+    rows = [["chance", f"{100 * report['chance']:.1f}"],
+            ["speaker-independent (leave-one-speaker-out LDA)", pct(report["speaker_independent"])],
+            ["speaker-normalised features (unlabelled adaptation)", pct(report["speaker_normalised"])],
+            *([f"per-speaker, k = {k} per class (adapted class means)", pct(v)]
+              for k, v in report["per_speaker_kshot"].items())]
+    lines += markdown.table(["classifier", "accuracy (%)"], rows, [markdown.PLAIN] * 2)
     (out / "calibration.md").write_text("\n".join(lines + content_lines(report)) + "\n")
 
 
@@ -188,6 +189,6 @@ def content_lines(report: dict) -> list[str]:
         return lines[:2] + ["No scored utterance says a sentence of its k examples (the splits hold different "
                             "sentences)."]
     pct = lambda mc: "–" if mc is None else f"{100 * mc[0]:.1f} ± {100 * mc[1]:.1f}"  # noqa: E731
-    lines += ["| k per class | shared sentence | other sentences | utterances (shared / other) |", "|---|---|---|---|"]
-    return lines + [f"| {k} | {pct(c['shared'])} | {pct(c['other'])} | {c['n_shared']} / {c['n_other']} |"
-                    for k, c in content.items()]
+    rows = [[k, pct(c["shared"]), pct(c["other"]), f"{c['n_shared']} / {c['n_other']}"] for k, c in content.items()]
+    return lines + markdown.table(["k per class", "shared sentence", "other sentences", "utterances (shared / other)"],
+                                  rows, [markdown.PLAIN] * 4)

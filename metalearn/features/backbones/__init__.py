@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import torch
 
-from metalearn.features.backbone_args import FAMILIES, add_backbone_args, backbone_config
+from metalearn.features.backbone_args import FAMILIES, add_backbone_args
 from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, pad_batch
 from metalearn.util.errors import MetalearnError
 
@@ -36,6 +37,11 @@ class BackboneConfig:
     family: str = "whisper"
     source: str = "default"
     whisper_mode: str = "trimmed"
+
+
+def backbone_config(args: argparse.Namespace) -> BackboneConfig:
+    """The :class:`BackboneConfig` of parsed ``--backbone-*`` options (:func:`add_backbone_args`)."""
+    return BackboneConfig(args.backbone_family, args.backbone_source, args.whisper_mode)
 
 
 def build_backbone(cfg: BackboneConfig) -> SpeechBackbone:

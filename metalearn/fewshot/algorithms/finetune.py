@@ -28,13 +28,18 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
+from metalearn.fewshot.algorithms.finetune_config import (  # the config and the space live beside each other
+    HEADS,
+    STANDARDIZE,
+    FinetuneConfig,
+    search_space,  # noqa: F401 (the registry reads it here)
+)
 from metalearn.fewshot.algorithms.finetune_fast import fit_linear_heads
 from metalearn.fewshot.algorithms.functional import (
     Params,
@@ -48,34 +53,8 @@ from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import macro_f1
 
-STANDARDIZE = ("none", "global", "per_dim")
-HEADS = ("linear", "mlp")
 STANDARDIZE_FLOATS = 1 << 18  # support floats per chunk of support_standardizer (1 MiB)
 Forward = Callable[[Params, Tensor], Tensor]  # one episode's head: (params, x [N, D]) -> logits [N, W]
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    steps: int = 100  # full-batch Adam steps per episode
-    lr: float = 1e-2
-    weight_decay: float = 0.0  # L2 added to the gradient, as torch.optim.Adam(weight_decay=...)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    init_std: float = 0.0  # 0: zero head; > 0: weights ~ N(0, init_std^2) from the method's seed
-    standardize: str = "global"  # none | global | per_dim (support-set statistics, see the module doc)
-    eval_every: int = 10  # model-selection period in steps, used when validation data is given
-    vectorized: bool = True  # False: the per-episode loop (fit_heads_loop)
-    head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
-    mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
-
-
-def search_space(trial: Any) -> dict:
-    """Fine-tuning's tuning space (an Optuna trial -> FinetuneConfig fields); the head stays as configured."""
-    return {"lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
-            "steps": trial.suggest_categorical("steps", [25, 50, 100, 200]),
-            "weight_decay": trial.suggest_categorical("weight_decay", [0.0, 1e-4, 1e-3, 1e-2]),
-            "standardize": trial.suggest_categorical("standardize", ["global", "per_dim"])}
 
 
 @dataclass

@@ -21,16 +21,13 @@ interact, so the chunk sizes change them only by rounding (some kernels round di
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from metalearn.fewshot.algorithms.finetune_config import FinetuneConfig
 from metalearn.fewshot.algorithms.functional import Params, masked_one_hot
 from metalearn.util.metrics import macro_f1
-
-if TYPE_CHECKING:  # finetune imports this module
-    from metalearn.fewshot.algorithms.finetune import FinetuneConfig
 
 ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
 SCORE_ROWS = 1024  # validation + query rows per scoring chunk (3 MiB at D = 768)

@@ -97,8 +97,9 @@ def check_episodes(name: str, built_ways: int, built_dim: int, ways: int, suppor
         raise MetalearnError(f"{name}: built for {built_dim}-d embeddings, got {support_x.shape[-1]}")
 
 
-def macro_f1(pred: Tensor, target: Tensor, ways: int) -> Tensor:
-    """Macro-F1 over the last dim: pred, target [..., N] ints (broadcastable) -> [...]. Target < 0 is padding.
+def selection_f1(pred: Tensor, target: Tensor, ways: int) -> Tensor:
+    """Model selection's score, macro-F1 over the last dim: pred, target [..., N] ints (broadcastable) -> [...].
+    Target < 0 is padding.
 
     :func:`metalearn.util.metrics.macro_f1` (scikit-learn's convention) over any leading dims; an episode with
     no real row scores 0 rather than NaN, so it never wins a model selection.
@@ -118,7 +119,7 @@ def select_by_validation(query_logits: Tensor, val_logits: Tensor, val_y: Tensor
     Returns:
         [E, Q, W].
     """
-    scores = macro_f1(val_logits.argmax(-1), val_y.unsqueeze(1), val_logits.shape[-1])  # [E, T + 1]
+    scores = selection_f1(val_logits.argmax(-1), val_y.unsqueeze(1), val_logits.shape[-1])  # [E, T + 1]
     best = scores.argmax(dim=1)  # the first maximum, i.e. the fewest steps
     return query_logits[torch.arange(len(best), device=best.device), best]
 

@@ -1,0 +1,37 @@
+"""Plain fine-tuning's hyperparameters (:mod:`.finetune`) and its tuning space.
+
+Apart from the fitting code so that :mod:`.finetune_fast` (which :mod:`.finetune` calls) can read them without
+an import circle; ``finetune`` re-exports every name here, and the registry looks them up there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STANDARDIZE = ("none", "global", "per_dim")
+HEADS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    steps: int = 100  # full-batch Adam steps per episode
+    lr: float = 1e-2
+    weight_decay: float = 0.0  # L2 added to the gradient, as torch.optim.Adam(weight_decay=...)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    init_std: float = 0.0  # 0: zero head; > 0: weights ~ N(0, init_std^2) from the method's seed
+    standardize: str = "global"  # none | global | per_dim (support-set statistics, see the module doc)
+    eval_every: int = 10  # model-selection period in steps, used when validation data is given
+    vectorized: bool = True  # False: the per-episode loop (fit_heads_loop)
+    head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
+    mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
+
+
+def search_space(trial: Any) -> dict:
+    """Fine-tuning's tuning space (an Optuna trial -> FinetuneConfig fields); the head stays as configured."""
+    return {"lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),
+            "steps": trial.suggest_categorical("steps", [25, 50, 100, 200]),
+            "weight_decay": trial.suggest_categorical("weight_decay", [0.0, 1e-4, 1e-3, 1e-2]),
+            "standardize": trial.suggest_categorical("standardize", ["global", "per_dim"])}
