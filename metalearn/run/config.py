@@ -88,7 +88,7 @@ class EpisodesConfig:
 @dataclass
 class SpeakersConfig:
     folds: int = 2                          # each speaker tested once, meta-trained on the other folds
-    test: list[str] | None = None           # or name the meta-test speakers (one fold)
+    test: list[str] | None = None           # or name the test speakers (one fold)
     exclude: list[str] = field(default_factory=lambda: ["Unknown"])  # never tasks (MSP-Podcast's pseudo-speaker)
     seed: int = 0                           # assignment of speakers to folds
     validation: int = 1                     # per fold, drawn from the non-test speakers: for tuning and choices,

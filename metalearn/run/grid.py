@@ -62,7 +62,7 @@ class Subset:
 
 def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[str] | None = None
                  ) -> list[list[str]]:
-    """Meta-test speakers of each fold: ``test`` as the one fold, else ``folds`` seeded, near-equal parts.
+    """Test speakers of each fold: ``test`` as the one fold, else ``folds`` seeded, near-equal parts.
 
     Every speaker is in exactly one fold; a fold's meta-training speakers are all the others.
     """

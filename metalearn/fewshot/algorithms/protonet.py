@@ -5,7 +5,7 @@ One class, two methods, chosen by ``ProtoNetConfig.projection``:
   the nearest class mean of the raw support embeddings (squared Euclidean distance);
 - ``projection=True`` (name ``protonet_proj``): the embeddings first pass through a projection D -> proj_dim
   (linear when ``hidden == 0``, else Linear-ReLU-Linear), meta-trained with the prototypical loss on episodes
-  of the training speakers drawn from ``sampler.sample(meta_batch)``, with Adam.
+  of the meta-training speakers drawn from ``sampler.sample(meta_batch)``, with Adam.
 Query items are scored independently, so padded query rows never change the real rows' logits.
 """
 

@@ -2,7 +2,7 @@
 
 The centring mean, chosen by ``SimpleShotConfig.center``:
 - ``support``: each episode's own support mean (makes the method invariant to a global shift of the features);
-- ``base``: the mean embedding of the training speakers, learned by ``meta_train`` from ``steps`` batches of
+- ``base``: the mean embedding of the meta-training speakers, learned by ``meta_train`` from ``steps`` batches of
   ``sampler.sample(meta_batch)`` (the real support and query rows of every sampled episode are averaged; an
   utterance drawn twice counts twice);
 - ``none``: L2-normalisation only (the paper's L2N).
@@ -65,7 +65,7 @@ class SimpleShot(AdapterBase):
         self.base_mean: Tensor | None = None  # [D], set by meta_train
 
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
-        """Average the training speakers' embeddings over ``steps`` sampled batches (only for ``center=base``)."""
+        """Average the meta-training speakers' embeddings over ``steps`` sampled batches (only for ``center=base``)."""
         if self.cfg.center != "base" or steps <= 0:
             return
         total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
