@@ -25,7 +25,7 @@ import torch
 from metalearn.data.manifest import read_manifest
 from metalearn.features.embeddings import EmbeddingConfig, extract
 from metalearn.features.shared_trunk import shared_layers
-from metalearn.pretune.variants import backbone_for_variant
+from metalearn.pretune.subsets import backbone_for_variant
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: extract_variants lives in tests/
 from tests.reference_impls import extract_variants  # noqa: E402

@@ -67,7 +67,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from metalearn.data.manifest import read_manifest
     from metalearn.features.backbones import backbone_config, build_backbone
     from metalearn.features.embeddings import EmbeddingConfig, extract
-    from metalearn.pretune.variants import backbone_for_variant
+    from metalearn.pretune.subsets import backbone_for_variant
 
     rows = [u for m in args.manifest for u in read_manifest(m)]
     backbone = backbone_for_variant(args.variant) if args.variant else build_backbone(backbone_config(args))

@@ -23,10 +23,9 @@ from metalearn.clap.variant import HEADS as CLAP_HEADS
 from metalearn.clap.variant import ClapVariant, _save
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
-from metalearn.pretune import variants
+from metalearn.pretune import subsets
 from metalearn.pretune.config import PretuneConfig
-from metalearn.pretune.variant import PretuneVariant
-from metalearn.pretune.variants import (
+from metalearn.pretune.subsets import (
     HEADS,
     WEIGHTS,
     backbone_for_variant,
@@ -35,6 +34,7 @@ from metalearn.pretune.variants import (
     run_variants,
     write_done,
 )
+from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 
@@ -64,8 +64,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def variant(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of ``pft-alpha``, hashed afresh (as a later process would)."""
-    monkeypatch.setattr(variants, "_HASHES", {})
-    monkeypatch.setattr(variants, "_WARNED", set())
+    monkeypatch.setattr(subsets, "_HASHES", {})
+    monkeypatch.setattr(subsets, "_WARNED", set())
     return Path(shutil.copytree(trained / "pft-alpha", tmp_path / "pft-alpha"))
 
 
@@ -128,8 +128,8 @@ def test_a_changed_file_is_hashed_again_in_the_same_process(variant: Path) -> No
 
 def test_each_file_is_hashed_once_per_process(variant: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = variants.sha256_file
-    monkeypatch.setattr(variants, "sha256_file", lambda p: calls.append(str(p)) or real(p))
+    real = subsets.sha256_file
+    monkeypatch.setattr(subsets, "sha256_file", lambda p: calls.append(str(p)) or real(p))
     for _ in range(3):
         PretuneVariant.read(variant).load_backbone()
     assert calls == [str(variant / WEIGHTS)]
@@ -157,7 +157,7 @@ def test_a_damaged_done_json_is_one_line(variant: Path) -> None:
 
 def test_clap_heads_are_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A CLAP variant folder as train_clap_variant writes it (frozen encoder: heads only)."""
-    monkeypatch.setattr(variants, "_HASHES", {})
+    monkeypatch.setattr(subsets, "_HASHES", {})
     folder = tmp_path / "clap-sl-alpha"
     folder.mkdir()
     cfg = ClapConfig(text_source="tiny", embed_dim=8)
@@ -170,7 +170,7 @@ def test_clap_heads_are_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_done(folder, folder.name, [CLAP_HEADS])
     heads = ClapVariant.read(folder).heads
     assert all(torch.equal(v, model.heads_state_dict()[k]) for k, v in heads.heads_state_dict().items())
-    monkeypatch.setattr(variants, "_HASHES", {})
+    monkeypatch.setattr(subsets, "_HASHES", {})
     _flip_near_end(folder / CLAP_HEADS)
     with pytest.raises(MetalearnError, match=rf"{folder / CLAP_HEADS} is damaged: its SHA-256"):
         _ = ClapVariant.read(folder).heads

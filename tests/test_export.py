@@ -21,7 +21,7 @@ from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.export import SIDECAR, _check_reachable, export_variant, push_to_hub
-from metalearn.pretune.variants import backbone_for_variant, parse_subsets, run_variants
+from metalearn.pretune.subsets import backbone_for_variant, parse_subsets, run_variants
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 

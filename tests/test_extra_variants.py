@@ -19,7 +19,7 @@ from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.export import export_variant
 from metalearn.pretune.extra import extra_variants, source_config
-from metalearn.pretune.variants import parse_subsets, run_variants
+from metalearn.pretune.subsets import parse_subsets, run_variants
 from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import open_variant, prepare_variants, variant_features

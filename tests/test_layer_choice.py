@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from metalearn.configs.load import load_config
+from metalearn.data.corpus_config import prepare_manifest
 from metalearn.data.synth.generate import generate
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
@@ -25,7 +26,7 @@ from metalearn.report.records import read_trials
 from metalearn.run import layer_choice, runner
 from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged
 from metalearn.run.runner import build_episodes, run_experiment, speaker_folds
-from metalearn.run.stages import prepare_manifest, prepare_variants
+from metalearn.run.stages import prepare_variants
 from metalearn.util.errors import MetalearnError
 from tests.conftest import overrides
 

@@ -27,14 +27,14 @@ from metalearn.pretune.data import SplitAudio, build_splits, split_corpus
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top, scaled_loss
 from metalearn.pretune.sampler import ProportionalCorpusSampler
 from metalearn.pretune.schedule import EarlyStopping
-from metalearn.pretune.train import train
-from metalearn.pretune.variants import (
+from metalearn.pretune.subsets import (
     enumerate_subsets,
     load_variant,
     parse_subsets,
     run_variants,
     variant_name,
 )
+from metalearn.pretune.train import train
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
 

@@ -84,7 +84,7 @@ def test_a_clip_unreadable_after_the_manifest_gives_skip_records(base: Path, tmp
 def test_variant_names_follow_from_the_config_without_training(base: Path) -> None:
     """What prepare_variants will name (supervised subsets, CLAP losses, extra variants), known before any
     training, so algorithms.only.*.variants is checked before anything is written."""
-    from metalearn.pretune.variants import enumerate_subsets, variant_name
+    from metalearn.pretune.subsets import enumerate_subsets, variant_name
     from metalearn.run.planning import check_grid, variant_names
 
     sources = [f"data.sources.{c}.{k}={v}" for c in ("iemocap", "msp_podcast")

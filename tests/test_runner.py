@@ -166,8 +166,8 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     """16 variants x 20 ESD speakers x 5 targets x 7 k x 3 repetitions, at ESD's split sizes."""
     from metalearn.data.manifest import Utterance
     from metalearn.features.backbones import BackboneConfig
+    from metalearn.pretune.subsets import enumerate_subsets, variant_name
     from metalearn.pretune.variant import PretuneVariant
-    from metalearn.pretune.variants import enumerate_subsets, variant_name
     from metalearn.run.runner import build_episodes, plan, speaker_folds
 
     cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (

@@ -13,10 +13,11 @@ import yaml
 
 from metalearn.cli import main
 from metalearn.configs.load import load_config
+from metalearn.data.corpus_config import prepare_manifest
 from metalearn.data.synth.generate import generate
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
 from metalearn.run.runner import run_experiment
-from metalearn.run.stages import prepare_manifest, prepare_variants, variant_features
+from metalearn.run.stages import prepare_variants, variant_features
 from metalearn.tune import study as tune_module
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.tune.study import Scorer, tune

@@ -1,7 +1,7 @@
 """GEmo-CLAP pre-finetuning as pretune variants: train one per loss, load its heads, project its features.
 
 A CLAP variant folder ``{pretune.out}/clap-{loss}-{corpora}/`` holds what a supervised variant holds
-(``config.json`` first, ``done.json`` last; see :mod:`metalearn.pretune.variants`) plus
+(``config.json`` first, ``done.json`` last; see :mod:`metalearn.pretune.subsets`) plus
 ``clap_heads.safetensors`` (audio and text projections, logit scales). Its ``config.json`` has
 ``"kind": "clap"`` and the :class:`ClapConfig` it was trained with.
 
@@ -43,9 +43,9 @@ from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
 from metalearn.features.featurize import select_features
 from metalearn.pretune.data import build_splits
+from metalearn.pretune.subsets import load_checkpoint, write_done
 from metalearn.pretune.train import jsonable
 from metalearn.pretune.variant import PretuneVariant
-from metalearn.pretune.variants import load_checkpoint, write_done
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_json

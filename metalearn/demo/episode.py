@@ -204,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     from metalearn.features.backbones import backbone_config, build_backbone
     from metalearn.features.embeddings import EmbeddingConfig, extract
     from metalearn.features.featurize import select_features
-    from metalearn.pretune.variants import backbone_for_variant
+    from metalearn.pretune.subsets import backbone_for_variant
 
     rows = read_manifest(args.manifest)
     speaker = args.speaker or sorted({u.speaker for u in rows})[0]

@@ -9,12 +9,12 @@ from metalearn.clap.loss import VARIANTS
 from metalearn.clap.model import ClapConfig, check_config
 from metalearn.clap.train import ClapTrainConfig
 from metalearn.clap.variant import ENCODERS
+from metalearn.data.corpus_config import CorpusConfig
 from metalearn.data.emotions import CANONICAL, FOUR_CLASS
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
 from metalearn.loso.folds import check_options
 from metalearn.report.tracking import TrackingConfig, resolve_mode
-from metalearn.run.config import CorpusConfig
 from metalearn.util.errors import MetalearnError
 
 

@@ -128,7 +128,7 @@ def _device(cfg: LosoExperimentConfig) -> torch.device | None:
 
 def _check_root(cfg: LosoExperimentConfig) -> None:
     """Before any work: a missing manifest needs an existing corpus root."""
-    from metalearn.run.stages import manifest_path
+    from metalearn.data.corpus_config import manifest_path
 
     target = cfg.data.target
     if not manifest_path(target, cfg.data.manifests_dir).is_file() and not Path(target.root).is_dir():
@@ -138,7 +138,7 @@ def _check_root(cfg: LosoExperimentConfig) -> None:
 
 def target_rows(cfg: LosoExperimentConfig) -> list[Utterance]:
     """The target manifest's utterances of ``data.target.classes`` (the manifest, read or written, keeps all)."""
-    from metalearn.run.stages import manifest_path, prepare_manifest
+    from metalearn.data.corpus_config import manifest_path, prepare_manifest
 
     target = cfg.data.target
     rows = prepare_manifest(dataclasses.replace(target, classes=None), cfg.data.manifests_dir)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from metalearn.features.backbones import backbone_config
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
-    from metalearn.pretune.variants import parse_subsets, run_variants
+    from metalearn.pretune.subsets import parse_subsets, run_variants
 
     cfg = apply_overrides(preset(args.preset), args.overrides)
     backbone_cfg = backbone_config(args)

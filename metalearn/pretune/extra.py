@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from metalearn.features.backbone_args import FAMILIES
-from metalearn.pretune.variants import file_sha256, write_done
+from metalearn.pretune.subsets import file_sha256, write_done
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 

@@ -1,6 +1,6 @@
 """A pretune variant as a typed value: what a trial starts from, read once from its folder and passed down.
 
-A variant folder (written by :mod:`metalearn.pretune.variants` or :mod:`metalearn.clap.variant`) holds
+A variant folder (written by :mod:`metalearn.pretune.subsets` or :mod:`metalearn.clap.variant`) holds
 ``config.json`` and, once finished, ``done.json`` (with the SHA-256 of each checkpoint, checked on loading).
 :class:`PretuneVariant` is the supervised kind (and the untouched backbone, ``none``); CLAP variants subclass it
 (:class:`metalearn.clap.variant.ClapVariant`) and give their projected embeddings and a prompt prior. Consumers
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.features.featurize import select_features
-from metalearn.pretune.variants import backbone_for_variant, verify_variant
+from metalearn.pretune.subsets import backbone_for_variant, verify_variant
 from metalearn.util.errors import MetalearnError
 
 

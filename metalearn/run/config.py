@@ -13,9 +13,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
-
 from metalearn.clap.variant import ClapStageConfig, check_stage
+from metalearn.data.corpus_config import CorpusConfig
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig
 from metalearn.fewshot.algorithms import ALGORITHMS, adapter_class, config_class
@@ -23,20 +22,6 @@ from metalearn.fewshot.episodes import PROTOCOLS
 from metalearn.pretune.config import PretuneConfig
 from metalearn.report.tracking import TrackingConfig, resolve_mode
 from metalearn.util.errors import MetalearnError
-
-
-@dataclass
-class CorpusConfig:
-    """A corpus: its loader, its root in the corpus's own layout, and the manifest parsed from it.
-
-    The manifest is read when it exists, else written from ``root`` (then ``root`` must exist).
-    """
-
-    corpus: str = "esd"
-    root: str = MISSING
-    manifest: str = ""                  # "" = {data.manifests_dir}/{corpus}.csv
-    classes: list[str] | None = None    # keep only these canonical emotions (IEMOCAP 4-class)
-    options: dict[str, str] = field(default_factory=dict)  # the loader's options, e.g. msp_improv {labels: target}
 
 
 @dataclass

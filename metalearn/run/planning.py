@@ -26,8 +26,8 @@ def variant_names(cfg: ExperimentConfig) -> list[str]:
     manifest is written from its corpus root, as the run would). Unknown corpora in ``pretune.subsets`` or
     ``pretune.clap.corpora`` are one-line errors."""
     from metalearn.clap.variant import clap_variant_name
-    from metalearn.pretune.variants import parse_subsets, variant_name
-    from metalearn.run.stages import prepare_manifest
+    from metalearn.data.corpus_config import prepare_manifest
+    from metalearn.pretune.subsets import parse_subsets, variant_name
 
     corpora: list[str] = []
     if any(s != "none" for s in cfg.pretune.subsets) or cfg.pretune.clap.losses:  # as prepare_variants reads them

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
+from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
 from metalearn.fewshot.episodes import EVALUATION, Episode, Skipped, binary_episodes, nway_episodes
@@ -48,9 +49,7 @@ from metalearn.run.run_folder import save_config, tracked_config, work_in
 from metalearn.run.scoring import score_group
 from metalearn.run.stages import (
     check_roots,
-    manifest_path,
     prefill_embeddings,
-    prepare_manifest,
     prepare_variants,
     variant_features,
 )

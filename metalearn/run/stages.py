@@ -12,20 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.clap.variant import ClapVariant
-from metalearn.data.manifest import Utterance, read_manifest, write_manifest
+from metalearn.data.corpus_config import manifest_path, prepare_manifest
+from metalearn.data.manifest import Utterance
 from metalearn.features.table import FeatureTable
 from metalearn.pretune.variant import PretuneVariant
-from metalearn.run.config import CorpusConfig, ExperimentConfig
+from metalearn.run.config import ExperimentConfig
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
 VARIANT_CLASSES: dict[str, type[PretuneVariant]] = {"clap": ClapVariant}  # kind -> class (default: supervised)
-
-
-def manifest_path(corpus: CorpusConfig, manifests_dir: str) -> Path:
-    """Where the corpus's manifest is (or will be written)."""
-    options = "".join(f"-{k}={v}" for k, v in sorted(corpus.options.items()))  # options change the rows
-    return Path(corpus.manifest or Path(manifests_dir) / f"{corpus.corpus}{options}.csv")
 
 
 def check_roots(cfg: ExperimentConfig) -> None:
@@ -43,28 +38,11 @@ def _needs_sources(cfg: ExperimentConfig) -> bool:
     return any(s != "none" for s in cfg.pretune.subsets) or bool(cfg.pretune.clap.losses)
 
 
-def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance]:
-    """The corpus's manifest rows: read when the file exists, else parsed from its root and written."""
-    path = manifest_path(corpus, manifests_dir)
-    if path.is_file():
-        return read_manifest(path)
-    from metalearn.data.corpora import load_corpus
-
-    log.info("%s: writing the manifest from %s", path, corpus.root)
-    result = load_corpus(corpus.corpus, corpus.root, classes=tuple(corpus.classes) if corpus.classes else None,
-                         options=dict(corpus.options))
-    write_manifest(result.utterances, path)
-    if result.problems.problems:
-        result.problems.write(path.with_name(path.stem + ".problems.tsv"))
-        log.warning("%s: skipped %s", corpus.corpus, result.problems.summary())
-    return result.utterances
-
-
 def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, PretuneVariant]:
     """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error),
     then those ``pretune.extra`` names (exported variants or transformers folders, by folder or hub id)."""
     from metalearn.pretune.extra import extra_variants
-    from metalearn.pretune.variants import parse_subsets, run_variants, variant_name
+    from metalearn.pretune.subsets import parse_subsets, run_variants, variant_name
     from metalearn.util.devices import resolve_device
 
     sources = [u for c in cfg.data.sources.values() for u in prepare_manifest(c, cfg.data.manifests_dir)] \
