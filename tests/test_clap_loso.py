@@ -86,7 +86,7 @@ def records(seeds: tuple[int, ...] = (0,)) -> list[dict]:
     for v, base in (("emo", 0.5), ("sl", 0.6)):
         for s in range(1, 6):
             for seed in seeds:
-                out.append({"variant": v, "session": f"Ses0{s}", "seed": seed, "wa": base + 0.01 * s + 0.02 * seed,
+                out.append({"loss": v, "session": f"Ses0{s}", "seed": seed, "wa": base + 0.01 * s + 0.02 * seed,
                             "ua": base - 0.01 * s})
     return out
 
@@ -104,7 +104,7 @@ def test_table_has_the_papers_layout_with_ci_and_fold_count() -> None:
 
 
 def test_table_cells_with_several_seeds_and_missing_folds() -> None:
-    recs = [r for r in records((0, 1)) if not (r["variant"] == "emo" and r["session"] == "Ses05")]
+    recs = [r for r in records((0, 1)) if not (r["loss"] == "emo" and r["session"] == "Ses05")]
     table = loso_table(recs).splitlines()
     emo = table[2].strip("| ").split(" | ")
     assert emo[0] == "Emo-CLAP" and emo[1] == "52.0 ± 12.7 (n=2)" and emo[9:11] == ["–", "–"]

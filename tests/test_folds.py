@@ -9,7 +9,7 @@ import pytest
 
 from metalearn.configs.load import load_config
 from metalearn.fewshot.episodes import nway_episodes
-from metalearn.run.grid import Subset, assign_folds, plan_units, three_way_folds, without_support
+from metalearn.run.grid import Batching, Subset, assign_folds, plan_units, three_way_folds, without_support
 from metalearn.run.runner import with_validation
 from metalearn.run.tuned import apply_tuned, meta_steps_for, options_for, with_values
 from metalearn.util.errors import MetalearnError
@@ -72,8 +72,8 @@ def test_k0_episodes_strip_the_smallest_k() -> None:
     for z in zero:
         e = source[z.episode_id.replace("/k0/", "/k1/")]
         assert z.k == 0 and z.support == () and (z.query, z.validation) == (e.query, e.validation)
-    units = plan_units(["v"], [0], [["0011"], ["0012"]], ["transfer", "finetune"], {0: episodes}, per_k=[],
-                       chunk=100, only={"transfer": Subset(repetitions=1, zero=True)})
+    units = plan_units(["v"], [0], [["0011"], ["0012"]], ["transfer", "finetune"], {0: episodes},
+                       Batching(100, only={"transfer": Subset(repetitions=1, zero=True)}))
     ks = {a: sorted(e.k for u in units if u.algorithm == a for e in u.episodes) for a in ("transfer", "finetune")}
     assert ks == {"transfer": [0, 0, 1, 1, 2, 2], "finetune": [1, 1, 1, 1, 2, 2, 2, 2]}
 

@@ -85,7 +85,7 @@ def reference(base: Path):
     return run(base, "ref")
 
 
-def test_one_record_per_variant_session_and_seed(reference) -> None:
+def test_one_record_per_loss_session_and_seed(reference) -> None:
     out = reference.out
     assert reference.complete and reference.planned == reference.done == reference.ran == 3 * 2 * 2
     for name in ("config.yaml", "run.json", "records.jsonl", "records.csv", "table.md", "table.csv"):
@@ -120,8 +120,8 @@ def test_table_has_the_papers_layout(reference) -> None:
         assert "± " in cells[5] and "± " in cells[6] and cells[7] == "2"
     with open(reference.out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == ["emo", "ml", "sl"]
-    assert list(rows[0]) == ["method", "variant", "Ses01_wa", "Ses01_ua", "Ses02_wa", "Ses02_ua", "wa_mean",
+    assert [r["loss"] for r in rows] == ["emo", "ml", "sl"]
+    assert list(rows[0]) == ["method", "loss", "Ses01_wa", "Ses01_ua", "Ses02_wa", "Ses02_ua", "wa_mean",
                              "wa_ci95", "ua_mean", "ua_ci95", "folds", "seeds"]
     assert {r["folds"] for r in rows} == {"2"} and {r["seeds"] for r in rows} == {"2"}
 
@@ -137,7 +137,7 @@ def test_held_out_session_is_never_trained_or_selected_on(base: Path, monkeypatc
 
     real = loso.loso_fold
     monkeypatch.setattr(loso, "loso_fold", spy)
-    run(base, "spied", "seeds=[0]", "variants=[emo]")
+    run(base, "spied", "seeds=[0]", "losses=[emo]")
     assert len(seen) == 2
     for trained, tested, held_out, covers in seen:
         assert held_out not in trained and tested == {held_out} and covers
@@ -171,20 +171,20 @@ def test_folder_of_another_config_is_refused(base: Path, reference) -> None:
 
 
 def test_conflicting_records_of_one_fold_are_refused(tmp_path: Path) -> None:
-    record = {f: 0 for f in RECORD_FIELDS} | {"variant": "emo", "session": "Ses01", "wa": 0.5}
+    record = {f: 0 for f in RECORD_FIELDS} | {"loss": "emo", "session": "Ses01", "wa": 0.5}
     path = tmp_path / "records.jsonl"
     path.write_text(json.dumps(record) + "\n" + json.dumps(record | {"wa": 0.6}) + "\n")
     with pytest.raises(MetalearnError, match=r"\('emo', 'Ses01', 0\) appears twice with different results"):
         JsonlLog(path, fold_key, RECORD_FIELDS, VOLATILE)
-    path.write_text('{"variant": "emo"}\nnot json\n')
+    path.write_text('{"loss": "emo"}\nnot json\n')
     with pytest.raises(MetalearnError, match=r"records.jsonl:1: record lacks field"):
         JsonlLog(path, fold_key, RECORD_FIELDS, VOLATILE)
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
     ("encoder=partial", "config key 'encoder': 'partial' is not one of frozen, finetune"),
-    ("variants=[emo,xl]", "config key 'variants': ['emo', 'xl'], expected distinct CLAP losses"),
-    ("variants=[]", "config key 'variants': []"),
+    ("losses=[emo,xl]", "config key 'losses': ['emo', 'xl'], expected distinct CLAP losses"),
+    ("losses=[]", "config key 'losses': []"),
     ("alphas.ml=1.5", "config key 'alphas.ml': 1.5, expected an emotion weight in [0, 1]"),
     ("data.target.corpus=esd", "config key 'data.target.corpus': 'esd', expected iemocap"),
     ("data.target.classes=[neutral]", "config key 'data.target.classes': ['neutral'], expected >= 2"),
@@ -233,7 +233,7 @@ def test_finetune_trains_the_encoder_per_fold_from_audio(base: Path, monkeypatch
 
     real, texts = loso.train_clap, []
     monkeypatch.setattr(loso, "train_clap", spy)
-    extra = ("encoder=finetune", "model.train_text=true", "variants=[emo,sl]", "seeds=[0]", "train.batch_size=4",
+    extra = ("encoder=finetune", "model.train_text=true", "losses=[emo,sl]", "seeds=[0]", "train.batch_size=4",
              "train.steps_per_epoch=2", "train.max_epochs=2", "train.patience=1", "train.max_seconds=0.3",
              "train.trainable_layers=1", "train.eval_batch_size=32")
     result = run(base, "finetune", *extra)
@@ -243,12 +243,12 @@ def test_finetune_trains_the_encoder_per_fold_from_audio(base: Path, monkeypatch
     assert len({id(text) for text in texts}) == 4  # and a fresh text tower, trained with it
     assert all(p.requires_grad for text in texts for p in text.parameters())
     records = [json.loads(line) for line in (result.out / "records.jsonl").read_text().splitlines()]
-    assert [(r["variant"], r["session"]) for r in records] == [("emo", "Ses01"), ("emo", "Ses02"),
+    assert [(r["loss"], r["session"]) for r in records] == [("emo", "Ses01"), ("emo", "Ses02"),
                                                                ("sl", "Ses01"), ("sl", "Ses02")]
     for r in records:
         assert r["encoder"] == "finetune" and r["best_epoch"] in (1, 2) and r["best_step"] is None
         assert r["n_test"] == N_PER_SESSION and 0 <= r["ua"] <= 1
-        assert (result.out / "curves" / f"{r['variant']}-{r['session']}-seed0.jsonl").is_file()
+        assert (result.out / "curves" / f"{r['loss']}-{r['session']}-seed0.jsonl").is_file()
     assert result.table.splitlines()[2].startswith("| Emo-CLAP |")
     assert run(base, "finetune", *extra).ran == 0
 

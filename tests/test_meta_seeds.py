@@ -17,7 +17,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.fewshot.episodes import nway_episodes
 from metalearn.report.records import VOLATILE, read_trials, trial_key
 from metalearn.report.summary import summarize
-from metalearn.run.grid import plan_units
+from metalearn.run.grid import Batching, plan_units
 from metalearn.run.runner import run_experiment
 from metalearn.run.scoring import derived_seed
 from tests.conftest import overrides
@@ -69,9 +69,9 @@ def test_one_meta_seed_plans_the_grid_of_before() -> None:
     rows = make_rows()
     episodes = {0: nway_episodes(rows, ["0011", "0012", "0013"], 1, 3, 0)[0]}
     args = (["v"], [0], [["0011"], ["0012", "0013"]], ["finetune", "maml"], episodes)
-    before = plan_units(*args, per_k=["maml"], chunk=2)
-    assert plan_units(*args, per_k=["maml"], chunk=2, meta_seeds=lambda a, f: (0,)) == before
-    both = plan_units(*args, per_k=["maml"], chunk=2, meta_seeds=lambda a, f: (0, 1) if a == "maml" else (0,))
+    before = plan_units(*args, Batching(2, per_k=["maml"]))
+    assert plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f: (0,))) == before
+    both = plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f: (0, 1) if a == "maml" else (0,)))
     count = Counter((u.algorithm, u.meta_seed) for u in both)
     assert count[("maml", 1)] == count[("maml", 0)] == sum(u.algorithm == "maml" for u in before) > 0
     assert count[("finetune", 0)] == sum(u.algorithm == "finetune" for u in before) and ("finetune", 1) not in count

@@ -270,3 +270,17 @@ def test_summary_table_and_chance_level():
     assert len(lines) == 1 + len(ALGORITHMS) and all(f"k={k}" in lines[0] for k in KS)
     assert all(len(re.findall(r"\d+\.\d±\d+\.\d", line)) == len(KS) for line in lines[1:])
     assert chance_level(records) == pytest.approx(0.2)
+
+
+def test_summary_says_which_feature_each_variant_read_and_which_rows_are_copies() -> None:
+    from metalearn.report.tables import features_lines
+
+    rows = [{"pretune": "none", "layer": "1", "features_of": "none"},
+            {"pretune": "none", "layer": "3", "features_of": "none"},
+            {"pretune": "pft-a", "layer": "1", "features_of": "none"},
+            {"pretune": "clap-sl-a", "layer": "clap", "features_of": "clap-sl-a"}]
+    text = "\n".join(features_lines(rows))
+    assert "- none: state 1, state 3 (differs between folds)" in text
+    assert "- pft-a: state 1; identical features to none" in text
+    assert "- clap-sl-a: its own CLAP embedding" in text
+    assert features_lines([{"pretune": "none", "layer": "", "features_of": ""}]) == []  # records before the fields

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from metalearn.util.errors import MetalearnError
 
-VARIANTS = ("clip", "emo", "ml", "sl")
+LOSSES = ("clip", "emo", "ml", "sl")
 MAX_SCALE = 100.0
 
 
@@ -129,8 +129,8 @@ class ClapLoss(nn.Module):
 
     def __init__(self, variant: str = "emo", alpha: float = 1.0, init_scale: float = 1 / 0.07) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise MetalearnError(f"unknown CLAP loss variant {variant!r}, expected one of {', '.join(VARIANTS)}")
+        if variant not in LOSSES:
+            raise MetalearnError(f"unknown CLAP loss variant {variant!r}, expected one of {', '.join(LOSSES)}")
         _check_alpha(alpha)
         if not 0.0 < init_scale <= MAX_SCALE:
             raise MetalearnError(f"init_scale {init_scale}, expected a logit scale in (0, {MAX_SCALE:g}]")

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from metalearn.clap.heads import ClapHeadsConfig, fit_heads
-from metalearn.clap.loss import VARIANTS
+from metalearn.clap.loss import LOSSES
 from metalearn.clap.model import ClapConfig, ClapModel, with_loss
 from metalearn.clap.train import ClapTrainConfig, train_clap
 from metalearn.data.manifest import Utterance, utterance_key
@@ -88,9 +88,9 @@ class ClapStageConfig:
 
 def check_stage(cfg: ClapStageConfig, key: str = "pretune.clap") -> None:
     """One-line errors for values no type can refuse."""
-    unknown = [v for v in cfg.losses if v not in VARIANTS]
+    unknown = [v for v in cfg.losses if v not in LOSSES]
     if unknown:
-        raise MetalearnError(f"config key '{key}.losses': {unknown} are not CLAP losses ({', '.join(VARIANTS)})")
+        raise MetalearnError(f"config key '{key}.losses': {unknown} are not CLAP losses ({', '.join(LOSSES)})")
     if len(set(cfg.losses)) != len(cfg.losses):
         raise MetalearnError(f"config key '{key}.losses': {cfg.losses} lists a loss twice")
     missing = [v for v in cfg.losses if v not in cfg.alphas]

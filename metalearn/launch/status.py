@@ -49,20 +49,15 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     The same steps as the runner's before it scores (manifest, folds, variants, saved episodes, plan), with
     variants never trained here. Raises a one-line :class:`MetalearnError` when the folder is not prepared.
     """
-    from metalearn.run.runner import build_episodes, plan, speaker_folds, target_rows
-    from metalearn.run.stages import prepare_variants
+    from metalearn.run.runner import plan, prepared
 
     out = Path(cfg.out)
     missing = [s for s in cfg.seeds if not (out / f"episodes-seed{s}.jsonl").is_file()]
     if missing:
         raise MetalearnError(f"{out} is not prepared (no episodes-seed{missing[0]}.jsonl); prepare it first: "
                              f"python -m metalearn run --config ... --prepare (or launch)")
-    rows = target_rows(cfg)
-    speakers = sorted({u.speaker for u in rows})
-    folds = speaker_folds(cfg, speakers)
-    variants = prepare_variants(cfg, train=False)
-    episodes = {s: build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    return plan(cfg, variants, folds, episodes)
+    inputs = prepared(cfg, out, train=False)
+    return plan(cfg, inputs.variants, inputs.folds, inputs.episodes)
 
 
 def trial_counts(units: list[Unit], have: set[tuple], shards: int) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metalearn.clap.heads import ClapHeadsConfig
-from metalearn.clap.loss import VARIANTS
+from metalearn.clap.loss import LOSSES
 from metalearn.clap.model import ClapConfig, check_config
 from metalearn.clap.train import ClapTrainConfig
 from metalearn.clap.variant import ENCODERS
@@ -32,7 +32,7 @@ class LosoExperimentConfig:
     ``seeds``: one run of every fold per seed; the seed draws the dev share and sets the heads'
     initialisation and batch order (``heads.seed`` and ``train.seed`` must stay 0). ``heads.dev_fraction``:
     the share of the training sessions' utterances that selects the step (frozen) or the epoch (finetune).
-    ``model``: the CLAP heads, text tower and prompt; its ``variant`` and ``alpha`` come from ``variants``
+    ``model``: the CLAP heads, text tower and prompt; its ``variant`` and ``alpha`` come from ``losses``
     and ``alphas``. ``heads``: head training on cached features (``frozen``). ``train``: training from audio
     (``finetune``), on ``device`` (auto: cuda when available; the frozen encoder's heads train on the CPU).
     """
@@ -46,7 +46,7 @@ class LosoExperimentConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     encoder: str = "frozen"
-    variants: list[str] = field(default_factory=lambda: ["emo", "ml", "sl"])
+    losses: list[str] = field(default_factory=lambda: ["emo", "ml", "sl"])
     alphas: dict[str, float] = field(default_factory=lambda: {"emo": 1.0, "ml": 0.9, "sl": 0.8, "clip": 1.0})
     model: ClapConfig = field(default_factory=lambda: ClapConfig(embed_dim=128))
     heads: ClapHeadsConfig = field(default_factory=ClapHeadsConfig)
@@ -70,11 +70,11 @@ def validate(cfg: LosoExperimentConfig) -> None:
     check_options(dict(target.options))
     if cfg.encoder not in ENCODERS:
         raise MetalearnError(f"config key 'encoder': {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
-    unknown = [v for v in cfg.variants if v not in VARIANTS]
-    if not cfg.variants or unknown or len(set(cfg.variants)) != len(cfg.variants):
-        raise MetalearnError(f"config key 'variants': {cfg.variants}, expected distinct CLAP losses from "
-                             f"{', '.join(VARIANTS)}" + (f"; unknown: {unknown}" if unknown else ""))
-    for v in cfg.variants:
+    unknown = [v for v in cfg.losses if v not in LOSSES]
+    if not cfg.losses or unknown or len(set(cfg.losses)) != len(cfg.losses):
+        raise MetalearnError(f"config key 'losses': {cfg.losses}, expected distinct CLAP losses from "
+                             f"{', '.join(LOSSES)}" + (f"; unknown: {unknown}" if unknown else ""))
+    for v in cfg.losses:
         alpha = cfg.alphas.get(v)
         if alpha is None or not 0 <= alpha <= 1:
             raise MetalearnError(f"config key 'alphas.{v}': {alpha}, expected an emotion weight in [0, 1]")

@@ -139,20 +139,20 @@ def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: SessionSplit, classes
 # ---------------------------------------------------------------------------------------------- the table
 
 def loso_summary(records: Sequence[dict], order: Sequence[str] | None = None) -> list[dict]:
-    """One row per loss variant: per-session WA/UA values (one per seed) and the means over folds.
+    """One row per CLAP loss: per-session WA/UA values (one per seed) and the means over folds.
 
     A fold is a held-out session; with several seeds its value is their mean. ``wa_mean``/``ua_mean`` are
     means over folds, ``wa_ci95``/``ua_ci95`` their 95% Student-t half-widths (NaN for one fold), ``folds``
-    the count. Values are fractions. ``order`` fixes the variants' order (default: first seen).
+    the count. Values are fractions. ``order`` fixes the losses' order (default: first seen).
     """
     sessions = sorted({r["session"] for r in records})
-    variants = [v for v in (order or dict.fromkeys(r["variant"] for r in records))
-                if any(r["variant"] == v for r in records)]
+    losses = [v for v in (order or dict.fromkeys(r["loss"] for r in records))
+                if any(r["loss"] == v for r in records)]
     out = []
-    for variant in variants:
-        mine = [r for r in records if r["variant"] == variant]
+    for loss in losses:
+        mine = [r for r in records if r["loss"] == loss]
         cells = {s: {m: [float(r[m]) for r in mine if r["session"] == s] for m in ("wa", "ua")} for s in sessions}
-        row = {"variant": variant, "method": NAMES.get(variant, variant), "cells": cells,
+        row = {"loss": loss, "method": NAMES.get(loss, loss), "cells": cells,
                "seeds": len({r["seed"] for r in mine})}
         for m in ("wa", "ua"):
             mean, half, n = t_interval([float(np.mean(c[m])) for c in cells.values() if c[m]])
@@ -187,11 +187,11 @@ def loso_table(records: Sequence[dict], order: Sequence[str] | None = None) -> s
 
 
 def loso_table_rows(records: Sequence[dict], order: Sequence[str] | None = None) -> list[dict]:
-    """The table as flat rows (CSV, W&B), in %: method, variant, ``{session}_wa``/``_ua`` (mean over seeds),
+    """The table as flat rows (CSV, W&B), in %: method, loss, ``{session}_wa``/``_ua`` (mean over seeds),
     wa_mean, wa_ci95, ua_mean, ua_ci95, folds, seeds."""
     rows = []
     for row in loso_summary(records, order):
-        flat = {"method": row["method"], "variant": row["variant"]}
+        flat = {"method": row["method"], "loss": row["loss"]}
         for s, cell in row["cells"].items():
             for m in ("wa", "ua"):
                 flat[f"{s}_{m}"] = _round_pct(float(np.mean(cell[m])) if cell[m] else math.nan)

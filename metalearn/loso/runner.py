@@ -1,6 +1,6 @@
 """``python -m metalearn run --config paper_b``: GEmo-CLAP's IEMOCAP leave-one-session-out, config-driven, resumable.
 
-A preset with ``kind: loso`` fills :class:`LosoExperimentConfig`. For every (loss variant, held-out
+A preset with ``kind: loso`` fills :class:`LosoExperimentConfig`. For every (CLAP loss, held-out
 session, seed), CLAP is trained on the other sessions and the held-out one is classified zero-shot
 (nearest class prompt); WA and UA are recorded. Two encoders:
 
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 RECORDS = "records.jsonl"
 # One record per fold; "best_step" (frozen: the heads' step) or "best_epoch"/"epochs" (finetune) is None
 # for the other encoder. "seconds" is wall time and differs between runs of the same fold.
-RECORD_FIELDS = ("run", "variant", "session", "seed", "encoder", "wa", "ua", "n_test", "n_train", "n_dev",
+RECORD_FIELDS = ("run", "loss", "session", "seed", "encoder", "wa", "ua", "n_test", "n_train", "n_dev",
                  "dev_wa", "dev_ua", "best_step", "best_epoch", "epochs", "train_sessions", "seconds")
 VOLATILE = ("seconds", "run")
 TEXT_NAMES = {"default": "all-MiniLM-L6-v2 (the embedded default)", "tiny": "tiny random BERT"}
@@ -66,8 +66,8 @@ TEXT_NAMES = {"default": "all-MiniLM-L6-v2 (the embedded default)", "tiny": "tin
 # ---------------------------------------------------------------------------------------------- the fold log
 
 def fold_key(r: dict) -> tuple[str, str, int]:
-    """What identifies a fold: (variant, held-out session, seed)."""
-    return r["variant"], r["session"], int(r["seed"])
+    """What identifies a fold: (CLAP loss, held-out session, seed)."""
+    return r["loss"], r["session"], int(r["seed"])
 
 
 
@@ -87,7 +87,7 @@ class LosoResult:
 
 
 def run_loso_experiment(cfg: LosoExperimentConfig) -> LosoResult:
-    """Run (or finish) every (variant, held-out session, seed) fold of ``cfg``; write the table from the log."""
+    """Run (or finish) every (loss, held-out session, seed) fold of ``cfg``; write the table from the log."""
     start = time.perf_counter()
     out = Path(cfg.out)
     device = _device(cfg)
@@ -100,7 +100,7 @@ def _run_locked(cfg: LosoExperimentConfig, out: Path, device: torch.device | Non
     save_config(cfg, out)  # a folder holding another config's records is refused
     write_json(out / "run.json", provenance(cfg.device, kind="loso"))
     rows = target_rows(cfg)
-    planned = [(v, s, seed) for v in cfg.variants for seed in cfg.seeds for s in sessions_of(rows)]
+    planned = [(v, s, seed) for v in cfg.losses for seed in cfg.seeds for s in sessions_of(rows)]
     fold_log = JsonlLog(out / RECORDS, fold_key, RECORD_FIELDS, VOLATILE)
     todo = [k for k in planned if k not in fold_log.done]
     if todo:
@@ -111,7 +111,7 @@ def _run_locked(cfg: LosoExperimentConfig, out: Path, device: torch.device | Non
     paths = write_outputs(cfg, out, rows, records)
     hint = _track(cfg, out, records) if complete else None
     return LosoResult(out, len(planned), len(records), len(todo), complete, time.perf_counter() - start,
-                      loso_table(records, cfg.variants), paths, hint)
+                      loso_table(records, cfg.losses), paths, hint)
 
 
 def _device(cfg: LosoExperimentConfig) -> torch.device | None:
@@ -154,7 +154,7 @@ def target_rows(cfg: LosoExperimentConfig) -> list[Utterance]:
 
 def run_folds(cfg: LosoExperimentConfig, rows: list[Utterance], todo: Sequence[tuple[str, str, int]],
               fold_log: JsonlLog, out: Path, device: torch.device | None) -> None:
-    """Train and score each (variant, session, seed) of ``todo``, appending its record as it finishes."""
+    """Train and score each (loss, session, seed) of ``todo``, appending its record as it finishes."""
     from metalearn.util.progress import progress
 
     x = None
@@ -162,21 +162,21 @@ def run_folds(cfg: LosoExperimentConfig, rows: list[Utterance], todo: Sequence[t
         rows, x = frozen_features(cfg, rows)
     classes = list(cfg.data.target.classes)
     with progress(len(todo), f"{cfg.name} folds", "fold") as bar:
-        for variant, held_out, seed in todo:
+        for loss, held_out, seed in todo:
             start = time.perf_counter()
             fold = loso_fold(rows, held_out, cfg.heads.dev_fraction, seed)
             if x is not None:
                 heads = dataclasses.replace(cfg.heads, seed=seed)
-                scores = {**heads_fold(x, rows, fold, classes, with_loss(cfg.model, cfg.alphas, variant), heads),
+                scores = {**heads_fold(x, rows, fold, classes, with_loss(cfg.model, cfg.alphas, loss), heads),
                           "best_epoch": None, "epochs": None}
             else:
-                curve = out / "curves" / f"{variant}-{held_out}-seed{seed}.jsonl"
-                scores = finetune_fold(cfg, rows, fold, variant, seed, device, curve)
-            record = {"run": cfg.name, "variant": variant, "session": held_out, "seed": seed,
+                curve = out / "curves" / f"{loss}-{held_out}-seed{seed}.jsonl"
+                scores = finetune_fold(cfg, rows, fold, loss, seed, device, curve)
+            record = {"run": cfg.name, "loss": loss, "session": held_out, "seed": seed,
                       "encoder": cfg.encoder, **scores, "train_sessions": train_sessions(rows, fold),
                       "seconds": round(time.perf_counter() - start, 3)}
             fold_log.append(record)
-            log.info("%s %s seed %d: WA %.3f UA %.3f (dev UA %.3f)", variant, held_out, seed, record["wa"],
+            log.info("%s %s seed %d: WA %.3f UA %.3f (dev UA %.3f)", loss, held_out, seed, record["wa"],
                      record["ua"], record["dev_ua"])
             bar.update(1)
 
@@ -196,11 +196,11 @@ def frozen_features(cfg: LosoExperimentConfig, rows: list[Utterance]) -> tuple[l
     return emb.rows, select_features(emb.values, cfg.model.layer)
 
 
-def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: SessionSplit, variant: str, seed: int,
+def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: SessionSplit, loss: str, seed: int,
                   device: torch.device, curve: Path) -> dict:
     """A fresh backbone and CLAP model trained from audio on the fold; the held-out session scored once."""
     torch.manual_seed(seed)
-    model = ClapModel(build_backbone(cfg.backbone), with_loss(cfg.model, cfg.alphas, variant))
+    model = ClapModel(build_backbone(cfg.backbone), with_loss(cfg.model, cfg.alphas, loss))
     curve.parent.mkdir(parents=True, exist_ok=True)
     part = {name: [rows[i] for i in getattr(fold, name)] for name in ("train", "dev", "test")}
     fit = train_clap(model, part["train"], part["dev"], part["test"], list(cfg.data.target.classes),
@@ -220,10 +220,10 @@ def write_outputs(cfg: LosoExperimentConfig, out: Path, rows: list[Utterance], r
     """``records.csv``, ``table.md`` and ``table.csv`` from the fold records (atomically)."""
     paths = {"records": out / "records.csv", "table": out / "table.md", "table_csv": out / "table.csv"}
     _write_csv(paths["records"], records, RECORD_FIELDS)
-    table_rows = loso_table_rows(records, cfg.variants)
-    columns = list(table_rows[0]) if table_rows else ["method", "variant"]
+    table_rows = loso_table_rows(records, cfg.losses)
+    columns = list(table_rows[0]) if table_rows else ["method", "loss"]
     _write_csv(paths["table_csv"], table_rows, columns)
-    write_atomic(paths["table"], "\n\n".join([*caption(cfg, rows, records), loso_table(records, cfg.variants)]) + "\n")
+    write_atomic(paths["table"], "\n\n".join([*caption(cfg, rows, records), loso_table(records, cfg.losses)]) + "\n")
     return paths
 
 
@@ -259,12 +259,12 @@ def _track(cfg: LosoExperimentConfig, out: Path, records: list[dict]) -> str | N
     from metalearn.report.tracking import Tracker
 
     config = tracked_config(cfg)
-    table_rows = loso_table_rows(records, cfg.variants)
+    table_rows = loso_table_rows(records, cfg.losses)
     with Tracker(out, cfg.name, config, cfg.tracking) as tracker:
         tracker.log_table("folds", records, RECORD_FIELDS)
         if table_rows:
             tracker.log_table("loso_table", table_rows, list(table_rows[0]))
-        summary = {f"{r['variant']}/{k}": r[k] for r in table_rows for k in ("wa_mean", "ua_mean", "wa_ci95",
+        summary = {f"{r['loss']}/{k}": r[k] for r in table_rows for k in ("wa_mean", "ua_mean", "wa_ci95",
                                                                              "ua_ci95", "folds")}
         tracker.log(summary)
         tracker.log_summary(summary)

@@ -155,8 +155,8 @@ def _table(rows: Sequence[dict]) -> list[str]:
         body.append([r["pretune"], r["algorithm"], versus, r["k"], diff, _p_text(r["p_holm"]),
                      f"{r['better']} / {r['equal']} / {r['worse']}"])
     L, R = markdown.LEFT, markdown.RIGHT
-    return markdown.table(["Variant", "Method", "vs", "k", "Δ points [95% CI]", "p (Holm)", "better / equal / worse"],
-                          body, [L, L, L, R, R, R, markdown.CENTRE])
+    header = ["Pretune", "Algorithm", "vs", "k", "Δ points [95% CI]", "p (Holm)", "better / equal / worse"]
+    return markdown.table(header, body, [L, L, L, R, R, R, markdown.CENTRE])
 
 
 def comparisons_markdown(rows: Sequence[dict], title: str, metrics: Sequence[str] = METRICS[:3]) -> str:

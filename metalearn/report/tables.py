@@ -129,6 +129,7 @@ def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], titl
         f"{p}: {sum(r['protocol'] == p for r in records)}" for p in protocols_by_size(records)) + ".", ""]
     if skipped:
         lines += [f"Not in the tables: {skip_summary(skipped)}.", ""]
+    lines += features_lines(records)
     for protocol in protocols_by_size(records):
         recs = [r for r in records if r["protocol"] == protocol]
         rows = [r for r in summary_rows if r["protocol"] == protocol]
@@ -140,6 +141,34 @@ def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], titl
                       f"speakers (df = n − 1) of per-speaker means ({_range(r['n_trials'] for r in rows)} trials "
                       f"per cell), in percent; best mean per column in bold; {_chance_text(recs)}.", ""]
     return "\n".join(lines)
+
+
+def _feature_name(layer: str) -> str:
+    return {"mean": "the mean of all states", "clap": "its own CLAP embedding"}.get(layer, f"state {layer}")
+
+
+def features_lines(records: Sequence[dict]) -> list[str]:
+    """What each pretune variant's trials read (the records' ``layer``, several when folds chose differently),
+    and which variants' rows are copies of another's identical features (``features_of``); [] for records that
+    predate those fields."""
+    layers: dict[str, set[str]] = defaultdict(set)
+    copied: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r.get("layer"):
+            layers[r["pretune"]].add(str(r["layer"]))
+        if r.get("features_of") and r["features_of"] != r["pretune"]:
+            copied[r["pretune"]].add(r["features_of"])
+    if not layers:
+        return []
+    order = lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s)  # noqa: E731
+    lines = ["Features read (`layer` of the trial records):", ""]
+    for pretune in sorted(layers):
+        read = ", ".join(_feature_name(s) for s in sorted(layers[pretune], key=order))
+        per_fold = " (differs between folds)" if len(layers[pretune]) > 1 else ""
+        same = (f"; identical features to {', '.join(sorted(copied[pretune]))}: its trials of the methods on "
+                f"embeddings are copies, not a finding" if copied[pretune] else "")
+        lines.append(f"- {pretune}: {read}{per_fold}{same}")
+    return [*lines, ""]
 
 
 def summary_table(summary_rows: Sequence[dict], metric: str = "accuracy") -> str:

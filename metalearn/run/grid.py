@@ -126,23 +126,34 @@ def without_support(episodes: Sequence[Episode]) -> list[Episode]:
                                 support_labels=(), support_sentences=()) for e in first.values()]
 
 
-def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
-               algorithms: Sequence[str], episodes: dict[int, list[Episode]], *, per_k: Sequence[str],
-               chunk: int, only: dict[str, Subset] | None = None, slow: Sequence[str] = (),
-               meta_seeds: Callable[[str, int], Sequence[int]] | None = None) -> list[Unit]:
-    """Every unit of the grid, in a fixed order (with one meta seed, the order without ``meta_seeds``).
+@dataclass(frozen=True)
+class Batching:
+    """How a grid's episodes become units.
 
-    Args:
-        folds: per fold, the speakers scored (a run: its test speakers; tuning: its validation speakers).
-        episodes: seed -> that seed's evaluation episodes.
-        per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
+    Attributes:
         chunk: episodes per batch.
+        per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
         only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
         slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode).
-        meta_seeds: (algorithm, fold) -> the meta-training seeds its units are planned for (default: [0]).
+        meta_seeds: (algorithm, fold) -> the meta-training seeds its units are planned for (None: [0]).
     """
-    only = only or {}
-    meta_seeds = meta_seeds or (lambda algorithm, fold: (0,))
+
+    chunk: int
+    per_k: Sequence[str] = ()
+    only: dict[str, Subset] = dataclasses.field(default_factory=dict)
+    slow: Sequence[str] = ()
+    meta_seeds: Callable[[str, int], Sequence[int]] | None = None
+
+
+def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
+               algorithms: Sequence[str], episodes: dict[int, list[Episode]], batching: Batching) -> list[Unit]:
+    """Every unit of the grid, in a fixed order (with one meta seed, the order without ``meta_seeds``).
+
+    ``folds``: per fold, the speakers scored (a run: its test speakers; tuning: its validation speakers);
+    ``episodes``: seed -> that seed's evaluation episodes.
+    """
+    only, per_k, slow, chunk = batching.only, batching.per_k, batching.slow, batching.chunk
+    meta_seeds = batching.meta_seeds or (lambda algorithm, fold: (0,))
     units = []
     for variant in variants:
         for seed in seeds:

@@ -28,12 +28,12 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from metalearn.data.manifest import Utterance
 from metalearn.features.table import FeatureTable
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.report.stats import exact_mean
+from metalearn.report.summary import speaker_means
 from metalearn.run.config import ExperimentConfig, TunedConfig
 from metalearn.run.grid import Fold
 from metalearn.run.planning import plan
@@ -168,11 +168,8 @@ def _choose(cfg: ExperimentConfig, variant: PretuneVariant, rows: list[Utterance
 
 
 def speaker_mean(records: list[dict]) -> float:
-    """Mean over speakers of each speaker's mean accuracy."""
-    by: dict[str, list[float]] = {}
-    for r in records:
-        by.setdefault(r["speaker"], []).append(r["accuracy"])
-    return float(np.mean([np.mean(v) for v in by.values()]))
+    """Mean over speakers of each speaker's mean accuracy (the report's per-speaker means, exactly rounded)."""
+    return exact_mean(list(speaker_means(records, "accuracy").values()))
 
 
 def trainable_layers(variant: PretuneVariant) -> int | None:

@@ -15,7 +15,7 @@ from metalearn.fewshot.algorithms import AdapterSpec, adapter_class, build_adapt
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig, GridPartConfig
-from metalearn.run.grid import Fold, Subset, Unit, plan_units
+from metalearn.run.grid import Batching, Fold, Subset, Unit, plan_units
 from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.util.errors import MetalearnError
 
@@ -108,8 +108,8 @@ def plan(cfg: ExperimentConfig, variants: dict[str, PretuneVariant], folds: list
         if c.needs_prior:
             chosen = with_prior if chosen is None else chosen & with_prior
         only[a] = Subset(ks, part.repetitions, chosen, zero=c.zero_point)
-    return plan_units(list(variants), cfg.seeds, [getattr(f, scored) for f in folds], algos.run, episodes,
-                      per_k=per_k, chunk=cfg.chunk, only=only, slow=per_episode, meta_seeds=meta_seeds(cfg))
+    batching = Batching(cfg.chunk, per_k, only, per_episode, meta_seeds(cfg))
+    return plan_units(list(variants), cfg.seeds, [getattr(f, scored) for f in folds], algos.run, episodes, batching)
 
 
 def _set(values: list | None) -> frozenset | None:

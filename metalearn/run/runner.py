@@ -215,6 +215,28 @@ def target_rows(cfg: ExperimentConfig) -> list[Utterance]:
     return rows
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What planning a grid reads: the target rows, the folds, the pretune variants and each seed's episodes."""
+
+    rows: list[Utterance]
+    folds: list[Fold]
+    variants: dict[str, PretuneVariant]
+    episodes: dict[int, list[Episode]]
+
+
+def prepared(cfg: ExperimentConfig, episodes_folder: Path, train: bool) -> Prepared:
+    """The inputs ``tune`` and ``status`` plan from, as the runner makes them (the runner itself interleaves
+    these steps with its checks, so that a config mistake writes nothing): episodes read from (or drawn into)
+    ``episodes_folder``, variants trained only when ``train``."""
+    rows = target_rows(cfg)
+    speakers = sorted({u.speaker for u in rows})
+    folds = speaker_folds(cfg, speakers)
+    variants = prepare_variants(cfg, train=train)
+    episodes = {s: build_episodes(cfg, rows, speakers, s, episodes_folder) for s in cfg.seeds}
+    return Prepared(rows, folds, variants, episodes)
+
+
 def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
     rows = target_rows(cfg)
     speakers = sorted({u.speaker for u in rows})

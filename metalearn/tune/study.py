@@ -34,9 +34,9 @@ from metalearn.run.grid import Fold
 from metalearn.run.layer_choice import choose_layers, speaker_mean
 from metalearn.run.planning import learns_across_speakers
 from metalearn.run.run_folder import as_dict, config_difference, to_yaml
-from metalearn.run.runner import build_episodes, plan, speaker_folds, target_rows
+from metalearn.run.runner import plan, prepared, speaker_folds, target_rows
 from metalearn.run.scoring import score_group
-from metalearn.run.stages import check_roots, prepare_variants, variant_features
+from metalearn.run.stages import check_roots, variant_features
 from metalearn.run.tuned import with_values
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.util.errors import MetalearnError
@@ -87,21 +87,18 @@ class Scorer:
 def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
     """Manifest, folds (validation speakers required), the tuned-on variant's features, the episodes."""
     rows = target_rows(cfg)
-    speakers = sorted({u.speaker for u in rows})
-    folds = speaker_folds(cfg, speakers)
-    if not all(f.validation for f in folds):
+    if not all(f.validation for f in speaker_folds(cfg, sorted({u.speaker for u in rows}))):  # before any work
         raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} gives a fold without "
                              f"validation speakers; tuning needs them (e.g. speakers.validation=1, folds >= 2)")
-    variants = prepare_variants(cfg, train=cfg.pretune.train)
-    name = cfg.tune.variant or next(iter(variants))
-    if name not in variants:
+    inputs = prepared(cfg, make_folder(folder / "episodes", "tuning folder"), train=cfg.pretune.train)
+    name = cfg.tune.variant or next(iter(inputs.variants))
+    if name not in inputs.variants:
         raise MetalearnError(f"config key 'tune.variant': {name!r} is not among the run's pretune variants "
-                             f"({', '.join(variants)})")
-    episodes = {s: build_episodes(cfg, rows, speakers, s, make_folder(folder / "episodes", "tuning folder"))
-                for s in cfg.seeds}
-    layers = choose_layers(cfg, {name: variants[name]}, rows, folds, episodes, folder)  # {} unless choose_layer
-    features = {f.fold: variant_features(cfg, variants[name], rows, layers.get((name, f.fold))) for f in folds}
-    return Scorer(cfg, folds, variants[name], features, episodes)
+                             f"({', '.join(inputs.variants)})")
+    variant, folds = inputs.variants[name], inputs.folds
+    layers = choose_layers(cfg, {name: variant}, inputs.rows, folds, inputs.episodes, folder)  # {} unless chosen
+    features = {f.fold: variant_features(cfg, variant, inputs.rows, layers.get((name, f.fold))) for f in folds}
+    return Scorer(cfg, folds, variant, features, inputs.episodes)
 
 
 def tuned_algorithms(cfg: ExperimentConfig) -> list[str]:
