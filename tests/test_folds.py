@@ -9,8 +9,8 @@ import pytest
 
 from metalearn.configs.load import load_config
 from metalearn.fewshot.episodes import nway_episodes
+from metalearn.run.draw import with_validation
 from metalearn.run.grid import Batching, Subset, assign_folds, plan_units, three_way_folds, without_support
-from metalearn.run.runner import with_validation
 from metalearn.run.tuned import apply_tuned, meta_steps_for, options_for, with_values
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import make_rows

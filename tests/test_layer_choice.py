@@ -24,8 +24,9 @@ from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.records import read_trials
 from metalearn.run import layer_choice, runner
+from metalearn.run.draw import build_episodes
 from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged
-from metalearn.run.runner import build_episodes, run_experiment, speaker_folds
+from metalearn.run.runner import run_experiment, speaker_folds
 from metalearn.run.stages import prepare_variants
 from metalearn.util.errors import MetalearnError
 from tests.conftest import overrides

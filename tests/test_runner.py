@@ -168,7 +168,8 @@ def test_paper_a_grid_is_33600_trials(tmp_path: Path) -> None:
     from metalearn.features.backbones import BackboneConfig
     from metalearn.pretune.subsets import enumerate_subsets, variant_name
     from metalearn.pretune.variant import PretuneVariant
-    from metalearn.run.runner import build_episodes, plan, speaker_folds
+    from metalearn.run.draw import build_episodes
+    from metalearn.run.runner import plan, speaker_folds
 
     cfg = load_config("paper_a", [f"data.{k}.root=/x" for k in (
         "target", "sources.iemocap", "sources.msp_improv", "sources.mandarin_affective", "sources.msp_podcast")])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from metalearn.configs.overlay import with_overlay
 from metalearn.launch.config import LauncherConfig
 from metalearn.loso.config import LosoExperimentConfig
 from metalearn.loso.config import validate as validate_loso
@@ -30,10 +31,11 @@ class FewshotJob(ExperimentConfig):
 class Kind:
     config: type                                  # the config dataclass a preset of this kind fills
     validate: Callable[[object], None]            # cross-field checks, one line each
+    resolve: Callable[[object], object] = lambda cfg: cfg  # what loading adds once checked (a tuned overlay)
 
 
 KINDS: dict[str, Kind] = {
-    "fewshot": Kind(FewshotJob, validate),
+    "fewshot": Kind(FewshotJob, validate, with_overlay),
     "loso": Kind(LosoExperimentConfig, validate_loso),
 }
 

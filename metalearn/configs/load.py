@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from metalearn.configs.kinds import kind_of
-from metalearn.configs.overlay import with_overlay
+from metalearn.configs.kinds import kind_name, kind_of
 from metalearn.configs.preset_paths import preset_names, preset_path  # noqa: F401 (re-exported)
 from metalearn.util.config_merge import guarded
 from metalearn.util.errors import MetalearnError
@@ -42,8 +41,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     named = [i.split("=", 1)[1] for i in overrides if i.split("=", 1)[0] == "kind"]
     kind = kind or (named[-1] if named else None) or (data.get("kind") if data is not None else None) or "fewshot"
     spec = kind_of(str(kind))
-    cls, check = spec.config, spec.validate
-    schema = OmegaConf.structured(cls)
+    schema = OmegaConf.structured(spec.config)
     layers = [schema]
     if data is not None:
         layers.append(guarded(lambda: OmegaConf.merge(schema, data), schema, f"{path}: "))
@@ -54,8 +52,8 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
         raise MetalearnError(f"config key {missing[0]!r} has no value; set it, e.g. {missing[0]}=/path "
                              f"({len(missing)} unset: {', '.join(missing)})")
     cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
-    check(cfg)
-    return with_overlay(cfg) if kind == "fewshot" else cfg
+    spec.validate(cfg)
+    return spec.resolve(cfg)
 
 
 def saved_config(run_dir: str | Path):
@@ -65,6 +63,6 @@ def saved_config(run_dir: str | Path):
     if not (out / "config.yaml").is_file():
         raise MetalearnError(f"{out}: no config.yaml; expected a run folder (the out= of a run or a launch)")
     cfg = load_config(str(out / "config.yaml"), [f"out={out}"])
-    if getattr(cfg, "kind", "fewshot") != "fewshot":
+    if kind_name(cfg) != "fewshot":
         raise MetalearnError(f"{out} holds a {cfg.kind!r} run; status follows few-shot grids (kind fewshot)")
     return cfg

@@ -49,14 +49,14 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     The same steps as the runner's before it scores (manifest, folds, variants, saved episodes, plan), with
     variants never trained here. Raises a one-line :class:`MetalearnError` when the folder is not prepared.
     """
-    from metalearn.run.runner import plan, prepared
+    from metalearn.run.runner import plan, prepared, target_rows
 
     out = Path(cfg.out)
     missing = [s for s in cfg.seeds if not (out / f"episodes-seed{s}.jsonl").is_file()]
     if missing:
         raise MetalearnError(f"{out} is not prepared (no episodes-seed{missing[0]}.jsonl); prepare it first: "
                              f"python -m metalearn run --config ... --prepare (or launch)")
-    inputs = prepared(cfg, out, train=False)
+    inputs = prepared(cfg, target_rows(cfg), out, train=False)
     return plan(cfg, inputs.variants, inputs.folds, inputs.episodes)
 
 

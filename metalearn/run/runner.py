@@ -22,9 +22,9 @@ from itertools import groupby
 from pathlib import Path
 
 from metalearn.data.corpus_config import manifest_path, prepare_manifest
-from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.episode_io import load_episodes, save_episodes
-from metalearn.fewshot.episodes import EVALUATION, Episode, Skipped, binary_episodes, nway_episodes
+from metalearn.data.manifest import Utterance
+from metalearn.fewshot.episode_io import save_episodes
+from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.content import QueryLog, query_file, query_records, shares_content
 from metalearn.report.records import (
@@ -40,6 +40,7 @@ from metalearn.report.records import (
     trial_key,
 )
 from metalearn.run.config import ExperimentConfig
+from metalearn.run.draw import build_episodes, draw_episodes
 from metalearn.run.folds_file import config_folds
 from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
 from metalearn.run.layer_choice import choose_layers
@@ -74,78 +75,6 @@ class RunResult:
     tracking_hint: str | None
     skipped: int = 0      # of ``done``, trials that could not be scored (skip records only)
     skip_reasons: str = ""  # how many were skipped and why, in one phrase ("" when none)
-
-
-def build_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int,
-                   folder: Path) -> list[Episode]:
-    """The seed's evaluation episodes, read from ``folder`` when saved there, else drawn and saved."""
-    path = folder / f"episodes-seed{seed}.jsonl"
-    if path.is_file():
-        return load_episodes(path)[0]
-    episodes, skipped = draw_episodes(cfg, rows, speakers, seed)
-    save_episodes(path, episodes, skipped)
-    return episodes
-
-
-def draw_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[str], seed: int
-                  ) -> tuple[list[Episode], list[Skipped]]:
-    """The seed's evaluation episodes and the ones that could not be drawn, with their reasons; writes nothing.
-    None drawn is a one-line error. With ``episodes.source`` they are read from that folder instead."""
-    ep = cfg.episodes
-    if ep.source:
-        return imported_episodes(Path(ep.source) / f"episodes-seed{seed}.jsonl", rows)
-    if ep.protocol == "binary":
-        targets = ep.targets or sorted({u.emotion for u in rows})
-        episodes, skipped = binary_episodes(rows, speakers, targets, ep.ks, ep.repetitions, seed, ep.disjoint)
-    else:
-        episodes, skipped = [], []
-        for k in ep.ks:
-            e, s = nway_episodes(rows, speakers, k, ep.repetitions, seed, ep.classes, ep.queries, ep.disjoint)
-            episodes += e
-            skipped += s
-        if ep.validation or (ep.validation is None and any(u.split == EVALUATION for u in rows)):
-            episodes = with_validation(episodes, rows)
-    for s in skipped[:5]:
-        log.warning("skipped episode %s: %s", s.episode_id, s.reason)
-    if len(skipped) > 5:
-        log.warning("... %d skipped episodes in all (listed in episodes-seed%d.jsonl)", len(skipped), seed)
-    if not episodes:
-        raise MetalearnError(f"no episode could be drawn for seed {seed}: {skipped[0].reason if skipped else ''}")
-    return episodes, skipped
-
-
-def imported_episodes(path: Path, rows: list[Utterance]) -> tuple[list[Episode], list[Skipped]]:
-    """Episodes saved by another run (the JSON Lines of :mod:`metalearn.fewshot.episode_io`), every utterance
-    key checked against this run's manifest."""
-    if not path.is_file():
-        raise MetalearnError(f"config key 'episodes.source': no {path}; expected a folder holding the run's "
-                             f"episodes-seed<S>.jsonl files")
-    episodes, skipped = load_episodes(path)
-    keys = {utterance_key(u) for u in rows}
-    unknown = [k for e in episodes for k in (*e.support, *e.query, *e.validation) if k not in keys]
-    if unknown or not episodes:
-        raise MetalearnError(f"{path}: {len(unknown)} utterance keys are not in this run's manifest (first: "
-                             f"{unknown[0]})" if unknown else f"{path}: no episode")
-    return episodes, skipped
-
-
-def with_validation(episodes: list[Episode], rows: list[Utterance]) -> list[Episode]:
-    """N-way episodes whose validation set is their speaker's whole evaluation split restricted to the episode's
-    classes (sorted by key), as the binary protocol has; a speaker without one gets an empty set.
-
-    No random draw: the episodes' support and query are unchanged.
-    """
-    pools: dict[str, list[tuple[str, str]]] = {}
-    for u in rows:
-        if u.split == EVALUATION:
-            pools.setdefault(u.speaker, []).append((utterance_key(u), u.emotion))
-    out = []
-    for e in episodes:
-        items = sorted((key, e.classes.index(emotion)) for key, emotion in pools.get(e.speaker, [])
-                       if emotion in e.classes)
-        out.append(dataclasses.replace(e, validation=tuple(k for k, _ in items),
-                                       validation_labels=tuple(label for _, label in items)))
-    return out
 
 
 def speaker_folds(cfg: ExperimentConfig, speakers: list[str], out: Path | None = None) -> list[Fold]:
@@ -186,13 +115,15 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepa
 
 @dataclass(frozen=True)
 class RunInputs:
-    """What every unit of a run is scored from: the target corpus's rows (outside ``speakers.exclude``), the
-    folds, the pretune variants by name and the layer each (variant, fold) reads (empty: ``features.layer``)."""
+    """What a grid is planned and scored from: the target corpus's rows (outside ``speakers.exclude``), the
+    folds, the pretune variants by name, each seed's episodes and the layer each (variant, fold) reads (empty:
+    ``features.layer``)."""
 
     rows: list[Utterance]
     folds: list[Fold]
     variants: dict[str, PretuneVariant]
-    layers: dict[tuple[str, int], int]
+    episodes: dict[int, list[Episode]]
+    layers: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -215,26 +146,15 @@ def target_rows(cfg: ExperimentConfig) -> list[Utterance]:
     return rows
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What planning a grid reads: the target rows, the folds, the pretune variants and each seed's episodes."""
-
-    rows: list[Utterance]
-    folds: list[Fold]
-    variants: dict[str, PretuneVariant]
-    episodes: dict[int, list[Episode]]
-
-
-def prepared(cfg: ExperimentConfig, episodes_folder: Path, train: bool) -> Prepared:
-    """The inputs ``tune`` and ``status`` plan from, as the runner makes them (the runner itself interleaves
-    these steps with its checks, so that a config mistake writes nothing): episodes read from (or drawn into)
-    ``episodes_folder``, variants trained only when ``train``."""
-    rows = target_rows(cfg)
+def prepared(cfg: ExperimentConfig, rows: list[Utterance], episodes_folder: Path, train: bool) -> RunInputs:
+    """The inputs ``tune`` and ``status`` plan from (no layers chosen), as the runner makes them (the runner
+    itself interleaves these steps with its checks, so that a config mistake writes nothing): episodes read from
+    (or drawn into) ``episodes_folder``, variants trained only when ``train``; ``rows``: :func:`target_rows`."""
     speakers = sorted({u.speaker for u in rows})
     folds = speaker_folds(cfg, speakers)
     variants = prepare_variants(cfg, train=train)
     episodes = {s: build_episodes(cfg, rows, speakers, s, episodes_folder) for s in cfg.seeds}
-    return Prepared(rows, folds, variants, episodes)
+    return RunInputs(rows, folds, variants, episodes)
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
@@ -275,7 +195,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     total = sum(len(u.episodes) for u in mine)
     if not filled:
         prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
-    ran = _run_units(cfg, RunInputs(rows, folds, variants, layers), todo, logs, done_before, total)
+    ran = _run_units(cfg, RunInputs(rows, folds, variants, episodes, layers), todo, logs, done_before, total)
     return finish(cfg, out, units, ran)
 
 

@@ -90,7 +90,7 @@ def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
     if not all(f.validation for f in speaker_folds(cfg, sorted({u.speaker for u in rows}))):  # before any work
         raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} gives a fold without "
                              f"validation speakers; tuning needs them (e.g. speakers.validation=1, folds >= 2)")
-    inputs = prepared(cfg, make_folder(folder / "episodes", "tuning folder"), train=cfg.pretune.train)
+    inputs = prepared(cfg, rows, make_folder(folder / "episodes", "tuning folder"), train=cfg.pretune.train)
     name = cfg.tune.variant or next(iter(inputs.variants))
     if name not in inputs.variants:
         raise MetalearnError(f"config key 'tune.variant': {name!r} is not among the run's pretune variants "
