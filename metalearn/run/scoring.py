@@ -9,7 +9,6 @@ are learned from (standardisation, meta-training, training); its validation and 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -76,9 +75,9 @@ def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVarian
     variant's features [N, D], which the fold's meta-training speakers standardize. Episodes with a clip
     that has no embedding are not scored: they go to ``on_skip`` (default: a warning).
     """
-    _, seed, fold, algorithm, meta_k, meta_seed = units[0].group
+    pretune, seed, fold, algorithm, meta_k, meta_seed = units[0].group  # the units' variant: ``pretune``
     inputs = group_inputs(cfg, variant, table, folds[fold])
-    tags = TrialTags(cfg.name, "", seed, meta_seed, table.layer, table.variant)
+    tags = TrialTags(cfg.name, pretune, seed, meta_seed, table.layer, table.variant)
     adapter = None
     for unit in units:
         episodes, lost = usable(unit.episodes, table.index_of)
@@ -88,8 +87,8 @@ def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVarian
             continue
         adapter = adapter or build_for(inputs, algorithm, episodes[0], meta_k,
                                        derived_seed(seed, fold, meta_k, meta_seed))
-        yield unit, run_trials(adapter, episodes, inputs.table.x, table.index_of,
-                               dataclasses.replace(tags, pretune=unit.variant), chunk=len(episodes), per_query=True)
+        yield unit, run_trials(adapter, episodes, inputs.table.x, table.index_of, tags, chunk=len(episodes),
+                               per_query=True)
 
 
 def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], Lost]:
