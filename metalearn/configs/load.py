@@ -5,6 +5,7 @@ A misspelt key, a value of the wrong type or a required value left unset stops t
 with one line naming the key (and the closest valid keys). Code below this entry point receives plain
 dataclasses, never OmegaConf objects.
 
+YAML is read so that ids keep their text (``0011`` stays ``"0011"``, not octal 9; :mod:`metalearn.util.yaml_ids`).
 Presets are found by name: first in the folders of ``$METALEARN_PRESETS`` (``os.pathsep``-separated),
 then among the presets shipped inside the package (``metalearn/configs/presets/*.yaml``).
 """
@@ -20,6 +21,7 @@ from metalearn.configs.kinds import kind_name, kind_of
 from metalearn.configs.preset_paths import preset_names, preset_path  # noqa: F401 (re-exported)
 from metalearn.util.config_merge import guarded
 from metalearn.util.errors import MetalearnError
+from metalearn.util.yaml_ids import from_dotlist, read_yaml
 
 
 def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: str | None = None):
@@ -34,7 +36,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     data = None
     if preset:
         path = preset_path(preset)
-        data = guarded(lambda: OmegaConf.load(path), OmegaConf.create({}), f"{path}: ")
+        data = guarded(lambda: read_yaml(path), OmegaConf.create({}), f"{path}: ")
         if not isinstance(data, DictConfig):
             raise MetalearnError(f"{path}: the top level must be a mapping of config keys (e.g. `name: demo`), "
                                  f"not a {type(data).__name__.removesuffix('Config').lower()}")
@@ -45,7 +47,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     layers = [schema]
     if data is not None:
         layers.append(guarded(lambda: OmegaConf.merge(schema, data), schema, f"{path}: "))
-    layers.append(guarded(lambda: OmegaConf.from_dotlist(list(overrides)), schema, "override: "))
+    layers.append(guarded(lambda: from_dotlist(overrides), schema, "override: "))
     merged = guarded(lambda: OmegaConf.merge(*layers), schema)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from metalearn.launch.config import LauncherConfig, check_launcher, job_parameters
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, write_json
+from metalearn.util.yaml_ids import from_dotlist
 
 if TYPE_CHECKING:
     from metalearn.run.config import ExperimentConfig
@@ -261,7 +262,7 @@ def launcher_from(cfg: ExperimentConfig, overrides: list[str], executor: str | N
     base = getattr(cfg, "launcher", None) or LauncherConfig()
     mine = [o.split(".", 1)[1] for o in overrides if o.startswith("launcher.")]
     try:
-        launcher = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), OmegaConf.from_dotlist(mine)))
+        launcher = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), from_dotlist(mine)))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise MetalearnError(f"config key 'launcher.{key}': {str(e).splitlines()[0]}; valid keys: "

@@ -16,19 +16,21 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from metalearn.util.errors import MetalearnError
+from metalearn.util.yaml_ids import from_dotlist
 
 T = TypeVar("T")
 
 
 def merge_overrides(cfg: T, items: Sequence[str], where: str = "") -> T:
-    """The dataclass ``cfg`` with ``key=value`` items merged by OmegaConf (values parsed as YAML, typed by the
-    field; ``none`` also means null). Unknown keys and values of the wrong type are one-line errors."""
+    """The dataclass ``cfg`` with ``key=value`` items merged by OmegaConf (values parsed as YAML, leading-zero
+    numbers kept as text, typed by the field; ``none`` also means null). Unknown keys and values of the wrong type
+    are one-line errors."""
     for item in items:
         if "=" not in item:
             raise MetalearnError(f"{where}override {item!r}: expected key=value")
     items = [f"{k}=null" if v.strip().lower() == "none" else f"{k}={v}" for k, v in (i.split("=", 1) for i in items)]
     schema = OmegaConf.structured(cfg)
-    merged = guarded(lambda: OmegaConf.merge(schema, OmegaConf.from_dotlist(list(items))), schema, where)
+    merged = guarded(lambda: OmegaConf.merge(schema, from_dotlist(items)), schema, where)
     return guarded(lambda: OmegaConf.to_object(merged), schema, where)
 
 
