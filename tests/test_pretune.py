@@ -192,7 +192,7 @@ def test_config_presets_and_overrides() -> None:
 
 def test_splits_own_and_random(manifests: list[Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        splits = build_splits(_utterances(manifests), seed=0)
+        splits = build_splits(_utterances(manifests), seed=0, split="utterance")
     alpha, beta = splits["alpha"], splits["beta"]
     assert not alpha.own_split and alpha.sizes() == {"train": 16, "dev": 2, "test": 2}
     assert alpha.labels == ("neutral", "happy", "angry", "sad")
@@ -200,9 +200,9 @@ def test_splits_own_and_random(manifests: list[Path], caplog: pytest.LogCaptureF
     assert beta.labels == ("neutral", "angry") and beta.dropped == {"test emotion not in train labels": 1}
     assert "beta: dropped 1" in caplog.text
     # The random split depends on the seed and the corpus alone, not on the other corpora.
-    again = split_corpus("alpha", read_manifest(manifests[0]), seed=0)
+    again = split_corpus("alpha", read_manifest(manifests[0]), seed=0, split="utterance")
     assert [u.utterance_id for u in again.dev] == [u.utterance_id for u in alpha.dev]
-    other = split_corpus("alpha", read_manifest(manifests[0]), seed=1)
+    other = split_corpus("alpha", read_manifest(manifests[0]), seed=1, split="utterance")
     assert [u.utterance_id for u in other.train] != [u.utterance_id for u in alpha.train]
 
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import SpeechBackbone, pad_batch
 from metalearn.features.backbones.base import length_mask
+from metalearn.features.backbones.pooling import masked_mean
 from metalearn.features.backbones.whisper import Trunk
 from metalearn.features.embeddings import (
     EmbeddingConfig,
@@ -126,13 +127,19 @@ class TrunkCache:
     clip's padding, so a batch gives the same values), and :meth:`batch` pads them back into the
     :class:`Trunk` that ``backbone.forward_from(trunk, depth)`` continues: the same hidden states as
     ``backbone(waves, lengths)`` from ``depth`` on, without running the layers below.
+
+    With ``pool_below`` it also keeps each clip's mean-pooled states 0..depth-1 (:meth:`pooled_below`), for a
+    reader of every state (a learned mix) whose lower states are frozen.
     """
 
-    def __init__(self, backbone: SpeechBackbone, depth: int, max_bytes: int, chunk: int = 8) -> None:
+    def __init__(self, backbone: SpeechBackbone, depth: int, max_bytes: int, chunk: int = 8,
+                 pool_below: bool = False) -> None:
         if not caches_trunk(backbone):
             raise ValueError(f"{type(backbone).__name__} has no cacheable trunk")
         self.backbone, self.depth, self.max_bytes, self.chunk = backbone, depth, max_bytes, chunk
+        self.pool_below = pool_below
         self.states: OrderedDict[str, tuple[Tensor, int]] = OrderedDict()  # key -> (states [F, D], frames)
+        self.pooled: dict[str, Tensor] = {}  # key -> pooled states 0..depth-1 [depth, D] (pool_below)
         self.bytes = 0
         self.computed = 0  # clips run through the trunk (a measure of reuse)
 
@@ -143,18 +150,23 @@ class TrunkCache:
             batch, lengths = pad_batch(waves[i : i + self.chunk])
             trunk = self.backbone.trunk(batch.to(device), lengths.to(device), self.depth)
             x = trunk.states[self.depth]  # [B, F, D]
+            below = (masked_mean(torch.stack(trunk.states[: self.depth]), trunk.frames)
+                     if self.pool_below and self.depth else None)  # [depth, B, D]
             for j, key in enumerate(keys[i : i + self.chunk]):
                 frames = int(trunk.frames[j])
                 kept = x[j, :frames] if trunk.mask is not None else x[j]  # no mask: every frame is input
                 self.states[key] = (kept.clone(), frames)
                 self.bytes += kept.numel() * kept.element_size()
+                if self.pool_below:
+                    self.pooled[key] = below[:, j].clone() if below is not None else x.new_zeros(0, x.shape[-1])
             self.computed += len(keys[i : i + self.chunk])
 
     def _evict(self, keep: int) -> None:
         """Drop the least recently used clips past ``max_bytes``, never the ``keep`` most recent."""
         while self.bytes > self.max_bytes and len(self.states) > keep:
-            _, (old, _) = self.states.popitem(last=False)
+            key, (old, _) = self.states.popitem(last=False)
             self.bytes -= old.numel() * old.element_size()
+            self.pooled.pop(key, None)
 
     def batch(self, keys: Sequence[str], waves: Sequence[Tensor]) -> Trunk:
         """The trunk of clips ``keys`` (audio ``waves`` [T_i], used for the ones not cached yet).
@@ -180,3 +192,10 @@ class TrunkCache:
             mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
         self._evict(keep=len(set(keys)))
         return Trunk([x] * (self.depth + 1), mask, frames)
+
+    def pooled_below(self, keys: Sequence[str]) -> Tensor:
+        """Mean-pooled states 0..depth-1 of clips ``keys`` [depth, B, D] (``pool_below``; call :meth:`batch` with
+        the same keys first)."""
+        if not self.pool_below:
+            raise ValueError("this TrunkCache keeps no pooled lower states (pool_below=False)")
+        return torch.stack([self.pooled[key] for key in keys], dim=1)

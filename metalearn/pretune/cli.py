@@ -65,16 +65,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary_table(out: Path, status: dict[str, str]) -> str:
-    """One line per variant: status, best epoch, mean dev and test accuracy (from summary.json)."""
-    lines = [f"{'variant':<48} {'status':<15} {'best':>4} {'dev':>6} {'test':>6}"]
+    """One line per variant (status, best epoch, passes) and per corpus: dev and test accuracy beside the frozen
+    probe's (from record.json; summary.json for a variant without one)."""
+    from metalearn.pretune.records import variant_record
+
+    head = f"{'variant':<40} {'corpus':<14} {'status':<15} {'best':>4} {'passes':>6} {'dev':>6} {'probe':>6} " \
+           f"{'test':>6} {'probe':>6}"
+    lines = [head]
     for name, state in status.items():
+        record = variant_record(out / name) or {}
         path = out / name / "summary.json"
-        s = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        cells = [s.get("best_epoch"), s.get("dev_mean"), s.get("test_mean")]
-        best, dev, test = ("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-                           for v in cells)
-        lines.append(f"{name:<48} {state:<15} {best:>4} {dev:>6} {test:>6}")
+        summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        rows = [("mean", record.get("dev_accuracy", summary.get("dev_mean")), record.get("probe_dev_accuracy"),
+                 record.get("test_accuracy", summary.get("test_mean")), record.get("probe_test_accuracy"))]
+        rows += [(c, p["dev_accuracy"], p["probe_dev_accuracy"], p["test_accuracy"], p["probe_test_accuracy"])
+                 for c, p in sorted(record.get("per_corpus", {}).items())]
+        for i, (corpus, *values) in enumerate(rows):
+            cells = [_fmt(v) for v in values]
+            first = (name, state, _fmt(summary.get("best_epoch")), _fmt(record.get("passes"), 2)) if i == 0 \
+                else ("", "", "", "")
+            lines.append(f"{first[0]:<40} {corpus:<14} {first[1]:<15} {first[2]:>4} {first[3]:>6} "
+                         + " ".join(f"{c:>6}" for c in cells))
     return "\n".join(lines)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from metalearn.util.errors import MetalearnError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LABELS = ("canonical", "raw")
+SPLITS = ("speaker", "utterance")
 
 
 @dataclasses.dataclass
@@ -26,11 +27,23 @@ class PretuneConfig:
         patience: epochs without an improvement of more than ``min_delta`` before stopping (paper: 3).
         min_delta: early-stopping threshold on the mean dev accuracy (paper: 0.02).
         max_seconds: audio cropped to its first ``max_seconds`` (paper: 5 s).
-        trainable_layers: None trains the whole backbone (paper); n trains only the top n transformer
-            layers (plus the heads), the rest frozen.
+        trainable_layers: None trains the whole backbone up to the head's state (paper: the whole backbone, head
+            on the last state); n trains the n transformer layers ENDING at the head's state (layers h-n+1..h
+            for state h; for "mix" the top n), plus the heads (and mix weights); the layers below are frozen
+            (their output cached, ``cache_trunk``) and the layers above the head's state never run.
         steps_per_epoch: optimizer steps per epoch; None = one pass over the training data
             (ceil(train utterances / (batch_size * grad_accum))).
-        layer: which hidden state (index into the L + 1 states) is mean-pooled for the heads.
+        layer: the feature the heads read: a hidden state (index into the L + 1 states, negative from the top)
+            mean-pooled, or "mix": SUPERB's learned softmax-weighted sum of all L + 1 pooled states (the
+            weights train with the heads and are saved with the variant).
+        head_lr: learning rate of the heads and the mix weights (None: ``lr``); the backbone layers use ``lr``.
+        split: ``speaker`` (speaker-independent dev/test: IEMOCAP by session, other corpora by speaker; own
+            splits kept) or ``utterance`` (Paper A's random 80/10/10 by utterance: leaks speakers and
+            sentences into dev/test; for exact reproduction only). See :mod:`metalearn.pretune.data`.
+        sentence_disjoint: with ``split=speaker``, drop train clips whose text is said in dev or test.
+        cache_trunk: keep the frozen layers' output per clip in memory (computed once; Whisper backbones).
+        trunk_cache_mb: the most memory that cache may hold (least recently used clips dropped past it).
+        probe_l2: L2 strengths the frozen linear probe tries (the best on dev is reported).
         weight_decay: AdamW weight decay (the Hugging Face Trainer default the paper used: 0).
         max_grad_norm: gradient clipping (Trainer default 1.0); None or 0 disables.
         eval_batch_size: utterances per dev/test batch.
@@ -53,7 +66,13 @@ class PretuneConfig:
     max_seconds: float = 5.0
     trainable_layers: int | None = None
     steps_per_epoch: int | None = None
-    layer: int = -1
+    layer: int | str = -1
+    head_lr: float | None = None
+    split: str = "speaker"
+    sentence_disjoint: bool = True
+    cache_trunk: bool = True
+    trunk_cache_mb: int = 2048
+    probe_l2: list[float] = dataclasses.field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     eval_batch_size: int = 8
@@ -84,6 +103,14 @@ def validate(cfg: PretuneConfig) -> None:
             raise MetalearnError(f"pretune {name} must be None or a positive count, got {value!r}")
     if cfg.precision not in PRECISIONS:
         raise MetalearnError(f"pretune precision {cfg.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if isinstance(cfg.layer, str) and cfg.layer != "mix":
+        raise MetalearnError(f"pretune layer {cfg.layer!r}: expected a hidden-state index or \"mix\"")
+    if cfg.split not in SPLITS:
+        raise MetalearnError(f"pretune split {cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    if cfg.head_lr is not None and not cfg.head_lr > 0:
+        raise MetalearnError(f"pretune head_lr must be None or > 0, got {cfg.head_lr!r}")
+    if not cfg.probe_l2 or min(cfg.probe_l2) < 0:
+        raise MetalearnError(f"pretune probe_l2 must be a non-empty list of values >= 0, got {cfg.probe_l2!r}")
     if cfg.labels not in LABELS:
         raise MetalearnError(f"pretune labels {cfg.labels!r}: expected one of {', '.join(LABELS)}")
 

@@ -1,8 +1,17 @@
 """Per-corpus train/dev/test splits with their own label sets, and the audio batches training reads.
 
-A corpus with its own split (MSP-Podcast: Train / Development / Test1 ...; ESD: train / evaluation / test)
-keeps it: ``development``/``evaluation``/``validation`` become dev, ``test*`` become test. A corpus
-without one (IEMOCAP, MSP-IMPROV, ...) is split 80/10/10 by utterance, seeded, as Paper A does for IEMOCAP.
+``split="speaker"`` (the default): a corpus with its own split (MSP-Podcast: Train / Development / Test1 ...;
+ESD: train / evaluation / test) keeps it: ``development``/``evaluation``/``validation`` become dev, ``test*``
+become test; a speaker found in two parts is one warning with the count (the split is kept, not mended). A
+corpus without one is split by whole groups (:mod:`metalearn.pretune.grouping`: IEMOCAP by session, every
+other corpus by speaker), about 80/10/10 of the clips, seeded; then train clips whose text is said in dev or
+test are dropped and counted (``sentence_disjoint``). No speaker is in two parts, no sentence in train and
+dev/test.
+
+``split="utterance"`` is Paper A's split for exact reproduction: a corpus without its own split is split
+80/10/10 by utterance, seeded. It LEAKS: every speaker is in train, dev and test, and dev clips repeat training
+sentences, so dev accuracy rewards remembering speakers and sentences.
+
 Each corpus keeps its own label set: the canonical emotions present in its train split (in the
 canonical order); dev/test utterances with any other emotion are dropped and counted. With
 ``labels="raw"`` the label set is the corpus's raw labels present in train (the manifest's ``raw_label``,
@@ -24,8 +33,9 @@ from torch.utils.data import Dataset
 
 from metalearn.data.audio import AudioError, load_audio
 from metalearn.data.emotions import CANONICAL
-from metalearn.data.manifest import Utterance
+from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones.base import pad_batch
+from metalearn.pretune.grouping import drop_shared_sentences, group_parts, speakers_in_several
 from metalearn.pretune.sampler import KeyedBatches, ProportionalCorpusSampler
 from metalearn.util.errors import MetalearnError
 
@@ -36,6 +46,7 @@ __all__ = ["CorpusSplits", "build_splits", "split_corpus", "SplitAudio", "collat
 
 PARTS = ("train", "dev", "test")
 LABEL_FIELDS = {"canonical": "emotion", "raw": "raw_label"}   # labels option -> Utterance attribute
+SPLITS = ("speaker", "utterance")
 DEV_NAMES = frozenset({"dev", "development", "evaluation", "validation", "valid", "val"})
 
 
@@ -106,26 +117,52 @@ def _label_set(corpus: str, train: list[Utterance], field: str) -> tuple[str, ..
     return labels
 
 
-def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0, labels: str = "canonical") -> CorpusSplits:
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise MetalearnError(f"pretune split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def _own_parts(corpus: str, rows: Sequence[Utterance], rng: np.random.Generator, split: str,
+               dropped: Counter[str]) -> tuple[list, list, list]:
+    """The corpus's own split (train, dev, test); a missing dev comes from train (by group in speaker mode)."""
+    parts: dict[str, list[Utterance]] = defaultdict(list)
+    for u in rows:
+        p = part_of(u.split)
+        if p is None:
+            dropped[f"split {u.split!r}"] += 1
+        else:
+            parts[p].append(u)
+    train, dev, test = parts["train"], parts["dev"], parts["test"]
+    if not dev and train:
+        log.warning("%s: its own split has no dev part; 10%% of train becomes dev", corpus)
+        cut = group_parts if split == "speaker" else _random_parts
+        train, dev, _ = cut(train, rng, (0.1, 0.0))
+    if split == "speaker":
+        shared = speakers_in_several({"train": train, "dev": dev, "test": test})
+        if shared:
+            log.warning("%s: its own split puts %d speaker(s) in more than one of train/dev/test (kept as the "
+                        "corpus defines it; its dev and test are not speaker-independent)", corpus, shared)
+    return train, dev, test
+
+
+def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0, labels: str = "canonical",
+                 split: str = "speaker", sentence_disjoint: bool = True) -> CorpusSplits:
     """Train/dev/test of one corpus and its label set (see the module docstring)."""
     field = _label_field(labels)
+    _check_split(split)
     rng = _corpus_rng(corpus, seed)
     dropped: Counter[str] = Counter()
     own = any(u.split for u in rows)
     if own:
-        parts: dict[str, list[Utterance]] = defaultdict(list)
-        for u in rows:
-            p = part_of(u.split)
-            if p is None:
-                dropped[f"split {u.split!r}"] += 1
-            else:
-                parts[p].append(u)
-        train, dev, test = parts["train"], parts["dev"], parts["test"]
-        if not dev and train:
-            log.warning("%s: its own split has no dev part; 10%% of train becomes dev", corpus)
-            train, dev, _ = _random_parts(train, rng, (0.1, 0.0))
-    else:
+        train, dev, test = _own_parts(corpus, rows, rng, split, dropped)
+    elif split == "utterance":
         train, dev, test = _random_parts(list(rows), rng)
+    else:
+        train, dev, test = group_parts(rows, rng)
+        if sentence_disjoint:
+            train, n = drop_shared_sentences(train, dev + test)
+            if n:
+                dropped["train sentence said in dev/test"] += n
     label_set = _label_set(corpus, train, field)
     what = "emotion" if field == "emotion" else "raw label"
     kept = {}
@@ -139,12 +176,15 @@ def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0, labels: 
 
 
 def build_splits(utterances: Sequence[Utterance], seed: int = 0, corpora: Sequence[str] | None = None,
-                 labels: str = "canonical") -> dict[str, CorpusSplits]:
+                 labels: str = "canonical", split: str = "speaker",
+                 sentence_disjoint: bool = True) -> dict[str, CorpusSplits]:
     """corpus -> its splits, for every corpus in ``utterances`` (or only ``corpora``), sorted by name.
 
-    ``labels``: ``canonical`` (emotion) or ``raw`` (raw_label) label sets (see the module docstring).
+    ``labels``: ``canonical`` (emotion) or ``raw`` (raw_label) label sets; ``split``: ``speaker`` (independent
+    groups) or ``utterance`` (Paper A's, leaking speakers); see the module docstring.
     """
     _label_field(labels)
+    _check_split(split)
     by_corpus: dict[str, list[Utterance]] = defaultdict(list)
     for u in utterances:
         by_corpus[u.corpus].append(u)
@@ -152,11 +192,11 @@ def build_splits(utterances: Sequence[Utterance], seed: int = 0, corpora: Sequen
     missing = [c for c in wanted if c not in by_corpus]
     if missing:
         raise MetalearnError(f"corpora {missing} are not in the manifests (present: {sorted(by_corpus)})")
-    splits = {c: split_corpus(c, by_corpus[c], seed, labels) for c in wanted}
+    splits = {c: split_corpus(c, by_corpus[c], seed, labels, split, sentence_disjoint) for c in wanted}
     for c, s in splits.items():
         if not s.train:
             raise MetalearnError(f"corpus {c}: no training utterances after splitting")
-        log.info("%s: %s split, train/dev/test %s, labels %s", c, "own" if s.own_split else "random 80/10/10",
+        log.info("%s: %s split, train/dev/test %s, labels %s", c, "own" if s.own_split else f"{split} 80/10/10",
                  "/".join(str(n) for n in s.sizes().values()), ",".join(s.labels))
     return splits
 
@@ -164,7 +204,8 @@ def build_splits(utterances: Sequence[Utterance], seed: int = 0, corpora: Sequen
 class SplitAudio(Dataset):
     """Audio of one part of every corpus, keyed by ``(corpus, index)``.
 
-    ``dataset[(corpus, i)]`` -> (wave [T] float32 at 16 kHz, cropped to ``max_seconds``; class index; corpus).
+    ``dataset[(corpus, i)]`` -> (wave [T] float32 at 16 kHz, cropped to ``max_seconds``; class index; corpus;
+    the clip's key ``corpus/utterance_id``).
     """
 
     def __init__(self, splits: dict[str, CorpusSplits], part: str, max_seconds: float | None) -> None:
@@ -173,23 +214,24 @@ class SplitAudio(Dataset):
         self.field = {c: s.label_field for c, s in splits.items()}
         self.max_seconds = max_seconds
 
-    def __getitem__(self, key: tuple[str, int]) -> tuple[Tensor, int, str]:
+    def __getitem__(self, key: tuple[str, int]) -> tuple[Tensor, int, str, str]:
         corpus, i = key
         u = self.rows[corpus][i]
         try:
             wave = load_audio(u.path, max_seconds=self.max_seconds)
         except AudioError as e:
             raise MetalearnError(f"{u.path}: {e}") from None
-        return torch.from_numpy(wave), self.index[corpus][getattr(u, self.field[corpus])], corpus
+        return torch.from_numpy(wave), self.index[corpus][getattr(u, self.field[corpus])], corpus, utterance_key(u)
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
 
 
-def collate(items: list[tuple[Tensor, int, str]]) -> tuple[Tensor, Tensor, Tensor, str]:
-    """Items of ONE corpus -> (waves [B, T] zero-padded, lengths [B], labels [B], corpus)."""
-    corpora = {c for _, _, c in items}
+def collate(items: list[tuple[Tensor, int, str, str]]) -> tuple[Tensor, Tensor, Tensor, str, list[str]]:
+    """Items of ONE corpus -> (waves [B, T] zero-padded, lengths [B], labels [B], corpus, clip keys [B])."""
+    corpora = {item[2] for item in items}
     if len(corpora) != 1:
         raise ValueError(f"a batch mixes corpora {sorted(corpora)}")
-    waves, lengths = pad_batch([w for w, _, _ in items])
-    return waves, lengths, torch.tensor([y for _, y, _ in items], dtype=torch.long), corpora.pop()
+    waves, lengths = pad_batch([item[0] for item in items])
+    return (waves, lengths, torch.tensor([item[1] for item in items], dtype=torch.long), corpora.pop(),
+            [item[3] for item in items])

@@ -43,9 +43,9 @@ def evaluate(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], par
     corpora = sorted(splits)
     correct = dict.fromkeys(corpora, 0)
     total = dict.fromkeys(corpora, 0)
-    for waves, lengths, y, corpus in loader:
+    for waves, lengths, y, corpus, keys in loader:
         with autocast(device, cfg.precision):
-            logits = model(waves.to(device), lengths.to(device), corpus)
+            logits = model(waves.to(device), lengths.to(device), corpus, keys)
         correct[corpus] += count_correct(logits.float().cpu(), y)
         total[corpus] += len(y)
     sums = all_sum([correct[c] for c in corpora] + [total[c] for c in corpora], device)
@@ -58,3 +58,30 @@ def mean_accuracy(accuracy: Mapping[str, float]) -> float:
     """Unweighted mean over corpora that have data (NaN when none has)."""
     values = [a for a in accuracy.values() if not math.isnan(a)]
     return sum(values) / len(values) if values else math.nan
+
+
+@torch.no_grad()
+def pooled_part(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], part: str, cfg: PretuneConfig,
+                device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """corpus -> (pooled states the head reads [N, S, D] float32 on the CPU, labels [N]) of ``part``, in the
+    part's row order (one process: the frozen probe's features; it also fills the model's trunk cache)."""
+    was_training = model.training
+    model.eval()
+    data = SplitAudio(dict(splits), part, cfg.max_seconds)
+    out = {}
+    for corpus, s in sorted(splits.items()):
+        n = len(s.part(part))
+        batches = [[(corpus, i) for i in range(j, min(n, j + cfg.eval_batch_size))]
+                   for j in range(0, n, cfg.eval_batch_size)]
+        xs, ys = [], []
+        for waves, lengths, y, _, keys in DataLoader(data, batch_sampler=batches, collate_fn=collate,
+                                                     num_workers=cfg.num_workers):
+            with autocast(device, cfg.precision):
+                pooled = model.pooled(waves.to(device), lengths.to(device), keys)  # [S, B, D]
+            xs.append(pooled.float().transpose(0, 1).cpu())
+            ys.append(y)
+        d = model.backbone.hidden_size
+        out[corpus] = (torch.cat(xs) if xs else torch.zeros(0, len(model.read_states), d),
+                       torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long))
+    model.train(was_training)
+    return out

@@ -31,8 +31,8 @@ from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_b
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
 from metalearn.pretune.distributed import barrier, from_main, is_main, world
-from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top
-from metalearn.pretune.train import TrainResult, jsonable, train
+from metalearn.pretune.fingerprint import check_fingerprint, variant_fingerprint
+from metalearn.pretune.train import TrainResult, jsonable
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, sha256_file, write_json
 
@@ -87,47 +87,35 @@ def _save_tensors(module: torch.nn.Module, path: Path) -> None:
 
 
 def _variant_config(subset: tuple[str, ...], cfg: PretuneConfig, backbone_cfg: BackboneConfig,
-                    splits: dict[str, CorpusSplits]) -> dict:
-    return {"variant": variant_name(subset), "subset": list(subset), "corpora": list(subset),
+                    splits: dict[str, CorpusSplits], fingerprint: dict) -> dict:
+    return {"variant": variant_name(subset), "kind": "supervised", "subset": list(subset), "corpora": list(subset),
             "weights": WEIGHTS if subset else None,
             "pretune": dataclasses.asdict(cfg), "backbone": dataclasses.asdict(backbone_cfg),
             "label_sets": {c: list(splits[c].labels) for c in subset},
             "split_sizes": {c: splits[c].sizes() for c in subset},
             "own_split": {c: splits[c].own_split for c in subset},
-            "dropped": {c: splits[c].dropped for c in subset}, "world_size": world()[0]}
+            "dropped": {c: splits[c].dropped for c in subset}, "world_size": world()[0],
+            "fingerprint": fingerprint}
 
 
 def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], folder: Path, cfg: PretuneConfig,
-                  backbone_cfg: BackboneConfig, device: torch.device,
+                  backbone_cfg: BackboneConfig, device: torch.device, fingerprint: dict,
                   build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
-    """Build a fresh backbone (seeded), pre-finetune it on ``subset`` and save the variant into ``folder``."""
-    if is_main():
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "config.json", _variant_config(subset, cfg, backbone_cfg, splits))
-    backbone = build(backbone_cfg)
-    # Seeded AFTER the build: a build may draw from torch's global RNG or not (the default Whisper's first use
-    # imports it, initialising a model at random; later builds load the import and draw nothing), and the
-    # heads' initialisation must not depend on which happened (the cross-clone difference of pft-iemocap).
-    torch.manual_seed(cfg.seed)
-    trainable = freeze_all_but_top(backbone, cfg.trainable_layers)
-    model = MultiHeadClassifier(backbone, {c: splits[c].labels for c in subset}, cfg.layer)
-    log.info("%s: %s, %d trainable backbone parameters", variant_name(subset), backbone.name, trainable)
-    result = train(model, {c: splits[c] for c in subset}, cfg, device, curve_path=folder / "curve.jsonl")
-    if is_main():
-        _save_tensors(backbone, folder / WEIGHTS)
-        _save_tensors(model.heads, folder / HEADS)
-        _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
-        write_done(folder, variant_name(subset), [WEIGHTS, HEADS])
-    barrier()
-    return result
+    """Pre-finetune a fresh backbone on ``subset`` into ``folder`` (:func:`metalearn.pretune.fit.train_variant`);
+    ``fingerprint`` (:func:`variant_fingerprint` of the corpora's manifest rows) goes into its config.json."""
+    from metalearn.pretune.fit import train_variant as fit_variant  # fit imports this module's file helpers
+
+    config = _variant_config(subset, cfg, backbone_cfg, splits, fingerprint)
+    return fit_variant(subset, splits, folder, cfg, backbone_cfg, device, config, build)
 
 
 def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
     """The untouched backbone: a config pointing at its source, no weights."""
     if is_main():
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "config.json", {"variant": NONE, "subset": [], "corpora": [], "weights": None,
-                                             "backbone": dataclasses.asdict(backbone_cfg),
+        _write_json(folder / "config.json", {"variant": NONE, "kind": NONE, "subset": [], "corpora": [],
+                                             "weights": None, "backbone": dataclasses.asdict(backbone_cfg),
+                                             "fingerprint": variant_fingerprint((), None, backbone_cfg, []),
                                              "note": "the untouched backbone: build it from `backbone`"})
         write_done(folder, NONE, [])
     barrier()
@@ -135,35 +123,47 @@ def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
 
 def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, ...]], out: str | os.PathLike,
                  cfg: PretuneConfig, backbone_cfg: BackboneConfig, device: torch.device,
-                 build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> dict[str, str]:
-    """Train every variant of ``subsets`` that has no ``done.json`` under ``out``; variant -> status."""
+                 build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone,
+                 train: bool = True) -> dict[str, str]:
+    """Train every variant of ``subsets`` that has no ``done.json`` under ``out``; variant -> status.
+
+    A finished folder is reused only when its fingerprint (:mod:`metalearn.pretune.fingerprint`) matches this
+    recipe, backbone and these corpora's rows; a mismatch is one line naming the first differing key. With
+    ``train`` false a missing variant is an error instead.
+    """
     out = Path(out)
     used = sorted({c for s in subsets for c in s})
-    splits = build_splits(utterances, cfg.seed, corpora=used, labels=cfg.labels) if used else {}
+    splits = build_splits(utterances, cfg.seed, corpora=used, labels=cfg.labels, split=cfg.split,
+                          sentence_disjoint=cfg.sentence_disjoint) if used else {}
     status: dict[str, str] = {}
     for subset in subsets:
         name = variant_name(subset)
         folder = out / name
-        if from_main((folder / "done.json").is_file()):
-            log.info("%s: already done (%s exists), skipping", name, folder / "done.json")
-            _warn_if_config_differs(folder, cfg, backbone_cfg, bool(subset))
+        wanted = variant_fingerprint(subset, cfg, backbone_cfg, utterances)
+        if from_main((folder / DONE).is_file()):
+            check_fingerprint(folder, wanted)
+            log.info("%s: already done (%s exists, made as this config says), skipping", name, folder / DONE)
             status[name] = "skipped (done)"
+        elif not train:
+            raise MetalearnError(f"pretune variant {name} is not trained in {out}: train it first, once "
+                                 f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
         elif not subset:
             _write_none(folder, backbone_cfg)
             status[name] = "written"
         else:
             log.info("%s: training into %s", name, folder)
-            train_variant(subset, splits, folder, cfg, backbone_cfg, device, build)
+            train_variant(subset, splits, folder, cfg, backbone_cfg, device, wanted, build)
             status[name] = "trained"
     return status
 
 
-def _warn_if_config_differs(folder: Path, cfg: PretuneConfig, backbone_cfg: BackboneConfig,
-                            trained: bool) -> None:
-    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if saved.get("backbone") != dataclasses.asdict(backbone_cfg) or (
-            trained and saved.get("pretune") != jsonable(dataclasses.asdict(cfg))):
-        log.warning("%s: its saved config differs from this run's; delete the folder to retrain", folder.name)
+def ensure_variants(sources: Sequence[Utterance], subsets: Sequence[tuple[str, ...]], out: str | os.PathLike,
+                    recipe: PretuneConfig, backbone: BackboneConfig, device: torch.device, train: bool = True,
+                    build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> dict[str, Path]:
+    """Variant name -> folder for every subset: the finished ones checked against this config (their
+    fingerprint), the missing ones trained (``train``; else one line saying to train them first)."""
+    run_variants(sources, subsets, out, recipe, backbone, device, build, train)
+    return {variant_name(s): Path(out) / variant_name(s) for s in subsets}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -79,12 +79,12 @@ def train_epoch(net: nn.Module, batches: Iterator, opt: torch.optim.Optimizer,
     total = 0.0
     for _ in range(steps):
         for micro in range(cfg.grad_accum):
-            waves, lengths, y, corpus = next(batches)
+            waves, lengths, y, corpus, keys = next(batches)
             last = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if last or world_size == 1 else net.no_sync()
             with sync:
                 with autocast(device, cfg.precision):
-                    logits = net(waves.to(device), lengths.to(device), corpus)
+                    logits = net(waves.to(device), lengths.to(device), corpus, keys)
                 loss = scaled_loss(logits, y.to(device), n_classes[corpus], "sum")
                 loss = loss * world_size / cfg.batch_size  # DDP averages over ranks: the global mean
                 scaler.scale(loss / cfg.grad_accum).backward()
@@ -111,11 +111,15 @@ class _Loop:
     steps: int
 
 
-def _setup(model: nn.Module, splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
+def _setup(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
            device: torch.device) -> _Loop:
-    """AdamW over the trainable parameters, warmup + linear decay over all epochs, the batch stream."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    """AdamW over the trainable parameters (backbone at ``lr``, heads and mix weights at ``head_lr``), warmup +
+    linear decay over all epochs, the batch stream."""
+    backbone = {id(p) for p in model.backbone.parameters()}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) in backbone], "lr": cfg.lr},
+              {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in backbone],
+               "lr": cfg.head_lr or cfg.lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = steps_per_epoch(cfg, splits)
     total_steps = steps * cfg.max_epochs
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.features.featurize import select_features
-from metalearn.pretune.subsets import backbone_for_variant, verify_variant
+from metalearn.pretune.records import MIX
+from metalearn.pretune.subsets import backbone_for_variant, verify_checkpoint, verify_variant
 from metalearn.util.errors import MetalearnError
 
 
@@ -74,9 +77,35 @@ class PretuneVariant:
         """A fresh backbone holding the variant's weights (verified against ``done.json``), in eval mode."""
         return backbone_for_variant(self.folder)
 
+    @property
+    def head_layer(self) -> int | str | None:
+        """The feature its pre-finetuning trained: the hidden state its head read, or "mix" (a learned softmax mix
+        of every state); None for the untouched backbone and for variants that record none."""
+        return None if self.kind == "none" else self.config.get("head_layer")
+
+    @cached_property
+    def mix_weights(self) -> np.ndarray:
+        """The softmax weights [L + 1] of its learned mix (from ``mix.json``, verified against ``done.json``)."""
+        if self.head_layer != "mix":
+            raise MetalearnError(f"pretune variant {self.name} has no learned mix of states (its head read "
+                                 f"state {self.head_layer}); use a state index as its feature")
+        path = verify_checkpoint(self.folder, MIX)
+        try:
+            return np.asarray(json.loads(path.read_text(encoding="utf-8"))["weights"], dtype=np.float64)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise MetalearnError(f"{path}: not a mix-weights file ({type(e).__name__})") from None
+
     def features(self, values: np.ndarray, layer: int | str) -> Tensor:
-        """Few-shot features [N, D] from cached embeddings [N, L + 1, D]: hidden state ``layer`` (or "mean")."""
+        """Few-shot features [N, D] from cached embeddings [N, L + 1, D]: hidden state ``layer``, "mean", or
+        "mix" (the states weighted by this variant's learned mix weights)."""
         n_states = values.shape[1]
+        if layer == "mix":
+            weights = self.mix_weights
+            if len(weights) != n_states:
+                raise MetalearnError(f"pretune variant {self.name}: {len(weights)} mix weights for embeddings of "
+                                     f"{n_states} hidden states")
+            mixed = np.einsum("s,nsd->nd", weights, values.astype(np.float64))
+            return torch.from_numpy(np.ascontiguousarray(mixed, dtype=np.float32))
         if layer != "mean" and not -n_states <= int(layer) < n_states:
             raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
                                  f"{n_states} hidden states (0..{n_states - 1}, or negative from the end)")
@@ -84,8 +113,8 @@ class PretuneVariant:
 
     def feature_name(self, layer: int | str, states: int) -> str:
         """What :meth:`features` reads for ``layer`` of ``states`` hidden states, as trial records name it: the
-        state's index (0..states-1, a negative ``layer`` counted from the end) or "mean"."""
-        return "mean" if layer == "mean" else str(int(layer) % states)
+        state's index (0..states-1, a negative ``layer`` counted from the end), "mean" or "mix"."""
+        return layer if layer in ("mean", "mix") else str(int(layer) % states)
 
     def prompt_prior(self, classes: Sequence[str]) -> dict[str, Tensor]:
         """A prompt head over :meth:`features`: weight [D, W], bias [W] (only variants with ``has_prior``)."""

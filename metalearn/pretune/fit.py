@@ -1,0 +1,100 @@
+"""Train one supervised pretune variant into its folder, beside its frozen-probe ceiling, and record both.
+
+Order of work: build the backbone, freeze all but the layers ending at the head's state, keep the frozen
+layers' output per clip (:meth:`MultiHeadClassifier.cache_trunk`), pool the UNTOUCHED states the head reads for
+every train/dev/test clip (this also fills the cache), train (:func:`metalearn.pretune.train.train`), fit the
+probe (:mod:`metalearn.pretune.probe`) on those untouched features (a mix: under the learned weights), then save
+the backbone, heads, mix weights, ``summary.json``, ``record.json`` (:mod:`metalearn.pretune.records`) and,
+last, ``done.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_backbone
+from metalearn.pretune.config import PretuneConfig
+from metalearn.pretune.data import CorpusSplits
+from metalearn.pretune.distributed import barrier, is_main
+from metalearn.pretune.evaluate import pooled_part
+from metalearn.pretune.model import MultiHeadClassifier, freeze_for_head, frozen_depth
+from metalearn.pretune.probe import ProbeScore, mix_states, probe_scores
+from metalearn.pretune.records import MIX, build_record, write_record
+from metalearn.pretune.subsets import HEADS, WEIGHTS, _save_tensors, _write_json, variant_name, write_done
+from metalearn.pretune.train import TrainResult, steps_per_epoch, train
+
+log = logging.getLogger(__name__)
+
+
+def head_layer(model: MultiHeadClassifier) -> int | str:
+    """What a variant records as its feature: the state index, or "mix"."""
+    return "mix" if model.mix is not None else model.top
+
+
+def probe(model: MultiHeadClassifier, features: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
+          splits: Mapping[str, CorpusSplits], cfg: PretuneConfig) -> dict[str, ProbeScore]:
+    """corpus -> the frozen probe's score on the untouched ``features[part][corpus]`` (states [N, S, D], labels)
+    at the head's state, or under the model's learned mix weights."""
+    weights = model.mix_weights()
+    weights = None if weights is None else weights.detach().cpu().double()
+    scores = {}
+    for corpus, s in sorted(splits.items()):
+        parts = [(mix_states(features[p][corpus][0].double(), weights), features[p][corpus][1])
+                 for p in ("train", "dev", "test")]
+        scores[corpus] = probe_scores(parts[0], parts[1], parts[2], len(s.labels), cfg.probe_l2)
+        log.info("%s: frozen probe (l2 %g) dev %.4f, test %.4f", corpus, scores[corpus].l2, scores[corpus].dev,
+                 scores[corpus].test)
+    return scores
+
+
+def build_model(subset: tuple[str, ...], splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
+                backbone: SpeechBackbone) -> MultiHeadClassifier:
+    """The classifier over ``backbone`` (frozen but the layers ending at the head's state), its trunk cached."""
+    model = MultiHeadClassifier(backbone, {c: splits[c].labels for c in subset}, cfg.layer)
+    trainable = freeze_for_head(backbone, cfg.trainable_layers, model.top)
+    depth = frozen_depth(cfg.trainable_layers, model.top)
+    cached = cfg.cache_trunk and depth is not None and model.cache_trunk(depth, cfg.trunk_cache_mb * 2**20)
+    log.info("%s: %s, head on %s, %d trainable backbone parameters, frozen trunk %s", variant_name(subset),
+             backbone.name, head_layer(model), trainable, f"of {depth} layers cached" if cached else "not cached")
+    return model
+
+
+def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], folder: Path, cfg: PretuneConfig,
+                  backbone_cfg: BackboneConfig, device: torch.device, config: dict,
+                  build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
+    """Build a fresh backbone (seeded), pre-finetune it on ``subset`` and save the variant into ``folder``
+    (``config``: its config.json, written first, with the ``head_layer`` the model resolves)."""
+    backbone = build(backbone_cfg)
+    # Seeded AFTER the build: a build may draw from torch's global RNG or not (the default Whisper's first use
+    # imports it, initialising a model at random; later builds load the import and draw nothing), and the
+    # heads' initialisation must not depend on which happened (the cross-clone difference of pft-iemocap).
+    torch.manual_seed(cfg.seed)
+    model = build_model(subset, splits, cfg, backbone)
+    if is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "config.json", {**config, "head_layer": head_layer(model)})
+    used = {c: splits[c] for c in subset}
+    model.to(device)
+    untouched = {p: pooled_part(model, used, p, cfg, device) for p in ("train", "dev", "test")}
+    result = train(model, used, cfg, device, curve_path=folder / "curve.jsonl")
+    scores = probe(model, untouched, used, cfg)
+    if is_main():
+        _save_tensors(backbone, folder / WEIGHTS)
+        _save_tensors(model.heads, folder / HEADS)
+        files = [WEIGHTS, HEADS]
+        if model.mix is not None:
+            _write_json(folder / MIX, {"logits": model.mix.detach().cpu().tolist(),
+                                       "weights": model.mix_weights().detach().cpu().tolist()})
+            files.append(MIX)
+        _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
+        steps = result.epochs * steps_per_epoch(cfg, used)
+        write_record(folder, build_record(variant_name(subset), head_layer(model), cfg, used, result, steps,
+                                          scores))
+        write_done(folder, variant_name(subset), files)
+    barrier()
+    return result
