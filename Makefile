@@ -36,9 +36,12 @@ setup-l2l: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps "learn2learn==0.2.0" -c constraints.txt \
 	  --config-settings=--build-option=build_ext
 
+# The docs build offline (no web fonts, no plugin that fetches) into site/ (ignored); --strict fails on a dead
+# link, a missing anchor or a page left out of mkdocs.yml's nav.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
