@@ -171,12 +171,13 @@ def test_folds_file_round_trip_and_refusals(tmp_path: Path) -> None:
     path = write_folds(tmp_path / "folds.json", folds)
     assert read_folds(path, ENGLISH) == folds
     data = json.loads(path.read_text())
-    assert list(data[0]) == ["fold", "test", "validation", "meta_train"]
+    assert list(data[0]) == ["fold", "test", "validation", "meta_train", "meta_train_sources"]
     cases = [
         ([{**data[0], "validation": data[0]["test"][:1]}], "in both 'test' and 'validation'"),
         ([data[1]], "field 'fold' is 1; expected 0"),
         ([{**data[0], "extra": 1}], "exactly fold, test, validation, meta_train"),
         ([{**data[0], "test": []}], "field 'test' is empty"),
+        ([{**data[0], "meta_train_sources": {"iemocap": "Ses01F"}}], "must map a source corpus to a list"),
         ({"folds": data}, "expected a non-empty JSON list"),
     ]
     for bad, message in cases:

@@ -124,8 +124,8 @@ def test_run_folder_keeps_its_folds(tmp_path) -> None:
     cfg = _cfg("speakers.validation=1")
     saved = speaker_folds(cfg, ESD, tmp_path / "new")
     assert json.loads((tmp_path / "new" / "folds.json").read_text()) == [
-        {"fold": f.fold, "test": list(f.test), "validation": list(f.validation), "meta_train": list(f.meta_train)}
-        for f in saved]
+        {"fold": f.fold, "test": list(f.test), "validation": list(f.validation), "meta_train": list(f.meta_train),
+         "meta_train_sources": {}} for f in saved]
     with pytest.raises(MetalearnError, match="folds.json: the run's folds differ"):
         speaker_folds(_cfg("speakers.validation=2"), ESD, tmp_path / "new")
     old = tmp_path / "old"

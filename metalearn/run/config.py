@@ -89,6 +89,9 @@ class MetaTrainConfig:
     queries: int = 5              # per class (binary: in total, even)
     seeds: list[int] = field(default_factory=lambda: [0])  # each method that learns across speakers is
                                   # meta-trained once per seed (records carry meta_seed); others once, meta_seed 0
+    sources: list[str] = field(default_factory=list)  # names in data.sources whose speakers also meta-train
+                                  # (each a task over its own emotions; transfer: its clips of the target's
+                                  # emotions), so the learners see the labelled pool pre-finetuning sees
 
 
 @dataclass
@@ -178,6 +181,7 @@ def validate(cfg: ExperimentConfig) -> None:
     """Cross-field checks no type can express; one line each."""
     if cfg.kind != "fewshot":
         raise MetalearnError(f"config key 'kind': {cfg.kind!r} in a few-shot experiment config")
+    validate_ranges(cfg)
     ep, algos = cfg.episodes, cfg.algorithms
     if ep.protocol not in PROTOCOLS:
         raise MetalearnError(f"config key 'episodes.protocol': {ep.protocol!r} is not one of {PROTOCOLS}")
@@ -216,3 +220,26 @@ def validate(cfg: ExperimentConfig) -> None:
         resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the grid
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
         raise MetalearnError(f"config key 'seeds': {cfg.seeds} must be distinct integers >= 0")
+
+
+def validate_ranges(cfg: ExperimentConfig) -> None:
+    """Every count and size the grid uses, in range before anything is written (one line naming the key and what
+    is allowed); each algorithm's own fields are checked by its config's ``RANGES`` (:mod:`metalearn.util.ranges`)."""
+    mt, ep, sp = cfg.meta_train, cfg.episodes, cfg.speakers
+    bounds: list[tuple[str, object, int]] = [
+        ("chunk", cfg.chunk, 1), ("meta_train.steps", mt.steps, 0), ("meta_train.shots", mt.shots, 1),
+        ("meta_train.queries", mt.queries, 1), ("episodes.repetitions", ep.repetitions, 1),
+        ("episodes.queries", ep.queries, 1), ("speakers.seed", sp.seed, 0),
+        *((f"algorithms.only.{name}.repetitions", part.repetitions, 1) for name, part in cfg.algorithms.only.items()),
+        *((f"algorithms.only.{name}.ks", min(part.ks), 1) for name, part in cfg.algorithms.only.items() if part.ks)]
+    for key, value, low in bounds:
+        if value is not None and value < low:
+            unit = {"chunk": " (episodes per batch)", "meta_train.steps": " (0: no meta-training)"}.get(key, "")
+            raise MetalearnError(f"config key {key!r}: {value} must be >= {low}{unit}")
+    if not mt.seeds or len(set(mt.seeds)) != len(mt.seeds) or min(mt.seeds) < 0:
+        raise MetalearnError(f"config key 'meta_train.seeds': {mt.seeds} must be distinct integers >= 0")
+    if sp.test is not None and not sp.test and not sp.folds_file:
+        raise MetalearnError("config key 'speakers.test': [] names no test speaker; name at least one, e.g. "
+                             "speakers.test=[\"0011\"], or leave it unset (null) to draw speakers.folds folds")
+    if sp.test is not None and len(set(sp.test)) != len(sp.test):
+        raise MetalearnError(f"config key 'speakers.test': {sp.test} names a speaker twice")

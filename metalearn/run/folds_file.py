@@ -2,12 +2,14 @@
 
 The file is a JSON list with one object per fold, in order::
 
-    [{"fold": 0, "test": ["0013", ...], "validation": ["0011"], "meta_train": ["0012", ...]}, ...]
+    [{"fold": 0, "test": ["0013", ...], "validation": ["0011"], "meta_train": ["0012", ...],
+      "meta_train_sources": {"iemocap": ["Ses01F", ...]}}, ...]
 
 ``fold`` is the fold's 0-based position; ``test``, ``validation`` and ``meta_train`` are lists of speaker ids
-(the manifest's ``speaker`` column), pairwise disjoint within a fold, ``test`` non-empty. Test speakers are only
-scored, validation speakers only make choices, meta-training speakers are the only ones learned from across
-speakers (docs/architecture.md, "Contracts"). A run writes its folds here (``runner.speaker_folds``); a file
+(the manifest's ``speaker`` column), pairwise disjoint within a fold, ``test`` non-empty; ``meta_train_sources``
+(optional, ``{}`` when none) maps a source corpus to its speakers whose tasks meta-training also uses. Test
+speakers are only scored, validation speakers only make choices, meta-training speakers are the only ones learned
+from across speakers (docs/architecture.md, "Contracts"). A run writes its folds here (``runner.speaker_folds``); a file
 from elsewhere (another run, :mod:`metalearn.run.emobox`) is read in place of the drawn folds with
 ``speakers.folds_file``.
 """
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from metalearn.run.config import SpeakersConfig
 
 PARTS = ("test", "validation", "meta_train")
+SOURCES = "meta_train_sources"  # source corpus -> speakers whose tasks meta-training also uses (optional)
 
 
 def config_folds(sp: SpeakersConfig, speakers: Sequence[str]) -> list[Fold]:
@@ -42,7 +45,14 @@ def config_folds(sp: SpeakersConfig, speakers: Sequence[str]) -> list[Fold]:
 
 def folds_records(folds: Sequence[Fold]) -> list[dict]:
     """The folds as ``folds.json`` records (lists, not tuples), in order."""
-    return [{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(f).items()} for f in folds]
+    return [{k: _listed(v) for k, v in dataclasses.asdict(f).items()} for f in folds]
+
+
+def _listed(value: object) -> object:
+    """Tuples as lists, also inside a dict (``meta_train_sources``), as JSON writes them."""
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in sorted(value.items())}
+    return list(value) if isinstance(value, tuple) else value
 
 
 def write_folds(path: str | os.PathLike, folds: Sequence[Fold]) -> Path:
@@ -81,9 +91,10 @@ def read_folds(path: str | os.PathLike, speakers: Sequence[str] | None = None) -
 
 def _fold(rec: object, index: int, where: str) -> Fold:
     """One record -> :class:`Fold`, every field present, typed and the three parts pairwise disjoint."""
-    if not isinstance(rec, dict) or set(rec) != {"fold", *PARTS}:
+    if not isinstance(rec, dict) or set(rec) - {SOURCES} != {"fold", *PARTS}:
         got = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
-        raise MetalearnError(f"{where}: expected an object with exactly fold, test, validation, meta_train; got {got}")
+        raise MetalearnError(f"{where}: expected an object with exactly fold, test, validation, meta_train (and "
+                             f"optionally {SOURCES}); got {got}")
     if rec["fold"] != index or isinstance(rec["fold"], bool):
         raise MetalearnError(f"{where}: field 'fold' is {rec['fold']!r}; expected {index} (the 0-based position)")
     for part in PARTS:
@@ -98,4 +109,10 @@ def _fold(rec: object, index: int, where: str) -> Fold:
         both = sorted(set(rec[a]) & set(rec[b]))
         if both:
             raise MetalearnError(f"{where}: speakers {both} are in both {a!r} and {b!r} (the parts must be disjoint)")
-    return Fold(index, *(tuple(rec[p]) for p in PARTS))
+    sources = rec.get(SOURCES, {})
+    if not isinstance(sources, dict) or not all(
+            isinstance(c, str) and isinstance(v, list) and all(isinstance(s, str) and s for s in v)
+            for c, v in sources.items()):
+        raise MetalearnError(f"{where}: field {SOURCES!r} must map a source corpus to a list of speaker ids, "
+                             f"got {sources!r}")
+    return Fold(index, *(tuple(rec[p]) for p in PARTS), {c: tuple(v) for c, v in sources.items()})

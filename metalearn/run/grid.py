@@ -84,12 +84,17 @@ def assign_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[
 @dataclass(frozen=True)
 class Fold:
     """One fold's speakers, pairwise disjoint: scored (test), for choices and tuning (validation), and the
-    only speakers anything is learned from across speakers (meta_train: meta-training, standardisation)."""
+    only speakers anything is learned from across speakers (meta_train: meta-training, standardisation).
+
+    ``meta_train_sources``: source corpus -> its speakers whose tasks meta-training also uses
+    (``meta_train.sources``; never tested, never standardize the target's features); empty when none.
+    """
 
     fold: int
     test: tuple[str, ...]
     validation: tuple[str, ...]
     meta_train: tuple[str, ...]
+    meta_train_sources: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
 
 
 def three_way_folds(speakers: Sequence[str], folds: int, seed: int, test: Sequence[str] | None = None,

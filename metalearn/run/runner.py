@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -41,10 +41,10 @@ from metalearn.report.records import (
 )
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.draw import build_episodes, draw_episodes
-from metalearn.run.folds_file import config_folds
+from metalearn.run.folds_file import config_folds, read_folds, write_folds
 from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
 from metalearn.run.layer_choice import choose_layers
-from metalearn.run.planning import check_grid, plan, variant_names
+from metalearn.run.planning import check_grid, learns_across_speakers, plan, variant_names
 from metalearn.run.reuse import Reuse, features_digest
 from metalearn.run.run_folder import save_config, tracked_config, work_in
 from metalearn.run.scoring import score_group
@@ -52,6 +52,8 @@ from metalearn.run.stages import (
     check_roots,
     prefill_embeddings,
     prepare_variants,
+    source_rows,
+    source_speakers,
     variant_features,
 )
 from metalearn.run.tuned import apply_tuned
@@ -77,26 +79,29 @@ class RunResult:
     skip_reasons: str = ""  # how many were skipped and why, in one phrase ("" when none)
 
 
-def speaker_folds(cfg: ExperimentConfig, speakers: list[str], out: Path | None = None) -> list[Fold]:
-    """The run's three-way folds; with ``out``, checked against (and saved as) ``out/folds.json``.
+def speaker_folds(cfg: ExperimentConfig, speakers: list[str], out: Path | None = None,
+                  sources: list[Utterance] = ()) -> list[Fold]:
+    """The run's three-way folds, each meta-training also on the speakers of ``sources`` (:func:`source_rows`);
+    with ``out``, checked against (and saved as) ``out/folds.json``.
 
     A run folder holding work but no folds.json predates validation speakers: it is finished only with
     ``speakers.validation=0`` (its folds), never continued with other meta-training speakers.
     """
     sp = cfg.speakers
     folds = config_folds(sp, speakers)  # speakers.folds_file, else drawn
+    if sources:
+        folds = [dataclasses.replace(f, meta_train_sources=source_speakers(list(sources))) for f in folds]
     if out is None:
         return folds
-    saved, mine = out / "folds.json", [dataclasses.asdict(f) for f in folds]
-    mine = [{k: list(v) if isinstance(v, tuple) else v for k, v in f.items()} for f in mine]
+    saved = out / "folds.json"
     if saved.is_file():
-        if json.loads(saved.read_text(encoding="utf-8")) != mine:
+        if read_folds(saved) != folds:  # a damaged file is one line naming it
             raise MetalearnError(f"{saved}: the run's folds differ from this config's (speakers or speakers.* "
                                  f"changed); use another out=... or delete the folder")
     elif work_in(out) is not None and any(f.validation for f in folds):
         raise MetalearnError(f"{out} holds work of a run without validation speakers (no folds.json): finish it "
                              f"with speakers.validation=0, or use another out=...")
-    write_json(saved, mine)
+    write_folds(saved, folds)
     return folds
 
 
@@ -116,14 +121,22 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepa
 @dataclass(frozen=True)
 class RunInputs:
     """What a grid is planned and scored from: the target corpus's rows (outside ``speakers.exclude``), the
-    folds, the pretune variants by name, each seed's episodes and the layer each (variant, fold) reads (empty:
-    ``features.layer``)."""
+    folds, the pretune variants by name, each seed's episodes, the layer each (variant, fold) reads (empty:
+    ``features.layer``) and the source corpora's rows whose speakers meta-train too (``meta_train.sources``)."""
 
     rows: list[Utterance]
     folds: list[Fold]
     variants: dict[str, PretuneVariant]
     episodes: dict[int, list[Episode]]
     layers: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    sources: list[Utterance] = dataclasses.field(default_factory=list)
+
+    def table_rows(self, units: Sequence[Unit], learns: Callable[[str, int], bool]) -> list[Utterance]:
+        """The rows a feature table of ``units`` (one variant's) needs: the target's, and the sources' when a
+        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold)``)."""
+        if self.sources and any(learns(u.algorithm, u.fold) for u in units):
+            return self.rows + self.sources
+        return self.rows
 
 
 @dataclass(frozen=True)
@@ -151,14 +164,15 @@ def prepared(cfg: ExperimentConfig, rows: list[Utterance], episodes_folder: Path
     itself interleaves these steps with its checks, so that a config mistake writes nothing): episodes read from
     (or drawn into) ``episodes_folder``, variants trained only when ``train``; ``rows``: :func:`target_rows`."""
     speakers = sorted({u.speaker for u in rows})
-    folds = speaker_folds(cfg, speakers)
+    sources = source_rows(cfg)
+    folds = speaker_folds(cfg, speakers, sources=sources)
     variants = prepare_variants(cfg, train=train)
     episodes = {s: build_episodes(cfg, rows, speakers, s, episodes_folder) for s in cfg.seeds}
-    return RunInputs(rows, folds, variants, episodes)
+    return RunInputs(rows, folds, variants, episodes, sources=sources)
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
-    rows = target_rows(cfg)
+    rows, sources = target_rows(cfg), source_rows(cfg)
     speakers = sorted({u.speaker for u in rows})
     cfg = apply_tuned(cfg, speaker_folds(cfg, speakers))  # config.yaml records the tuned values it runs with
     # Every check of the config comes before the first write into the folder: episodes not saved yet are drawn
@@ -167,7 +181,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
              if not (out / f"episodes-seed{s}.jsonl").is_file()}
     check_grid(cfg, variant_names(cfg))
     save_config(cfg, out)
-    folds = speaker_folds(cfg, speakers, out)
+    folds = speaker_folds(cfg, speakers, out, sources)
     for s, (drawn_episodes, skipped) in drawn.items():
         save_episodes(out / f"episodes-seed{s}.jsonl", drawn_episodes, skipped)
     write_json(out / f"run{'' if shard[1] == 1 else f'-shard{shard[0] + 1}'}.json",
@@ -195,7 +209,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     total = sum(len(u.episodes) for u in mine)
     if not filled:
         prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
-    ran = _run_units(cfg, RunInputs(rows, folds, variants, episodes, layers), todo, logs, done_before, total)
+    ran = _run_units(cfg, RunInputs(rows, folds, variants, episodes, layers, sources), todo, logs, done_before, total)
     return finish(cfg, out, units, ran)
 
 
@@ -221,8 +235,10 @@ def _run_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], logs:
     with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
         skip, reuse = _skipper(logs.skips, bar), Reuse(cfg.algorithms.run)  # variants with equal features: once
         chosen = inputs.layers
-        for (variant, layer), by_variant in groupby(todo, key=lambda u: (u.variant, chosen.get((u.variant, u.fold)))):
-            table = variant_features(cfg, inputs.variants[variant], inputs.rows, layer)
+        learns = functools.partial(learns_across_speakers, cfg)
+        for (variant, layer), group_units in groupby(todo, key=lambda u: (u.variant, chosen.get((u.variant, u.fold)))):
+            by_variant = list(group_units)
+            table = variant_features(cfg, inputs.variants[variant], inputs.table_rows(by_variant, learns), layer)
             digest = features_digest(table.rows, table.x)
             for _, group in groupby(by_variant, key=lambda u: u.group):
                 units = list(group)

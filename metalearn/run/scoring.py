@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,7 +45,8 @@ class GroupInputs:
     """What every unit of one group is built and scored from.
 
     ``table``: the variant's features, standardized with the fold's meta-training speakers' statistics
-    (``standardizer``); ``train_rows``: the rows of ``table`` of those speakers, the only ones learned from.
+    (``standardizer``); ``train_rows``: the rows of ``table`` of those (target) speakers; ``source_rows``: the rows
+    of the fold's source speakers (``Fold.meta_train_sources``). Only these two are ever learned from.
     """
 
     cfg: ExperimentConfig
@@ -54,17 +55,22 @@ class GroupInputs:
     train_rows: np.ndarray
     standardizer: Standardizer
     fold: int
+    source_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def group_inputs(cfg: ExperimentConfig, variant: PretuneVariant, table: FeatureTable, fold: Fold) -> GroupInputs:
-    """The fold's inputs: ``table`` standardized on the fold's meta-training speakers (``features.standardize``)."""
-    learn = set(fold.meta_train)
-    train_rows = np.array([i for i, u in enumerate(table.rows) if u.speaker in learn], dtype=np.int64)
+    """The fold's inputs: ``table`` standardized on the fold's meta-training speakers of the target corpus
+    (``features.standardize``; the source speakers meta-train but never shift the target's statistics)."""
+    target, learn = cfg.data.target.corpus, set(fold.meta_train)
+    sources = {(c, s) for c, speakers in fold.meta_train_sources.items() for s in speakers}
+    train_rows = np.array([i for i, u in enumerate(table.rows) if u.corpus == target and u.speaker in learn],
+                          dtype=np.int64)
+    source_rows = np.array([i for i, u in enumerate(table.rows) if (u.corpus, u.speaker) in sources], dtype=np.int64)
     standardizer = Standardizer.identity(table.dim)
     if cfg.features.standardize and len(train_rows):
         standardizer = Standardizer.fit(table.x, train_rows)
         table = table.with_x(standardizer.apply(table.x))
-    return GroupInputs(cfg, variant, table, train_rows, standardizer, fold.fold)
+    return GroupInputs(cfg, variant, table, train_rows, standardizer, fold.fold, source_rows)
 
 
 def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVariant, table: FeatureTable,
@@ -143,16 +149,22 @@ def build_for(inputs: GroupInputs, algorithm: str, example: Episode, meta_k: int
 
 def training_data(inputs: GroupInputs, cls: type[AdapterBase], example: Episode, meta_k: int, seed: int
                   ) -> TaskSampler:
-    """What the class learns from across speakers (``inputs.train_rows`` only): labelled clips (``trains_on =
-    "labels"``) or meta-training tasks of ``meta_k`` (or ``meta_train.shots``, or the episode's k) shots."""
+    """What the class learns from across speakers (``inputs.train_rows`` and ``inputs.source_rows`` only):
+    labelled clips of the episode's emotions (``trains_on = "labels"``), or meta-training tasks of ``meta_k`` (or
+    ``meta_train.shots``, or the episode's k) shots: a target speaker's over the episode's emotions, a source
+    speaker's over its own (its label positions are drawn per task, like every task's)."""
     cfg, x, rows = inputs.cfg, inputs.table.x, inputs.table.rows
     binary = example.protocol == "binary"
     keep = [i for i in inputs.train_rows if binary or rows[i].emotion in example.classes]
     if cls.trains_on == "labels":
+        keep += [i for i in inputs.source_rows if rows[i].emotion in example.classes]
         return LabelledClips(x[keep], [rows[i].emotion for i in keep], seed)
+    keep += list(inputs.source_rows)
+    target = cfg.data.target.corpus  # a source speaker is named with its corpus: ids of two corpora may clash
+    speaker = [rows[i].speaker if rows[i].corpus == target else f"{rows[i].corpus}/{rows[i].speaker}" for i in keep]
     shots = meta_k or cfg.meta_train.shots or example.k
-    return SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], [rows[i].speaker for i in keep],
-                              sorted({rows[i].speaker for i in keep}), len(example.classes), shots,
+    return SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], speaker,
+                              sorted(set(speaker)), len(example.classes), shots,
                               cfg.meta_train.queries, seed, example.protocol, cfg.device,
                               sentences=[sentence_key(rows[i]) for i in keep], splits=[rows[i].split for i in keep],
                               disjoint=cfg.episodes.disjoint)

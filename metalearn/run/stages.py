@@ -109,6 +109,32 @@ def variant_embeddings(cfg: ExperimentConfig, variant: PretuneVariant, rows: lis
     return emb.rows, emb.values
 
 
+def source_rows(cfg: ExperimentConfig) -> list[Utterance]:
+    """The rows of the ``meta_train.sources`` corpora whose speakers meta-train too: outside
+    ``speakers.exclude``, with an emotion (not "other"); [] when the config names none."""
+    unknown = sorted(set(cfg.meta_train.sources) - set(cfg.data.sources))
+    if unknown:
+        raise MetalearnError(f"config key 'meta_train.sources': {unknown} are not in data.sources "
+                             f"({', '.join(sorted(cfg.data.sources)) or 'none'})")
+    exclude = set(cfg.speakers.exclude)
+    rows = [u for name in sorted(set(cfg.meta_train.sources))
+            for u in prepare_manifest(cfg.data.sources[name], cfg.data.manifests_dir)
+            if u.speaker not in exclude and u.emotion != "other"]
+    target = cfg.data.target.corpus
+    if any(u.corpus == target for u in rows):
+        raise MetalearnError(f"config key 'meta_train.sources': a source is the target corpus {target} itself "
+                             f"(its speakers are split into folds already)")
+    return rows
+
+
+def source_speakers(rows: list[Utterance]) -> dict[str, tuple[str, ...]]:
+    """Source corpus -> its speakers in ``rows``, sorted."""
+    out: dict[str, set[str]] = {}
+    for u in rows:
+        out.setdefault(u.corpus, set()).add(u.speaker)
+    return {c: tuple(sorted(s)) for c, s in sorted(out.items())}
+
+
 def configured_layer(cfg: ExperimentConfig) -> int | str:
     """The feature the config fixes: ``features.layer``, or "mean" with ``features.mean_layers``."""
     return "mean" if cfg.features.mean_layers else cfg.features.layer
