@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -163,26 +164,43 @@ def fit_heads_loop(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: 
     finals, logits, steps = [], [], []
     for e in range(support_x.shape[0]):
         head = reference_head({k: v[e] for k, v in init.items()})
-        opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                               weight_decay=cfg.weight_decay)
         real = support_y[e] >= 0
-        x, y = support_x[e][real], support_y[e][real]
-        best_f1, chosen, chosen_step = -math.inf, None, cfg.steps
-        for step in range(1, cfg.steps + 1):
-            opt.zero_grad()
-            nn.functional.cross_entropy(head(x), y).backward()
-            opt.step()
-            if val_x is not None and val_y is not None and _is_checkpoint(step, cfg):
-                with torch.no_grad():
-                    f1 = macro_f1(head(val_x[e:e + 1]).argmax(-1), val_y[e:e + 1], None, ways).item()
-                    if f1 > best_f1:  # NaN (no real validation row) never wins
-                        best_f1, chosen, chosen_step = f1, head(query_x[e]), step
-        with torch.no_grad():
-            logits.append(chosen if chosen is not None else head(query_x[e]))
+        val = None if val_x is None or val_y is None else (val_x[e:e + 1], val_y[e:e + 1])
+        chosen, chosen_step = train_selected(head, [{"params": list(head.parameters())}], support_x[e][real],
+                                             support_y[e][real], query_x[e], ways, cfg, val)
+        logits.append(chosen)
         finals.append(head_params(head, linear="weight" in init))
         steps.append(chosen_step)
     params = {k: torch.stack([p[k] for p in finals]) for k in init}
     return FitResult(params, torch.stack(logits), torch.tensor(steps, device=support_x.device))
+
+
+def train_selected(model: Callable[[Any], Tensor], groups: list[dict], support: Any, support_y: Tensor, query: Any,
+                   ways: int, cfg: FinetuneConfig, val: tuple[Any, Tensor] | None = None) -> tuple[Tensor, int]:
+    """Fine-tuning's training and model selection for one episode, whatever ``model`` reads.
+
+    ``model(inputs)`` gives logits [..., N, W] of its inputs (``support``, ``query``, validation); ``groups`` are
+    its trainable parameters as ``torch.optim.Adam`` parameter groups (a group's own ``lr`` wins over ``cfg.lr``).
+    ``cfg.steps`` full-batch Adam steps (``cfg``'s betas, eps, weight decay) on the support loss (support_y [S]);
+    given ``val`` = (inputs, labels [..., V], -1 = padding), the validation macro-F1 every ``eval_every`` steps
+    and after the last; returns the query logits [Q, W] of the best checkpoint (ties: the earliest; NaN never
+    wins) and its step, else the final logits and ``cfg.steps``. ``model`` keeps its final parameters.
+    """
+    opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                           weight_decay=cfg.weight_decay)
+    best_f1, chosen, chosen_step = -math.inf, None, cfg.steps
+    for step in range(1, cfg.steps + 1):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(support), support_y).backward()
+        opt.step()
+        if val is not None and _is_checkpoint(step, cfg):
+            with torch.no_grad():
+                pred = model(val[0]).argmax(-1)
+                f1 = macro_f1(pred.reshape(1, -1), val[1].reshape(1, -1), None, ways).item()
+                if f1 > best_f1:  # NaN (no real validation row) never wins
+                    best_f1, chosen, chosen_step = f1, model(query), step
+    with torch.no_grad():
+        return (chosen if chosen is not None else model(query)), chosen_step
 
 
 def reference_head(params: Params) -> nn.Module:
