@@ -21,6 +21,7 @@ from metalearn.configs.kinds import kind_name, kind_of
 from metalearn.configs.preset_paths import preset_names, preset_path  # noqa: F401 (re-exported)
 from metalearn.util.config_merge import guarded
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import check_tree
 from metalearn.util.yaml_ids import from_dotlist, read_yaml
 
 
@@ -53,6 +54,7 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     if missing:
         raise MetalearnError(f"config key {missing[0]!r} has no value; set it, e.g. {missing[0]}=/path "
                              f"({len(missing)} unset: {', '.join(missing)})")
+    guarded(lambda: check_tree(merged), schema)  # declared ranges, named by their full key
     cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
     spec.validate(cfg)
     return spec.resolve(cfg)

@@ -18,6 +18,7 @@ from torch import Tensor
 from metalearn.fewshot.algorithms.base import Adapter, EpisodeBatch
 from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import episode_tensors
+from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import episode_metrics
 
 RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "meta_seed",
@@ -52,6 +53,8 @@ class TrialTags:
 
 def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode]]:
     """Batches of episodes sharing (protocol, support size, classes), at most ``chunk`` each, in a stable order."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise MetalearnError(f"chunk: {chunk!r} must be an integer >= 1 (episodes per batch)")
     groups: dict[tuple, list[Episode]] = defaultdict(list)
     for e in episodes:
         groups[(e.protocol, len(e.support), len(e.classes))].append(e)

@@ -7,7 +7,9 @@ Kept apart from the meta-learning code so that the config dataclasses and the se
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
+
+from metalearn.util.ranges import Rule, check_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,13 @@ class MAMLConfig:
     meta_lr: float = 1e-3
     meta_batch: int = 16
     predict_chunk: int = 256
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "hidden": ">= 1", "inner_lr": "> 0", "inner_steps": ">= 1", "test_steps": ">= 0", "meta_lr": "> 0",
+        "meta_batch": ">= 1", "predict_chunk": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,7 @@ from metalearn.fewshot.algorithms.functional import (
 )
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import Rule, check_fields
 
 DISTANCES = ("sqeuclidean", "cosine")
 
@@ -41,6 +42,13 @@ class ProtoNetConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     meta_batch: int = 16  # episodes per meta-training step
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "proj_dim": ">= 1", "hidden": ">= 0", "distance": DISTANCES, "cosine_scale": "> 0", "lr": "> 0",
+        "weight_decay": ">= 0", "meta_batch": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def search_space(trial: Any) -> dict:

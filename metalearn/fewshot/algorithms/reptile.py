@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ from metalearn.fewshot.algorithms.heads import Params, check_episodes, init_head
 from metalearn.fewshot.algorithms.stacked import Adam, finetune, forward
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import Rule, check_fields
 
 ADAM_BETAS = (0.0, 0.999)
 ADAM_EPS = 1e-8
@@ -57,6 +58,13 @@ class ReptileConfig:
     meta_lr: float = 0.5
     meta_batch: int = 16
     predict_chunk: int = 256
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "hidden": ">= 1", "inner_optimizer": OPTIMIZERS, "inner_lr": "> 0", "inner_steps": ">= 1",
+        "test_steps": ">= 0", "meta_lr": "> 0", "meta_batch": ">= 1", "predict_chunk": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def search_space(trial: Any) -> dict:

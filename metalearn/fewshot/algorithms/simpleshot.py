@@ -13,7 +13,7 @@ so the arg-max is the nearest centroid by Euclidean distance. Query items are sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from metalearn.fewshot.algorithms.base import AdapterBase, TaskSampler
 from metalearn.fewshot.algorithms.functional import prototypes, squared_euclidean_logits
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import Rule, check_fields
 
 CENTERS = ("support", "base", "none")
 
@@ -30,6 +31,11 @@ CENTERS = ("support", "base", "none")
 class SimpleShotConfig:
     center: str = "support"  # support | base | none
     meta_batch: int = 64  # episodes per sampled batch when estimating the base mean
+
+    RANGES: ClassVar[dict[str, Rule]] = {"center": CENTERS, "meta_batch": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def search_space(trial: Any) -> dict:

@@ -39,6 +39,7 @@ from metalearn.fewshot.algorithms.heads import (
 )
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import Rule, check_fields
 
 CLASSIFIERS = ("linear", "cosine")
 ADAPT = ("all", "last")
@@ -67,6 +68,13 @@ class TransferConfig:
     test_lr: float = 0.01
     test_steps: int = 20
     predict_chunk: int = 256
+
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "hidden": ">= 1", "lr": "> 0", "meta_batch": ">= 1", "weight_decay": ">= 0", "classifier": CLASSIFIERS,
+        "cosine_scale": "> 0", "adapt": ADAPT, "test_lr": "> 0", "test_steps": ">= 0", "predict_chunk": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def search_space(trial: Any) -> dict:
