@@ -170,3 +170,19 @@ def test_markdown_lists_each_comparison_in_points():
     assert f"{100 * row['diff_mean']:+.1f} [{100 * row['diff_ci_low']:+.1f}, {100 * row['diff_ci_high']:+.1f}]" in line
     assert f"{row['better']} / {row['equal']} / {row['worse']}" in line
     assert "No comparison" in comparisons_markdown([], "T")
+
+
+def test_copied_variant_rows_are_no_comparison():
+    """A variant whose rows copy none's identical features gives no variant-vs-none row (and no Holm term); the
+    Markdown names the pair instead. Rows of its own features are compared as usual."""
+    from metalearn.report.compare import identical_pairs
+
+    records = make_records(zero_shot=False)
+    for r in records:
+        r["features_of"] = "none" if r["pretune"] == "big" and r["algorithm"] == "protonet" else r["pretune"]
+    rows = comparisons(records)
+    versus_none = {(r["pretune"], r["algorithm"]) for r in rows if r["reference_pretune"] == "none" != r["pretune"]}
+    assert versus_none == {("big", "finetune")}
+    assert identical_pairs(records) == [("big", "none", "protonet")]
+    text = comparisons_markdown(rows, "t", identical=identical_pairs(records))
+    assert "Not compared, identical features: big vs none for protonet" in text

@@ -67,3 +67,18 @@ def test_only_the_meta_learner_sees_the_sources(pair) -> None:
 def test_unknown_source_is_one_line(base: Path) -> None:
     with pytest.raises(MetalearnError, match="meta_train.sources.*nope"):
         run(base, "bad", "meta_train.sources=[nope]")
+
+
+def test_summary_says_what_the_learners_learned_from(pair) -> None:
+    without, with_sources = pair
+    learned = json.loads((with_sources / "learned.json").read_text())
+    folds = json.loads((with_sources / "folds.json").read_text())
+    assert [f["fold"] for f in learned] == [f["fold"] for f in folds]
+    for f, fold in zip(learned, folds, strict=True):
+        assert f["meta_train"]["speakers"] == len(fold["meta_train"])
+        cremad = f["sources"]["cremad"]
+        assert cremad["speakers"] == len(fold["meta_train_sources"]["cremad"]) and 0 <= cremad["task_speakers"] <= 2
+    text = (with_sources / "summary.md").read_text()
+    assert "methods that learn across speakers, fold 0:" in text and "cremad:" in text
+    assert "Feature protocol:" in text
+    assert "cremad" not in (without / "summary.md").read_text()

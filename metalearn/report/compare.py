@@ -98,6 +98,20 @@ def planned_pairs(cells: Iterable[Cell], reference: str) -> list[tuple[Cell, Cel
     return pairs
 
 
+def is_copy(records: Sequence[dict], reference: Cell) -> bool:
+    """Whether a variant cell's records are copies of the reference variant's (every ``features_of`` names it)."""
+    return reference[0] != records[0]["pretune"] and all(r.get("features_of") == reference[0] for r in records)
+
+
+def identical_pairs(records: Iterable[dict]) -> list[tuple[str, str, str]]:
+    """(pretune, reference pretune, algorithm) of the variant comparisons left out because the variant's rows
+    are copies of the reference variant's identical features, sorted."""
+    cells: dict[Cell, list[dict]] = defaultdict(list)
+    for r in records:
+        cells[cell_key(r)].append(r)
+    return sorted({(c[0], ref[0], c[1]) for c, ref in planned_pairs(cells, "") if is_copy(cells[c], ref)})
+
+
 def _statistics(t: PairedTest, n_pairs: int) -> dict:
     return {"n_speakers": t.n, "n_trials": n_pairs, "diff_mean": t.mean, "diff_ci_low": t.low,
             "diff_ci_high": t.high, "p_value": t.p_value, "better": t.better, "equal": t.equal, "worse": t.worse}
@@ -117,6 +131,8 @@ def comparisons(records: Iterable[dict], reference: str = "finetune") -> list[di
     indexes: dict[tuple[Cell, bool], CellIndex] = {}
     found = []  # (method cell, reference cell, paired episodes, per-speaker differences [S, M])
     for cell, ref in planned_pairs(cells, reference):
+        if is_copy(cells[cell], ref):
+            continue  # the variant's rows are the reference variant's, copied: no finding (identical_pairs)
         with_meta = meta[cell] == meta[ref]  # pair on meta seeds only when both sides have the same ones
         for c in (cell, ref):
             if (c, with_meta) not in indexes:
@@ -159,12 +175,20 @@ def _table(rows: Sequence[dict]) -> list[str]:
     return markdown.table(header, body, [L, L, L, R, R, R, markdown.CENTRE])
 
 
-def comparisons_markdown(rows: Sequence[dict], title: str, metrics: Sequence[str] = METRICS[:3]) -> str:
-    """The ``comparisons.md`` text: per protocol and metric, the algorithm table and the variant table."""
+def comparisons_markdown(rows: Sequence[dict], title: str, metrics: Sequence[str] = METRICS[:3],
+                         identical: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The ``comparisons.md`` text: per protocol and metric, the algorithm table and the variant table;
+    ``identical``: (variant, reference variant, algorithm) left out as copies (:func:`identical_pairs`)."""
     lines = [f"# {title}", "", "Δ = method − reference in percentage points: the mean over speakers of each "
              "speaker's mean paired difference (same episode and seed), with its 95% t-interval; p from the "
              "paired t-test over speakers, Holm-adjusted over all comparisons of the metric (bold: < 0.05); "
              "speakers better / equal / worse than the reference.", ""]
+    by_pair: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for variant, ref, algorithm in identical:
+        by_pair[(variant, ref)].append(algorithm)
+    for (variant, ref), algorithms in sorted(by_pair.items()):
+        lines += [f"Not compared, identical features: {variant} vs {ref} for {', '.join(sorted(algorithms))} (its "
+                  f"rows are copies of {ref}'s: no finding).", ""]
     if not rows:
         return "\n".join([*lines, "No comparison has a paired episode.", ""])
     for protocol in sorted({r["protocol"] for r in rows}):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown
+from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons_markdown, identical_pairs
 from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_rows, read_queries
+from metalearn.report.context import learned_lines, protocol_lines
 from metalearn.report.records import read_skips, read_trials, skip_summary, skipped_only, write_trials_csv
 from metalearn.report.stats import t_interval
 from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
@@ -122,14 +123,15 @@ def _chance_text(records: Sequence[dict]) -> str:
 
 
 def summary_markdown(records: Sequence[dict], summary_rows: Sequence[dict], title: str,
-                     skipped: Sequence[dict] = ()) -> str:
+                     skipped: Sequence[dict] = (), context: Sequence[str] = ()) -> str:
     """The ``summary.md`` text: per protocol, one table per metric (accuracy, macro-F1, UAR); ``skipped``: the skip
-    records of trials that could not be scored (counted, with their reasons, under the title)."""
+    records of trials that could not be scored (counted, with their reasons, under the title); ``context``: lines
+    on how the trials were set up (:mod:`metalearn.report.context`), before the features read."""
     lines = [f"# {title}", "", f"{len(records)} trials; " + ", ".join(
         f"{p}: {sum(r['protocol'] == p for r in records)}" for p in protocols_by_size(records)) + ".", ""]
     if skipped:
         lines += [f"Not in the tables: {skip_summary(skipped)}.", ""]
-    lines += features_lines(records)
+    lines += [*context, *features_lines(records)]
     for protocol in protocols_by_size(records):
         recs = [r for r in records if r["protocol"] == protocol]
         rows = [r for r in summary_rows if r["protocol"] == protocol]
@@ -255,9 +257,11 @@ def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = No
     written = {"trials.csv": write_trials_csv(records, run_dir / "trials.csv")}
     for file, text in (("summary.csv", _csv_text(summary_rows, SUMMARY_FIELDS)),
                        ("per_speaker.csv", _csv_text(speaker_rows, PER_SPEAKER_FIELDS)),
-                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}", skipped)),
+                       ("summary.md", summary_markdown(records, summary_rows, f"Results: {name}", skipped,
+                                                       protocol_lines(run_dir) + learned_lines(run_dir))),
                        ("comparisons.csv", _csv_text(comparison_rows, COMPARISON_FIELDS)),
-                       ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}")),
+                       ("comparisons.md", comparisons_markdown(comparison_rows, f"Paired comparisons: {name}",
+                                                               identical=identical_pairs(records))),
                        *_content_files(run_dir, records, name)):
         write_atomic(run_dir / file, text)
         written[file] = run_dir / file

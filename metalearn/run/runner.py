@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -24,8 +23,6 @@ from pathlib import Path
 from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance
 from metalearn.fewshot.episode_io import save_episodes
-from metalearn.fewshot.episodes import Episode
-from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.content import QueryLog, query_file, query_records, shares_content
 from metalearn.report.records import (
     SkipLog,
@@ -43,7 +40,9 @@ from metalearn.run.config import ExperimentConfig
 from metalearn.run.draw import build_episodes, draw_episodes
 from metalearn.run.folds_file import config_folds, read_folds, write_folds
 from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
+from metalearn.run.inputs import RunInputs
 from metalearn.run.layer_choice import choose_layers
+from metalearn.run.learned import write_inputs_report
 from metalearn.run.planning import check_grid, learns_across_speakers, plan, variant_names
 from metalearn.run.reuse import Reuse, features_digest
 from metalearn.run.run_folder import save_config, tracked_config, work_in
@@ -119,27 +118,6 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepa
 
 
 @dataclass(frozen=True)
-class RunInputs:
-    """What a grid is planned and scored from: the target corpus's rows (outside ``speakers.exclude``), the
-    folds, the pretune variants by name, each seed's episodes, the layer each (variant, fold) reads (empty:
-    ``features.layer``) and the source corpora's rows whose speakers meta-train too (``meta_train.sources``)."""
-
-    rows: list[Utterance]
-    folds: list[Fold]
-    variants: dict[str, PretuneVariant]
-    episodes: dict[int, list[Episode]]
-    layers: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
-    sources: list[Utterance] = dataclasses.field(default_factory=list)
-
-    def table_rows(self, units: Sequence[Unit], learns: Callable[[str, int], bool]) -> list[Utterance]:
-        """The rows a feature table of ``units`` (one variant's) needs: the target's, and the sources' when a
-        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold)``)."""
-        if self.sources and any(learns(u.algorithm, u.fold) for u in units):
-            return self.rows + self.sources
-        return self.rows
-
-
-@dataclass(frozen=True)
 class Logs:
     """Where a shard's results go: trial records, skip records and (for the content check) per-query hits."""
 
@@ -189,6 +167,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
+    write_inputs_report(cfg, out, RunInputs(rows, folds, variants, episodes, sources=sources))
     # Every variant's embeddings, sharing frozen layers: what --prepare is for, and what the layer choice reads.
     filled = prepare_only or cfg.features.choose_layer
     if filled:
