@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from metalearn.fewshot.algorithms import ALGORITHMS, REGISTRY, config_class
-from metalearn.tune.spaces import search_space, space_fields
+from metalearn.tune.spaces import declared_trials, search_space, space_fields, trials_for
+from metalearn.util.errors import MetalearnError
 
 # Registered algorithms with options worth tuning; the rest have nothing to tune or are too slow to tune.
 TUNABLE = {"finetune", "simpleshot", "protonet", "protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile",
@@ -62,3 +63,15 @@ def test_algorithm_modules_do_not_import_optuna(path: Path) -> None:
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         assert not any(n.split(".")[0] == "optuna" for n in names), f"{path.name} imports optuna"
+
+
+def test_a_method_may_declare_a_smaller_tuning_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = importlib.import_module(f"metalearn.fewshot.algorithms.{REGISTRY['finetune'].module}")
+    assert declared_trials("finetune") is None and trials_for("finetune", 20) == 20
+    monkeypatch.setattr(module, "TUNING_TRIALS", 5, raising=False)
+    assert (declared_trials("finetune"), trials_for("finetune", 20), trials_for("finetune", 3)) == (5, 5, 3)
+    monkeypatch.setattr(module, "TUNING_TRIALS", {"finetune": 4, "other": 1}, raising=False)
+    assert trials_for("finetune", 20) == 4
+    monkeypatch.setattr(module, "TUNING_TRIALS", 0, raising=False)
+    with pytest.raises(MetalearnError, match="TUNING_TRIALS: 0 for finetune; expected an int >= 1"):
+        trials_for("finetune", 20)

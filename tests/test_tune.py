@@ -18,6 +18,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter, config_class
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import prepare_variants, variant_features
+from metalearn.run.tuned import PER_VARIANT
 from metalearn.tune import study as tune_module
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.tune.study import Scorer, tune
@@ -61,7 +62,7 @@ def test_every_method_gets_the_same_budget(tuned: Path) -> None:
             mine = [r for r in rows if r["fold"] == fold and r["counted"] == "True"]
             assert len(mine) == 3 and mine[0]["hand_set"] == "True"  # the hand-set config is trial 0
     md = (tuned / "tuning.md").read_text()
-    assert all(f"| {a} | {f} |" in md for a in TUNED for f in (0, 1))
+    assert all(f"| {a} | none | {f} | own | 1 of 1 " in md for a in TUNED for f in (0, 1))
     assert "| transfer | k=0" not in md and "k=0" in md  # transfer's unadapted classifier is scored too
 
 
@@ -72,6 +73,8 @@ def test_overlay_holds_each_folds_winner_and_run_applies_it(base: Path, tuned: P
         best = max(rows, key=lambda r: float(r["accuracy"]))
         assert fold["algorithms"]["finetune"] == yaml.safe_load(best["values"])
         assert set(fold["meta_steps"]) == {"transfer"}  # finetune learns nothing across speakers
+        if PER_VARIANT:  # the one variant's own values are the fold-level ones
+            assert fold["variants"] == {"none": {"algorithms": fold["algorithms"], "meta_steps": fold["meta_steps"]}}
     tuned_file = f"tuned.file={tuned / 'tuning/tuned.yaml'}"
     result = run_experiment(load_config(None, overrides(base, "run", tuned_file, **TINY)))
     saved = yaml.safe_load((result.out / "config.yaml").read_text())["tuned"]
@@ -159,11 +162,10 @@ def test_every_space_gives_valid_config_values_around_the_defaults(name: str) ->
     assert set(space_fields(space)) <= {f for f in config_class(name).__dataclass_fields__}
 
 
-def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta_seed(
+def test_tuning_reads_the_chosen_layer_and_uses_one_meta_seed(
         base: Path, tuned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With features.choose_layer, trials score each fold's features at the layer chosen on its validation
-    speakers (layers.json in the tuning folder); `algorithms.only.*.variants` (a run's subset of variants) does
-    not stop tuning on tune.variant; every trial meta-trains once, with the first meta seed."""
+    speakers (layers.json in the tuning folder); every trial meta-trains once, with the first meta seed."""
     seen, real = [], tune_module.score_group
 
     def spy(cfg, units, variant, table, folds):
@@ -173,7 +175,7 @@ def test_tuning_reads_the_chosen_layer_ignores_variant_subsets_and_uses_one_meta
     monkeypatch.setattr(tune_module, "score_group", spy)
     tune(load_config(None, overrides(base, "layers", "tune.trials=1", "tune.algorithms=[transfer]",
                                      "features.choose_layer=true", "meta_train.seeds=[3,4]",
-                                     "algorithms.only={transfer: {variants: [none, pft-elsewhere]}}", **TINY)))
+                                     "algorithms.only={transfer: {variants: [none]}}", **TINY)))
     chosen = {e["fold"]: e["layer"] for e in json.loads((base / "layers" / "tuning" / "layers.json").read_text())}
     assert seen and all(seeds == {3} for seeds, _, _ in seen)
     cfg = load_config(None, overrides(base, "unused", **TINY))

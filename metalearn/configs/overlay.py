@@ -1,9 +1,11 @@
 """Tuned overlays: the file ``tune`` writes (``{tuned: {folds: [...]}}``), found by path or by name under the
 preset folders, and read into a config's ``tuned.folds`` when the config is loaded.
 
-Per fold, an overlay holds the validation and meta-training speakers it was tuned on and the winners
-(algorithm -> config fields, algorithm -> meta-training steps). :func:`metalearn.run.tuned.apply_tuned` checks
-them against the run's own folds.
+Per fold, an overlay holds the validation and meta-training speakers it was tuned on (quoted: YAML 1.1 reads an
+unquoted ``0011`` as the number 9, which is refused here) and the winners (algorithm -> config fields,
+algorithm -> meta-training steps), fold-level and per variant (``variants.<variant>.algorithms`` and
+``.meta_steps``; a variant's own win, see :mod:`metalearn.run.tuned`). :func:`metalearn.run.tuned.apply_tuned`
+checks them against the run's own folds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def read_overlay(path: Path) -> list[TunedFold]:
         extra = sorted(set(data) - {"tuned"})
         if extra:
             raise MetalearnError(f"tuned overlay {path}: unexpected top-level key {extra[0]!r} (expected only tuned)")
+        _check_ids(path, data.get("tuned", {}))
         merged = OmegaConf.merge(OmegaConf.structured(TunedConfig), data.get("tuned", {}))
         folds = OmegaConf.to_object(merged).folds
     except (OSError, YAMLError, OmegaConfBaseException) as e:
@@ -48,6 +51,20 @@ def read_overlay(path: Path) -> list[TunedFold]:
     if not folds:
         raise MetalearnError(f"tuned overlay {path}: no folds under tuned.folds (expected what `tune` writes)")
     return folds
+
+
+def _check_ids(path: Path, tuned: object) -> None:
+    """Refuse a speaker id that YAML read as a number (an unquoted ``0011`` is 9): ids are text."""
+    from omegaconf import DictConfig, ListConfig
+
+    folds = tuned.get("folds") if isinstance(tuned, DictConfig) else None
+    for i, fold in enumerate(folds if isinstance(folds, ListConfig) else []):
+        for key in ("validation", "meta_train"):
+            ids = fold.get(key) if isinstance(fold, DictConfig) else None
+            for value in ids if isinstance(ids, ListConfig) else []:
+                if not isinstance(value, str):
+                    raise MetalearnError(f"tuned overlay {path}: tuned.folds[{i}].{key} holds {value!r}, a number; "
+                                         f"quote speaker ids (e.g. '0011', which unquoted reads as 9)")
 
 
 def with_overlay(cfg: ExperimentConfig) -> ExperimentConfig:

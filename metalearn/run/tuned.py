@@ -4,6 +4,10 @@ The loader reads the overlay ``tuned.file`` names into ``cfg.tuned.folds`` (:mod
 so the run's config.yaml records the file and every value it used. Fold ``f``'s values apply to fold ``f``
 only: they were chosen on fold ``f``'s validation speakers, never on its test speakers (a speaker tested in
 one fold may validate another, whose values it then never meets).
+
+Per fold, an overlay holds the fold-level winners and each variant's own (``variants.<variant>``, chosen on
+that variant's features): a variant's own values win, method by method; a variant (or a caller that names
+none) without its own entry for a method gets the fold-level one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
 from metalearn.run.grid import Fold
 from metalearn.run.run_folder import as_dict
 from metalearn.util.errors import MetalearnError
+
+# whether the config schema holds per-variant tuned values (``TunedFold.variants``); until it does, ``tune``
+# writes the fold-level values only
+PER_VARIANT = "variants" in {f.name for f in dataclasses.fields(TunedFold)}
 
 
 def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:
@@ -32,24 +40,48 @@ def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:
             raise MetalearnError(f"config key 'tuned': fold {f.fold} was tuned on validation {t.validation} / meta-"
                                  f"training {t.meta_train}, the run has {list(f.validation)} / {list(f.meta_train)} "
                                  f"(tune again with this config's speakers)")
-        unknown = sorted((set(t.algorithms) | set(t.meta_steps)) - set(ALGORITHMS))
+        named = set(t.algorithms) | set(t.meta_steps)
+        for own in _variants(t).values():
+            named |= set(own.algorithms) | set(own.meta_steps)
+        unknown = sorted(named - set(ALGORITHMS))
         if unknown:
             raise MetalearnError(f"config key 'tuned': fold {f.fold} names unknown algorithms {unknown}")
     return cfg
 
 
-def options_for(cfg: ExperimentConfig, algorithm: str, fold: int) -> dict:
-    """The algorithm's config fields in fold ``fold``: its config section, then the fold's tuned values."""
+def _variants(tuned: TunedFold) -> dict:
+    """The fold's per-variant entries (variant -> its algorithms and meta_steps); none before the schema has them."""
+    return getattr(tuned, "variants", None) or {}
+
+
+def _entry(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None, field: str) -> tuple[bool, object]:
+    """(found, value) of ``algorithm`` in the fold's tuned ``field`` (algorithms or meta_steps): the variant's own
+    entry, else the fold-level one."""
+    tuned = cfg.tuned.folds[fold]
+    own = _variants(tuned).get(variant) if variant is not None else None
+    for source in ((own,) if own is not None else ()) + (tuned,):
+        values = getattr(source, field)
+        if algorithm in values:
+            return True, values[algorithm]
+    return False, None
+
+
+def options_for(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> dict:
+    """The algorithm's config fields in fold ``fold`` for pretune ``variant``: its config section, then the tuned
+    values (the variant's own, else the fold's; None: the fold's)."""
     options = as_dict(getattr(cfg.algorithms, algorithm))
     if cfg.tuned.folds:
-        options.update(cfg.tuned.folds[fold].algorithms.get(algorithm, {}))
+        found, values = _entry(cfg, algorithm, fold, variant, "algorithms")
+        options.update(values if found else {})
     return options
 
 
-def meta_steps_for(cfg: ExperimentConfig, algorithm: str, fold: int) -> int:
-    """Meta-training (or training) steps of the algorithm in fold ``fold``: tuned, else ``meta_train.steps``."""
+def meta_steps_for(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> int:
+    """Meta-training (or training) steps of the algorithm in fold ``fold`` for pretune ``variant``: tuned (the
+    variant's own, else the fold's; None: the fold's), else ``meta_train.steps``."""
     if cfg.tuned.folds:
-        return int(cfg.tuned.folds[fold].meta_steps.get(algorithm, cfg.meta_train.steps))
+        found, steps = _entry(cfg, algorithm, fold, variant, "meta_steps")
+        return int(steps) if found else cfg.meta_train.steps
     return cfg.meta_train.steps
 
 

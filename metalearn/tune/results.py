@@ -1,13 +1,16 @@
-"""The studies of ``tune`` in the journal file, and what is written from them.
+"""What is written from the studies of ``tune`` in the journal file.
 
-- ``tuning/<method>.csv``: every trial of every fold (state, whether it counts, values, validation accuracy
-  overall and per k, seconds);
-- ``tuning.md`` (in the run folder): per method and fold, the trials counted, the hand-set and the chosen
-  validation accuracy and the chosen values; per method and k, hand-set against tuned (mean over folds);
-- ``tuning/tuned.yaml``: the overlay ``run`` reads (``tuned.file``): per fold, each method's winner.
+- ``tuning/<method>.csv``: every trial of every study (variant, fold, state, whether it counts, values,
+  validation accuracy overall and per k, how many validation speakers it is over, seconds);
+- ``tuning.md`` (in the run folder, :mod:`metalearn.tune.summary`): per method, variant and fold, the trials
+  counted, the hand-set and the chosen validation accuracy and the chosen values;
+- ``tuning/tuned.yaml``: the overlay ``run`` reads (``tuned.file``): per fold, each variant's winners
+  (``variants.<variant>.algorithms`` and ``.meta_steps``) beside the fold-level ones, which apply to a variant
+  without its own entry (they are ``tune.variant``'s, else the first tuned variant's, per method).
 
-Only the first ``tune.trials`` finished trials of a study (by trial number) count, so every method has the
-same budget even when several workers overshoot together.
+Only the first ``tune.trials`` finished trials of a study (by trial number) count (fewer where a method
+declares a smaller budget), so every method has the same budget even when several workers overshoot together.
+Every counted trial is checked against its checksum first (:func:`metalearn.tune.journal.verified`).
 """
 
 from __future__ import annotations
@@ -15,125 +18,102 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
-from metalearn.util import markdown
+from metalearn.run.tuned import PER_VARIANT
+from metalearn.tune.journal import StudyKey, best, counted, load, study_keys, verified
+from metalearn.tune.spaces import trials_for
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 from metalearn.util.provenance import git_commit
 
 
-def open_study(storage: Any, algorithm: str, fold: int) -> Any:
-    """The (method, fold) study, created with the hand-set config as its first trial; stale trials failed."""
-    import optuna
+@dataclass(frozen=True)
+class Outcome:
+    """A study's result: its key, the variants it stands for (identical features), every trial, the counted
+    ones, the hand-set trial and the winner."""
 
-    study = optuna.create_study(storage=storage, study_name=f"{algorithm}/fold{fold}", direction="maximize",
-                                load_if_exists=True)
-    fail_stale(study, storage)
-    from optuna.trial import TrialState
-
-    # the hand-set config comes first; again when its trial failed (an error, or a killed worker) before any
-    # other finished, so the first finished trial is always the hand-set one
-    if not any(t.user_attrs.get("hand_set") and t.state != TrialState.FAIL for t in study.trials) \
-            and not finished(study):
-        study.enqueue_trial({}, user_attrs={"hand_set": True})
-    return study
+    key: StudyKey
+    variants: tuple[str, ...]
+    trials: list
+    counted: list
+    hand: Any
+    chosen: Any
 
 
-def fail_stale(study: Any, storage: Any) -> None:
-    """Mark FAIL the running trials of workers on this host whose process is gone (killed mid-trial)."""
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def finished(study: Any) -> list:
-    """The study's finished (complete) trials, by trial number."""
-    from optuna.trial import TrialState
-
-    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-
-
-def counted(study: Any, trials: int) -> list:
-    """The trials that count: the first ``trials`` finished ones."""
-    return finished(study)[:trials]
-
-
-def best(trials: list) -> Any:
-    """The highest validation accuracy (ties: the earliest trial, so the hand-set config wins a tie)."""
-    return max(trials, key=lambda t: (t.value, -t.number))
-
-
-def tuned_methods(storage: Any, folds: list[Fold], order: list[str]) -> list[str]:
-    """Every method in the journal with a finished trial in every fold (earlier tune calls included), in
-    ``order`` first."""
-    import optuna
-
-    names = set(optuna.get_all_study_names(storage))
-    methods = {n.rpartition("/")[0] for n in names}
-    done = [m for m in methods if all(f"{m}/fold{f.fold}" in names and finished(
-        optuna.load_study(study_name=f"{m}/fold{f.fold}", storage=storage)) for f in folds)]
-    return sorted(done, key=lambda m: (order.index(m) if m in order else len(order), m))
-
-
-def write_results(cfg: ExperimentConfig, storage: Any, order: list[str], folds: list[Fold]) -> dict[str, Path]:
-    """Write every tuned method's CSV, tuning.md and the overlay from the journal; returns what was written."""
-    import optuna
-
-    out, n = Path(cfg.out), cfg.tune.trials
-    algorithms = tuned_methods(storage, folds, order)
-    studies = {(a, f.fold): optuna.load_study(study_name=f"{a}/fold{f.fold}", storage=storage)
-               for a in algorithms for f in folds}
-    written = {}
-    for a in algorithms:
-        written[a] = out / "tuning" / f"{a}.csv"
-        write_atomic(written[a], trials_csv([(f.fold, studies[a, f.fold]) for f in folds], n))
-    chosen = {key: best(counted(study, n)) for key, study in studies.items()}
-    hand = {key: next((t for t in counted(study, n) if t.user_attrs.get("hand_set")), None)
-            for key, study in studies.items()}
-    lost = sorted(f"{a}/fold{f}" for (a, f), t in hand.items() if t is None)
+def outcomes(cfg: ExperimentConfig, storage: Any, journal: Path, folds: list[Fold]) -> list[Outcome]:
+    """Every study of the journal in one of ``folds`` with a counted trial (earlier tune calls' included)."""
+    mine, found, lost = {f.fold for f in folds}, [], []
+    for key in study_keys(storage, journal):
+        if key.fold not in mine:
+            continue
+        study = verified(load(storage, key, journal), key, journal)
+        first = counted(study, trials_for(key.algorithm, cfg.tune.trials))
+        if not first:
+            continue
+        hand = next((t for t in first if t.user_attrs.get("hand_set")), None)
+        if hand is None:
+            lost.append(key.name)
+        variants = tuple(study.user_attrs.get("variants") or (key.variant,))
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        found.append(Outcome(key, variants, trials, first, hand, best(first)))
     if lost:
-        journal = Path(cfg.out) / "tuning" / "journal.log"
-        raise MetalearnError(f"{journal}: studies {lost} have no finished hand-set trial among their first {n}; "
+        raise MetalearnError(f"{journal}: studies {lost} have no finished hand-set trial among their counted ones; "
                              f"delete the tuning folder and tune again")
+    return found
+
+
+def complete(found: list[Outcome], folds: list[Fold], algorithms: list[str], variants: list[str]
+             ) -> dict[tuple[str, str], dict[int, Outcome]]:
+    """(method, variant) -> fold -> the outcome that stands for the variant there, for every pair tuned in
+    every fold; methods in ``algorithms`` order, then variants in ``variants`` order (others after, by name)."""
+    by_pair: dict[tuple[str, str], dict[int, Outcome]] = {}
+    for o in found:
+        for v in o.variants:
+            by_pair.setdefault((o.key.algorithm, v), {})[o.key.fold] = o
+    done = [p for p, mine in by_pair.items() if all(f.fold in mine for f in folds)]
+
+    def order(name: str, names: list[str]) -> tuple[int, str]:
+        return (names.index(name) if name in names else len(names), name)
+
+    return {p: by_pair[p] for p in sorted(done, key=lambda p: (order(p[0], algorithms), order(p[1], variants)))}
+
+
+def write_results(cfg: ExperimentConfig, storage: Any, journal: Path, algorithms: list[str], variants: list[str],
+                  folds: list[Fold]) -> dict[str, Path]:
+    """Write every tuned method's CSV, tuning.md and the overlay from the journal; returns what was written."""
+    from metalearn.tune.summary import tuning_md
+
+    out = Path(cfg.out)
+    found = outcomes(cfg, storage, journal, folds)
+    pairs = complete(found, folds, algorithms, variants)
+    written = {}
+    for a in dict.fromkeys(a for a, _ in pairs):
+        written[a] = out / "tuning" / f"{a}.csv"
+        write_atomic(written[a], trials_csv([o for o in found if o.key.algorithm == a]))
     written["tuning.md"] = out / "tuning.md"
-    write_atomic(written["tuning.md"], tuning_md(cfg, algorithms, folds, chosen, hand, studies))
+    write_atomic(written["tuning.md"], tuning_md(cfg, folds, pairs))
     written["overlay"] = out / "tuning" / "tuned.yaml"
-    write_atomic(written["overlay"], overlay(cfg, algorithms, folds, chosen))
+    write_atomic(written["overlay"], overlay(cfg, folds, pairs))
     return written
 
 
-def trials_csv(studies: list[tuple[int, Any]], n: int) -> str:
-    """One row per trial of the method's studies (all folds)."""
+def trials_csv(found: list[Outcome]) -> str:
+    """One row per trial of a method's studies (all variants and folds)."""
     rows = []
-    for fold, study in studies:
-        first = {t.number for t in counted(study, n)}
-        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for o in sorted(found, key=lambda o: (o.key.fold, o.key.variant)):
+        first = {t.number for t in o.counted}
+        for t in o.trials:
             a = t.user_attrs
-            rows.append({"fold": fold, "trial": t.number, "state": t.state.name, "counted": t.number in first,
-                         "hand_set": bool(a.get("hand_set")), "accuracy": t.value,
+            rows.append({"variant": o.key.variant, "variants": " ".join(o.variants), "fold": o.key.fold,
+                         "trial": t.number, "state": t.state.name, "counted": t.number in first,
+                         "hand_set": bool(a.get("hand_set")), "accuracy": t.value, "n_speakers": a.get("n_speakers"),
                          **{f"accuracy_k{k}": v for k, v in (a.get("by_k") or {}).items()},
                          "meta_steps": a.get("meta_steps"), "values": json.dumps(a.get("values"), sort_keys=True),
                          "seconds": a.get("seconds"), "worker": a.get("worker")})
@@ -145,50 +125,42 @@ def trials_csv(studies: list[tuple[int, Any]], n: int) -> str:
     return buf.getvalue()
 
 
-def _values(t: Any) -> str:
-    values = dict(t.user_attrs.get("values") or {})
-    if t.user_attrs.get("meta_steps") is not None:
-        values["meta_steps"] = t.user_attrs["meta_steps"]
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
+class SpeakerId(str):
+    """A speaker id, always written quoted (YAML 1.1 readers take an unquoted ``0019`` or ``0011`` for a number)."""
 
 
-def tuning_md(cfg: ExperimentConfig, algorithms: list[str], folds: list[Fold], chosen: dict, hand: dict,
-              studies: dict) -> str:
-    """The chosen values and their validation scores, every method with its number of counted trials."""
-    n = cfg.tune.trials
-    lines = [f"# Tuning: {cfg.name}", "",
-             f"One Optuna study (seeded TPE, seed {cfg.tune.seed}) per method and fold; {n} trials each, the first "
-             f"the hand-set config. Objective: mean accuracy over the fold's validation speakers' episodes "
-             f"(pretune variant {cfg.tune.variant or 'the first'}), after learning from its meta-training speakers "
-             f"only. Test speakers were never scored. Commit {git_commit()}.", ""]
-    rows = [[a, f.fold, ", ".join(f.validation), len(counted(studies[a, f.fold], n)), f"{hand[a, f.fold].value:.4f}",
-             f"{chosen[a, f.fold].value:.4f}", _values(chosen[a, f.fold])] for a in algorithms for f in folds]
-    lines += markdown.table(["method", "fold", "validation speakers", "trials", "hand-set", "tuned", "chosen values"],
-                            rows, [markdown.PLAIN] * 7)
-    ks = sorted({k for t in chosen.values() for k in t.user_attrs.get("by_k", {})}, key=int)
-    cell = "{0:.3f} / {1:.3f}"
-    rows = []
-    for a in algorithms:
-        cells = []
-        for k in ks:
-            pair = [np.mean([d[a, f.fold].user_attrs["by_k"].get(k, np.nan) for f in folds]) for d in (hand, chosen)]
-            cells.append("-" if np.isnan(pair[0]) else cell.format(*pair))
-        rows.append([a, *cells])
-    lines += ["", "Validation accuracy per k, mean over folds (hand-set / tuned):", "",
-              *markdown.table(["method", *(f"k={k}" for k in ks)], rows, [markdown.PLAIN] * (len(ks) + 1))]
-    return "\n".join(lines) + "\n"
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # the fold-level values repeat a variant's: written out, no &id
+        return True
 
 
-def overlay(cfg: ExperimentConfig, algorithms: list[str], folds: list[Fold], chosen: dict) -> str:
-    """The YAML overlay: per fold, each method's winning config values and meta-training steps."""
+_Dumper.add_representer(SpeakerId, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", str(v), style="'"))
+
+
+def _winners(pairs: dict, fold: int, variant: str | None) -> dict[str, dict]:
+    """{algorithms: method -> values, meta_steps: method -> steps} of ``variant`` in ``fold``; None: the fold-level
+    entry, per method the first variant tuned (``tune.variant`` when it was set)."""
+    chosen: dict[str, Any] = {}
+    for (a, v), mine in pairs.items():
+        if (variant is None and a not in chosen) or v == variant:
+            chosen[a] = mine[fold].chosen
+    return {"algorithms": {a: t.user_attrs["values"] for a, t in chosen.items()},
+            "meta_steps": {a: t.user_attrs["meta_steps"] for a, t in chosen.items()
+                           if t.user_attrs.get("meta_steps") is not None}}
+
+
+def overlay(cfg: ExperimentConfig, folds: list[Fold], pairs: dict[tuple[str, str], dict[int, Outcome]]) -> str:
+    """The YAML overlay: per fold, the speakers, the fold-level winners and each variant's winners."""
     entries = []
     for f in folds:
-        steps = {a: chosen[a, f.fold].user_attrs["meta_steps"] for a in algorithms
-                 if chosen[a, f.fold].user_attrs.get("meta_steps") is not None}
-        entries.append({"fold": f.fold, "validation": list(f.validation), "meta_train": list(f.meta_train),
-                        "algorithms": {a: chosen[a, f.fold].user_attrs["values"] for a in algorithms},
-                        "meta_steps": steps})
-    header = (f"# Tuned by `python -m metalearn tune` (config {cfg.name}, {cfg.tune.trials} trials per method and "
-              f"fold, commit {git_commit()}).\n# Use: python -m metalearn run --config {cfg.name} "
-              f"tuned.file=<this file>\n")
-    return header + yaml.safe_dump({"tuned": {"folds": entries}}, sort_keys=False, default_flow_style=None)
+        entry = {"fold": f.fold, "validation": [SpeakerId(s) for s in f.validation],
+                 "meta_train": [SpeakerId(s) for s in f.meta_train], **_winners(pairs, f.fold, None)}
+        if PER_VARIANT:
+            entry["variants"] = {v: _winners(pairs, f.fold, v) for v in dict.fromkeys(v for _, v in pairs)}
+        entries.append(entry)
+    header = (f"# Tuned by `python -m metalearn tune` (config {cfg.name}, {cfg.tune.trials} trials per method, "
+              f"variant and fold, commit {git_commit()}).\n# Per fold: each variant's winners under variants; the "
+              f"fold-level ones apply to a variant without its own.\n# Use: python -m metalearn run --config "
+              f"{cfg.name} tuned.file=<this file>\n")
+    return header + yaml.dump({"tuned": {"folds": entries}}, Dumper=_Dumper, sort_keys=False,
+                              default_flow_style=None, width=120)
