@@ -36,6 +36,8 @@ class PretuneConfig:
         layer: the feature the heads read: a hidden state (index into the L + 1 states, negative from the top)
             mean-pooled, or "mix": SUPERB's learned softmax-weighted sum of all L + 1 pooled states (the
             weights train with the heads and are saved with the variant).
+        standardize: the heads (and a mix) read each pooled state z-scored with the untouched backbone's mean and
+            std over the training clips (fixed before training; saved with the variant), as the probe does.
         head_lr: learning rate of the heads and the mix weights (None: ``lr``); the backbone layers use ``lr``.
         split: ``speaker`` (speaker-independent dev/test: IEMOCAP by session, other corpora by speaker; own
             splits kept) or ``utterance`` (Paper A's random 80/10/10 by utterance: leaks speakers and
@@ -67,6 +69,7 @@ class PretuneConfig:
     trainable_layers: int | None = None
     steps_per_epoch: int | None = None
     layer: int | str = -1
+    standardize: bool = True
     head_lr: float | None = None
     split: str = "speaker"
     sentence_disjoint: bool = True

@@ -4,7 +4,8 @@ Order of work: build the backbone, freeze all but the layers ending at the head'
 layers' output per clip (:meth:`MultiHeadClassifier.cache_trunk`), pool the UNTOUCHED states the head reads for
 every train/dev/test clip (this also fills the cache), train (:func:`metalearn.pretune.train.train`), fit the
 probe (:mod:`metalearn.pretune.probe`) on those untouched features (a mix: under the learned weights), then save
-the backbone, heads, mix weights, ``summary.json``, ``record.json`` (:mod:`metalearn.pretune.records`) and,
+the backbone, heads, ``feature.safetensors`` (the fixed z-score of the pooled states the heads read, and a
+mix's logits and softmax weights), ``summary.json``, ``record.json`` (:mod:`metalearn.pretune.records`) and,
 last, ``done.json``.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_backbone
 from metalearn.pretune.config import PretuneConfig
@@ -27,6 +29,7 @@ from metalearn.pretune.probe import ProbeScore, mix_states, probe_scores
 from metalearn.pretune.records import MIX, build_record, write_record
 from metalearn.pretune.subsets import HEADS, WEIGHTS, _save_tensors, _write_json, variant_name, write_done
 from metalearn.pretune.train import TrainResult, steps_per_epoch, train
+from metalearn.util.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +42,31 @@ def head_layer(model: MultiHeadClassifier) -> int | str:
 def probe(model: MultiHeadClassifier, features: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
           splits: Mapping[str, CorpusSplits], cfg: PretuneConfig) -> dict[str, ProbeScore]:
     """corpus -> the frozen probe's score on the untouched ``features[part][corpus]`` (states [N, S, D], labels)
-    at the head's state, or under the model's learned mix weights."""
+    at the head's state, or under the model's learned mix weights (each state z-scored by the model's fixed
+    norm first, as the heads read them)."""
     weights = model.mix_weights()
     weights = None if weights is None else weights.detach().cpu().double()
+    shift, scale = model.shift.detach().cpu().double(), model.scale.detach().cpu().double()
     scores = {}
     for corpus, s in sorted(splits.items()):
-        parts = [(mix_states(features[p][corpus][0].double(), weights), features[p][corpus][1])
+        parts = [(mix_states((features[p][corpus][0].double() - shift) / scale, weights), features[p][corpus][1])
                  for p in ("train", "dev", "test")]
         scores[corpus] = probe_scores(parts[0], parts[1], parts[2], len(s.labels), cfg.probe_l2)
         log.info("%s: frozen probe (l2 %g) dev %.4f, test %.4f", corpus, scores[corpus].l2, scores[corpus].dev,
                  scores[corpus].test)
     return scores
+
+
+def train_norm(train: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (floored at 1e-8) [S, D] of the pooled states [N, S, D] of every corpus's train clips."""
+    x = torch.cat([states for states, _ in train.values()]).double()
+    return x.mean(0).float(), x.std(0, unbiased=False).clamp_min(1e-8).float()
+
+
+def _save_state(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to("cpu", torch.float32, copy=True).contiguous() for k, v in tensors.items()},
+                  str(tmp))
 
 
 def build_model(subset: tuple[str, ...], splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
@@ -81,16 +98,19 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
     used = {c: splits[c] for c in subset}
     model.to(device)
     untouched = {p: pooled_part(model, used, p, cfg, device) for p in ("train", "dev", "test")}
+    if cfg.standardize:
+        model.set_norm(*train_norm(untouched["train"]))
     result = train(model, used, cfg, device, curve_path=folder / "curve.jsonl")
     scores = probe(model, untouched, used, cfg)
     if is_main():
         _save_tensors(backbone, folder / WEIGHTS)
         _save_tensors(model.heads, folder / HEADS)
         files = [WEIGHTS, HEADS]
+        feature = {"shift": model.shift, "scale": model.scale}
         if model.mix is not None:
-            _write_json(folder / MIX, {"logits": model.mix.detach().cpu().tolist(),
-                                       "weights": model.mix_weights().detach().cpu().tolist()})
-            files.append(MIX)
+            feature.update(mix_logits=model.mix, mix_weights=model.mix_weights())
+        _save_state(feature, folder / MIX)
+        files.append(MIX)
         _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
         steps = result.epochs * steps_per_epoch(cfg, used)
         write_record(folder, build_record(variant_name(subset), head_layer(model), cfg, used, result, steps,

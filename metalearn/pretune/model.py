@@ -34,7 +34,8 @@ class MultiHeadClassifier(nn.Module):
         layer: index into the backbone's L + 1 hidden states (negative counts from the top), or "mix".
 
     ``trunk_cache`` (set by :meth:`cache_trunk`) holds the frozen layers' output per clip; forwards given clip
-    ``keys`` continue from it.
+    ``keys`` continue from it. :meth:`set_norm` fixes a per-state z-score of the pooled states (the untouched
+    backbone's train statistics, as the probe standardizes) applied before the mix and the heads.
     """
 
     def __init__(self, backbone: SpeechBackbone, label_sets: Mapping[str, Sequence[str]],
@@ -48,6 +49,15 @@ class MultiHeadClassifier(nn.Module):
         self.heads = nn.ModuleDict({c: nn.Linear(backbone.hidden_size, len(labels))
                                     for c, labels in sorted(self.label_sets.items())})
         self.trunk_cache: TrunkCache | None = None
+        n = len(self.read_states)
+        self.register_buffer("shift", torch.zeros(n, backbone.hidden_size))
+        self.register_buffer("scale", torch.ones(n, backbone.hidden_size))
+
+    def set_norm(self, shift: Tensor, scale: Tensor) -> None:
+        """Fix the z-score of the pooled states the head reads: ``(pooled - shift) / scale``, both [S, D]."""
+        with torch.no_grad():
+            self.shift.copy_(shift)
+            self.scale.copy_(scale)
 
     @property
     def read_states(self) -> list[int]:
@@ -90,8 +100,10 @@ class MultiHeadClassifier(nn.Module):
         return None if self.mix is None else torch.softmax(self.mix.float(), dim=0)
 
     def embed(self, waves: Tensor, lengths: Tensor, keys: Sequence[str] | None = None) -> Tensor:
-        """``waves`` [B, T], ``lengths`` [B] -> pooled features [B, D] (the state, or the mixed states)."""
+        """``waves`` [B, T], ``lengths`` [B] -> pooled features [B, D]: the state, or the mixed states, each
+        z-scored by the fixed norm (:meth:`set_norm`)."""
         pooled = self.pooled(waves, lengths, keys)
+        pooled = (pooled - self.shift[:, None].to(pooled.dtype)) / self.scale[:, None].to(pooled.dtype)
         if self.mix is None:
             return pooled[0]
         return torch.einsum("s,sbd->bd", self.mix_weights().to(pooled.dtype), pooled)

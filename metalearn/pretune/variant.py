@@ -22,7 +22,7 @@ from torch import Tensor
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.features.featurize import select_features
 from metalearn.pretune.records import MIX
-from metalearn.pretune.subsets import backbone_for_variant, verify_checkpoint, verify_variant
+from metalearn.pretune.subsets import backbone_for_variant, load_checkpoint, verify_variant
 from metalearn.util.errors import MetalearnError
 
 
@@ -84,27 +84,31 @@ class PretuneVariant:
         return None if self.kind == "none" else self.config.get("head_layer")
 
     @cached_property
-    def mix_weights(self) -> np.ndarray:
-        """The softmax weights [L + 1] of its learned mix (from ``mix.json``, verified against ``done.json``)."""
+    def mix(self) -> dict[str, np.ndarray]:
+        """Its learned mix (``feature.safetensors``, verified against ``done.json``): ``weights`` [L + 1] (softmax)
+        and the fixed per-state z-score ``shift``, ``scale`` [L + 1, D] applied to each state before mixing."""
         if self.head_layer != "mix":
             raise MetalearnError(f"pretune variant {self.name} has no learned mix of states (its head read "
                                  f"state {self.head_layer}); use a state index as its feature")
-        path = verify_checkpoint(self.folder, MIX)
-        try:
-            return np.asarray(json.loads(path.read_text(encoding="utf-8"))["weights"], dtype=np.float64)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise MetalearnError(f"{path}: not a mix-weights file ({type(e).__name__})") from None
+        tensors = load_checkpoint(self.folder, MIX)
+        missing = {"mix_weights", "shift", "scale"} - set(tensors)
+        if missing:
+            raise MetalearnError(f"{self.folder / MIX}: lacks {sorted(missing)}; delete {self.folder} to retrain it")
+        return {"weights": tensors["mix_weights"].double().numpy(), "shift": tensors["shift"].double().numpy(),
+                "scale": tensors["scale"].double().numpy()}
 
     def features(self, values: np.ndarray, layer: int | str) -> Tensor:
         """Few-shot features [N, D] from cached embeddings [N, L + 1, D]: hidden state ``layer``, "mean", or
-        "mix" (the states weighted by this variant's learned mix weights)."""
+        "mix" (each state z-scored as pre-finetuning did, then weighted by the learned mix weights: exactly the
+        feature its heads read)."""
         n_states = values.shape[1]
         if layer == "mix":
-            weights = self.mix_weights
-            if len(weights) != n_states:
-                raise MetalearnError(f"pretune variant {self.name}: {len(weights)} mix weights for embeddings of "
-                                     f"{n_states} hidden states")
-            mixed = np.einsum("s,nsd->nd", weights, values.astype(np.float64))
+            mix = self.mix
+            if mix["scale"].shape != values.shape[1:]:
+                raise MetalearnError(f"pretune variant {self.name}: its mix is over states {mix['scale'].shape} "
+                                     f"[L + 1, D]; these embeddings are {values.shape[1:]}")
+            z = (values.astype(np.float64) - mix["shift"]) / mix["scale"]
+            mixed = np.einsum("s,nsd->nd", mix["weights"], z)
             return torch.from_numpy(np.ascontiguousarray(mixed, dtype=np.float32))
         if layer != "mean" and not -n_states <= int(layer) < n_states:
             raise MetalearnError(f"config key 'features.layer': {layer} is outside this backbone's "
