@@ -82,3 +82,22 @@ def test_summary_says_what_the_learners_learned_from(pair) -> None:
     assert "methods that learn across speakers, fold 0:" in text and "cremad:" in text
     assert "Feature protocol:" in text
     assert "cremad" not in (without / "summary.md").read_text()
+
+
+def test_only_speakers_that_fit_a_task_meta_train() -> None:
+    """A source speaker with too few emotions (or clips) for one task of the run's shape is never offered: its
+    clips could never be drawn, so they are not embedded either."""
+    from metalearn.data.manifest import Utterance
+    from metalearn.run.learned import fitting_sources, task_shape
+
+    def row(corpus: str, speaker: str, emotion: str, i: int) -> Utterance:
+        return Utterance(f"{speaker}-{emotion}-{i}", f"/x/{speaker}{i}.wav", corpus, speaker, "female", emotion,
+                         emotion, "train", 1.0, 16000, f"sentence {i}")
+
+    five = ("neutral", "happy", "angry", "sad", "surprise")
+    target = [row("esd", s, e, i) for s in ("a", "b") for e in five for i in range(3)]
+    rich = [row("cremad", "1001", e, i) for e in (*five, "fear") for i in range(4)]
+    poor = [row("cremad", "1002", e, i) for e in five[:3] for i in range(9)]
+    cfg = load_config(None, ["data.target.root=/x", "episodes.ks=[1,2]", "meta_train.queries=2"])
+    assert task_shape(cfg, target) == (5, 1, 2)
+    assert {u.speaker for u in fitting_sources(cfg, target, rich + poor)} == {"1001"}

@@ -17,7 +17,6 @@ import torch
 
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
-from metalearn.fewshot.episodes import Episode
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
@@ -45,29 +44,53 @@ def task_speakers(rows: Sequence[Utterance], ways: int, shots: int, queries: int
     return list(sampler.speakers)
 
 
-def learned_from(cfg: ExperimentConfig, rows: Sequence[Utterance], sources: Sequence[Utterance],
-                 folds: Sequence[Fold], example: Episode) -> list[dict]:
-    """Per fold: the target's meta-training speakers and clips, and per source corpus its speakers, clips and
-    the speakers that fit a meta-training task shaped like the run's (``example``'s ways, ``meta_train.shots``
-    or the smallest k, ``meta_train.queries``)."""
-    ways = 2 if example.protocol == "binary" else len(example.classes)
-    shots = cfg.meta_train.shots or min(cfg.episodes.ks)
+def task_shape(cfg: ExperimentConfig, rows: Sequence[Utterance]) -> tuple[int, int, int]:
+    """(ways, shots, queries) of the run's smallest meta-training task: the episodes' classes (binary: 2; nway:
+    ``episodes.classes`` or the emotions every target speaker has), ``meta_train.shots`` or the smallest k, and
+    ``meta_train.queries``."""
+    if cfg.episodes.protocol == "binary":
+        ways = 2
+    elif cfg.episodes.classes:
+        ways = len(cfg.episodes.classes)
+    else:
+        have = [{u.emotion for u in rows if u.speaker == s} for s in sorted({u.speaker for u in rows})]
+        ways = len(set.intersection(*have)) if have else 0
+    return ways, cfg.meta_train.shots or min(cfg.episodes.ks), cfg.meta_train.queries
+
+
+def fitting_sources(cfg: ExperimentConfig, rows: Sequence[Utterance], sources: Sequence[Utterance]
+                    ) -> list[Utterance]:
+    """The rows of the source speakers with enough clips for one meta-training task of :func:`task_shape`
+    (speakers without one could never be drawn: their clips are not embedded)."""
+    ways, shots, queries = task_shape(cfg, rows)
     by_corpus: dict[str, list[Utterance]] = {}
     for u in sources:
         by_corpus.setdefault(u.corpus, []).append(u)
-    fits = {c: task_speakers(us, ways, shots, cfg.meta_train.queries, example.protocol, cfg.episodes.disjoint)
-            for c, us in by_corpus.items()}
-    target_clips = Counter(u.speaker for u in rows if example.protocol == "binary" or u.emotion in example.classes)
+    keep = {(c, s) for c, us in by_corpus.items()
+            for s in task_speakers(us, ways, shots, queries, cfg.episodes.protocol, cfg.episodes.disjoint)}
+    return [u for u in sources if (u.corpus, u.speaker) in keep]
+
+
+def learned_from(cfg: ExperimentConfig, rows: Sequence[Utterance], offered: Sequence[Utterance],
+                 folds: Sequence[Fold]) -> list[dict]:
+    """Per fold: the target's meta-training speakers and clips, and per source corpus of ``offered`` (the rows
+    of ``meta_train.sources``) its speakers, those whose tasks meta-training uses (the fold's
+    ``meta_train_sources``) and their clips."""
+    ways, shots, queries = task_shape(cfg, rows)
+    by_corpus: dict[str, list[Utterance]] = {}
+    for u in offered:
+        by_corpus.setdefault(u.corpus, []).append(u)
+    target_clips = Counter(u.speaker for u in rows)
     out = []
     for f in folds:
         corpora = {}
-        for corpus, speakers in sorted(f.meta_train_sources.items()):
-            mine = set(speakers)
-            corpora[corpus] = {"speakers": len(mine), "task_speakers": len(mine & set(fits.get(corpus, ()))),
-                               "clips": sum(u.speaker in mine for u in by_corpus.get(corpus, ()))}
+        for corpus, us in sorted(by_corpus.items()):
+            used = set(f.meta_train_sources.get(corpus, ()))
+            corpora[corpus] = {"speakers": len({u.speaker for u in us}), "task_speakers": len(used),
+                               "clips": sum(u.speaker in used for u in us)}
         out.append({"fold": f.fold, "meta_train": {"speakers": len(f.meta_train),
                                                    "clips": sum(target_clips[s] for s in f.meta_train)},
-                    "sources": corpora, "task": {"ways": ways, "shots": shots, "queries": cfg.meta_train.queries}})
+                    "sources": corpora, "task": {"ways": ways, "shots": shots, "queries": queries}})
     return out
 
 
@@ -77,14 +100,13 @@ def write_learned(out: Path, records: list[dict]) -> Path:
     return out / LEARNED
 
 
-def write_inputs_report(cfg: ExperimentConfig, out: Path, inputs: RunInputs) -> None:
-    """What each arm learned from: ``learned.json`` (per fold) and, for variants with a pre-finetuning record,
+def write_inputs_report(cfg: ExperimentConfig, out: Path, inputs: RunInputs, offered: Sequence[Utterance]) -> None:
+    """What each arm learned from: ``learned.json`` (per fold; ``offered``: every row of ``meta_train.sources``,
+    of which ``inputs.sources`` fit a task) and, for variants with a pre-finetuning record,
     ``pretune.json`` / ``pretune.md`` (source accuracy beside the frozen probe)."""
     from metalearn.pretune.records import variant_record, write_pretune_report
 
-    example = next((e for eps in inputs.episodes.values() for e in eps), None)
-    if example is not None:
-        write_learned(out, learned_from(cfg, inputs.rows, inputs.sources, inputs.folds, example))
+    write_learned(out, learned_from(cfg, inputs.rows, offered, inputs.folds))
     records = [variant_record(v.folder) for v in inputs.variants.values()]
     if any(records):
         write_pretune_report(records, out)

@@ -42,7 +42,7 @@ from metalearn.run.folds_file import config_folds, read_folds, write_folds
 from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
 from metalearn.run.inputs import RunInputs
 from metalearn.run.layer_choice import choose_layers
-from metalearn.run.learned import write_inputs_report
+from metalearn.run.learned import fitting_sources, write_inputs_report
 from metalearn.run.planning import check_grid, learns_across_speakers, plan, variant_names
 from metalearn.run.reuse import Reuse, features_digest
 from metalearn.run.run_folder import save_config, tracked_config, work_in
@@ -142,7 +142,7 @@ def prepared(cfg: ExperimentConfig, rows: list[Utterance], episodes_folder: Path
     itself interleaves these steps with its checks, so that a config mistake writes nothing): episodes read from
     (or drawn into) ``episodes_folder``, variants trained only when ``train``; ``rows``: :func:`target_rows`."""
     speakers = sorted({u.speaker for u in rows})
-    sources = source_rows(cfg)
+    sources = fitting_sources(cfg, rows, source_rows(cfg))
     folds = speaker_folds(cfg, speakers, sources=sources)
     variants = prepare_variants(cfg, train=train)
     episodes = {s: build_episodes(cfg, rows, speakers, s, episodes_folder) for s in cfg.seeds}
@@ -150,7 +150,8 @@ def prepared(cfg: ExperimentConfig, rows: list[Utterance], episodes_folder: Path
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
-    rows, sources = target_rows(cfg), source_rows(cfg)
+    rows, offered = target_rows(cfg), source_rows(cfg)
+    sources = fitting_sources(cfg, rows, offered)  # the source speakers whose clips fit a meta-training task
     speakers = sorted({u.speaker for u in rows})
     cfg = apply_tuned(cfg, speaker_folds(cfg, speakers))  # config.yaml records the tuned values it runs with
     # Every check of the config comes before the first write into the folder: episodes not saved yet are drawn
@@ -167,7 +168,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     # Shards running side by side must not train the same variant at once: they need it trained already.
     variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    write_inputs_report(cfg, out, RunInputs(rows, folds, variants, episodes, sources=sources))
+    write_inputs_report(cfg, out, RunInputs(rows, folds, variants, episodes, sources=sources), offered)
     # Every variant's embeddings, sharing frozen layers: what --prepare is for, and what the layer choice reads.
     filled = prepare_only or cfg.features.choose_layer
     if filled:
