@@ -197,3 +197,16 @@ def test_card_names_a_hub_base_model() -> None:
     card = model_card(meta)
     assert "\nbase_model: facebook/wav2vec2-base\n" in card and "from the Hugging Face Hub" in card
     assert "untouched wav2vec2 speech encoder" in card and "No training scores" in card
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(variants: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("metalearn.pretune.export.swap_in_folder", full)
+    with pytest.raises(MetalearnError, match=r"cannot write the export .*full \(No space left on device\)"):
+        export_variant(variants["whisper"], tmp_path / "full")
+    assert not [p for p in tmp_path.iterdir()]  # no temporary, no half export
+    with pytest.raises(MetalearnError, match="is not a Hub repo id"):
+        push_to_hub(tmp_path, "a/b/c")  # the id is checked before anything else

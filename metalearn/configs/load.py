@@ -56,6 +56,8 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
                              f"({len(missing)} unset: {', '.join(missing)})")
     guarded(lambda: check_tree(merged), schema)  # declared ranges, named by their full key
     cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
+    guarded(lambda: OmegaConf.structured(cfg), schema)  # a value its field's type cannot hold (a mapping for a
+    # string: OmegaConf's merge lets it through) is refused here, not when the run folder's config.yaml is written
     spec.validate(cfg)
     return spec.resolve(cfg)
 

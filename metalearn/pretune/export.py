@@ -34,7 +34,7 @@ from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.pretune.card import model_card
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import swap_in_folder
+from metalearn.util.fileio import make_folder, swap_in_folder
 
 SIDECAR = "metalearn.json"
 HEAD_FILES = ("heads.safetensors", "feature.safetensors", "clap_heads.safetensors")
@@ -43,24 +43,57 @@ PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_conf
                    "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json")
 
 
-def export_variant(variant_dir: str | os.PathLike, out_dir: str | os.PathLike, command: str | None = None) -> Path:
+def export_variant(variant_dir: str | os.PathLike, out_dir: str | os.PathLike, command: str | None = None,
+                   repo: str | None = None) -> Path:
     """Write the finished variant in ``variant_dir`` as a transformers folder ``out_dir`` (see the module doc).
 
     ``out_dir`` may be a new folder or an earlier export (replaced whole); any other non-empty folder is refused.
-    ``command`` is recorded as the one that made the export. Returns ``out_dir``.
+    ``command`` is recorded as the one that made the export; ``repo``: the Hub repo it will be pushed to, checked
+    first. Every refusal (a bad repo id, a place that cannot be written) is one line, before anything is written.
+    Returns ``out_dir``.
     """
+    if repo is not None:
+        check_repo_id(repo)
+    out = check_target(Path(out_dir))
     variant = PretuneVariant.read(variant_dir)
     if not variant.done:
         raise MetalearnError(f"pretune variant {variant.folder} is not finished (no done.json); train it first")
     variant.verify()
-    out = Path(out_dir)
+    with _quiet_transformers():
+        backbone = variant.load_backbone()
+    try:
+        _write_export(variant, backbone, out, command)
+    except OSError as e:
+        raise MetalearnError(f"cannot write the export {out} ({e.strerror or e}); expected a folder this user can "
+                             f"write, with room for the model") from None
+    return out
+
+
+def check_target(out: Path) -> Path:
+    """``out`` is a new folder or an earlier export, in a folder this user can write (created if missing)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SIDECAR).is_file())):
         raise MetalearnError(f"{out} exists and is not an earlier export (no {SIDECAR}); choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "export-variant OUT_DIR's folder")
+    return out
+
+
+def check_repo_id(repo: str) -> None:
+    """A Hub model repo id (``user/name``) that the Hub would accept; else one line."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise MetalearnError(f"--push-to-hub {repo!r} is not a Hub repo id ({first}); expected user/name") from None
+
+
+def _write_export(variant: PretuneVariant, backbone: SpeechBackbone, out: Path, command: str | None) -> None:
+    """The export of ``variant`` (its loaded ``backbone``), written beside ``out`` and moved in whole."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         with _quiet_transformers():
-            backbone = variant.load_backbone()
             model_type = _save_model(backbone, variant.backbone, tmp)
         for name in HEAD_FILES:
             if (variant.folder / name).is_file():
@@ -76,7 +109,6 @@ def export_variant(variant_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         swap_in_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 @contextlib.contextmanager
@@ -158,6 +190,7 @@ def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, 
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
+    check_repo_id(repo)
     folder = Path(folder)
     if not (folder / SIDECAR).is_file():
         raise MetalearnError(f"{folder} is not an exported variant (no {SIDECAR}); run export-variant first")

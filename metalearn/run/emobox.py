@@ -218,7 +218,9 @@ def main(emobox: str, manifest: str, out: str, validation: int, seed: int, exclu
     """``python -m metalearn folds --emobox DIR --manifest M.csv --out folds.json``: import, write, one line."""
     from metalearn.data.manifest import read_manifest
     from metalearn.run.folds_file import write_folds
+    from metalearn.util.fileio import writable_file
 
+    writable_file(out, "folds --out")  # an unwritable place is one line before anything is read
     rows = read_manifest(manifest)
     result = import_emobox(emobox, rows, validation, seed, exclude)
     path = write_folds(out, result.folds)

@@ -21,8 +21,14 @@ _ABSENT = object()
 
 
 def to_yaml(cfg: object) -> str:
-    """The resolved config as YAML (what :func:`metalearn.configs.load.load_config` reads back)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The resolved config as YAML (what :func:`metalearn.configs.load.load_config` reads back); a value its
+    field's type cannot hold is a one-line error naming the key."""
+    try:
+        return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise MetalearnError(f"config key {key!r}: {str(e).splitlines()[0]}" if key else
+                             f"config: {str(e).splitlines()[0]}") from None
 
 
 def as_dict(cfg: object) -> dict:

@@ -39,6 +39,21 @@ def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:
                              f"can create a folder") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise MetalearnError(f"{what} {path} is not writable; expected a folder this user can write into")
+    try:  # what access() cannot see (a read-only mount, an immutable folder, root's view): one real try
+        _unique_sibling(path / ".write-probe").unlink()
+    except OSError as e:
+        raise MetalearnError(f"{what} {path} is not writable ({e.strerror or e}); expected a folder this user can "
+                             f"write into") from None
+    return path
+
+
+def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder, and its folder creatable
+    and writable (created here, as :func:`make_folder` does). One-line :class:`MetalearnError` naming ``what``."""
+    path = Path(path)
+    if path.is_dir():
+        raise MetalearnError(f"{what} {path} is a folder; expected a file path")
+    make_folder(path.parent, f"{what}'s folder")
     return path
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from metalearn.util.errors import MetalearnError
+
 STR_TAG = "tag:yaml.org,2002:str"
 LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")  # 0011, 007, -0012: YAML 1.1 octal (or invalid) integers
 
@@ -54,9 +56,13 @@ def read_yaml(path: str | Path) -> DictConfig | ListConfig | Any:
 
 
 def from_dotlist(items: Sequence[str]) -> DictConfig:
-    """``key=value`` items as a config (what ``OmegaConf.from_dotlist`` makes), values read by :func:`parse_value`."""
+    """``key=value`` items as a config (what ``OmegaConf.from_dotlist`` makes), values read by :func:`parse_value`;
+    a key with an empty part (``a..b``) is a one-line error (OmegaConf would make a key named ``""`` of it)."""
     conf = OmegaConf.create()
     for item in items:
         key, sep, value = item.partition("=")
+        if not key or "" in key.split("."):
+            raise MetalearnError(f"override {item!r}: the key {key!r} has an empty part (two dots in a row, or a "
+                                 f"dot at an end); expected dot-separated names, e.g. pretune.extra.NAME=VALUE")
         OmegaConf.update(conf, key, parse_value(value) if sep else None)
     return conf
