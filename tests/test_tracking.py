@@ -253,3 +253,23 @@ def test_a_blank_wandb_mode_is_unset(
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "wandb sync" in (tracker.hint or "")
     offline_run(tmp_path)
+
+
+def test_paper_a_sized_trials_survive_as_an_artifact(tmp_path: Path) -> None:
+    """33,600 trial rows (Paper A's grid) go into a W&B Artifact table whole (a history table keeps 10,000), read
+    back from the offline run; a chart per variant puts every algorithm on one k axis."""
+    rows = [{"k": i % 7, "accuracy": (i % 100) / 100, "speaker": f"{i % 20:04d}"} for i in range(33_600)]
+    with Tracker(tmp_path, "paper_a", {}, TrackingConfig()) as tracker:
+        tracker.log_table("trials", rows, ["k", "accuracy", "speaker"])
+        tracker.log_line_charts(summary_rows())
+    records = finished_records(next(offline_run(tmp_path).glob("run-*.wandb")))
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    artifacts = [a for a in artifacts if a.type == "trials"]
+    assert len(artifacts) == 1
+    entry = next(e for e in artifacts[0].manifest.contents if e.path.endswith(".table.json"))
+    table = json.loads(Path(entry.local_path).read_text())
+    assert table["columns"] == ["k", "accuracy", "speaker"] and len(table["data"]) == 33_600
+    assert table["data"][-1] == [33_599 % 7, 0.99, "0019"]
+    logged = {k for r in history(records) for k in r}
+    assert "trials/_type" not in logged  # too many rows for a history table: the artifact holds them
+    assert any(k.startswith("charts/accuracy/loso/none") for k in logged)

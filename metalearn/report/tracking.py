@@ -176,14 +176,45 @@ class Tracker:
                 self._run.define_metric(f"{metric}_ci95/*", step_metric="k")
                 self._curve_metrics.add(metric)
 
-    def log_table(self, key: str, rows: list[dict], columns: Sequence[str]) -> None:
-        """Log rows (e.g. all trial records) as a W&B table with the given columns (missing values: None)."""
+    def log_table(self, key: str, rows: list[dict], columns: Sequence[str], file: Path | None = None) -> None:
+        """Log rows (e.g. all trial records) as a W&B Artifact of type ``key`` holding every row as a table
+        (and ``file``, e.g. trials.csv, beside it); a history table of ``key`` too while the rows fit W&B's
+        history limit (``wandb.Table.MAX_ROWS``, 10,000: Paper A's 33,600 trials would be cut there)."""
 
         def _log() -> None:
             data = [[_jsonable(row.get(col)) for col in columns] for row in rows]
-            self._run.log({key: self._wandb.Table(columns=list(columns), data=data)})
+            table = self._wandb.Table
+            if len(data) > table.MAX_ARTIFACT_ROWS:
+                raise MetalearnError(f"{len(data)} rows exceed W&B's artifact table limit {table.MAX_ARTIFACT_ROWS}")
+            artifact = self._wandb.Artifact(_artifact_name(f"{self._run.name or 'run'}-{key}"), type=key)
+            artifact.add(table(columns=list(columns), data=data), key)
+            if file is not None and Path(file).is_file():
+                artifact.add_file(str(file), name=Path(file).name)
+            self._run.log_artifact(artifact)
+            if len(data) <= table.MAX_ROWS:
+                self._run.log({key: table(columns=list(columns), data=data)})
 
         self._call("log_table", _log)
+
+    def log_line_charts(self, summary_rows: list[dict], metrics: Sequence[str] = CURVE_METRICS) -> None:
+        """One line chart per (metric, protocol, pretune variant) with every algorithm as a line over k
+        (``wandb.plot.line_series``), besides the per-key history curves; nothing locally (summary.csv has it)."""
+
+        def _log() -> None:
+            charts = {}
+            for (protocol, pretune), rows in sorted(_by_variant(summary_rows).items()):
+                by_algorithm: dict[str, list[dict]] = {}
+                for r in sorted(rows, key=lambda r: (r["algorithm"], r["k"])):
+                    by_algorithm.setdefault(r["algorithm"], []).append(r)
+                names = sorted(by_algorithm)
+                for metric in metrics:
+                    charts[f"charts/{metric}/{protocol}/{pretune}"] = self._wandb.plot.line_series(
+                        [[r["k"] for r in by_algorithm[a]] for a in names],
+                        [[r[f"{metric}_mean"] for r in by_algorithm[a]] for a in names], keys=names,
+                        title=f"{metric} vs k: {pretune} ({protocol})", xname=_k_label(protocol))
+            self._run.log(charts)
+
+        self._call("log_line_charts", _log)
 
     def log_images(self, images: dict[str, Path]) -> None:
         """Log image files (e.g. PNG plots) to W&B, one wandb.Image per key."""
@@ -234,6 +265,23 @@ class Tracker:
     ) -> None:
         """Finish the run, marking it failed if the block raised."""
         self._finish(exit_code=0 if exc_type is None else 1)
+
+
+def _by_variant(summary_rows: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in summary_rows:
+        out.setdefault((str(r["protocol"]), str(r["pretune"])), []).append(r)
+    return out
+
+
+def _k_label(protocol: str) -> str:
+    """The k axis as the protocol defines k: the support size in the binary protocol, shots per class in N-way."""
+    return "k (support size)" if protocol == "binary" else "k (shots per class)"
+
+
+def _artifact_name(text: str) -> str:
+    """A W&B artifact name: letters, digits, dashes, underscores and dots only."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:128]
 
 
 def _display_path(path: Path) -> str:

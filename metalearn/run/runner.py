@@ -259,8 +259,10 @@ def _track(cfg: ExperimentConfig, out: Path, records: list[dict], reported: dict
     from metalearn.report.tracking import Tracker
 
     with Tracker(out, cfg.name, tracked_config(cfg), cfg.tracking) as tracker:
-        tracker.log_curves(summarize(records))
-        tracker.log_table("trials", records, RECORD_FIELDS)
+        summary_rows = summarize(records)
+        tracker.log_curves(summary_rows)
+        tracker.log_line_charts(summary_rows)
+        tracker.log_table("trials", records, RECORD_FIELDS, out / "trials.csv")
         tracker.log_images({k: p for k, p in reported.items() if str(p).endswith(".png")})
         hint = tracker.finish()
     return hint
