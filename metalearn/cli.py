@@ -300,10 +300,15 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     """``status RUN_DIR [--shards N]``: done / planned trials per shard and what runs in the folder now."""
 
     def run(args: argparse.Namespace) -> int:
-        from metalearn.configs.load import saved_config
         from metalearn.launch import status
 
-        return status.main(saved_config(args.run_dir), args.shards)
+        found = status.folder_status(args.run_dir, args.shards)  # the saved plan: no torch, under a second
+        if found is None:  # none yet (or stale): plan from the saved config, and save the plan
+            from metalearn.configs.load import saved_config
+
+            return status.main(saved_config(args.run_dir), args.shards)
+        print(status.format_status(found))
+        return 0
 
     p = sub.add_parser("status", help="done / planned trials of a run folder per shard, and what is running in it")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the out= of a run or a launch)")

@@ -12,14 +12,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import Tensor
-
-from metalearn.fewshot.algorithms.base import Adapter, EpisodeBatch
 from metalearn.fewshot.episodes import Episode
-from metalearn.fewshot.tasks import episode_tensors
 from metalearn.util.errors import MetalearnError
-from metalearn.util.metrics import episode_metrics
+
+if TYPE_CHECKING:  # torch only where trials are scored: keys and record fields import without it (status)
+    from torch import Tensor
+
+    from metalearn.fewshot.algorithms.base import Adapter, EpisodeBatch
 
 RECORD_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "meta_seed",
                  "layer", "features_of", "accuracy", "macro_f1", "weighted_f1", "uar", "n_support", "n_query",
@@ -63,6 +64,9 @@ def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode
 
 def episode_batch(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor) -> EpisodeBatch:
     """The batch an adapter scores: episodes of one shape with their tensors gathered from ``x`` [N, D]."""
+    from metalearn.fewshot.algorithms.base import EpisodeBatch
+    from metalearn.fewshot.tasks import episode_tensors
+
     t = episode_tensors(episodes, index_of, x)
     has_val = t["val_x"].shape[1] > 0
     return EpisodeBatch(episodes, len(episodes[0].classes), t["support_y"], t["query_y"], t["query_mask"],
@@ -95,6 +99,8 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
     "1" (predicted right) or "0" per query item of its episode, in query order: what the content check's side
     log keeps (:mod:`metalearn.report.content`).
     """
+    from metalearn.util.metrics import episode_metrics
+
     records = []
     for group in group_by_shape(episodes, chunk):
         start = time.perf_counter()

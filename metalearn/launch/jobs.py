@@ -48,15 +48,19 @@ def _job_logging() -> None:
 
 @dataclass
 class PrepareJob(_Requeueable):
-    """``run --prepare``: manifests, pretune variants, episodes and embedding caches, once, before the shards."""
+    """``run --prepare``: manifests, pretune variants, episodes and embedding caches, once, before the shards;
+    then the plan, saved for ``status`` (``plan.json``: it counts trials without planning or torch)."""
 
     cfg: ExperimentConfig
 
     def __call__(self) -> None:
+        from metalearn.launch.plan_file import write_plan
+        from metalearn.launch.status import plan_grid
         from metalearn.run.runner import run_experiment
 
         _job_logging()
         run_experiment(self.cfg, (0, 1), prepare_only=True)
+        write_plan(Path(self.cfg.out), plan_grid(self.cfg))
 
 
 @dataclass

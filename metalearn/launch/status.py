@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from metalearn.launch.plan_file import TrialKey, read_plan, write_plan
 from metalearn.util.errors import MetalearnError
 from metalearn.util.lock import LOCKS, describe, held, lock_name
 
@@ -60,14 +61,13 @@ def plan_grid(cfg: ExperimentConfig) -> list[Unit]:
     return plan(cfg, inputs.variants, inputs.folds, inputs.episodes)
 
 
-def trial_counts(units: list[Unit], have: set[tuple], shards: int) -> list[tuple[int, int]]:
-    """(planned, done) trials of each of ``shards`` shards of ``units``; ``have`` holds the keys of the logged
-    trials and skipped trials."""
-    from metalearn.run.grid import shard_units
-
+def trial_counts(units: list[list[TrialKey]], have: set[tuple], shards: int) -> list[tuple[int, int]]:
+    """(planned, done) trials of each of ``shards`` shards (every N-th unit, as
+    :func:`metalearn.run.grid.shard_units` deals them) of ``units``, each unit's trial keys; ``have`` holds the
+    keys of the logged trials and skipped trials."""
     counts = []
     for index in range(shards):
-        keys = [u.trial_key(e) for u in shard_units(units, index, shards) for e in u.episodes]
+        keys = [k for unit in units[index::shards] for k in unit]
         counts.append((len(keys), sum(k in have for k in keys)))
     return counts
 
@@ -99,23 +99,54 @@ def read_launch(out: Path) -> dict | None:
 
 def run_status(cfg: ExperimentConfig, shards: int | None = None) -> RunStatus:
     """The status of run folder ``cfg.out`` split into ``shards`` parts (default: as it was launched); ``cfg`` is
-    the config its runs saved (:func:`metalearn.configs.load.saved_config`)."""
-    from metalearn.report.records import read_logs, read_skips, trial_key
-
+    the config its runs saved (:func:`metalearn.configs.load.saved_config`). The plan is saved for
+    :func:`folder_status` (``plan.json``)."""
     out = Path(cfg.out)
-    launch = read_launch(out)
-    count = shards or shard_count(out, launch)
-    if count < 1:
-        raise MetalearnError(f"--shards {count}: expected N >= 1")
-    held = running(out)
     try:
         units = plan_grid(cfg)
     except MetalearnError as e:
-        return RunStatus(out, cfg.name, [], str(e), list(held.values()), launch)
+        launch = read_launch(out)
+        _shards(shards, out, launch)
+        return RunStatus(out, cfg.name, [], str(e), list(running(out).values()), launch)
+    write_plan(out, units)
+    return counted(out, cfg.name, [[u.trial_key(e) for e in u.episodes] for u in units], shards)
+
+
+def folder_status(run_dir: str | Path, shards: int | None = None) -> RunStatus | None:
+    """The status of a run folder from its saved plan (``plan.json``, current): no planning, no torch; None when
+    the folder has no current plan (then :func:`run_status` plans, and saves one)."""
+    import yaml
+
+    out = Path(run_dir)
+    units = read_plan(out)
+    if units is None:
+        return None
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    name = saved.get("name") if isinstance(saved, dict) else None
+    return counted(out, str(name or out.name), units, shards)
+
+
+def _shards(shards: int | None, out: Path, launch: dict | None) -> int:
+    count = shards or shard_count(out, launch)
+    if count < 1:
+        raise MetalearnError(f"--shards {count}: expected N >= 1")
+    return count
+
+
+def counted(out: Path, name: str, units: list[list[TrialKey]], shards: int | None) -> RunStatus:
+    """The status of run folder ``out`` whose plan is ``units`` (each unit's trial keys, in plan order)."""
+    from metalearn.report.records import read_logs, read_skips, trial_key
+
+    launch = read_launch(out)
+    count = _shards(shards, out, launch)
+    held = running(out)
     have = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done
     rows = [ShardStatus((i, count), planned, done, held.get(lock_name((i, count))))
             for i, (planned, done) in enumerate(trial_counts(units, have, count))]
-    return RunStatus(out, cfg.name, rows, None, list(held.values()), launch)
+    return RunStatus(out, name, rows, None, list(held.values()), launch)
 
 
 def format_status(status: RunStatus) -> str:
@@ -145,6 +176,7 @@ def format_status(status: RunStatus) -> str:
 
 
 def main(cfg: ExperimentConfig, shards: int | None = None) -> int:
-    """``python -m metalearn status RUN_DIR [--shards N]``, ``cfg`` being the config RUN_DIR's runs saved."""
+    """``python -m metalearn status RUN_DIR [--shards N]``, ``cfg`` being the config RUN_DIR's runs saved (the
+    command itself first tries :func:`folder_status`: no config, no torch)."""
     print(format_status(run_status(cfg, shards)))
     return 0
