@@ -102,6 +102,8 @@ def test_shards_together_equal_the_whole_grid(base: Path, reference) -> None:
     assert sorted(p.name for p in (base / "sharded").glob("trials*.jsonl")) == [
         f"trials.shard-{i}-of-3.jsonl" for i in (1, 2, 3)]
     assert sum(r.ran for r in results) == reference.planned
+    assert not any(r.reported for r in results) and not (base / "sharded" / "summary.md").exists()  # shards: no report
+    assert main(["report", str(base / "sharded")]) == 0
     assert stable(base / "sharded" / "trials.csv") == stable(reference.out / "trials.csv")
     # the same shards run in folders of their own, then merged
     apart = [run(base, f"apart{i}", shard=(i, 2)).out for i in range(2)]

@@ -190,7 +190,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     if not filled:
         prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
     ran = _run_units(cfg, RunInputs(rows, folds, variants, episodes, layers, sources), todo, logs, done_before, total)
-    return finish(cfg, out, units, ran)
+    return finish(cfg, out, units, ran, write=shard[1] == 1)  # a shard never writes the shared folder's report
 
 
 def _skipper(skip_log: SkipLog, bar) -> OnSkip:
@@ -233,9 +233,10 @@ def _run_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], logs:
     return ran
 
 
-def finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> RunResult:
-    """Write the report of run folder ``out`` from every record present; mirror W&B when every planned trial of
-    ``units`` has a trial record or a skip record (the grid is complete)."""
+def finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int, write: bool = True) -> RunResult:
+    """Count the records of run folder ``out`` against the planned trials of ``units``; with ``write``, write its
+    report from every record present and mirror W&B when the grid is complete (every planned trial has a trial
+    or a skip record). Shards pass ``write=False``: the report job (or ``report``) writes once, one W&B run."""
     from metalearn.report.tables import write_report
 
     records = read_trials(out)
@@ -243,11 +244,13 @@ def finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int) -> Run
     have = {trial_key(r) for r in [*records, *skips]}
     planned = {u.trial_key(e) for u in units for e in u.episodes}
     complete = planned <= have
-    reported = write_report(out, records, reference=cfg.report.reference)
-    hint = _track(cfg, out, records, reported) if complete else None
+    reported = write_report(out, records, reference=cfg.report.reference) if write and records else {}
+    hint = _track(cfg, out, records, reported) if write and complete else None
     if not complete:
         log.info("%d of %d trials have records; run the other shards (or this command again) to finish",
                  len(planned & have), len(planned))
+    elif not write:
+        log.info("the grid is complete; write its report with: python -m metalearn report %s", out)
     skipped = [s for s in skips if trial_key(s) in planned]
     return RunResult(out, len(planned), len(planned & have), ran, complete, reported, hint, len(skipped),
                      skip_summary(skipped) if skipped else "")
