@@ -18,8 +18,9 @@ from scipy import stats
 
 from metalearn.fewshot.trials import RECORD_FIELDS
 from metalearn.report.compare import comparisons
+from metalearn.report.figures_comparison import comparison_figure
 from metalearn.report.plot_speakers import per_speaker_figure
-from metalearn.report.plots import comparison_figure, metric_figure, plot_metric_vs_k
+from metalearn.report.plots import metric_figure, plot_metric_vs_k
 from metalearn.report.records import TrialLog
 from metalearn.report.summary import SUMMARY_FIELDS, summarize
 from metalearn.report.tables import chance_level, per_speaker, summary_table, write_report
@@ -229,7 +230,7 @@ def test_majority_rows_replace_the_chance_line_with_a_baseline():
     rows = summarize(records)
     fig = metric_figure(rows, "accuracy", chance=0.2)
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    for ax, pretune in zip(panels, ("big", "none"), strict=True):
+    for ax, pretune in zip(panels, ("none", "big"), strict=True):  # none first
         (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
         expected = [100 * r["accuracy_mean"] for r in rows if (r["pretune"], r["algorithm"]) == (pretune, "majority")]
         assert list(line.get_ydata()) == pytest.approx(expected)
@@ -244,7 +245,7 @@ def test_comparison_figure_has_a_panel_per_variant_and_a_zero_line():
     records = make_records(pretunes=("none", "big", "huge"), algorithms=("finetune", "protonet", "majority"))
     fig = comparison_figure(comparisons(records, reference="finetune"))
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in panels] == ["big", "huge", "none"]
+    assert [ax.get_title() for ax in panels] == ["none", "big", "huge"]  # none first
     for ax in panels:
         assert any(list(line.get_ydata()) == [0.0, 0.0] for line in ax.get_lines())  # the zero line
         assert len(ax.containers) == 1  # protonet's error bars; majority left out of the picture

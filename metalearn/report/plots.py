@@ -1,12 +1,15 @@
 """Figures for a run's report, drawn from summary rows (no file reading here).
 
-- :func:`metric_figure` / :func:`plot_metric_vs_k`: a metric against k (shots per class) for one protocol;
-  one panel per pretune variant, one line per algorithm with its 95% t-interval band over speakers, and the
-  ``majority`` algorithm's curve as the baseline (the chance level 1/ways when no majority rows exist).
-- :func:`comparison_figure` / :func:`plot_comparisons`: paired differences to the reference against k, with
-  their 95% intervals over speakers, one panel per pretune variant, a zero line.
+- :func:`metric_figure` / :func:`plot_metric_vs_k`: a metric against k for one protocol (the axis says
+  "k (support size)" in the binary protocol, "k (shots per class)" in N-way); one panel per pretune variant
+  (``none`` first, then by the number of corpora), one line per algorithm with its 95% t-interval band over
+  speakers, and the ``majority`` algorithm's curve as the baseline (the chance level 1/ways when no majority
+  rows exist).
 
-The per-speaker heat map is :mod:`metalearn.report.plot_speakers`.
+Colours, markers, the variant order and the k label are :mod:`metalearn.report.figures_style`'s (one colour per
+algorithm in every figure). The paired differences are :mod:`metalearn.report.figures_comparison`, the
+variants-on-one-axis figure and the variant x k heat map :mod:`metalearn.report.figures_variants`, the
+per-speaker heat map :mod:`metalearn.report.plot_speakers`.
 
 Matplotlib is imported inside the functions (Agg backend), so importing this module stays cheap.
 """
@@ -19,19 +22,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from metalearn.report.figures_style import BASELINE, algorithm_styles, k_label, ordered_variants
 from metalearn.report.summary import METRIC_LABELS
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure, SubFigure
 
-BASELINE = "majority"  # the algorithm drawn as the baseline line, not as a method
 BASELINE_STYLE = {"color": "0.45", "ls": "--", "lw": 1.0, "zorder": 0}
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 PANELS_PER_ROW = 4
+__all__ = ["BASELINE", "algorithm_styles", "metric_figure", "plot_metric_vs_k", "save_figure"]
 
 
 def pyplot():
@@ -43,15 +44,7 @@ def pyplot():
     return plt
 
 
-def algorithm_styles(algorithms: Sequence[str]) -> dict[str, tuple[tuple, str]]:
-    """A fixed (colour, marker) per algorithm name: the sorted names take the palette in order."""
-    plt = pyplot()
-    names = sorted(set(algorithms))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    return {a: (cmap(i % cmap.N), MARKERS[i % len(MARKERS)]) for i, a in enumerate(names)}
-
-
-def _one_protocol(rows: Sequence[dict], protocol: str | None) -> tuple[str, list[dict]]:
+def one_protocol(rows: Sequence[dict], protocol: str | None) -> tuple[str, list[dict]]:
     protocols = sorted({r["protocol"] for r in rows})
     if protocol is None:
         if len(protocols) != 1:
@@ -63,7 +56,7 @@ def _one_protocol(rows: Sequence[dict], protocol: str | None) -> tuple[str, list
     return protocol, chosen
 
 
-def _k_axis(ax, ks: Sequence[int]) -> None:
+def k_axis(ax, ks: Sequence[int]) -> None:
     """Log k axis (symlog with linthresh 1 when k = 0 is present), ticks at the k values, plain integers."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
@@ -91,45 +84,57 @@ def wrap_label(name: str, width: int = 30) -> str:
     return "\n".join([*lines, line])
 
 
-def _span(values: Iterable[int]) -> str:
+def span(values: Iterable[int]) -> str:
     values = list(values)
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
-def _n_text(rows: Sequence[dict]) -> str:
-    return f"{sum(int(r['n_trials']) for r in rows)} trials, n = {_span(int(r['n_speakers']) for r in rows)} " \
+def n_text(rows: Sequence[dict]) -> str:
+    return f"{sum(int(r['n_trials']) for r in rows)} trials, n = {span(int(r['n_speakers']) for r in rows)} " \
            "speakers per point"
 
 
-def _panels(names: Sequence[str], ks: Sequence[int], ylabel: str):
-    """(figure, axes) with one panel per name (shared y, up to 4 per row), titled, k axis set, spares hidden."""
-    plt = pyplot()
-    nrows = math.ceil(len(names) / PANELS_PER_ROW)
-    ncols = math.ceil(len(names) / nrows)  # balanced rows: 5 panels as 3 + 2, not 4 + 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows), sharey=True,
-                             squeeze=False, layout="constrained")
+def panel_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels: up to 4 a row, balanced (5 panels as 3 + 2, not 4 + 1)."""
+    nrows = math.ceil(n / PANELS_PER_ROW)
+    return nrows, math.ceil(n / nrows)
+
+
+def panel_size(nrows: int, ncols: int) -> tuple[float, float]:
+    """Figure size (inches) for a grid of panels."""
+    return max(6.4, 1.0 + 3.4 * ncols), 1.6 + 2.9 * nrows
+
+
+def panels(names: Sequence[str], ks: Sequence[int], ylabel: str, xlabel: str = "k (shots per class)",
+            container: Figure | SubFigure | None = None):
+    """(figure, axes) with one panel per name (shared y, up to 4 per row), titled, k axis set, spares hidden;
+    drawn into ``container`` (a figure or subfigure) when given."""
+    nrows, ncols = panel_shape(len(names))
+    if container is None:
+        container = pyplot().figure(figsize=panel_size(nrows, ncols), layout="constrained")
+    axes = container.subplots(nrows, ncols, sharey=True, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(names):
             ax.set_visible(False)
             continue
         ax.set_title(wrap_label(names[i]), fontsize=10)
-        _k_axis(ax, ks)
+        k_axis(ax, ks)
         ax.tick_params(labelleft=i % ncols == 0, labelbottom=True)
         if i % ncols == 0:
             ax.set_ylabel(ylabel)
         if i + ncols >= len(names):  # nothing drawn below this panel
-            ax.set_xlabel("k (shots per class)")
-    return fig, list(axes.flat)[: len(names)]
+            ax.set_xlabel(xlabel)
+    return container, list(axes.flat)[: len(names)]
 
 
-def _baseline_rows(rows: Sequence[dict], pretune: str) -> list[dict]:
+def baseline_rows(rows: Sequence[dict], pretune: str) -> list[dict]:
     """The majority rows of ``pretune``, else of the first variant that has them (they use no backbone)."""
     rows = [r for r in rows if r["algorithm"] == BASELINE]
     own = [r for r in rows if r["pretune"] == pretune]
     return own or [r for r in rows if r["pretune"] == min(r["pretune"] for r in rows)]
 
 
-def _draw_baseline(ax, rows: Sequence[dict], metric: str) -> None:
+def draw_baseline(ax, rows: Sequence[dict], metric: str) -> None:
     pts = sorted((int(r["k"]), 100 * float(r[f"{metric}_mean"])) for r in rows)
     if len(pts) == 1:
         ax.axhline(pts[0][1], **BASELINE_STYLE)
@@ -139,22 +144,22 @@ def _draw_baseline(ax, rows: Sequence[dict], metric: str) -> None:
 
 def metric_figure(summary_rows: Sequence[dict], metric: str, title: str | None = None,
                   chance: float | None = None, protocol: str | None = None) -> Figure:
-    """The figure of :func:`plot_metric_vs_k` (returned, not saved). Colours come from all rows' algorithms."""
+    """The figure of :func:`plot_metric_vs_k` (returned, not saved)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    styles = algorithm_styles([r["algorithm"] for r in summary_rows if r["algorithm"] != BASELINE])
-    protocol, rows = _one_protocol(summary_rows, protocol)
+    styles = algorithm_styles(r["algorithm"] for r in summary_rows)
+    protocol, rows = one_protocol(summary_rows, protocol)
     has_baseline = any(r["algorithm"] == BASELINE for r in rows)
     methods = [r for r in rows if r["algorithm"] != BASELINE]
-    pretunes = sorted({r["pretune"] for r in rows})
+    pretunes = ordered_variants(r["pretune"] for r in rows)
     label = METRIC_LABELS.get(metric, metric)
-    fig, axes = _panels(pretunes, sorted({int(r["k"]) for r in rows}), f"{label} (%)")
+    fig, axes = panels(pretunes, sorted({int(r["k"]) for r in rows}), f"{label} (%)", k_label(protocol))
     for ax, pretune in zip(axes, pretunes, strict=True):
         _draw_panel(ax, [r for r in methods if r["pretune"] == pretune], metric, styles,
                     None if has_baseline else chance)
         if has_baseline:
-            _draw_baseline(ax, _baseline_rows(rows, pretune), metric)
+            draw_baseline(ax, baseline_rows(rows, pretune), metric)
     present = sorted({r["algorithm"] for r in methods})
     handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in present]
     handles.append(Patch(color="0.5", alpha=0.25, label="95% CI"))
@@ -162,14 +167,14 @@ def metric_figure(summary_rows: Sequence[dict], metric: str, title: str | None =
         handles.append(Line2D([], [], color="0.45", ls="--", label="majority baseline"))
     elif chance is not None:
         handles.append(Line2D([], [], color="0.45", ls="--", label=f"chance ({100 * chance:.1f}%)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(handles, fig.get_figwidth()),
+    fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, fig.get_figwidth()),
                frameon=False)
-    fig.suptitle(title or f"{label} vs k, {protocol} protocol\n({_n_text(rows)}; mean ± 95% CI over speakers)",
+    fig.suptitle(title or f"{label} vs k, {protocol} protocol\n({n_text(rows)}; mean ± 95% CI over speakers)",
                  fontsize=11)
     return fig
 
 
-def _legend_columns(handles: Sequence, width_in: float) -> int:
+def legend_columns(handles: Sequence, width_in: float) -> int:
     """Legend columns: one row when the entries fit the figure's width (~0.6 in + 0.075 in a character)."""
     total = sum(0.6 + 0.075 * len(h.get_label()) for h in handles)
     rows = math.ceil(total / max(width_in - 0.4, 1.0))
@@ -212,58 +217,3 @@ def plot_metric_vs_k(summary_rows: Sequence[dict], metric: str, path: str | os.P
     ``protocol`` picks one when the rows hold several.
     """
     return save_figure(metric_figure(summary_rows, metric, title, chance, protocol), path)
-
-
-def _comparison_rows(rows: Sequence[dict], metric: str, protocol: str | None) -> tuple[str, list[dict], str]:
-    """(protocol, rows to draw, what they are compared with): algorithm-vs-reference rows, else variant rows."""
-    protocol, rows = _one_protocol([r for r in rows if r["metric"] == metric], protocol)
-    versus_algorithm = [r for r in rows if r["reference_pretune"] == r["pretune"]]
-    if versus_algorithm:
-        methods = [r for r in versus_algorithm if r["algorithm"] != BASELINE] or versus_algorithm
-        return protocol, methods, f"{methods[0]['reference']} (same variant)"
-    return protocol, rows, f"{rows[0]['reference_pretune']} variant (same algorithm)"
-
-
-def comparison_figure(comparison_rows: Sequence[dict], metric: str = "accuracy", protocol: str | None = None,
-                      title: str | None = None) -> Figure:
-    """The figure of :func:`plot_comparisons` (returned, not saved)."""
-    from matplotlib.lines import Line2D
-
-    protocol, rows, versus = _comparison_rows(comparison_rows, metric, protocol)
-    styles = algorithm_styles({a for r in comparison_rows for a in (r["algorithm"], r["reference"])} - {BASELINE}
-                              | {r["algorithm"] for r in rows})  # the colours of metric_figure
-    pretunes = sorted({r["pretune"] for r in rows})
-    label = METRIC_LABELS.get(metric, metric)
-    fig, axes = _panels(pretunes, sorted({int(r["k"]) for r in rows}), f"Δ {label} (points)")
-    algorithms = sorted({r["algorithm"] for r in rows})
-    for ax, pretune in zip(axes, pretunes, strict=True):
-        ax.axhline(0.0, color="0.3", lw=1.0, zorder=0)
-        for j, algorithm in enumerate(algorithms):
-            pts = sorted((int(r["k"]), *(100 * float(r[c]) for c in ("diff_mean", "diff_ci_low", "diff_ci_high")))
-                         for r in rows if (r["pretune"], r["algorithm"]) == (pretune, algorithm))
-            if not pts:
-                continue
-            k, mean, low, high = (np.asarray(v, dtype=np.float64) for v in zip(*pts, strict=True))
-            shift = 1.07 ** (j - (len(algorithms) - 1) / 2)  # side by side on the log axis
-            bars = np.nan_to_num(np.stack([mean - low, high - mean]))
-            ax.errorbar(k * shift, mean, yerr=bars, color=styles[algorithm][0], marker=styles[algorithm][1], ms=5,
-                        lw=1.4, capsize=3)
-        ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in algorithms]
-    fig.legend(handles=handles, loc="outside lower center", ncol=_legend_columns(handles, fig.get_figwidth()),
-               frameon=False)
-    n = f"n = {_span(int(r['n_speakers']) for r in rows)} speakers"
-    fig.suptitle(title or f"{label}: difference to {versus} vs k, {protocol} protocol\n"
-                 f"(paired by episode; mean over speakers ± 95% CI, {n})", fontsize=11)
-    return fig
-
-
-def plot_comparisons(comparison_rows: Sequence[dict], path: str | os.PathLike, metric: str = "accuracy",
-                     protocol: str | None = None) -> Path:
-    """PNG of the paired differences (points, mean ± 95% CI over speakers) of ``metric`` against k.
-
-    Draws the algorithm-vs-reference rows of :func:`metalearn.report.compare.comparisons` (the ``majority``
-    baseline left out when other algorithms exist), or the variant-vs-none rows when there are none; one
-    panel per pretune variant, one colour per algorithm, a line at 0. Returns ``path``.
-    """
-    return save_figure(comparison_figure(comparison_rows, metric, protocol), path)

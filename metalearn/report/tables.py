@@ -193,10 +193,19 @@ def summary_table(summary_rows: Sequence[dict], metric: str = "accuracy") -> str
     return "\n".join(lines)
 
 
+VARIANT_FIGURES_FROM = 3  # pretune variants (none included) from which the variant figures are drawn
+
+
 def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[dict],
                  speaker_rows: Sequence[dict], comparison_rows: Sequence[dict]) -> dict[str, Path]:
+    """The PNG figures: per protocol, each metric against k and the paired differences; with at least
+    :data:`VARIANT_FIGURES_FROM` pretune variants, the variants on one axis per algorithm
+    (``variants_{metric}_vs_k.png``) and, when ``none`` is among them, the variant x k map of the paired
+    difference to ``none`` (``variants_{metric}_diff.png``); the per-speaker heat map."""
+    from metalearn.report.figures_comparison import plot_comparisons
+    from metalearn.report.figures_variants import plot_difference_heatmap, plot_variants
     from metalearn.report.plot_speakers import plot_per_speaker
-    from metalearn.report.plots import plot_comparisons, plot_metric_vs_k
+    from metalearn.report.plots import plot_metric_vs_k
 
     written = {}
     protocols = protocols_by_size(records)
@@ -209,6 +218,17 @@ def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[
         if any(r["protocol"] == protocol for r in comparison_rows):
             name = f"comparison_vs_k{suffix}.png"
             written[name] = plot_comparisons(comparison_rows, run_dir / name, protocol=protocol)
+        mine = [r for r in summary_rows if r["protocol"] == protocol]
+        if len({r["pretune"] for r in mine}) < VARIANT_FIGURES_FROM or all(r["algorithm"] == "majority" for r in mine):
+            continue
+        versus_none = [r for r in comparison_rows if r["protocol"] == protocol and r["reference_pretune"] == "none"
+                       and r["pretune"] != "none" and r["algorithm"] == r["reference"] != "majority"]
+        for metric in METRICS:
+            name = f"variants_{metric}_vs_k{suffix}.png"
+            written[name] = plot_variants(summary_rows, run_dir / name, metric, protocol)
+            if any(r["metric"] == metric for r in versus_none):
+                name = f"variants_{metric}_diff{suffix}.png"
+                written[name] = plot_difference_heatmap(versus_none, run_dir / name, metric, protocol)
     written["per_speaker.png"] = plot_per_speaker(speaker_rows, run_dir / "per_speaker.png", protocol=protocols[0])
     return written
 
