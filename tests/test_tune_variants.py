@@ -25,6 +25,7 @@ from metalearn.run.tuned import PER_VARIANT, meta_steps_for, options_for
 from metalearn.tune import study as tune_module
 from metalearn.tune.journal import JOURNAL, StudyKey
 from metalearn.tune.study import tune
+from metalearn.util.errors import MetalearnError
 from tests.conftest import overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -173,3 +174,17 @@ def test_a_method_with_a_smaller_declared_budget_counts_fewer_trials(base: Path,
     assert [r["hand_set"] for r in rows] == ["True", "True"]  # one trial per fold: the hand-set one
     assert "2 trials each, except the methods that declare a smaller budget (finetune 1)" in \
         (base / "budget" / "tuning.md").read_text()
+
+
+def test_tune_variant_tunes_that_variant_alone(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_variants(monkeypatch)
+    only = "algorithms.only={transfer: {variants: [none]}}"
+    tune(load_config(None, overrides(base, "alone", "tune.algorithms=[finetune]", "tune.variant=other", only,
+                                     **TINY)))
+    assert _studies(base / "alone") == {StudyKey("finetune", "other", f).name for f in (0, 1)}
+    with pytest.raises(MetalearnError, match=r"tune: transfer runs on none of the variants tuned \(other\) in fold 0"):
+        tune(load_config(None, overrides(base, "alone2", "tune.algorithms=[transfer]", "tune.variant=other", only,
+                                         **TINY)))
+    with pytest.raises(MetalearnError, match=r"'algorithms.only.transfer.variants': \['nope'\] are not among"):
+        tune(load_config(None, overrides(base, "alone3", "tune.algorithms=[transfer]",
+                                         "algorithms.only={transfer: {variants: [nope]}}", **TINY)))

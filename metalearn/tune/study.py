@@ -41,7 +41,7 @@ from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig, TunedConfig
 from metalearn.run.grid import Fold
 from metalearn.run.layer_choice import choose_layers, speaker_mean
-from metalearn.run.planning import learns_across_speakers
+from metalearn.run.planning import check_grid, learns_across_speakers
 from metalearn.run.reuse import Reuse, features_digest
 from metalearn.run.run_folder import as_dict, to_yaml
 from metalearn.run.runner import plan, prepared, speaker_folds, target_rows
@@ -114,6 +114,7 @@ def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
         raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} gives a fold without "
                              f"validation speakers; tuning needs them (e.g. speakers.validation=1, folds >= 2)")
     inputs = prepared(cfg, rows, make_folder(folder / "episodes", "tuning folder"), train=cfg.pretune.train)
+    check_grid(cfg, list(inputs.variants))
     if cfg.tune.variant and cfg.tune.variant not in inputs.variants:
         raise MetalearnError(f"config key 'tune.variant': {cfg.tune.variant!r} is not among the run's pretune "
                              f"variants ({', '.join(inputs.variants)}; '' tunes every one)")
@@ -128,7 +129,12 @@ def prepare(cfg: ExperimentConfig, folder: Path) -> Scorer:
 def plan_studies(scorer: Scorer, algorithms: list[str]) -> list[Study]:
     """Every study of ``algorithms``: per fold, one per variant the method runs on (as the run plans it), variants
     with identical features sharing one where the run copies the method's trials between them."""
-    grid = plan(scorer.cfg, scorer.variants, scorer.folds, scorer.episodes, "validation")
+    cfg = scorer.cfg  # the tuned methods (in algorithms.run or not), on the tuned variants of their subsets
+    only = {a: dataclasses.replace(p, variants=[v for v in p.variants if v in scorer.variants])
+            for a, p in cfg.algorithms.only.items() if p.variants is not None}
+    algos = dataclasses.replace(cfg.algorithms, run=list(algorithms), only={**cfg.algorithms.only, **only})
+    cfg = dataclasses.replace(cfg, algorithms=algos)
+    grid = plan(cfg, scorer.variants, scorer.folds, scorer.episodes, "validation")
     runs_on = {(u.algorithm, u.variant, u.fold) for u in grid}
     reusable = Reuse(algorithms).reusable
     digests = {key: features_digest(t.rows, t.x) for key, t in scorer.features.items()}
