@@ -7,8 +7,8 @@ Whisper: the whole model, whose encoder is the variant's and whose decoder is th
 - ``README.md``: the model card (:mod:`metalearn.pretune.card`): base model, corpora and subset, recipe,
   dev and test scores (the variant's ``summary.json``), the commands that made it;
 - ``metalearn.json``: the variant's ``config.json`` and ``summary.json``, the Whisper input mode, the command;
-- the variant's head files as they are (``heads.safetensors``: supervised emotion heads; ``feature.safetensors``:
-  the z-score and mix weights of the feature they read;
+- the variant's head files as they are (``heads.safetensors``: supervised emotion heads, with the z-score and
+  mix weights of the feature they read under ``feature.*``;
   ``clap_heads.safetensors``: a CLAP variant's projections), and a feature extractor config.
 
 The folder is also a metalearn backbone source: ``backbone.source=OUT_DIR`` (or the hub id it was pushed to)
@@ -37,7 +37,7 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, swap_in_folder
 
 SIDECAR = "metalearn.json"
-HEAD_FILES = ("heads.safetensors", "feature.safetensors", "clap_heads.safetensors")
+HEAD_FILES = ("heads.safetensors", "clap_heads.safetensors")
 # Files of a local Whisper base folder that describe its input and tokens (not its weights).
 PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
                    "merges.txt", "normalizer.json", "added_tokens.json", "special_tokens_map.json")

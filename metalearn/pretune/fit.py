@@ -4,8 +4,8 @@ Order of work: build the backbone, freeze all but the layers ending at the head'
 layers' output per clip (:meth:`MultiHeadClassifier.cache_trunk`), pool the UNTOUCHED states the head reads for
 every train/dev/test clip (this also fills the cache), train (:func:`metalearn.pretune.train.train`), fit the
 probe (:mod:`metalearn.pretune.probe`) on those untouched features (a mix: under the learned weights), then save
-the backbone, heads, ``feature.safetensors`` (the fixed z-score of the pooled states the heads read, and a
-mix's logits and softmax weights), ``summary.json``, ``record.json`` (:mod:`metalearn.pretune.records`) and,
+the backbone, the heads (with the fixed z-score of the pooled states they read and a mix's logits and softmax
+weights, keys ``feature.*``), ``summary.json``, ``record.json`` (:mod:`metalearn.pretune.records`) and,
 last, ``done.json``.
 """
 
@@ -26,7 +26,7 @@ from metalearn.pretune.distributed import barrier, is_main
 from metalearn.pretune.evaluate import pooled_part
 from metalearn.pretune.model import MultiHeadClassifier, freeze_for_head, frozen_depth
 from metalearn.pretune.probe import ProbeScore, mix_states, probe_scores
-from metalearn.pretune.records import MIX, build_record, write_record
+from metalearn.pretune.records import build_record, write_record
 from metalearn.pretune.subsets import HEADS, WEIGHTS, _save_tensors, _write_json, variant_name, write_done
 from metalearn.pretune.train import TrainResult, steps_per_epoch, train
 from metalearn.util.fileio import atomic_path
@@ -58,15 +58,27 @@ def probe(model: MultiHeadClassifier, features: Mapping[str, Mapping[str, tuple[
 
 
 def train_norm(train: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std (floored at 1e-8) [S, D] of the pooled states [N, S, D] of every corpus's train clips."""
+    """Mean and std [S, D] of the pooled states [N, S, D] of every corpus's train clips; each std floored at 1 %
+    of its state's mean std, so that a dimension the untouched backbone barely moves cannot blow up once the
+    trained layers move it."""
     x = torch.cat([states for states, _ in train.values()]).double()
-    return x.mean(0).float(), x.std(0, unbiased=False).clamp_min(1e-8).float()
+    std = x.std(0, unbiased=False)
+    return x.mean(0).float(), torch.maximum(std, 0.01 * std.mean(-1, keepdim=True)).clamp_min(1e-8).float()
 
 
 def _save_state(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.detach().to("cpu", torch.float32, copy=True).contiguous() for k, v in tensors.items()},
                   str(tmp))
+
+
+def feature_state(model: MultiHeadClassifier) -> dict[str, torch.Tensor]:
+    """What the heads read, beside them in heads.safetensors (keys prefixed ``feature.``): the fixed z-score
+    ``shift``, ``scale`` [S, D] and, for a mix, ``mix_logits`` and ``mix_weights`` (softmax) [L + 1]."""
+    state = {"shift": model.shift, "scale": model.scale}
+    if model.mix is not None:
+        state.update(mix_logits=model.mix, mix_weights=model.mix_weights())
+    return state
 
 
 def build_model(subset: tuple[str, ...], splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
@@ -104,13 +116,10 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
     scores = probe(model, untouched, used, cfg)
     if is_main():
         _save_tensors(backbone, folder / WEIGHTS)
-        _save_tensors(model.heads, folder / HEADS)
+        heads = {f"{k}": v for k, v in model.heads.state_dict().items()}
+        heads.update({f"feature.{k}": v for k, v in feature_state(model).items()})
+        _save_state(heads, folder / HEADS)
         files = [WEIGHTS, HEADS]
-        feature = {"shift": model.shift, "scale": model.scale}
-        if model.mix is not None:
-            feature.update(mix_logits=model.mix, mix_weights=model.mix_weights())
-        _save_state(feature, folder / MIX)
-        files.append(MIX)
         _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
         steps = result.epochs * steps_per_epoch(cfg, used)
         write_record(folder, build_record(variant_name(subset), head_layer(model), cfg, used, result, steps,

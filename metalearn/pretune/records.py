@@ -23,7 +23,6 @@ from metalearn.util.fileio import write_atomic, write_json
 from metalearn.util.markdown import LEFT, RIGHT, table
 
 RECORD = "record.json"
-MIX = "feature.safetensors"  # the feature a variant trained: per-state z-score and mix weights
 FIELDS = ("variant", "kind", "head_layer", "trainable_layers", "corpora", "steps", "passes", "seconds",
           "dev_accuracy", "test_accuracy", "probe_dev_accuracy", "probe_test_accuracy")
 

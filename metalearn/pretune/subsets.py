@@ -1,8 +1,11 @@
 """Every subset of the source corpora is a pretune variant: train the missing ones, load any of them.
 
-A variant folder ``{out}/{variant_name}/`` holds ``config.json`` (written first), ``curve.jsonl``,
-``backbone.safetensors`` (the backbone's state dict), ``heads.safetensors``, ``summary.json`` and, last,
-``done.json``. A folder without ``done.json`` (a killed run) is trained again; one with it is skipped.
+A variant folder ``{out}/{variant_name}/`` holds ``config.json`` (written first: the recipe, ``head_layer`` and
+the ``fingerprint`` of what made it), ``curve.jsonl``, ``backbone.safetensors`` (the backbone's state dict),
+``heads.safetensors``, ``feature.safetensors`` (the z-score and mix weights of the feature the heads read),
+``summary.json``, ``record.json`` (accuracy beside the frozen probe, :mod:`metalearn.pretune.records`) and, last,
+``done.json``. A folder without ``done.json`` (a killed run) is trained again; one with it is reused only when
+its fingerprint matches (:mod:`metalearn.pretune.fingerprint`), else one line names the first differing key.
 The "none" variant (the untouched backbone) holds only ``config.json`` and ``done.json``.
 
 ``done.json`` records the SHA-256 of every checkpoint the variant wrote (``"sha256": {file: hex}``); loading

@@ -21,8 +21,7 @@ from torch import Tensor
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.features.featurize import select_features
-from metalearn.pretune.records import MIX
-from metalearn.pretune.subsets import backbone_for_variant, load_checkpoint, verify_variant
+from metalearn.pretune.subsets import HEADS, backbone_for_variant, load_checkpoint, verify_variant
 from metalearn.util.errors import MetalearnError
 
 
@@ -85,17 +84,17 @@ class PretuneVariant:
 
     @cached_property
     def mix(self) -> dict[str, np.ndarray]:
-        """Its learned mix (``feature.safetensors``, verified against ``done.json``): ``weights`` [L + 1] (softmax)
-        and the fixed per-state z-score ``shift``, ``scale`` [L + 1, D] applied to each state before mixing."""
+        """Its learned mix (``feature.*`` in ``heads.safetensors``, verified against ``done.json``): ``weights``
+        [L + 1] (softmax) and the fixed per-state z-score ``shift``, ``scale`` [L + 1, D] applied before mixing."""
         if self.head_layer != "mix":
             raise MetalearnError(f"pretune variant {self.name} has no learned mix of states (its head read "
                                  f"state {self.head_layer}); use a state index as its feature")
-        tensors = load_checkpoint(self.folder, MIX)
-        missing = {"mix_weights", "shift", "scale"} - set(tensors)
+        tensors = load_checkpoint(self.folder, HEADS)
+        missing = {"feature.mix_weights", "feature.shift", "feature.scale"} - set(tensors)
         if missing:
-            raise MetalearnError(f"{self.folder / MIX}: lacks {sorted(missing)}; delete {self.folder} to retrain it")
-        return {"weights": tensors["mix_weights"].double().numpy(), "shift": tensors["shift"].double().numpy(),
-                "scale": tensors["scale"].double().numpy()}
+            raise MetalearnError(f"{self.folder / HEADS}: lacks {sorted(missing)}; delete {self.folder} to retrain it")
+        return {k: tensors[f"feature.{name}"].double().numpy()
+                for k, name in (("weights", "mix_weights"), ("shift", "shift"), ("scale", "scale"))}
 
     def features(self, values: np.ndarray, layer: int | str) -> Tensor:
         """Few-shot features [N, D] from cached embeddings [N, L + 1, D]: hidden state ``layer``, "mean", or
