@@ -70,8 +70,8 @@ tune: manifests
 
 # A single episode, for students: one speaker, one k, every step printed, a picture, and a page to listen to.
 episode: manifests
-	$(PY) -m metalearn episode --manifest $(DATA)/manifests/esd.csv --k 5 --out runs/episode/episode.png \
-	  --html runs/episode/episode.html
+	$(PY) -m metalearn episode --manifest $(DATA)/manifests/esd.csv --k 5 --run results/demo \
+	  --out runs/episode/episode.png --html runs/episode/episode.html
 
 corpora: $(STAMP)
 	$(PY) -m metalearn synth --preset demo --out $(DATA)

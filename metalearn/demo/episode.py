@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.demo.layer import LayerChoice
 from metalearn.demo.result import AlgorithmResult, EpisodeResult, setup_lines
 from metalearn.features.featurize import standardize
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterBase, AdapterSpec, adapter_class, build_adapter
@@ -62,13 +63,15 @@ def check_algorithms(algorithms: Sequence[str]) -> list[str]:
 
 
 def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int, algorithms: Sequence[str], *,
-                     queries: int | None, meta_steps: int, seed: int) -> EpisodeResult:
+                     queries: int | None, meta_steps: int, seed: int,
+                     feature: LayerChoice | None = None) -> EpisodeResult:
     """Draw ``speaker``'s episode, meta-train on the other speakers where needed, score every algorithm.
 
     Args:
         x: [N, D] features aligned with ``rows``.
         queries: query clips per class (None: the speaker's whole test split).
         meta_steps: meta-training steps of the algorithms that meta-learn (others have none).
+        feature: which hidden state ``x`` is and why (:mod:`metalearn.demo.layer`), for the report and page.
     """
     if x.ndim != 2 or x.shape[0] != len(rows):
         raise MetalearnError(f"features of shape {tuple(x.shape)}: expected [{len(rows)}, D], one row per utterance")
@@ -84,7 +87,7 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
     qry = torch.tensor([index_of[key] for key in episode.query])
     result = EpisodeResult(episode, [rows[i] for i in sup], [rows[i] for i in qry], x[sup],
                            torch.tensor(episode.support_labels), x[qry], torch.tensor(episode.query_labels),
-                           tuple(sorted({rows[i].speaker for i in others})), {})
+                           tuple(sorted({rows[i].speaker for i in others})), {}, feature)
     ways = len(episode.classes)
     adapters = {name: build_adapter(name, AdapterSpec(x.shape[1], ways, seed), DEMO_OPTIONS.get(name))
                 for name in names}
@@ -188,17 +191,27 @@ def format_report(result: EpisodeResult) -> str:
     return "\n".join(lines)
 
 
-def _parse_layer(text: str) -> int | str:
-    if text == "mean":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise MetalearnError(f"--layer {text!r}: expected an integer (-1 = last hidden state) or 'mean'") from None
+def choose_feature(args: argparse.Namespace, values: np.ndarray, rows: list[Utterance], speaker: str) -> LayerChoice:
+    """The state to read (:mod:`metalearn.demo.layer`): ``--layer`` when given, else the ``--run`` folder's
+    choice for this speaker and variant, else chosen on the other speakers as the run chooses."""
+    from pathlib import Path
+
+    from metalearn.demo.layer import check_run_backbone, given_layer, run_layer, validation_layer
+
+    states = int(values.shape[1])
+    if getattr(args, "layer", None) not in (None, "", "auto"):
+        return given_layer(str(args.layer), states)
+    run = getattr(args, "run", None)
+    if run:
+        if not args.variant:
+            check_run_backbone(run, args.backbone_family, args.backbone_source, args.whisper_mode)
+        return run_layer(run, Path(args.variant).name if args.variant else "none", speaker, states)
+    return validation_layer(values, rows, speaker, args.k, args.seed)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Read the manifest, embed (or read the cache), run the episode, print the report and the picture's path."""
+    """Read the manifest, embed (or read the cache), pick the feature, run the episode, print the report and the
+    picture's path."""
     from metalearn.data.manifest import read_manifest
     from metalearn.demo.plot import plot_episode
     from metalearn.features.backbones import backbone_config, build_backbone
@@ -210,14 +223,11 @@ def main(args: argparse.Namespace) -> int:
     speaker = args.speaker or sorted({u.speaker for u in rows})[0]
     check_speaker(rows, speaker)
     algorithms = check_algorithms([a.strip() for a in args.algorithms.split(",") if a.strip()])
-    layer = _parse_layer(args.layer)
     backbone = backbone_for_variant(args.variant) if args.variant else build_backbone(backbone_config(args))
     emb = extract(rows, backbone, EmbeddingConfig(cache_dir=args.cache_dir))
-    states = emb.values.shape[1]
-    if layer != "mean" and not -states <= layer < states:
-        raise MetalearnError(f"--layer {layer}: expected 'mean' or an integer in {-states}..{states - 1}")
-    result = run_episode_demo(select_features(emb.values, layer), emb.rows, speaker, args.k, algorithms,
-                              queries=args.queries, meta_steps=args.meta_steps, seed=args.seed)
+    feature = choose_feature(args, emb.values, list(emb.rows), speaker)
+    result = run_episode_demo(select_features(emb.values, feature.layer), emb.rows, speaker, args.k, algorithms,
+                              queries=args.queries, meta_steps=args.meta_steps, seed=args.seed, feature=feature)
     print(format_report(result))
     picture = plot_episode(result, args.out)
     print(f"\npicture: {picture}")

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from metalearn.data.audio import AudioError, load_audio
 from metalearn.data.manifest import Utterance, utterance_key
+from metalearn.demo.methods import method_line
 from metalearn.demo.plot import class_colour
 from metalearn.demo.result import EpisodeResult, setup_lines
 from metalearn.util.fileio import write_atomic
@@ -33,7 +34,8 @@ h1 { font-size: 1.5em; margin: 0 0 6px; } h2 { font-size: 1.2em; margin: 26px 0 
 table { border-collapse: collapse; margin: 6px 0; } td, th { border: 1px solid #ddd; padding: 3px 7px; }
 th { background: #f3f3f3; text-align: left; } td.num { text-align: right; }
 audio { height: 32px; width: 100%; min-width: 260px; vertical-align: middle; }
-.top { display: flex; gap: 24px; align-items: flex-start; } .top > div { flex: 1; } .top img { width: 600px; }
+.feature { background: #eef4fb; border-left: 4px solid #1f77b4; padding: 6px 10px; }
+figure { margin: 8px 0; } figure img { width: 100%; max-width: 1210px; } td.what { color: #333; max-width: 640px; }
 .emo { padding: 1px 7px; border-radius: 8px; color: #111; white-space: nowrap; }
 td.ok { background: #e6f4e6; } td.wrong { background: #fbdada; font-weight: bold; color: #a00; }
 td.diag { background: #cfe9cf; } td.off { background: #f7d4d4; } .missing { color: #a00; font-size: 0.9em; }
@@ -73,18 +75,19 @@ def write_episode_page(result: EpisodeResult, path: str | os.PathLike, picture_p
 
 def episode_page(result: EpisodeResult, picture_png: bytes | None, clips: Mapping[str, str | AudioError],
                  seconds: float = CLIP_SECONDS) -> str:
-    """The page as HTML text: summary, accuracies and picture side by side, the support clips by emotion,
-    the queries with every method's prediction, the confusion matrices."""
+    """The page as HTML text: summary (with the feature read and why), accuracies with a line on each method,
+    the picture at full width, the support clips by emotion, the queries with every method's prediction, the
+    confusion matrices."""
     e = result.episode
     title = f"Speaker {e.speaker}: {len(e.classes)}-way {e.k}-shot episode"
     picture = ""
     if picture_png:
         src = "data:image/png;base64," + base64.b64encode(picture_png).decode("ascii")
-        picture = f'<img alt="the support and query clips of the episode in 2-D" src="{src}">'
+        picture = ("<h2>The episode in two dimensions</h2><figure>"
+                   f'<img alt="the support and query clips of the episode in 2-D" src="{src}"></figure>')
     parts = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
              f"<style>{STYLE}</style></head><body>",
-             f'<div class="top"><div><h1>{escape(title)}</h1>{_introduction(result, seconds)}'
-             f"{_accuracy_table(result)}</div>{picture}</div>",
+             f"<h1>{escape(title)}</h1>{_introduction(result, seconds)}{_accuracy_table(result)}{picture}",
              f"<h2>Support set: the {len(e.support)} clips the methods learn from, by emotion</h2>",
              _support_table(result, clips),
              f"<h2>Query set: the {len(e.query)} clips they must label</h2>", _query_table(result, clips),
@@ -95,23 +98,34 @@ def episode_page(result: EpisodeResult, picture_png: bytes | None, clips: Mappin
 def _introduction(result: EpisodeResult, seconds: float) -> str:
     """What the student is looking at, in a few sentences, and what was done before the support set was seen."""
     e = result.episode
-    setup = "".join(f"<li>{escape(line)}</li>" for line in setup_lines(result))
+    setup = "".join(f"<li>{escape(line)}</li>" for line in setup_lines(result, with_feature=False))
     return (f'<p>Every speaker is a new task. The methods get <b>{e.k} clips of each emotion</b> '
             f"({', '.join(_chip(c, i) for i, c in enumerate(e.classes))}) from speaker {escape(e.speaker)}'s "
             "training recordings (the support set) and must name the emotion of every clip of the speaker's test "
             "recordings (the query set). Listen to both: can you hear what they rely on?</p>"
+            f"{_feature(result)}"
             f'<p class="note">Episode {escape(e.episode_id)}, seed {e.seed}. Before the support set was seen: '
             f'</p><ul class="note">{setup}</ul>'
             f'<p class="note">Each player holds the first {seconds:g} s of its clip (16 kHz mono). '
             "A red cell with a cross is a wrong prediction.</p>")
 
 
+def _feature(result: EpisodeResult) -> str:
+    """Which hidden state of the backbone every method reads, and why that one."""
+    f = result.feature
+    if f is None:
+        return '<p class="feature">Features: not stated (the episode was built without a layer choice).</p>'
+    return (f'<p class="feature"><b>Features: {escape(f.name)}</b> of the backbone, mean-pooled over the clip, '
+            f"for every method. Why this one: {escape(f.reason)}.</p>")
+
+
 def _accuracy_table(result: EpisodeResult) -> str:
     rows = "".join(f'<tr><td>{escape(a.name)}</td><td class="num">{a.accuracy:.1%}</td>'
                    f'<td class="num">{a.correct} / {a.total}</td><td class="num">{a.meta_steps}</td>'
-                   f'<td class="num">{a.seconds:.1f}</td></tr>' for a in result.algorithms.values())
+                   f'<td class="num">{a.seconds:.1f}</td><td class="what">{escape(method_line(a.name))}</td></tr>'
+                   for a in result.algorithms.values())
     return ("<h2>Accuracy on the query set</h2><table><tr><th>method</th><th>accuracy</th><th>correct</th>"
-            f"<th>meta-training steps</th><th>seconds</th></tr>{rows}</table>")
+            f"<th>meta-training steps</th><th>seconds</th><th>what it does</th></tr>{rows}</table>")
 
 
 def _support_table(result: EpisodeResult, clips: Mapping[str, str | AudioError]) -> str:

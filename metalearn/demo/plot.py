@@ -102,8 +102,10 @@ def _titles(fig, result: EpisodeResult, dim: int) -> None:
     """The episode and every algorithm's accuracy on top; what the shading means at the bottom."""
     e = result.episode
     accuracies = ", ".join(f"{a.name} {a.accuracy:.0%} ({a.correct}/{a.total})" for a in result.algorithms.values())
+    feature = f", {result.feature.name}" if result.feature else ""
     fig.suptitle(f"Speaker {e.speaker}: {len(e.classes)}-way {e.k}-shot episode, {len(e.support)} support and "
-                 f"{len(e.query)} query clips\n" + textwrap.fill(f"accuracy: {accuracies}", 120), fontsize=12)
+                 f"{len(e.query)} query clips{feature}\n" + textwrap.fill(f"accuracy: {accuracies}", 120),
+                 fontsize=12)
     fig.supxlabel(textwrap.fill(
         "Shading: nearest-prototype regions of this 2-D projection (PCA of the episode's z-scored support and "
         f"query features). The classifiers work in all {dim} dimensions, so a query may be classified "
