@@ -61,6 +61,7 @@ from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
 from metalearn.util.progress import progress
 from metalearn.util.provenance import provenance
+from metalearn.util.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def prepared(cfg: ExperimentConfig, rows: list[Utterance], episodes_folder: Path
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepare_only: bool) -> RunResult | None:
+    clock = Stopwatch()
     rows, offered = target_rows(cfg), source_rows(cfg)
     sources = fitting_sources(cfg, rows, offered)  # the source speakers whose clips fit a meta-training task
     speakers = sorted({u.speaker for u in rows})
@@ -163,34 +165,46 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     folds = speaker_folds(cfg, speakers, out, sources)
     for s, (drawn_episodes, skipped) in drawn.items():
         save_episodes(out / f"episodes-seed{s}.jsonl", drawn_episodes, skipped)
-    write_json(out / f"run{'' if shard[1] == 1 else f'-shard{shard[0] + 1}'}.json",
-               provenance(cfg.device, shard=f"{shard[0] + 1}/{shard[1]}"))
-    # Shards running side by side must not train the same variant at once: they need it trained already.
-    variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
+    suffix = "" if shard[1] == 1 else f"-shard{shard[0] + 1}"
+    write_json(out / f"run{suffix}.json", provenance(cfg.device, shard=f"{shard[0] + 1}/{shard[1]}"))
+    with clock.stage("pretune variants"):  # shards side by side must not train one variant twice: trained first
+        variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
-    write_inputs_report(cfg, out, RunInputs(rows, folds, variants, episodes, sources=sources), offered)
+    inputs = RunInputs(rows, folds, variants, episodes, sources=sources)
+    write_inputs_report(cfg, out, inputs, offered)
     # Every variant's embeddings, sharing frozen layers: what --prepare is for, and what the layer choice reads.
-    filled = prepare_only or cfg.features.choose_layer
-    if filled:
-        prefill_embeddings(cfg, list(variants.values()), rows)
-    layers = choose_layers(cfg, variants, rows, folds, episodes, out)  # {} unless features.choose_layer
-    units = plan(cfg, variants, folds, episodes)
+    with clock.stage("embeddings and layer choice"):
+        if prepare_only or cfg.features.choose_layer:
+            prefill_embeddings(cfg, list(variants.values()), rows)
+        inputs = dataclasses.replace(inputs, layers=choose_layers(cfg, variants, rows, folds, episodes, out))
     if prepare_only:
         for variant in variants.values():
             variant_features(cfg, variant, rows)
         return None
+    result = _score(cfg, out, shard, inputs, clock)
+    clock.write(out / f"timing{suffix}.json")
+    return result
+
+
+def _score(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], inputs: RunInputs, clock: Stopwatch
+           ) -> RunResult:
+    """Score this shard's unfinished units of the grid into the run folder's logs; then :func:`finish`."""
+    units = plan(cfg, inputs.variants, inputs.folds, inputs.episodes)
     # per-query correctness of the episodes whose support and query may share a sentence (the content check)
-    shared = any(shares_content(e) for eps in episodes.values() for e in eps)
+    shared = any(shares_content(e) for eps in inputs.episodes.values() for e in eps)
     logs = Logs(TrialLog(out / shard_file(*shard)), SkipLog(out / skip_file(*shard)),
                 QueryLog(out / query_file(*shard)) if shared else None)
     mine = shard_units(units, *shard)
     done_before = {trial_key(r) for r in [*read_logs(out), *read_skips(out)]}  # a skipped trial is done too
     todo = [u for u in mine if any(u.trial_key(e) not in done_before for e in u.episodes)]
     total = sum(len(u.episodes) for u in mine)
-    if not filled:
-        prefill_embeddings(cfg, [variants[v] for v in dict.fromkeys(u.variant for u in todo)], rows)
-    ran = _run_units(cfg, RunInputs(rows, folds, variants, episodes, layers, sources), todo, logs, done_before, total)
-    return finish(cfg, out, units, ran, write=shard[1] == 1)  # a shard never writes the shared folder's report
+    with clock.stage("trials"):
+        if not cfg.features.choose_layer:
+            prefill_embeddings(cfg, [inputs.variants[v] for v in dict.fromkeys(u.variant for u in todo)],
+                               inputs.rows)
+        ran = _run_units(cfg, inputs, todo, logs, done_before, total)
+    with clock.stage("report"):
+        return finish(cfg, out, units, ran, write=shard[1] == 1)  # a shard never writes the folder's report
 
 
 def _skipper(skip_log: SkipLog, bar) -> OnSkip:
