@@ -45,6 +45,7 @@ from metalearn.loso.folds import (
     sessions_of,
     train_sessions,
 )
+from metalearn.loso.paper import paper_table
 from metalearn.run.run_folder import save_config, tracked_config
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_atomic, write_json
@@ -217,13 +218,15 @@ def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: Sessio
 
 def write_outputs(cfg: LosoExperimentConfig, out: Path, rows: list[Utterance], records: list[dict]
                   ) -> dict[str, Path]:
-    """``records.csv``, ``table.md`` and ``table.csv`` from the fold records (atomically)."""
+    """``records.csv``, ``table.md`` (caption, the papers' numbers, this run's table) and ``table.csv`` from the
+    fold records (atomically)."""
     paths = {"records": out / "records.csv", "table": out / "table.md", "table_csv": out / "table.csv"}
     _write_csv(paths["records"], records, RECORD_FIELDS)
     table_rows = loso_table_rows(records, cfg.losses)
     columns = list(table_rows[0]) if table_rows else ["method", "loss"]
     _write_csv(paths["table_csv"], table_rows, columns)
-    write_atomic(paths["table"], "\n\n".join([*caption(cfg, rows, records), loso_table(records, cfg.losses)]) + "\n")
+    write_atomic(paths["table"], "\n\n".join([*caption(cfg, rows, records), *paper_table(),
+                                               loso_table(records, cfg.losses)]) + "\n")
     return paths
 
 
