@@ -1,4 +1,4 @@
-"""Per-episode fine-tuning of a tiny backbone from audio (CPU_SMALL preset)."""
+"""Per-episode fine-tuning of a tiny backbone from audio (CPU_SMALL preset): what trains, what runs, refusals."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import soundfile as sf
 import torch
 
 from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.features.backbones.tiny import WHISPER_TINY
+from metalearn.features.backbones.whisper import whisper_from_config
 from metalearn.fewshot.algorithms import AdapterSpec, AudioInputs, build_adapter
 from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.episodes import Episode
@@ -51,11 +53,11 @@ def episode(spk: str, with_validation: bool = True) -> Episode:
 
 
 class Factory:
-    def __init__(self) -> None:
-        self.built = []
+    def __init__(self, family: str = "wav2vec2") -> None:
+        self.family, self.built = family, []
 
     def __call__(self):
-        model = build_backbone(BackboneConfig(family="wav2vec2", source="tiny"))
+        model = build_backbone(BackboneConfig(family=self.family, source="tiny"))
         self.built.append(model)
         return model
 
@@ -63,8 +65,9 @@ class Factory:
 CFG = FullFinetuneConfig(**CPU_SMALL)
 
 
-def test_records_and_fresh_backbone_per_episode(paths):
-    """Built from the registry like any method, scored by the one trial engine, one fresh backbone per episode."""
+def test_records_and_weights_reset_per_episode(paths):
+    """Built from the registry like any method, scored by the one trial engine; every episode starts from the
+    variant's weights (one backbone, its trainable weights reset), so an episode scored again gives its logits."""
     factory = Factory()
     adapter = build_adapter("full_finetune", AdapterSpec(1, 2, audio=AudioInputs(factory, paths)),
                             dataclasses.asdict(CFG))
@@ -72,42 +75,64 @@ def test_records_and_fresh_backbone_per_episode(paths):
     index_of = {key: i for i, key in enumerate(paths)}  # audio methods read clips; the features are unused
     records = run_trials(adapter, [episode("s1"), episode("s2")], torch.zeros(len(paths), 1), index_of,
                          TrialTags("t", "none", 0), chunk=1)
-    assert len(records) == 2 and len(factory.built) == 2
-    assert factory.built[0] is not factory.built[1]
+    assert len(records) == 2 and len(factory.built) == 1
     for r in records:
         assert tuple(r) == RECORD_FIELDS
         assert r["algorithm"] == "full_finetune" and r["n_query"] == 6 and r["n_support"] == 4
         assert 0.0 <= r["accuracy"] <= 1.0 and r["seconds"] > 0
+    first, _ = adapter.run_episode(episode("s1"))
+    again, _ = adapter.run_episode(episode("s1"))
+    torch.testing.assert_close(first, again, atol=0, rtol=0)
 
 
-def test_best_epoch_and_logits(paths):
-    logits, info = FullFinetune(Factory(), paths, CFG).run_episode(episode("s1"))
+def test_selection_and_logits(paths):
+    logits, info = FullFinetune(AudioInputs(Factory(), paths), CFG).run_episode(episode("s1"))
     assert logits.shape == (6, 2) and torch.isfinite(logits).all()
-    assert 1 <= info["best_epoch"] <= CFG.epochs_small_k
-    assert 0.0 <= info["val_macro_f1"] <= 1.0
+    assert info["best_step"] in range(CFG.eval_every, CFG.steps + 1, CFG.eval_every)
+    _, info = FullFinetune(AudioInputs(Factory(), paths), CFG).run_episode(episode("s1", with_validation=False))
+    assert info["best_step"] == CFG.steps  # no validation: the last step
 
 
-def test_only_top_layer_and_head_train(paths):
-    factory = Factory()
-    fresh = build_backbone(BackboneConfig(family="wav2vec2", source="tiny"))
-    _, info = FullFinetune(factory, paths, CFG).run_episode(episode("s1", with_validation=False))
-    assert info["best_epoch"] == CFG.epochs_small_k  # no validation: the last epoch
-    trained = factory.built[0]
-    lower_t, lower_f = transformer_layers(trained)[0][0], transformer_layers(fresh)[0][0]
-    top_t, top_f = transformer_layers(trained)[0][-1], transformer_layers(fresh)[0][-1]
-    for a, b in zip(lower_t.parameters(), lower_f.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert torch.equal(trained.model.feature_extractor.conv_layers[0].conv.weight,
-                       fresh.model.feature_extractor.conv_layers[0].conv.weight)
-    assert any(not torch.equal(a, b) for a, b in zip(top_t.parameters(), top_f.parameters(), strict=True))
+def test_only_the_layers_ending_at_the_state_train_and_none_above_runs(paths):
+    """Whisper with 3 layers, feature state 2, trainable_layers 1: layer 2 (index 1) trains, layers 1 and 3 stay,
+    and layer 3 never runs."""
+    def three_layers():
+        torch.manual_seed(0)
+        return whisper_from_config({**WHISPER_TINY, "encoder_layers": 3})
+
+    adapter = FullFinetune(AudioInputs(three_layers, paths, layer="2"), CFG)
+    adapter.run_episode(episode("s1"))
+    calls = []
+    top = transformer_layers(adapter.backbone)[0][2]
+    top.register_forward_hook(lambda *_: calls.append(1))
+    adapter.run_episode(episode("s2"))
+    fresh = three_layers()
+    trained, untouched = transformer_layers(adapter.backbone)[0], transformer_layers(fresh)[0]
+    for i, changed in ((0, False), (1, True), (2, False)):
+        same = all(torch.equal(a, b) for a, b in zip(trained[i].parameters(), untouched[i].parameters(), strict=True))
+        assert same != changed, i
+    assert not calls and adapter.trunks is not None and adapter.trunks.depth == 1
+
+
+def test_refusals_are_one_line(paths):
+    for layer in ("mean", "mix", "clap"):
+        with pytest.raises(MetalearnError, match=f"feature is '{layer}'") as err:
+            build_adapter("full_finetune", AdapterSpec(1, 2, audio=AudioInputs(Factory(), paths, layer=layer)))
+        assert "\n" not in str(err.value)
+    too_deep = FullFinetune(AudioInputs(Factory("whisper"), paths, layer="1"), dataclasses.replace(CFG,
+                                                                                                  trainable_layers=2))
+    with pytest.raises(MetalearnError, match="trainable_layers 2 exceeds the feature's state 1"):
+        too_deep.run_episode(episode("s1"))
+    with pytest.raises(MetalearnError, match="standardize 'zscore'"):
+        FullFinetune(AudioInputs(Factory(), paths), dataclasses.replace(CFG, standardize="zscore"))
 
 
 def test_missing_audio_names_the_key(paths):
     broken = dict(paths)
     broken["toy/s1_0_5"] = str(next(iter(paths.values()))) + ".missing.wav"
     with pytest.raises(MetalearnError, match="toy/s1_0_5") as err:
-        FullFinetune(Factory(), broken, CFG).run_episode(episode("s1"))
+        FullFinetune(AudioInputs(Factory(), broken), CFG).run_episode(episode("s1"))
     assert "\n" not in str(err.value)
     del broken["toy/s1_0_5"]
     with pytest.raises(MetalearnError, match="toy/s1_0_5"):
-        FullFinetune(Factory(), broken, dataclasses.replace(CFG, epochs_small_k=1)).run_episode(episode("s1"))
+        FullFinetune(AudioInputs(Factory(), broken), CFG).run_episode(episode("s1"))

@@ -12,11 +12,12 @@ import torch
 from metalearn.features.backbones import BackboneConfig, build_backbone, pad_batch
 from metalearn.features.backbones.whisper import whisper_from_config
 from metalearn.features.shared_trunk import TrunkCache, caches_trunk
+from metalearn.fewshot.algorithms import AudioInputs
 from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.episodes import Episode
 
 SR = 16_000
-CFG = FullFinetuneConfig(**{**CPU_SMALL, "epochs_small_k": 3, "patience_small_k": 3})
+CFG = FullFinetuneConfig(**CPU_SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,11 @@ def whisper_tiny():
 
 def test_cached_trunk_gives_the_from_audio_results(paths) -> None:
     episodes = [episode("s1"), episode("s2"), episode("s1", shift=2)]  # the third reuses s1's clips
-    cached = FullFinetune(whisper_tiny, paths, CFG)
-    audio = FullFinetune(whisper_tiny, paths, dataclasses.replace(CFG, trunk_cache_mb=0))
+    cached = FullFinetune(AudioInputs(whisper_tiny, paths), CFG)
+    audio = FullFinetune(AudioInputs(whisper_tiny, paths), dataclasses.replace(CFG, trunk_cache_mb=0))
     for ep in episodes:
         (lc, ic), (la, ia) = cached.run_episode(ep), audio.run_episode(ep)
-        assert ic["best_epoch"] == ia["best_epoch"] and ic["val_macro_f1"] == ia["val_macro_f1"]
+        assert ic["best_step"] == ia["best_step"]
         torch.testing.assert_close(lc, la, atol=1e-5, rtol=0)
         assert not torch.allclose(la, torch.zeros_like(la))  # it did train
     assert audio.trunks is None and cached.trunks is not None and cached.trunks.depth == 1
@@ -96,8 +97,8 @@ def test_only_dropout_free_backbones_with_a_trunk_are_cached(paths) -> None:
     noisy = whisper_tiny()
     noisy.encoder.config.dropout = 0.1
     assert not caches_trunk(noisy)
-    ssl = FullFinetune(lambda: build_backbone(BackboneConfig(family="wav2vec2", source="tiny")), paths,
-                       dataclasses.replace(CFG, epochs_small_k=1))
+    ssl = FullFinetune(AudioInputs(lambda: build_backbone(BackboneConfig(family="wav2vec2", source="tiny")), paths),
+                       dataclasses.replace(CFG, steps=1))
     assert not caches_trunk(build_backbone(BackboneConfig(family="wav2vec2", source="tiny")))
     ssl.run_episode(episode("s1"))
     assert ssl.trunks is None  # trained from audio

@@ -133,10 +133,15 @@ def build_for(inputs: GroupInputs, algorithm: str, example: Episode, meta_k: int
         weight, bias = inputs.standardizer.carry_head(raw["weight"], raw["bias"])
         prior = {"weight": weight, "bias": bias}
     audio = None
-    if cls.inputs == "audio":
-        audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in table.rows})
+    if cls.inputs == "audio":  # the group's feature (state, standardisation, crop), read from audio
+        audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in table.rows}, table.layer,
+                            inputs.standardizer, cfg.embeddings.max_seconds, cfg.embeddings.precision)
     spec = AdapterSpec(table.dim, len(example.classes), seed, cfg.device, prior, audio)
-    adapter = build_adapter(algorithm, spec, options_for(cfg, algorithm, inputs.fold))
+    options = options_for(cfg, algorithm, inputs.fold)
+    if cls.options_like and cfg.tuned.folds:  # full_finetune: finetune's tuned values, then its own (it nests)
+        tuned = cfg.tuned.folds[inputs.fold].algorithms
+        options.update({**tuned.get(cls.options_like, {}), **tuned.get(algorithm, {})})
+    adapter = build_adapter(algorithm, spec, options)
     steps = meta_steps_for(cfg, algorithm, inputs.fold)
     if not adapter.meta_learns or steps == 0:
         return adapter

@@ -6,8 +6,8 @@ Query (and validation) sets may be padded to a common size across a batch of epi
 method here scores query items independently, so padded rows are simply ignored by the caller.
 
 A method declares what it needs as class attributes of :class:`AdapterBase` (``inputs``,
-``needs_prior``, ``uses_support``, ``per_episode``, ``meta_learns``); the runner reads the
-declarations and provides the inputs in an :class:`AdapterSpec`, never branching on a method's name.
+``needs_prior``, ``uses_support``, ``per_episode``, ``meta_learns``, ``options_like``); the runner reads the
+declarations and provides the inputs (and options) in an :class:`AdapterSpec`, never branching on a method's name.
 """
 
 from __future__ import annotations
@@ -40,10 +40,21 @@ class TaskSampler(Protocol):
 
 @dataclass(frozen=True)
 class AudioInputs:
-    """What a method that adapts the backbone itself needs: a fresh backbone per call, and every clip's path."""
+    """What a method that adapts the backbone itself needs to read the run's feature from audio.
 
-    backbone: Callable[[], Any]                  # () -> a SpeechBackbone holding the pretune variant's weights
-    paths: Mapping[str, str | os.PathLike]       # utterance key -> audio file
+    backbone: () -> a SpeechBackbone holding the pretune variant's weights; paths: utterance key -> audio file;
+    layer: the feature every other method reads (the FeatureTable's ``layer``: a state index "0".."L", or an int,
+    negative from the end; "mean", "mix" or "clap" name features a method may refuse); standardizer: the
+    fold's per-dimension z-score of that feature (``shift``, ``scale`` [D]; None: none); max_seconds and
+    precision: the embedding cache's crop and autocast precision, so the pooled state is the cache's.
+    """
+
+    backbone: Callable[[], Any]
+    paths: Mapping[str, str | os.PathLike]
+    layer: str | int = -1
+    standardizer: Any = None                     # a metalearn.features.featurize.Standardizer, or None
+    max_seconds: float | None = None
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,8 @@ class AdapterBase:
     per_episode: ClassVar[bool] = False     # slow: the grid gives it one episode per unit (a kill loses one)
     trains_on: ClassVar[str] = "tasks"      # what meta_train samples: "tasks" (episodes) or "labels" (labelled clips)
     zero_point: ClassVar[bool] = False      # also scored with no support at all, as its k = 0 point (transfer)
+    options_like: ClassVar[str] = ""        # an algorithm whose fold-tuned values this one takes, under its own
+                                            # tuned values (its config has that algorithm's fields)
 
     @classmethod
     def from_spec(cls, spec: AdapterSpec, cfg: object) -> AdapterBase:
