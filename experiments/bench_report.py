@@ -8,7 +8,8 @@ seeded metrics with a speaker effect and a variant effect that grows with the nu
 k), plus the ``majority`` baseline's 2,100 trials on ``none`` (1 positive : 4 negatives, 80% accuracy), written
 as trials.csv; then, timed one after the other: reading trials.csv, the speaker-clustered summary, the paired
 comparisons (every variant against none, Holm over all rows of a metric), and the whole report (`write_report`:
-tables, comparisons, plots) without and with its figures. The report stays in ``--figures``: look at
+tables, comparisons, plots) without and with its figures, in wall and CPU seconds (CPU seconds stay
+comparable on a shared machine). The report stays in ``--figures``: look at
 ``variants_accuracy_vs_k.png`` (the variants on one axis) and ``variants_accuracy_diff.png`` (the variant x k
 map of the paired difference to none).
 """
@@ -85,15 +86,15 @@ def main() -> None:
                        ("paired comparisons (Holm)", lambda: comparisons(records)),
                        ("write_report without figures", lambda: write_report(folder, records, plots=False)),
                        ("write_report with figures", lambda: written.update(write_report(folder, records)))):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         work()
-        rows.append((name, time.perf_counter() - start))
+        rows.append((name, time.perf_counter() - start, time.process_time() - cpu))
     figures = sorted(n for n in written if n.endswith(".png"))
     lines = ["# The report on Paper A's 33,600 records", "",
              f"`python experiments/bench_report.py` on {os.cpu_count()} CPUs (load average "
              f"{os.getloadavg()[0]:.1f}); {n_main:,} full_finetune records (16 variants) and "
              f"{len(records) - n_main:,} majority records on none.", "",
-             "| step | seconds |", "|---|---|"] + [f"| {n} | {s:.2f} |" for n, s in rows]
+             "| step | seconds | CPU seconds |", "|---|--:|--:|"] + [f"| {n} | {s:.2f} | {c:.2f} |" for n, s, c in rows]
     lines += ["", f"Figures ({len(figures)}, in `{folder}`): " + ", ".join(f"`{n}`" for n in figures) + "."]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
