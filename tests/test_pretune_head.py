@@ -3,6 +3,7 @@ the frozen trunk cached, and what the variant folder then holds (record, feature
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -152,3 +153,21 @@ def test_a_finished_variant_is_reused_only_when_it_matches(sources: list[Utteran
     with pytest.raises(MetalearnError, match="not trained"):
         ensure_variants(sources, subsets, tmp_path / "empty", cfg, WHISPER, CPU, train=False)
     assert first_difference({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1.0, "c": [1, 3]}}) == ("a.c[1]", 2, 3)
+
+
+def test_pooled_part_keeps_the_row_order(sources: list[Utterance]) -> None:
+    from metalearn.data.audio import load_audio
+    from metalearn.pretune.data import build_splits
+    from metalearn.pretune.evaluate import pooled_part
+
+    rows = [dataclasses.replace(u, duration_s=0.1 + (i * 7 % 11) / 10) for i, u in enumerate(sources)]
+    splits = build_splits(rows, 0)
+    model = MultiHeadClassifier(_whisper_3(), {"alpha": splits["alpha"].labels}, 2)
+    x, y = pooled_part(model, splits, "train", _cfg(eval_batch_size=3), CPU)["alpha"]
+    train = splits["alpha"].train
+    assert x.shape == (len(train), 1, 32) and y.tolist() == [splits["alpha"].labels.index(u.emotion) for u in train]
+    for i in (0, len(train) // 2, len(train) - 1):
+        wave = torch.from_numpy(load_audio(train[i].path, max_seconds=0.4))
+        with torch.no_grad():
+            alone = model.pooled(wave[None], torch.tensor([len(wave)]))
+        assert torch.allclose(x[i], alone[:, 0], atol=1e-5)

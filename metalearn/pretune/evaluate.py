@@ -70,9 +70,8 @@ def pooled_part(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], 
     data = SplitAudio(dict(splits), part, cfg.max_seconds)
     out = {}
     for corpus, s in sorted(splits.items()):
-        n = len(s.part(part))
-        batches = [[(corpus, i) for i in range(j, min(n, j + cfg.eval_batch_size))]
-                   for j in range(0, n, cfg.eval_batch_size)]
+        batches = eval_batches({corpus: s}, part, cfg.eval_batch_size)  # shortest first: little padding
+        order = torch.tensor([i for batch in batches for _, i in batch], dtype=torch.long)
         xs, ys = [], []
         for waves, lengths, y, _, keys in DataLoader(data, batch_sampler=batches, collate_fn=collate,
                                                      num_workers=cfg.num_workers):
@@ -80,8 +79,10 @@ def pooled_part(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], 
                 pooled = model.pooled(waves.to(device), lengths.to(device), keys)  # [S, B, D]
             xs.append(pooled.float().transpose(0, 1).cpu())
             ys.append(y)
-        d = model.backbone.hidden_size
-        out[corpus] = (torch.cat(xs) if xs else torch.zeros(0, len(model.read_states), d),
-                       torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long))
+        x = torch.cat(xs) if xs else torch.zeros(0, len(model.read_states), model.backbone.hidden_size)
+        y = torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)
+        back = torch.empty_like(order)
+        back[order] = torch.arange(len(order))
+        out[corpus] = (x[back], y[back])  # the part's row order
     model.train(was_training)
     return out
