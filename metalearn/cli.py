@@ -14,13 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from metalearn.demo.cli import add_parser as add_episode_parser
 from metalearn.features.backbone_args import add_backbone_args
 from metalearn.pretune.cli import add_parser as add_pretune_parser
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger("metalearn")
-# ``episode --algorithms`` default (the demo's usual four; each runs in seconds on CPU).
-EPISODE_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
@@ -123,12 +122,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_episode(args: argparse.Namespace) -> int:
-    from metalearn.demo.episode import main
-
-    return main(args)
-
-
 def _add_manifest(sub: argparse._SubParsersAction) -> None:
     from metalearn.data.corpora import CORPORA  # numpy and soundfile, no scipy
 
@@ -197,28 +190,6 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="ALGORITHM",
                    help="the method every other is compared with (default: the run's report.reference, finetune)")
     p.set_defaults(func=_cmd_report)
-
-
-def _add_episode(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("episode", help="one speaker's few-shot episode, every algorithm on it (demo)")
-    p.add_argument("--manifest", default="data/demo/manifests/esd.csv", metavar="FILE.csv", help="the corpus")
-    p.add_argument("--speaker", metavar="ID", help="the episode's speaker (default: the first one)")
-    p.add_argument("--k", type=int, default=5, help="support clips per emotion, from the speaker's train split")
-    p.add_argument("--queries", type=int, default=None, metavar="N",
-                   help="query clips per emotion (default: all of the speaker's test split)")
-    p.add_argument("--algorithms", default=",".join(EPISODE_ALGORITHMS), metavar="A,B,..",
-                   help="comma list of registered algorithms (metalearn.fewshot.algorithms; "
-                        "an unknown name lists them all)")
-    p.add_argument("--layer", default="-1", help="hidden state: an index (-1 = the last) or 'mean' of all")
-    p.add_argument("--variant", metavar="DIR", help="a pretune variant's backbone instead of the default")
-    p.add_argument("--meta-steps", type=int, default=100, help="meta-training steps on the other speakers")
-    p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
-    p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
-    p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
-    p.add_argument("--html", metavar="FILE.html", help="also write one self-contained page: every clip playable, "
-                                                       "each method's predictions, the matrices and the picture")
-    add_backbone_args(p)
-    p.set_defaults(func=_cmd_episode)
 
 
 def _add_export_variant(sub: argparse._SubParsersAction) -> None:
@@ -347,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_manifest, _add_synth, add_pretune_parser, _add_embed, _add_run, _add_merge, _add_report,
-                _add_episode):
+                add_episode_parser):
         add(sub)
     _add_export_variant(sub)
     _add_folds(sub)
