@@ -70,8 +70,8 @@ def test_one_meta_seed_plans_the_grid_of_before() -> None:
     episodes = {0: nway_episodes(rows, ["0011", "0012", "0013"], 1, 3, 0)[0]}
     args = (["v"], [0], [["0011"], ["0012", "0013"]], ["finetune", "maml"], episodes)
     before = plan_units(*args, Batching(2, per_k=["maml"]))
-    assert plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f: (0,))) == before
-    both = plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f: (0, 1) if a == "maml" else (0,)))
+    assert plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f, v: (0,))) == before
+    both = plan_units(*args, Batching(2, per_k=["maml"], meta_seeds=lambda a, f, v: (0, 1) if a == "maml" else (0,)))
     count = Counter((u.algorithm, u.meta_seed) for u in both)
     assert count[("maml", 1)] == count[("maml", 0)] == sum(u.algorithm == "maml" for u in before) > 0
     assert count[("finetune", 0)] == sum(u.algorithm == "finetune" for u in before) and ("finetune", 1) not in count

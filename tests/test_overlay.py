@@ -13,7 +13,7 @@ from metalearn.configs.load import load_config
 from metalearn.configs.overlay import read_overlay
 from metalearn.run.config import TunedConfig, TunedFold
 from metalearn.run.grid import Fold
-from metalearn.run.tuned import PER_VARIANT, apply_tuned, meta_steps_for, options_for
+from metalearn.run.tuned import apply_tuned, meta_steps_for, options_for
 from metalearn.tune.results import overlay
 from metalearn.util.errors import MetalearnError
 
@@ -61,7 +61,6 @@ def _tuned(cfg, variants: dict):
     return dataclasses.replace(cfg, tuned=TunedConfig("", folds))
 
 
-@pytest.mark.skipif(not PER_VARIANT, reason="metalearn/run/config.py TunedFold has no `variants` field yet")
 def test_a_variants_own_values_win_method_by_method() -> None:
     cfg = _tuned(_cfg(), {"pft": {"algorithms": {"finetune": {"lr": 0.25}}, "meta_steps": {"maml": 10}},
                           "clap": {"algorithms": {"protonet": {"cosine_scale": 3.0}}, "meta_steps": {}}})

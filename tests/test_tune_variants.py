@@ -21,7 +21,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.features.table import FeatureTable
 from metalearn.fewshot.algorithms import REGISTRY
 from metalearn.report.summary import speaker_means
-from metalearn.run.tuned import PER_VARIANT, meta_steps_for, options_for
+from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.tune import study as tune_module
 from metalearn.tune.journal import JOURNAL, StudyKey
 from metalearn.tune.study import tune
@@ -109,7 +109,6 @@ def test_each_study_scores_its_own_variants_features(variants_tuned: tuple[Path,
         assert all(torch.equal(x, none[0]) for x in none) and all(torch.equal(x, other[0]) for x in other)
 
 
-@pytest.mark.skipif(not PER_VARIANT, reason="metalearn/run/config.py TunedFold has no `variants` field yet")
 def test_the_overlay_holds_each_variants_winners_and_a_run_reads_them(base: Path,
                                                                       variants_tuned: tuple[Path, list]) -> None:
     out, _ = variants_tuned

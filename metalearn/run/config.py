@@ -98,13 +98,21 @@ class MetaTrainConfig:
 class TuneConfig:
     """``python -m metalearn tune``: one Optuna study per method and fold, on the fold's validation speakers."""
 
-    trials: int = 20                        # per method and fold, the same for every method (the first is the
-                                            # hand-set config)
+    trials: int = 20                        # per method, variant and fold, the same for every method (the first
+                                            # is the hand-set config)
     seed: int = 0                           # the TPE sampler's seed
     algorithms: list[str] | None = None     # None: every algorithm of algorithms.run that has a search space
-    variant: str = ""                       # the pretune variant tuned on ("": the run's first)
+    variant: str = ""                       # the pretune variant tuned ("": every variant; a name: that one alone)
     meta_steps: list[int] = field(default_factory=lambda: [25, 50, 100, 200])  # choices for methods that learn
                                             # across speakers (meta-training / training steps)
+
+
+@dataclass
+class TunedVariant:
+    """One pretune variant's tuned values in one fold, chosen on its own features (they win over the fold's)."""
+
+    algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # algorithm -> its config fields
+    meta_steps: dict[str, int] = field(default_factory=dict)             # algorithm -> meta-training steps
 
 
 @dataclass
@@ -116,6 +124,8 @@ class TunedFold:
     meta_train: list[str] = field(default_factory=list)   # the speakers every trial learned from
     algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)  # algorithm -> its config fields
     meta_steps: dict[str, int] = field(default_factory=dict)             # algorithm -> meta-training steps
+    variants: dict[str, TunedVariant] = field(default_factory=dict)      # variant -> its own values (else the
+                                                                          # fold-level ones above)
 
 
 @dataclass

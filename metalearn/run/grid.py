@@ -140,14 +140,14 @@ class Batching:
         per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
         only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
         slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode).
-        meta_seeds: (algorithm, fold) -> the meta-training seeds its units are planned for (None: [0]).
+        meta_seeds: (algorithm, fold, variant) -> the meta-training seeds its units are planned for (None: [0]).
     """
 
     chunk: int
     per_k: Sequence[str] = ()
     only: dict[str, Subset] = dataclasses.field(default_factory=dict)
     slow: Sequence[str] = ()
-    meta_seeds: Callable[[str, int], Sequence[int]] | None = None
+    meta_seeds: Callable[[str, int, str], Sequence[int]] | None = None
 
 
 def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Sequence[str]],
@@ -158,7 +158,7 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
     ``episodes``: seed -> that seed's evaluation episodes.
     """
     only, per_k, slow, chunk = batching.only, batching.per_k, batching.slow, batching.chunk
-    meta_seeds = batching.meta_seeds or (lambda algorithm, fold: (0,))
+    meta_seeds = batching.meta_seeds or (lambda algorithm, fold, variant: (0,))
     units = []
     for variant in variants:
         for seed in seeds:
@@ -176,7 +176,7 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
                         batches = group_by_shape(group, size)
                         units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b), meta_seed)
-                                  for meta_seed in meta_seeds(algorithm, f) for b in batches]
+                                  for meta_seed in meta_seeds(algorithm, f, variant) for b in batches]
     return units
 
 

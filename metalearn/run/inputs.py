@@ -27,7 +27,7 @@ class RunInputs:
 
     def table_rows(self, units: Sequence[Unit], learns: Callable[[str, int], bool]) -> list[Utterance]:
         """The rows a feature table of ``units`` (one variant's) needs: the target's, and the sources' when a
-        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold)``)."""
-        if self.sources and any(learns(u.algorithm, u.fold) for u in units):
+        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold, variant)``)."""
+        if self.sources and any(learns(u.algorithm, u.fold, u.variant) for u in units):
             return self.rows + self.sources
         return self.rows

@@ -58,30 +58,31 @@ def check_grid(cfg: ExperimentConfig, variants: Sequence[str]) -> None:
                                  f"pretune variants ({', '.join(variants)})")
 
 
-def learns_across_speakers(cfg: ExperimentConfig, algorithm: str, fold: int) -> bool:
+def learns_across_speakers(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> bool:
     """Whether ``algorithm`` learns from the fold's meta-training speakers (meta-training, or training on their
     labelled clips as ``transfer`` does) with the fold's options: its adapter ``meta_learns`` and its (tuned)
     meta steps are > 0. Methods built only from audio or a prompt prior answer by their class's declaration;
     the others by a probe built with a 2-d spec (a few parameters, no data)."""
     if cfg.tuned.folds and fold >= len(cfg.tuned.folds):
         return False  # a tuning trial's config tunes its own fold only; the runner never plans such a fold
-    if meta_steps_for(cfg, algorithm, fold) == 0:
+    if meta_steps_for(cfg, algorithm, fold, variant) == 0:
         return False
     cls = adapter_class(algorithm)
     if cls.inputs != "embeddings" or cls.needs_prior:
         return bool(cls.meta_learns)
-    return bool(build_adapter(algorithm, AdapterSpec(2, 2), options_for(cfg, algorithm, fold)).meta_learns)
+    return bool(build_adapter(algorithm, AdapterSpec(2, 2), options_for(cfg, algorithm, fold, variant)).meta_learns)
 
 
-def meta_seeds(cfg: ExperimentConfig) -> Callable[[str, int], tuple[int, ...]]:
+def meta_seeds(cfg: ExperimentConfig) -> Callable[[str, int, str], tuple[int, ...]]:
     """(algorithm, fold) -> the meta seeds its units are planned for: ``meta_train.seeds`` for a method that
     learns across speakers (:func:`learns_across_speakers`), else (0,): once."""
     seeds, known = tuple(cfg.meta_train.seeds), {}
 
-    def of(algorithm: str, fold: int) -> tuple[int, ...]:
-        if (algorithm, fold) not in known:
-            known[(algorithm, fold)] = seeds if learns_across_speakers(cfg, algorithm, fold) else (0,)
-        return known[(algorithm, fold)]
+    def of(algorithm: str, fold: int, variant: str) -> tuple[int, ...]:
+        key = (algorithm, fold, variant)
+        if key not in known:
+            known[key] = seeds if learns_across_speakers(cfg, *key) else (0,)
+        return known[key]
 
     return of
 

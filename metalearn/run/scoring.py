@@ -34,7 +34,7 @@ from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold, Lost, OnSkip, Unit
-from metalearn.run.tuned import meta_steps_for, options_for
+from metalearn.run.tuned import meta_steps_for, options_for, tuned_values
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,12 @@ def build_for(inputs: GroupInputs, algorithm: str, example: Episode, meta_k: int
         audio = AudioInputs(variant.load_backbone, {utterance_key(u): u.path for u in table.rows}, table.layer,
                             inputs.standardizer, cfg.embeddings.max_seconds, cfg.embeddings.precision)
     spec = AdapterSpec(table.dim, len(example.classes), seed, cfg.device, prior, audio)
-    options = options_for(cfg, algorithm, inputs.fold)
-    if cls.options_like and cfg.tuned.folds:  # full_finetune: finetune's tuned values, then its own (it nests)
-        tuned = cfg.tuned.folds[inputs.fold].algorithms
-        options.update({**tuned.get(cls.options_like, {}), **tuned.get(algorithm, {})})
+    options = options_for(cfg, algorithm, inputs.fold, variant.name)
+    if cls.options_like:  # full_finetune: finetune's tuned values, then its own (it nests)
+        options.update({**tuned_values(cfg, cls.options_like, inputs.fold, variant.name),
+                        **tuned_values(cfg, algorithm, inputs.fold, variant.name)})
     adapter = build_adapter(algorithm, spec, options)
-    steps = meta_steps_for(cfg, algorithm, inputs.fold)
+    steps = meta_steps_for(cfg, algorithm, inputs.fold, variant.name)
     if not adapter.meta_learns or steps == 0:
         return adapter
     if not len(inputs.train_rows):

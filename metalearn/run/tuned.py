@@ -20,10 +20,6 @@ from metalearn.run.grid import Fold
 from metalearn.run.run_folder import as_dict
 from metalearn.util.errors import MetalearnError
 
-# whether the config schema holds per-variant tuned values (``TunedFold.variants``); until it does, ``tune``
-# writes the fold-level values only
-PER_VARIANT = "variants" in {f.name for f in dataclasses.fields(TunedFold)}
-
 
 def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:
     """``cfg``, its ``tuned.folds`` (read from ``tuned.file`` by the loader) checked against the run's ``folds``."""
@@ -50,8 +46,8 @@ def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:
 
 
 def _variants(tuned: TunedFold) -> dict:
-    """The fold's per-variant entries (variant -> its algorithms and meta_steps); none before the schema has them."""
-    return getattr(tuned, "variants", None) or {}
+    """The fold's per-variant entries (variant -> its algorithms and meta_steps)."""
+    return tuned.variants
 
 
 def _entry(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None, field: str) -> tuple[bool, object]:
@@ -66,14 +62,19 @@ def _entry(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None
     return False, None
 
 
+def tuned_values(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> dict:
+    """The tuned config fields of ``algorithm`` in fold ``fold`` for ``variant`` (its own, else the fold's); {}
+    without a tuned overlay or an entry."""
+    if not cfg.tuned.folds:
+        return {}
+    found, values = _entry(cfg, algorithm, fold, variant, "algorithms")
+    return dict(values) if found else {}
+
+
 def options_for(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> dict:
     """The algorithm's config fields in fold ``fold`` for pretune ``variant``: its config section, then the tuned
     values (the variant's own, else the fold's; None: the fold's)."""
-    options = as_dict(getattr(cfg.algorithms, algorithm))
-    if cfg.tuned.folds:
-        found, values = _entry(cfg, algorithm, fold, variant, "algorithms")
-        options.update(values if found else {})
-    return options
+    return {**as_dict(getattr(cfg.algorithms, algorithm)), **tuned_values(cfg, algorithm, fold, variant)}
 
 
 def meta_steps_for(cfg: ExperimentConfig, algorithm: str, fold: int, variant: str | None = None) -> int:

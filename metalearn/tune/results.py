@@ -26,7 +26,6 @@ import yaml
 
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
-from metalearn.run.tuned import PER_VARIANT
 from metalearn.tune.journal import StudyKey, best, counted, load, study_keys, verified
 from metalearn.tune.spaces import trials_for
 from metalearn.util.errors import MetalearnError
@@ -155,8 +154,7 @@ def overlay(cfg: ExperimentConfig, folds: list[Fold], pairs: dict[tuple[str, str
     for f in folds:
         entry = {"fold": f.fold, "validation": [SpeakerId(s) for s in f.validation],
                  "meta_train": [SpeakerId(s) for s in f.meta_train], **_winners(pairs, f.fold, None)}
-        if PER_VARIANT:
-            entry["variants"] = {v: _winners(pairs, f.fold, v) for v in dict.fromkeys(v for _, v in pairs)}
+        entry["variants"] = {v: _winners(pairs, f.fold, v) for v in dict.fromkeys(v for _, v in pairs)}
         entries.append(entry)
     header = (f"# Tuned by `python -m metalearn tune` (config {cfg.name}, {cfg.tune.trials} trials per method, "
               f"variant and fold, commit {git_commit()}).\n# Per fold: each variant's winners under variants; the "
