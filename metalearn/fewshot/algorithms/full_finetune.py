@@ -72,6 +72,11 @@ class FullFinetuneConfig(FinetuneConfig):
 CPU_SMALL = dict(steps=6, eval_every=2, lr=1e-2, trainable_layers=1, backbone_lr=1e-3)
 
 
+# Its studies count at most this many trials (metalearn.tune.spaces.trials_for): every trial adapts the backbone
+# from audio, minutes per episode on a CPU (the first trial is the hand-set config).
+TUNING_TRIALS = 4
+
+
 def search_space(trial: object) -> dict:
     """``finetune``'s space (lr, steps, weight decay, standardize) plus the backbone's learning rate."""
     return {**finetune_space(trial), "backbone_lr": trial.suggest_float("backbone_lr", 1e-5, 1e-3, log=True)}
