@@ -116,3 +116,13 @@ def test_utterance_mode_is_paper_a_split_and_leaks_speakers() -> None:
         PretuneConfig(split="session")
     with pytest.raises(MetalearnError, match="pretune split 'x'"):
         build_splits(rows, split="x")
+
+
+def test_too_few_sessions_split_by_speaker_and_one_speaker_by_utterance(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        one_session = split_corpus("iemocap", _rows("iemocap", ["Ses01F", "Ses01M"], 10), seed=0)
+    _assert_independent(one_session)
+    assert one_session.train and one_session.dev and "fewer than 3 sessions" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        alone = split_corpus("cremad", _rows("cremad", ["1001"], 20), seed=0)
+    assert alone.sizes() == {"train": 16, "dev": 2, "test": 2} and "one speaker" in caplog.text

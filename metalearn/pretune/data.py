@@ -4,7 +4,8 @@
 ESD: train / evaluation / test) keeps it: ``development``/``evaluation``/``validation`` become dev, ``test*``
 become test; a speaker found in two parts is one warning with the count (the split is kept, not mended). A
 corpus without one is split by whole groups (:mod:`metalearn.pretune.grouping`: IEMOCAP by session, every
-other corpus by speaker), about 80/10/10 of the clips, seeded; then train clips whose text is said in dev or
+other corpus by speaker; by speaker when a corpus has fewer than 3 sessions; by utterance, with a warning, when
+it has one speaker), about 80/10/10 of the clips, seeded; then train clips whose text is said in dev or
 test are dropped and counted (``sentence_disjoint``). No speaker is in two parts, no sentence in train and
 dev/test.
 
@@ -35,7 +36,7 @@ from metalearn.data.audio import AudioError, load_audio
 from metalearn.data.emotions import CANONICAL
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones.base import pad_batch
-from metalearn.pretune.grouping import drop_shared_sentences, group_parts, speakers_in_several
+from metalearn.pretune.grouping import drop_shared_sentences, group_parts, grouping_for, speakers_in_several
 from metalearn.pretune.sampler import KeyedBatches, ProportionalCorpusSampler
 from metalearn.util.errors import MetalearnError
 
@@ -158,7 +159,14 @@ def split_corpus(corpus: str, rows: Sequence[Utterance], seed: int = 0, labels: 
     elif split == "utterance":
         train, dev, test = _random_parts(list(rows), rng)
     else:
-        train, dev, test = group_parts(rows, rng)
+        key, unit = grouping_for(rows)
+        if key is None:
+            log.warning("%s: one speaker, so no split keeps speakers apart; split 80/10/10 by utterance", corpus)
+            train, dev, test = _random_parts(list(rows), rng)
+        else:
+            if unit == "speaker" and corpus == "iemocap":
+                log.warning("%s: fewer than 3 sessions; split by speaker instead", corpus)
+            train, dev, test = group_parts(rows, rng, key=key)
         if sentence_disjoint:
             train, n = drop_shared_sentences(train, dev + test)
             if n:

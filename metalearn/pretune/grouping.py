@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,9 +32,10 @@ def group_of(u: Utterance) -> str:
     return u.speaker
 
 
-def group_parts(rows: Sequence[Utterance], rng: np.random.Generator, fractions: tuple[float, float] = (0.1, 0.1)
+def group_parts(rows: Sequence[Utterance], rng: np.random.Generator, fractions: tuple[float, float] = (0.1, 0.1),
+                key: Callable[[Utterance], str] = group_of
                 ) -> tuple[list[Utterance], list[Utterance], list[Utterance]]:
-    """(train, dev, test) of ``rows`` with every group (:func:`group_of`) in exactly one part.
+    """(train, dev, test) of ``rows`` with every group (``key``: :func:`group_of`) in exactly one part.
 
     Groups, sorted by name then permuted by ``rng``, go to dev until it holds ``fractions[0]`` of the clips,
     then to test until ``fractions[1]``, the rest to train; a part is never given a group that train (or, with
@@ -44,7 +45,7 @@ def group_parts(rows: Sequence[Utterance], rng: np.random.Generator, fractions: 
     """
     by_group: dict[str, list[Utterance]] = defaultdict(list)
     for u in sorted(rows, key=lambda u: u.utterance_id):
-        by_group[group_of(u)].append(u)
+        by_group[key(u)].append(u)
     names = sorted(by_group)
     order = [names[i] for i in rng.permutation(len(names))]
     targets = [f * len(rows) for f in fractions]
@@ -85,3 +86,15 @@ def speakers_in_several(parts: dict[str, Sequence[Utterance]]) -> int:
 def group_counts(rows: Sequence[Utterance]) -> Counter[str]:
     """group -> clips, for logs."""
     return Counter(group_of(u) for u in rows)
+
+
+def grouping_for(rows: Sequence[Utterance]) -> tuple[Callable[[Utterance], str] | None, str]:
+    """How to split ``rows`` speaker-independently: (group key, what it is); sessions (or speakers) when there
+    are at least 3, else speakers when there are more of them than sessions, else None (one speaker: no split
+    keeps a speaker out of dev)."""
+    groups, speakers = {group_of(u) for u in rows}, {u.speaker for u in rows}
+    if len(groups) >= 3 or (len(groups) >= len(speakers) and len(groups) > 1):
+        return group_of, "session" if len(groups) < len(speakers) else "speaker"
+    if len(speakers) > 1:
+        return (lambda u: u.speaker), "speaker"
+    return None, "utterance"
