@@ -79,7 +79,8 @@ class Episode:
 
 @dataclass(frozen=True)
 class Skipped:
-    """An episode that could not be drawn, with the reason (who lacks which data)."""
+    """A skip record: an episode that could not be drawn, or a drawn one that could not be scored, with the
+    reason (who lacks which data)."""
 
     episode_id: str
     protocol: str
@@ -88,6 +89,12 @@ class Skipped:
     repetition: int
     target_emotion: str
     reason: str
+
+    @classmethod
+    def of(cls, episode: Episode, reason: str) -> Skipped:
+        """The skip record of a drawn ``episode`` that cannot be scored."""
+        return cls(episode.episode_id, episode.protocol, episode.speaker, episode.k, episode.repetition,
+                   episode.target_emotion or "", reason)
 
 
 def episode_rng(seed: int, protocol: str, speaker: str, target: str, k: int, repetition: int) -> np.random.Generator:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalearn.fewshot.episodes import Episode
+from metalearn.fewshot.episodes import Episode, Skipped
 from metalearn.fewshot.trials import TrialKey, group_by_shape, make_trial_key
 from metalearn.util.errors import MetalearnError
 
@@ -42,8 +42,8 @@ class Unit:
         return make_trial_key(self.variant, self.algorithm, e.episode_id, self.seed, self.meta_seed)
 
 
-Lost = list[tuple[Episode, str]]  # episodes of a unit that cannot be scored, each with why
-OnSkip = Callable[["Unit", Lost], None]  # what scoring calls with them: the runner writes one skip record each
+OnSkip = Callable[["Unit", list[Skipped]], None]  # what scoring calls with a unit's episodes that cannot be scored:
+                                                  # the runner writes one skip record each
 
 
 @dataclass(frozen=True)

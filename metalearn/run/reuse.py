@@ -19,7 +19,8 @@ from torch import Tensor
 
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms import adapter_class
-from metalearn.run.grid import Lost, OnSkip, Unit
+from metalearn.fewshot.episodes import Skipped
+from metalearn.run.grid import OnSkip, Unit
 
 
 def features_digest(rows: Sequence[Utterance], x: Tensor) -> str:
@@ -37,7 +38,7 @@ class Reuse:
         self.reusable = {a for a in algorithms
                          if adapter_class(a).inputs == "embeddings" and not adapter_class(a).needs_prior}
         self.records: dict[tuple, list[dict]] = {}
-        self.lost: dict[tuple, Lost] = {}
+        self.lost: dict[tuple, list[Skipped]] = {}
 
     def scored(self, units: list[Unit], digest: str, score: Callable[[OnSkip], Iterable[tuple[Unit, list[dict]]]],
                skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
@@ -54,7 +55,7 @@ class Reuse:
                 yield unit, [dict(r, pretune=unit.variant) for r in self.records[key]]
             return
 
-        def remember(unit: Unit, lost: Lost) -> None:
+        def remember(unit: Unit, lost: list[Skipped]) -> None:
             self.lost[(digest, dataclasses.replace(unit, variant=""))] = lost
             skip(unit, lost)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance
 from metalearn.fewshot.episode_io import save_episodes
+from metalearn.fewshot.episodes import Skipped
 from metalearn.report.content import QueryLog, query_file, query_records, shares_content
 from metalearn.report.records import (
     SkipLog,
@@ -39,7 +40,7 @@ from metalearn.report.records import (
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.draw import build_episodes, draw_episodes
 from metalearn.run.folds_file import config_folds, read_folds, write_folds
-from metalearn.run.grid import Fold, Lost, OnSkip, Unit, shard_units
+from metalearn.run.grid import Fold, OnSkip, Unit, shard_units
 from metalearn.run.inputs import RunInputs
 from metalearn.run.layer_choice import choose_layers
 from metalearn.run.learned import fitting_sources, write_inputs_report
@@ -209,12 +210,12 @@ def _score(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], inputs: Run
 
 def _skipper(skip_log: SkipLog, bar) -> OnSkip:
     """What scoring calls with a unit's unscorable episodes: one skip record each (keyed like its trial)."""
-    def skip(unit: Unit, lost: Lost) -> None:
+    def skip(unit: Unit, lost: list[Skipped]) -> None:
         log.warning("%s / %s: %d episode(s) skipped (first: %s: %s)", unit.variant, unit.algorithm, len(lost),
-                    lost[0][0].episode_id, lost[0][1])
-        skip_log.extend([{"pretune": unit.variant, "algorithm": unit.algorithm, "episode_id": e.episode_id,
-                          "seed": unit.seed, "meta_seed": unit.meta_seed, "protocol": e.protocol, "k": e.k,
-                          "speaker": e.speaker, "reason": reason} for e, reason in lost])
+                    lost[0].episode_id, lost[0].reason)
+        skip_log.extend([{"pretune": unit.variant, "algorithm": unit.algorithm, "episode_id": s.episode_id,
+                          "seed": unit.seed, "meta_seed": unit.meta_seed, "protocol": s.protocol, "k": s.k,
+                          "speaker": s.speaker, "reason": s.reason} for s in lost])
         bar.update(len(lost))
     return skip
 

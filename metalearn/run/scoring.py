@@ -28,12 +28,12 @@ from metalearn.fewshot.algorithms import (
     build_adapter,
 )
 from metalearn.fewshot.algorithms.transfer import LabelledClips
-from metalearn.fewshot.episodes import Episode
+from metalearn.fewshot.episodes import Episode, Skipped
 from metalearn.fewshot.tasks import SpeakerTaskSampler
 from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig
-from metalearn.run.grid import Fold, Lost, OnSkip, Unit
+from metalearn.run.grid import Fold, OnSkip, Unit
 from metalearn.run.tuned import meta_steps_for, options_for, tuned_values
 from metalearn.util.errors import MetalearnError
 
@@ -97,8 +97,8 @@ def score_group(cfg: ExperimentConfig, units: list[Unit], variant: PretuneVarian
                                per_query=True)
 
 
-def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], Lost]:
-    """(episodes whose every utterance has an embedding, [(episode, reason)] of the others): a clip whose file
+def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[Episode], list[Skipped]]:
+    """(episodes whose every utterance has an embedding, the skip records of the others): a clip whose file
     became unreadable after the manifest was written has none, and the reason names it."""
     keep, lost = [], []
     for e in episodes:
@@ -106,13 +106,13 @@ def usable(episodes: Sequence[Episode], index_of: dict[str, int]) -> tuple[list[
         if missing is None:
             keep.append(e)
         else:
-            lost.append((e, f"no embedding for {missing} (unreadable file)"))
+            lost.append(Skipped.of(e, f"no embedding for {missing} (unreadable file)"))
     return keep, lost
 
 
-def _warn(unit: Unit, lost: Lost) -> None:
-    for e, reason in lost:
-        log.warning("episode %s: %s; skipped", e.episode_id, reason)
+def _warn(unit: Unit, lost: list[Skipped]) -> None:
+    for s in lost:
+        log.warning("episode %s: %s; skipped", s.episode_id, s.reason)
 
 
 def derived_seed(seed: int, fold: int, meta_k: int, meta_seed: int = 0) -> int:
