@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     result["extraction"] = extraction(backbone, device, clips, seconds, 16)
     result["pretune"] = pretune_steps(backbone, device, steps, 2 if tiny else 8, min(seconds, 3.0))
-    ff_cfg = dataclasses.replace(bench_trunk.DEMO, epochs_small_k=1) if tiny else bench_trunk.DEMO
+    ff_cfg = dataclasses.replace(bench_trunk.DEMO, steps=2, eval_every=1) if tiny else bench_trunk.DEMO
     result["full_finetune"] = bench_trunk.run(device=args.device, backbone=backbone, trials=trials, cfg=ff_cfg,
                                               seconds=min(seconds, 3.0), clips=(1, 1, 1) if tiny else (5, 2, 3))
     result["grid"] = bench_trials.grid(1 if tiny else args.variants, 2 if tiny else 16, speakers,

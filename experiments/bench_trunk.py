@@ -2,14 +2,15 @@
 
     python experiments/bench_trunk.py [--trials 3] [--backbone default] [--device cpu]
 
-The demo's full_finetune settings (Whisper base, the top layer and a linear head train, AdamW lr 3e-4,
-batch 4, 5 epochs for k <= 8 with early stopping on validation macro-F1) on 5-way episodes of synthetic 3 s
-clips (k = 5 support clips per class, 2 validation and 3 query clips per class). The same episodes run
-through FullFinetune twice: ``trunk_cache_mb=0`` (every epoch re-runs the log-mel front end and all layers)
-and the default (the frozen layers' output computed once per clip). Reports seconds per trial (the cached
-path's first trial computes its clips' trunks; later trials reuse them), trials per minute, the speedup, the
-largest query-logit gap between the two paths, and the FLOP ratios (from audio / cached) of a training
-micro-batch and of an evaluation batch: the speedup the arithmetic allows, since the top layer still trains.
+The demo's full_finetune settings (Whisper base, the last layer and finetune's linear head train: full-batch
+Adam, 25 steps, validation macro-F1 every 5 steps) on 5-way episodes of synthetic 3 s clips (k = 5 support clips
+per class, 2 validation and 3 query clips per class). The same episodes run
+through FullFinetune twice: ``trunk_cache_mb=0`` (every step re-runs the log-mel front end and the frozen
+layers) and the default (the frozen layers' output computed once per clip). Reports seconds per trial (the
+cached path's first trial computes its clips' trunks; later trials reuse them), trials per minute, the speedup,
+the largest query-logit gap between the two paths, and the FLOP ratios (from audio / cached) of a training step
+(the support clips, forward and backward) and of an evaluation batch: the speedup the arithmetic allows, since
+the top layer still trains.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import numpy as np
 import soundfile as sf
 import torch
 from bench_roofline import counted_flops
-from torch import nn
 
 from metalearn.features.backbones import BackboneConfig, build_backbone
+from metalearn.fewshot.algorithms import AudioInputs
 from metalearn.fewshot.algorithms.full_finetune import FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.episodes import Episode
 
 SR, WAYS = 16_000, 5
-DEMO = FullFinetuneConfig(epochs_small_k=5, epochs_large_k=3, patience_small_k=5, patience_large_k=3,
-                          trainable_layers=1, max_seconds=3.0, batch_size=4, grad_accum=1, lr=3e-4, device="cpu")
+DEMO = FullFinetuneConfig(steps=25, eval_every=5, trainable_layers=1, backbone_lr=1e-4)
 
 
 def write_clips(root: Path, speakers: int, per_class: int, seconds: float) -> dict[str, str]:
@@ -78,16 +78,16 @@ def _time(adapter: FullFinetune, eps: list[Episode]) -> tuple[list[float], list[
 
 
 def step_flops(adapter: FullFinetune, ep: Episode) -> tuple[int, int]:
-    """FLOPs (matmuls, convolutions, attention) of one training micro-batch, forward and backward, and of one
-    evaluation batch (the cached path counted with its trunks already computed)."""
-    waves = adapter._load(ep.support + ep.validation)
-    backbone = adapter._backbone()
-    head = nn.Linear(backbone.hidden_size, len(ep.classes)).to(adapter.device)
-    train_keys, eval_keys = list(ep.support[: adapter.cfg.batch_size]), list(ep.validation[:8])
-    adapter._predict(backbone, head, train_keys + eval_keys, waves)  # fills the trunk cache, if any
-    backbone.train()
-    train = counted_flops(lambda: adapter._logits(backbone, head, train_keys, waves).sum().backward())
-    return train, counted_flops(lambda: adapter._predict(backbone, head, eval_keys, waves))
+    """FLOPs (matmuls, convolutions, attention) of one training step's features (the support clips, forward and
+    backward) and of one evaluation batch (the cached path counted with its trunks already computed)."""
+    waves = adapter.load(ep.support + ep.validation)
+    adapter.prepare()
+    train_keys, eval_keys = list(ep.support), list(ep.validation[:8])
+    with torch.no_grad():
+        adapter.features(train_keys + eval_keys, waves)  # fills the trunk cache, if any
+    train = counted_flops(lambda: adapter.features(train_keys, waves).sum().backward())
+    with torch.no_grad():
+        return train, counted_flops(lambda: adapter.features(eval_keys, waves))
 
 
 def run(quick: bool = False, device: str = "cpu", backbone: BackboneConfig | None = None, trials: int = 3,
@@ -97,15 +97,15 @@ def run(quick: bool = False, device: str = "cpu", backbone: BackboneConfig | Non
     trials, seconds = (2, 1.0) if quick else (trials, seconds)
     backbone = backbone or BackboneConfig()
     build_backbone(backbone)  # the first build imports the weights: not part of any trial
-    cfg = dataclasses.replace(cfg, device=device, max_seconds=seconds)
     speakers, (k, n_val, n_query) = 2, clips
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_clips(Path(tmp), speakers, k + n_val + n_query, seconds)
         eps = episodes(speakers, k, n_val, n_query, trials)
         factory = lambda: build_backbone(backbone)  # noqa: E731
-        audio = FullFinetune(factory, paths, dataclasses.replace(cfg, trunk_cache_mb=0))
+        inputs = AudioInputs(factory, paths, max_seconds=seconds)
+        audio = FullFinetune(inputs, dataclasses.replace(cfg, trunk_cache_mb=0), device=device)
         audio_s, audio_logits = _time(audio, eps)
-        cached = FullFinetune(factory, paths, cfg)
+        cached = FullFinetune(inputs, cfg, device=device)
         cached_s, cached_logits = _time(cached, eps)
         flops = [step_flops(adapter, eps[0]) for adapter in (audio, cached)]
     gap = max(float((a - b).abs().max()) for a, b in zip(audio_logits, cached_logits, strict=True))

@@ -202,7 +202,7 @@ def _add_export_variant(sub: argparse._SubParsersAction) -> None:
 
         command = shlex.join(["python", "-m", "metalearn", "export-variant", args.variant_dir, args.out_dir,
                               *(["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])])
-        out = export_variant(args.variant_dir, args.out_dir, command)
+        out = export_variant(args.variant_dir, args.out_dir, command, repo=args.push_to_hub)
         print(f"exported {args.variant_dir} -> {out} (transformers folder, model card {out / 'README.md'})")
         if args.push_to_hub:
             print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private, timeout=args.timeout)}")

@@ -36,11 +36,12 @@ def test_speaker_ids_are_written_quoted_and_read_back_as_text(tmp_path: Path) ->
                                                              (["0011", "0017"], ["0014"])]
 
 
-def test_an_unquoted_octal_speaker_id_is_refused(tmp_path: Path) -> None:
+def test_an_unquoted_leading_zero_speaker_id_keeps_its_text(tmp_path: Path) -> None:
+    """YAML 1.1 would read 0011 as octal 9; the overlay reader keeps the text the user wrote."""
     path = tmp_path / "tuned.yaml"
     path.write_text("tuned:\n  folds:\n  - fold: 0\n    validation: [0011]\n    meta_train: ['0012']\n")
-    with pytest.raises(MetalearnError, match=r"tuned.folds\[0\].validation holds 9, a number; quote speaker ids"):
-        read_overlay(path)
+    fold = read_overlay(path)[0]
+    assert fold.validation == ["0011"] and fold.meta_train == ["0012"]
 
 
 def test_the_committed_overlay_is_read_with_its_fold_level_values() -> None:

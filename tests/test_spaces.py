@@ -16,7 +16,7 @@ from metalearn.util.errors import MetalearnError
 
 # Registered algorithms with options worth tuning; the rest have nothing to tune or are too slow to tune.
 TUNABLE = {"finetune", "simpleshot", "protonet", "protonet_proj", "maml", "fomaml", "anil", "metasgd", "reptile",
-           "transfer"}
+           "transfer", "full_finetune"}
 ALGORITHM_DIR = Path(importlib.import_module("metalearn.fewshot.algorithms").__file__).parent
 
 

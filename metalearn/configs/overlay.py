@@ -16,6 +16,7 @@ from pathlib import Path
 from metalearn.configs.preset_paths import preset_dirs
 from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
 from metalearn.util.errors import MetalearnError
+from metalearn.util.yaml_ids import read_yaml
 
 
 def tuned_path(name: str) -> Path:
@@ -38,7 +39,7 @@ def read_overlay(path: Path) -> list[TunedFold]:
     from yaml import YAMLError
 
     try:
-        data = OmegaConf.load(path)
+        data = read_yaml(path)
         extra = sorted(set(data) - {"tuned"})
         if extra:
             raise MetalearnError(f"tuned overlay {path}: unexpected top-level key {extra[0]!r} (expected only tuned)")

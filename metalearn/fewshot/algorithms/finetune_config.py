@@ -7,7 +7,9 @@ an import circle; ``finetune`` re-exports every name here, and the registry look
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from metalearn.util.ranges import Rule, check_fields
 
 STANDARDIZE = ("none", "global", "per_dim")
 HEADS = ("linear", "mlp")
@@ -27,6 +29,14 @@ class FinetuneConfig:
     vectorized: bool = True  # False: the per-episode loop (fit_heads_loop)
     head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
     mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
+
+    # steps 0: the initial head (texthead: its prompt prior); eval_every 0: select at every step
+    RANGES: ClassVar[dict[str, Rule]] = {
+        "steps": ">= 0", "lr": "> 0", "weight_decay": ">= 0", "beta1": ">= 0", "beta2": ">= 0", "eps": "> 0",
+        "init_std": ">= 0", "standardize": STANDARDIZE, "eval_every": ">= 0", "head": HEADS, "mlp_hidden": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def search_space(trial: Any) -> dict:

@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -55,6 +56,7 @@ from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.model import transformer_layers
 from metalearn.util.devices import autocast, resolve_device
 from metalearn.util.errors import MetalearnError
+from metalearn.util.ranges import Rule
 
 EVAL_CHUNK = 32  # clips per forward when nothing trains (validation, query, the features of n = 0)
 
@@ -66,6 +68,9 @@ class FullFinetuneConfig(FinetuneConfig):
     trainable_layers: int = 1  # n: the transformer layers ending at the feature's state that train (0: none)
     backbone_lr: float = 1e-4  # Adam's learning rate of those layers (the head's is ``lr``)
     trunk_cache_mb: int = 2048  # the frozen layers' output per clip, kept in memory up to this (0: from audio)
+
+    RANGES: ClassVar[dict[str, Rule]] = {**FinetuneConfig.RANGES, "trainable_layers": ">= 0", "backbone_lr": "> 0",
+                                         "trunk_cache_mb": ">= 0"}
 
 
 # Small and fast, for tests and CPU smoke runs: FullFinetuneConfig(**CPU_SMALL).
