@@ -136,3 +136,20 @@ def test_missing_audio_names_the_key(paths):
     del broken["toy/s1_0_5"]
     with pytest.raises(MetalearnError, match="toy/s1_0_5"):
         FullFinetune(AudioInputs(Factory(), broken), CFG).run_episode(episode("s1"))
+
+
+def test_backbone_steps_stop_the_layers_and_keep_training_the_head(paths):
+    """With backbone_steps = 2 of 6 steps, the layers end as after 2 joint steps (the same first 2 steps), while
+    the head trains on: its query logits differ from the 2-step run's."""
+    def run(cfg: FullFinetuneConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        adapter = FullFinetune(AudioInputs(Factory("whisper"), paths, layer="2"), cfg)
+        logits, _ = adapter.run_episode(episode("s1", with_validation=False))
+        return logits, [p.detach().clone() for p in adapter.backbone.parameters() if p.requires_grad]
+
+    base = dataclasses.replace(CFG, trainable_layers=1, eval_every=1)
+    capped, capped_layers = run(dataclasses.replace(base, steps=6, backbone_steps=2))
+    short, short_layers = run(dataclasses.replace(base, steps=2))
+    full, full_layers = run(dataclasses.replace(base, steps=6))
+    assert all(torch.equal(a, b) for a, b in zip(capped_layers, short_layers, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(full_layers, short_layers, strict=True))
+    assert not torch.equal(capped, short)

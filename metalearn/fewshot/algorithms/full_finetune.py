@@ -13,7 +13,10 @@ training is :mod:`.finetune`'s code. With ``trainable_layers = n``:
 - ``n > 0``: the ``n`` transformer layers ending at state ``h`` (layers h-n+1..h; with h = L, the final layer
   norm too) also train, at ``backbone_lr``, full-batch, one Adam step per ``finetune`` step
   (:func:`.finetune.train_selected`). Layers above ``h`` are never run on a backbone with a trunk (Whisper);
-  the difference to ``finetune`` measures backbone adaptation alone.
+  the difference to ``finetune`` measures backbone adaptation alone. With ``backbone_steps = s``, only the first
+  ``s`` steps adapt the layers; the remaining steps train the head alone on the adapted layers' features,
+  computed once (a CPU budget: a full-batch step through a Whisper-base layer costs about a second there, so
+  ``finetune``'s up to 200 steps would take minutes per trial; ``s = 0`` is ``finetune`` on the same feature).
 
 Choices that keep ``n > 0`` the same method as ``n = 0``: the backbone runs in eval mode (no dropout), so the
 features at step 0 are the cache's; ``finetune``'s support standardisation (``standardize``) is computed once,
@@ -67,9 +70,12 @@ class FullFinetuneConfig(FinetuneConfig):
 
     trainable_layers: int = 1  # n: the transformer layers ending at the feature's state that train (0: none)
     backbone_lr: float = 1e-4  # Adam's learning rate of those layers (the head's is ``lr``)
+    backbone_steps: int | None = None  # the first n of ``steps`` adapt those layers too; the rest train the head
+                                       # alone on the adapted features, computed once (None: every step)
     trunk_cache_mb: int = 2048  # the frozen layers' output per clip, kept in memory up to this (0: from audio)
 
     RANGES: ClassVar[dict[str, Rule]] = {**FinetuneConfig.RANGES, "trainable_layers": ">= 0", "backbone_lr": "> 0",
+                                         "backbone_steps": ">= 0",
                                          "trunk_cache_mb": ">= 0"}
 
 
@@ -240,11 +246,20 @@ class FullFinetune(AdapterBase):
         init = self.finetune.initial_heads(1, ways, mean, scale, start.dtype)
         head = reference_head({k: v[0] for k, v in init.items()})
 
+        support, steps, frozen = list(episode.support), [0], {}
+        limit = self.cfg.backbone_steps
+
         def model(keys: Sequence[str]) -> Tensor:
-            return head((self.features(keys, waves) - mean[0]) / scale[0])
+            steps[0] += keys is support  # train_selected reads the support once per step
+            if limit is None or steps[0] <= limit:
+                return head((self.features(keys, waves) - mean[0]) / scale[0])
+            if tuple(keys) not in frozen:  # the layers are done adapting: their features, once
+                with torch.no_grad():
+                    frozen[tuple(keys)] = self.features(keys, waves)
+            return head((frozen[tuple(keys)] - mean[0]) / scale[0])
 
         trainable = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": list(head.parameters())}, {"params": trainable, "lr": self.cfg.backbone_lr}]
         val = (list(episode.validation), vy) if episode.validation else None
-        return train_selected(model, groups, list(episode.support), sy, list(episode.query), ways, self.cfg, val)
+        return train_selected(model, groups, support, sy, list(episode.query), ways, self.cfg, val)
 
