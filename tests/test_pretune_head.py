@@ -104,7 +104,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
 
 def _cfg(**kw: object) -> PretuneConfig:
     base = dict(lr=1e-3, batch_size=4, grad_accum=1, max_epochs=2, patience=2, max_seconds=0.4, eval_batch_size=8,
-                num_workers=0, device="cpu", trainable_layers=1, probe_l2=[1e-2])
+                num_workers=0, device="cpu", trainable_layers=1, probe_l2=[1e-2], standardize=True)
     return PretuneConfig(**{**base, **kw})
 
 
@@ -125,6 +125,7 @@ def test_a_mix_variant_records_its_feature_and_probe(sources: list[Utterance], t
     values = np.random.default_rng(1).standard_normal((5, 3, 32)).astype(np.float32)  # tiny whisper: 3 states
     mix = variant.mix
     assert mix["weights"].shape == (3,) and mix["weights"].sum() == pytest.approx(1.0)
+    assert mix["scale"].shape == (3, 32) and not np.allclose(mix["scale"], 1.0)  # the fixed z-score is saved
     want = np.einsum("s,nsd->nd", mix["weights"], (values - mix["shift"]) / mix["scale"])
     np.testing.assert_allclose(variant.features(values, "mix").numpy(), want, rtol=1e-5, atol=1e-5)
     assert variant.feature_name("mix", 3) == "mix" and variant.feature_name(-1, 3) == "2"

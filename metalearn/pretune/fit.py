@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
                   build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
     """Build a fresh backbone (seeded), pre-finetune it on ``subset`` and save the variant into ``folder``
     (``config``: its config.json, written first, with the ``head_layer`` the model resolves)."""
+    start = time.perf_counter()
     backbone = build(backbone_cfg)
     # Seeded AFTER the build: a build may draw from torch's global RNG or not (the default Whisper's first use
     # imports it, initialising a model at random; later builds load the import and draw nothing), and the
@@ -123,7 +125,7 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
         _write_json(folder / "summary.json", {"variant": variant_name(subset), **dataclasses.asdict(result)})
         steps = result.epochs * steps_per_epoch(cfg, used)
         write_record(folder, build_record(variant_name(subset), head_layer(model), cfg, used, result, steps,
-                                          scores))
+                                          scores, time.perf_counter() - start))
         write_done(folder, variant_name(subset), files)
     barrier()
     return result

@@ -28,8 +28,9 @@ FIELDS = ("variant", "kind", "head_layer", "trainable_layers", "corpora", "steps
 
 
 def build_record(variant: str, head_layer: int | str, cfg: PretuneConfig, splits: Mapping[str, CorpusSplits],
-                 result: TrainResult, steps: int, probes: Mapping[str, ProbeScore]) -> dict:
-    """The record of a trained supervised variant; ``passes`` = steps x batch x accumulation / train clips."""
+                 result: TrainResult, steps: int, probes: Mapping[str, ProbeScore], seconds: float) -> dict:
+    """The record of a trained supervised variant; ``passes`` = steps x batch x accumulation / train clips;
+    ``seconds``: the whole variant (untouched pass for the probe and the trunk cache, training, probe)."""
     n_train = sum(len(s.train) for s in splits.values())
     per_corpus = {c: {"dev_accuracy": result.dev_accuracy.get(c, math.nan),
                       "test_accuracy": result.test_accuracy.get(c, math.nan),
@@ -38,7 +39,7 @@ def build_record(variant: str, head_layer: int | str, cfg: PretuneConfig, splits
                   for c, s in sorted(splits.items())}
     return {"variant": variant, "kind": "supervised", "head_layer": head_layer,
             "trainable_layers": cfg.trainable_layers, "corpora": sorted(splits), "steps": steps,
-            "passes": steps * cfg.batch_size * cfg.grad_accum / max(1, n_train), "seconds": result.seconds,
+            "passes": steps * cfg.batch_size * cfg.grad_accum / max(1, n_train), "seconds": seconds,
             "dev_accuracy": result.dev_mean, "test_accuracy": result.test_mean,
             "probe_dev_accuracy": mean_accuracy({c: p.dev for c, p in probes.items()}),
             "probe_test_accuracy": mean_accuracy({c: p.test for c, p in probes.items()}),
