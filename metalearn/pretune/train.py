@@ -73,13 +73,18 @@ def train_batches(splits: Mapping[str, CorpusSplits], cfg: PretuneConfig) -> Ite
 def train_epoch(net: nn.Module, batches: Iterator, opt: torch.optim.Optimizer,
                 sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                 n_classes: Mapping[str, int], cfg: PretuneConfig, device: torch.device, steps: int) -> float:
-    """``steps`` optimizer steps of ``cfg.grad_accum`` micro-batches; returns the mean global batch loss."""
+    """``steps`` optimizer steps of ``cfg.grad_accum`` micro-batches; returns the mean global batch loss.
+
+    ``batches`` yields (waves [b, T], lengths [b], labels [b], corpus) and, to use the model's trunk cache, the
+    clips' keys [b] (:func:`metalearn.pretune.data.collate`)."""
     world_size = world()[0]
     params = [p for p in net.parameters() if p.requires_grad]
     total = 0.0
     for _ in range(steps):
         for micro in range(cfg.grad_accum):
-            waves, lengths, y, corpus, keys = next(batches)
+            batch = next(batches)  # (waves, lengths, y, corpus[, clip keys]): without keys nothing is cached
+            waves, lengths, y, corpus = batch[:4]
+            keys = batch[4] if len(batch) > 4 else None
             last = micro == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if last or world_size == 1 else net.no_sync()
             with sync:
