@@ -335,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch loads its OpenMP runtime: set before any torch import; a policy the user set is kept.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    if not sys.stderr.isatty():  # a redirected log: no library progress bars either (transformers' weights bar)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
