@@ -21,9 +21,8 @@ from metalearn.data.manifest import read_manifest
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.config import apply_overrides, preset
 from metalearn.pretune.data import build_splits
-from metalearn.pretune.evaluate import pooled_part
 from metalearn.pretune.fit import build_model
-from metalearn.pretune.train import _setup, train_epoch
+from metalearn.pretune.train import _setup, pooled_part, train_epoch
 
 SOURCES = ["data/demo/manifests/iemocap.csv", "data/demo/manifests/msp_podcast.csv"]
 

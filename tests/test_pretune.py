@@ -25,8 +25,7 @@ from metalearn.pretune.cli import main as pretune_main
 from metalearn.pretune.config import PretuneConfig, apply_overrides, preset
 from metalearn.pretune.data import SplitAudio, build_splits, split_corpus
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top, scaled_loss
-from metalearn.pretune.sampler import ProportionalCorpusSampler
-from metalearn.pretune.schedule import EarlyStopping
+from metalearn.pretune.schedule import EarlyStopping, ProportionalCorpusSampler
 from metalearn.pretune.subsets import (
     enumerate_subsets,
     load_variant,

@@ -14,9 +14,8 @@ import torch
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
-from metalearn.pretune.fingerprint import first_difference
 from metalearn.pretune.model import MultiHeadClassifier, freeze_for_head, head_state
-from metalearn.pretune.records import variant_record, write_pretune_report
+from metalearn.pretune.records import first_difference, variant_record, write_pretune_report
 from metalearn.pretune.subsets import ensure_variants, parse_subsets, run_variants
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
@@ -159,7 +158,7 @@ def test_a_finished_variant_is_reused_only_when_it_matches(sources: list[Utteran
 def test_pooled_part_keeps_the_row_order(sources: list[Utterance]) -> None:
     from metalearn.data.audio import load_audio
     from metalearn.pretune.data import build_splits
-    from metalearn.pretune.evaluate import pooled_part
+    from metalearn.pretune.train import pooled_part
 
     rows = [dataclasses.replace(u, duration_s=0.1 + (i * 7 % 11) / 10) for i, u in enumerate(sources)]
     splits = build_splits(rows, 0)

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from metalearn.pretune.probe import fit_probe, mix_states, probe_loss, probe_scores
+from metalearn.pretune.fit import fit_probe, mix_states, probe_loss, probe_scores
 
 
 def _blobs(n: int, d: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,7 +37,7 @@ from metalearn.data.emotions import CANONICAL
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones.base import pad_batch
 from metalearn.pretune.grouping import drop_shared_sentences, group_parts, grouping_for, speakers_in_several
-from metalearn.pretune.sampler import KeyedBatches, ProportionalCorpusSampler
+from metalearn.pretune.schedule import KeyedBatches, ProportionalCorpusSampler
 from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)

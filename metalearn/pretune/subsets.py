@@ -5,7 +5,8 @@ the ``fingerprint`` of what made it), ``curve.jsonl``, ``backbone.safetensors`` 
 ``heads.safetensors``, ``feature.safetensors`` (the z-score and mix weights of the feature the heads read),
 ``summary.json``, ``record.json`` (accuracy beside the frozen probe, :mod:`metalearn.pretune.records`) and, last,
 ``done.json``. A folder without ``done.json`` (a killed run) is trained again; one with it is reused only when
-its fingerprint matches (:mod:`metalearn.pretune.fingerprint`), else one line names the first differing key.
+its fingerprint matches (:func:`~metalearn.pretune.records.check_fingerprint`), else one line names the
+first differing key.
 The "none" variant (the untouched backbone) holds only ``config.json`` and ``done.json``.
 
 ``done.json`` records the SHA-256 of every checkpoint the variant wrote (``"sha256": {file: hex}``); loading
@@ -27,22 +28,22 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_backbone
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
 from metalearn.pretune.distributed import barrier, from_main, is_main, world
-from metalearn.pretune.fingerprint import check_fingerprint, variant_fingerprint
+from metalearn.pretune.fit import HEADS, WEIGHTS  # noqa: F401 - HEADS is part of this module's interface
+from metalearn.pretune.fit import train_variant as fit_variant
+from metalearn.pretune.records import check_fingerprint, variant_fingerprint
 from metalearn.pretune.train import TrainResult, jsonable
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import atomic_path, sha256_file, write_json
+from metalearn.util.fileio import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 NONE = "none"
-WEIGHTS = "backbone.safetensors"
-HEADS = "heads.safetensors"
 DONE = "done.json"
 _HASHES: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> SHA-256, this process
 _WARNED: set[str] = set()                            # folders whose unhashed done.json was warned about
@@ -82,13 +83,6 @@ def _write_json(path: Path, obj: object) -> None:
     write_json(path, jsonable(obj), indent=2)
 
 
-def _save_tensors(module: torch.nn.Module, path: Path) -> None:
-    """``module``'s state dict as safetensors (CPU copies, so shared storage is never an issue); atomic."""
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-
-
 def _variant_config(subset: tuple[str, ...], cfg: PretuneConfig, backbone_cfg: BackboneConfig,
                     splits: dict[str, CorpusSplits], fingerprint: dict) -> dict:
     return {"variant": variant_name(subset), "kind": "supervised", "subset": list(subset), "corpora": list(subset),
@@ -106,10 +100,10 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
                   build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
     """Pre-finetune a fresh backbone on ``subset`` into ``folder`` (:func:`metalearn.pretune.fit.train_variant`);
     ``fingerprint`` (:func:`variant_fingerprint` of the corpora's manifest rows) goes into its config.json."""
-    from metalearn.pretune.fit import train_variant as fit_variant  # fit imports this module's file helpers
-
     config = _variant_config(subset, cfg, backbone_cfg, splits, fingerprint)
-    return fit_variant(subset, splits, folder, cfg, backbone_cfg, device, config, build)
+    name = variant_name(subset)
+    return fit_variant(subset, splits, folder, cfg, backbone_cfg, device, config,
+                       lambda files: write_done(folder, name, files), build)
 
 
 def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
@@ -130,7 +124,7 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
                  train: bool = True) -> dict[str, str]:
     """Train every variant of ``subsets`` that has no ``done.json`` under ``out``; variant -> status.
 
-    A finished folder is reused only when its fingerprint (:mod:`metalearn.pretune.fingerprint`) matches this
+    A finished folder is reused only when its fingerprint (:func:`~.records.check_fingerprint`) matches this
     recipe, backbone and these corpora's rows; a mismatch is one line naming the first differing key. With
     ``train`` false a missing variant is an error instead.
     """
