@@ -30,3 +30,35 @@ def test_commit_outside_a_checkout_is_installed_and_inside_is_the_head(tmp_path:
     assert git_commit(repo) == head
     (repo / "f.txt").write_text("b")
     assert git_commit(repo) == head + "-dirty"
+
+
+def test_committed_results_refuse_a_dirty_tree(tmp_path, monkeypatch) -> None:
+    """A results folder tracked by git is written only from a clean tree (changes under results/ do not count),
+    unless METALEARN_ALLOW_DIRTY=1."""
+    import subprocess
+
+    import pytest
+
+    from metalearn.util.errors import MetalearnError
+    from metalearn.util.provenance import ALLOW_DIRTY, git_commit, refuse_dirty_results
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results" / "demo").mkdir(parents=True)
+    (tmp_path / "results" / "demo" / "summary.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "init")
+    monkeypatch.delenv(ALLOW_DIRTY, raising=False)
+    (tmp_path / "results" / "demo" / "summary.csv").write_text("b\n")  # a run's own output: still clean
+    assert not git_commit(tmp_path).endswith("-dirty")
+    refuse_dirty_results(tmp_path / "results" / "demo")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path).endswith("-dirty")
+    with pytest.raises(MetalearnError, match="holds committed results and the tree has uncommitted changes"):
+        refuse_dirty_results(tmp_path / "results" / "demo")
+    refuse_dirty_results(tmp_path / "elsewhere")  # not committed: written from any tree
+    monkeypatch.setenv(ALLOW_DIRTY, "1")
+    refuse_dirty_results(tmp_path / "results" / "demo")

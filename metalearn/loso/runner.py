@@ -51,7 +51,7 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import atomic_path, write_atomic, write_json
 from metalearn.util.jsonl_log import JsonlLog
 from metalearn.util.lock import run_lock
-from metalearn.util.provenance import provenance
+from metalearn.util.provenance import provenance, refuse_dirty_results
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def run_loso_experiment(cfg: LosoExperimentConfig) -> LosoResult:
     out = Path(cfg.out)
     device = _device(cfg)
     _check_root(cfg)
+    refuse_dirty_results(out)
     with run_lock(out, (0, 1)):  # a second run into this folder is refused at once
         return _run_locked(cfg, out, device, start)
 

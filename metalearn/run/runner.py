@@ -61,7 +61,7 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
 from metalearn.util.progress import progress
-from metalearn.util.provenance import provenance
+from metalearn.util.provenance import provenance, refuse_dirty_results
 from metalearn.util.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def run_experiment(cfg: ExperimentConfig, shard: tuple[int, int] = (0, 1), prepa
     """
     out = Path(cfg.out)
     check_roots(cfg)
+    refuse_dirty_results(out)
     with run_lock(out, shard):  # another run into this folder is refused; shards of one grid coexist
         return _run_locked(cfg, out, shard, prepare_only)
 

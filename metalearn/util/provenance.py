@@ -11,12 +11,15 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+RESULTS = "results"  # the committed outputs: their changes do not make a tree dirty
+ALLOW_DIRTY = "METALEARN_ALLOW_DIRTY"
 PACKAGES = ("torch", "numpy", "scipy", "transformers", "wandb", "omegaconf", "optuna", "submitit")
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files changed; ``installed`` when the package is not
-    inside a git checkout (an installed wheel); ``unknown`` when git cannot tell."""
+    """The checkout's commit, with ``-dirty`` when tracked files outside ``results/`` changed (results are what
+    runs write, not what made them); ``installed`` when the package is not inside a git checkout (an installed
+    wheel); ``unknown`` when git cannot tell."""
     cwd = str(root or Path(__file__).resolve().parent)
     try:
         inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=cwd, capture_output=True,
@@ -25,11 +28,33 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
             return "installed"
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS}"],
+                               cwd=top, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
+
+
+def refuse_dirty_results(out: str | os.PathLike) -> None:
+    """Refuse to write into a committed results folder (tracked by git) from a dirty tree: committed results come
+    from a clean tree of a named commit. ``METALEARN_ALLOW_DIRTY=1`` says to write anyway (run.json says dirty)."""
+    from metalearn.util.errors import MetalearnError
+
+    out = Path(out).resolve()
+    if os.environ.get(ALLOW_DIRTY) == "1" or not out.is_dir():
+        return
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--", "."], cwd=out, capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return
+    commit = git_commit(out)
+    if tracked and commit.endswith("-dirty"):
+        raise MetalearnError(f"{out} holds committed results and the tree has uncommitted changes ({commit}): "
+                             f"commit first (committed results come from a clean tree), write elsewhere with "
+                             f"out=..., or set {ALLOW_DIRTY}=1")
 
 
 def versions() -> dict[str, str]:
