@@ -150,7 +150,7 @@ def test_a_finished_variant_is_reused_only_when_it_matches(sources: list[Utteran
     changed = [sources[0].__class__(**{**sources[0].__dict__, "emotion": "sad"})] + sources[1:]
     with pytest.raises(MetalearnError, match=r"rows\.alpha: folder [0-9a-f]+, config [0-9a-f]+"):
         ensure_variants(changed, subsets, out, cfg, WHISPER, CPU)
-    with pytest.raises(MetalearnError, match="not trained"):
+    with pytest.raises(MetalearnError, match=r"pretune variants \['pft-alpha'\] are not trained .*--prepare"):
         ensure_variants(sources, subsets, tmp_path / "empty", cfg, WHISPER, CPU, train=False)
     assert first_difference({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1.0, "c": [1, 3]}}) == ("a.c[1]", 2, 3)
 

@@ -132,24 +132,26 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
     used = sorted({c for s in subsets for c in s})
     splits = build_splits(utterances, cfg.seed, corpora=used, labels=cfg.labels, split=cfg.split,
                           sentence_disjoint=cfg.sentence_disjoint) if used else {}
+    missing = [variant_name(s) for s in subsets if not from_main((out / variant_name(s) / DONE).is_file())]
+    if missing and not train:
+        raise MetalearnError(f"pretune variants {missing} are not trained in {out}: train them first, once "
+                             f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
+    wanted = {variant_name(s): variant_fingerprint(s, cfg, backbone_cfg, utterances) for s in subsets}
+    for name in [n for n in wanted if n not in missing]:  # every finished one checked before anything trains
+        check_fingerprint(out / name, wanted[name])
     status: dict[str, str] = {}
     for subset in subsets:
         name = variant_name(subset)
         folder = out / name
-        wanted = variant_fingerprint(subset, cfg, backbone_cfg, utterances)
-        if from_main((folder / DONE).is_file()):
-            check_fingerprint(folder, wanted)
+        if name not in missing:
             log.info("%s: already done (%s exists, made as this config says), skipping", name, folder / DONE)
             status[name] = "skipped (done)"
-        elif not train:
-            raise MetalearnError(f"pretune variant {name} is not trained in {out}: train it first, once "
-                                 f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
         elif not subset:
             _write_none(folder, backbone_cfg)
             status[name] = "written"
         else:
             log.info("%s: training into %s", name, folder)
-            train_variant(subset, splits, folder, cfg, backbone_cfg, device, wanted, build)
+            train_variant(subset, splits, folder, cfg, backbone_cfg, device, wanted[name], build)
             status[name] = "trained"
     return status
 
