@@ -42,7 +42,7 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
     """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error),
     then those ``pretune.extra`` names (exported variants or transformers folders, by folder or hub id)."""
     from metalearn.pretune.extra import extra_variants
-    from metalearn.pretune.subsets import parse_subsets, run_variants, variant_name
+    from metalearn.pretune.subsets import ensure_variants, parse_subsets
     from metalearn.util.devices import resolve_device
 
     sources = [u for c in cfg.data.sources.values() for u in prepare_manifest(c, cfg.data.manifests_dir)] \
@@ -50,14 +50,9 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
     corpora = sorted({u.corpus for u in sources})
     subsets = parse_subsets(",".join(cfg.pretune.subsets), corpora)
     out = Path(cfg.pretune.out)
-    names = {variant_name(s): out / variant_name(s) for s in subsets}
-    missing = [n for n, d in names.items() if not (d / "done.json").is_file()]
-    if missing and not train:
-        raise MetalearnError(f"pretune variants {missing} are not trained in {out}: train them first, once "
-                             f"(python -m metalearn run --config ... --prepare; with pretune.train=true)")
-    if missing:
-        todo = [s for s in subsets if variant_name(s) in missing]
-        run_variants(sources, todo, out, cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
+    # the finished variants are checked against what this config would make (their fingerprint), the rest trained
+    names = ensure_variants(sources, subsets, out, cfg.pretune.recipe, cfg.backbone,
+                            resolve_device(cfg.pretune.recipe.device), train=train)
     folders = {**names, **_clap_variants(cfg, sources, corpora, out, train)}
     folders.update(extra_variants(cfg.pretune.extra, out / "extra", cfg.backbone.whisper_mode, folders))
     return {name: open_variant(folder) for name, folder in folders.items()}
