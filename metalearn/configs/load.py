@@ -31,9 +31,12 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     The schema is ``kind``'s, else the one named by the preset's (or an override's) ``kind`` key, else
     :class:`ExperimentConfig`.
     """
+    deleted = [item[1:] for item in overrides if item.startswith("~") and "=" not in item]
+    overrides = [item for item in overrides if not (item.startswith("~") and "=" not in item)]
     for item in overrides:
         if "=" not in item:
-            raise MetalearnError(f"override {item!r} is not key=value (e.g. episodes.ks=[1,5])")
+            raise MetalearnError(f"override {item!r} is not key=value (e.g. episodes.ks=[1,5]) nor ~key (the "
+                                 f"key back to its default, e.g. ~data.sources)")
     data = None
     if preset:
         path = preset_path(preset)
@@ -41,6 +44,8 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
         if not isinstance(data, DictConfig):
             raise MetalearnError(f"{path}: the top level must be a mapping of config keys (e.g. `name: demo`), "
                                  f"not a {type(data).__name__.removesuffix('Config').lower()}")
+        for key in deleted:
+            _delete(data, key)
     named = [i.split("=", 1)[1] for i in overrides if i.split("=", 1)[0] == "kind"]
     kind = kind or (named[-1] if named else None) or (data.get("kind") if data is not None else None) or "fewshot"
     spec = kind_of(str(kind))
@@ -51,6 +56,9 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     layers.append(guarded(lambda: from_dotlist(overrides), schema, "override: "))
     merged = guarded(lambda: OmegaConf.merge(*layers), schema)
     missing = sorted(OmegaConf.missing_keys(merged))
+    for key in [k for k in missing if k.endswith(".root") and OmegaConf.select(merged, k[:-5] + ".manifest")]:
+        OmegaConf.update(merged, key, "")  # a corpus given by its manifest needs no root (it is read, not parsed)
+        missing.remove(key)
     if missing:
         raise MetalearnError(f"config key {missing[0]!r} has no value; set it, e.g. {missing[0]}=/path "
                              f"({len(missing)} unset: {', '.join(missing)})")
@@ -58,8 +66,24 @@ def load_config(preset: str | None = None, overrides: Sequence[str] = (), kind: 
     cfg = guarded(lambda: OmegaConf.to_object(merged), schema)
     guarded(lambda: OmegaConf.structured(cfg), schema)  # a value its field's type cannot hold (a mapping for a
     # string: OmegaConf's merge lets it through) is refused here, not when the run folder's config.yaml is written
+    unknown = [key for key in deleted if OmegaConf.select(schema, key, default=_ABSENT) is _ABSENT]
+    if unknown:
+        raise MetalearnError(f"override '~{unknown[0]}': {unknown[0]!r} is not a config key")
     spec.validate(cfg)
     return spec.resolve(cfg)
+
+
+_ABSENT = object()
+
+
+def _delete(data: DictConfig, key: str) -> None:
+    """Remove dotted ``key`` from a preset's mapping (``~key``: the key takes the schema's default)."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    if isinstance(node, DictConfig) and last in node:
+        del node[last]
 
 
 def saved_config(run_dir: str | Path):

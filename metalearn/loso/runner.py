@@ -133,7 +133,7 @@ def _check_root(cfg: LosoExperimentConfig) -> None:
     from metalearn.data.corpus_config import manifest_path
 
     target = cfg.data.target
-    if not manifest_path(target, cfg.data.manifests_dir).is_file() and not Path(target.root).is_dir():
+    if not manifest_path(target, cfg.data.manifests_dir).is_file() and not (target.root and Path(target.root).is_dir()):
         raise MetalearnError(f"config key 'data.target.root': {target.root} is not a folder (the IEMOCAP root, "
                              f"holding Session1..Session5; set data.target.root=/path/to/IEMOCAP_full_release)")
 

@@ -29,9 +29,11 @@ def check_roots(cfg: ExperimentConfig) -> None:
     for key, corpus in corpora.items():
         if key != "data.target" and not _needs_sources(cfg):
             continue
-        if not manifest_path(corpus, cfg.data.manifests_dir).is_file() and not Path(corpus.root).is_dir():
+        manifest = manifest_path(corpus, cfg.data.manifests_dir)
+        if not manifest.is_file() and not (corpus.root and Path(corpus.root).is_dir()):
             raise MetalearnError(f"config key '{key}.root': {corpus.root} is not a folder (the {corpus.corpus} "
-                                 f"corpus root; set {key}.root=/path/to/{corpus.corpus})")
+                                 f"corpus root; set {key}.root=/path/to/{corpus.corpus}, or {key}.manifest to "
+                                 f"an existing manifest; {manifest} is not one)")
 
 
 def _needs_sources(cfg: ExperimentConfig) -> bool:
