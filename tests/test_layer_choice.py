@@ -185,9 +185,12 @@ def test_a_layer_below_the_pre_finetuned_ones_is_marked(tmp_path: Path) -> None:
     entries = [{"variant": v.name, "fold": 0, "layer": 1, "scores": {"1": 0.5}, "states": 7,
                 "unchanged_by_pretuning": unchanged(v, 1, 7)} for v in (top2, whole, untouched)]
     table = layers_table(entries, {v.name: v for v in (top2, whole, untouched)})
-    assert "| pft-a | top 2 (states 5+) | layer 1 (50.0%, unchanged by pre-finetuning) |" in table
-    assert "| pft-b | all | layer 1 (50.0%) |" in table
+    assert ("| pft-a | 2 ending at the head's state (states 5+ changed) | layer 1 (50.0%, unchanged by "
+            "pre-finetuning) |") in table
+    assert "| pft-b | all ending at the head's state (states 0+ changed) | layer 1 (50.0%) |" in table
     assert "| none | none (untouched) | layer 1 (50.0%) |" in table
+    low = dataclasses.replace(top2, name="pft-c", config={"pretune": {"trainable_layers": 1}, "head_layer": 1})
+    assert [unchanged(low, layer, 7) for layer in range(7)] == [True] + [False] * 6  # layer 1 trained: states 1+
 
 
 def test_the_run_scores_each_fold_on_its_chosen_layer(setup: Setup, clean: list[dict],

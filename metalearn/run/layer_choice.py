@@ -177,12 +177,23 @@ def trainable_layers(variant: PretuneVariant) -> int | None:
     return (variant.config.get("pretune") or {}).get("trainable_layers") if variant.kind == "supervised" else None
 
 
+def first_changed(variant: PretuneVariant, states: int) -> int | None:
+    """The lowest hidden state (of ``states``) pre-finetuning changed: its n trainable layers end at the state its
+    head read (the top state for a "mix" or a variant from before heads chose one), so states h - n + 1 and up
+    differ; 0 when every layer trained; None for the untouched backbone."""
+    if variant.kind != "supervised":
+        return None
+    n = trainable_layers(variant)
+    head = variant.head_layer
+    top = states - 1 if head is None or head == "mix" else int(head) % states
+    return 0 if n is None else max(0, top - n + 1)
+
+
 def unchanged(variant: PretuneVariant, layer: int, states: int) -> bool:
     """Whether hidden state ``layer`` (of ``states``: the input and one per transformer layer) is one that
-    pre-finetuning did not change: a supervised variant that trained only its top n layers changed states
-    ``states - n`` and above (the untouched backbone changed nothing, and is not "unchanged by" anything)."""
-    n = trainable_layers(variant)
-    return n is not None and layer < states - n
+    pre-finetuning did not change (:func:`first_changed`; the untouched backbone is not "unchanged by" anything)."""
+    first = first_changed(variant, states)
+    return first is not None and layer < first
 
 
 def layers_table(entries: list[dict], variants: dict[str, PretuneVariant]) -> str:
@@ -198,9 +209,9 @@ def layers_table(entries: list[dict], variants: dict[str, PretuneVariant]) -> st
     chosen = []
     for name, mine in by_variant.items():
         variant = variants.get(name)
-        n = trainable_layers(variant) if variant else None
-        trained = "none (untouched)" if variant is None or variant.kind == "none" else \
-            ("all" if n is None else f"top {n} (states {mine[folds[0]]['states'] - n}+)")
+        first = first_changed(variant, mine[folds[0]]["states"]) if variant else None
+        trained = "none (untouched)" if first is None else \
+            (f"{trainable_layers(variant) or 'all'} ending at the head's state (states {first}+ changed)")
         chosen.append([name, trained, *(_cell(mine[f]) if f in mine else "–" for f in folds)])
     L, R, every = markdown.LEFT, markdown.RIGHT, _all_layers(entries)
     lines += markdown.table(["variant", "pre-finetuned layers", *(f"fold {f}" for f in folds)], chosen,
