@@ -25,7 +25,7 @@ def test_layers_apply_in_order_and_give_dataclasses() -> None:
     assert isinstance(cfg.pretune.recipe, PretuneConfig)
     assert cfg.episodes.ks == [1, 3] and cfg.algorithms.maml.inner_lr == 0.2
     assert cfg.algorithms.maml.hidden == (32, 16)           # the constructor's own type
-    assert cfg.pretune.recipe.trainable_layers == 2          # from demo.yaml
+    assert cfg.pretune.recipe.trainable_layers == 1 and cfg.pretune.recipe.layer == 1  # from demo.yaml
     assert cfg.algorithms.fomaml.inner_lr == MAMLConfig().inner_lr  # the dataclass default
     assert cfg.out == "results/demo"
 
@@ -108,3 +108,21 @@ def test_a_manifest_without_rows_is_one_line_naming_it(tmp_path):
                                "pretune.clap.losses=[]", "algorithms.run=[finetune]", "tracking.wandb=false"])
     with pytest.raises(MetalearnError, match=r"empty.csv: no utterance of any speaker"):
         run_experiment(cfg)
+
+
+def test_a_key_can_be_deleted_back_to_its_default() -> None:
+    """``~key`` (as Hydra users type it) drops the preset's value, so a mapping can be emptied; a merge cannot."""
+    cfg = load_config("demo", ["~data.sources", "~pretune.clap", "~meta_train.sources", "pretune.subsets=[none]",
+                               "~algorithms.only", "algorithms.run=[finetune]"])
+    assert cfg.data.sources == {} and cfg.meta_train.sources == [] and cfg.pretune.clap.losses == []
+    assert load_config("demo").data.sources  # the preset's own
+    with pytest.raises(MetalearnError, match=r"override '~data.nope': 'data.nope' is not a config key"):
+        load_config("demo", ["~data.nope"])
+
+
+def test_a_manifest_waives_the_root(tmp_path: Path) -> None:
+    """A corpus named by its manifest is read from it: no root needed; without the file, one line names the key."""
+    cfg = load_config(None, [f"data.target.manifest={tmp_path / 'mine.csv'}"])
+    assert cfg.data.target.root == ""
+    with pytest.raises(MetalearnError, match="config key 'data.target.root':  is not a folder"):
+        check_roots(cfg)
