@@ -141,6 +141,9 @@ def _variant_rows(comparison_rows: Sequence[dict], metric: str, protocol: str | 
     return one_protocol(rows, protocol)
 
 
+HEATMAPS_PER_ROW = 3  # panels per row: a wide grid of algorithms stays readable
+
+
 def difference_heatmap(comparison_rows: Sequence[dict], metric: str = "accuracy",
                        protocol: str | None = None) -> Figure:
     """The figure of :func:`plot_difference_heatmap` (returned, not saved)."""
@@ -154,16 +157,22 @@ def difference_heatmap(comparison_rows: Sequence[dict], metric: str = "accuracy"
     grids = {a: _difference_grid([r for r in rows if r["algorithm"] == a], variants, ks) for a in algorithms}
     finite = np.concatenate([np.abs(g[..., 0][np.isfinite(g[..., 0])]) for g in grids.values()])
     limit = max(float(finite.max()) if finite.size else 1.0, 1e-6)
-    size = ((2.6 + 1.25 * len(ks)) * len(algorithms) + 1.2, 1.9 + 0.5 * len(variants))
+    ncols = min(len(algorithms), HEATMAPS_PER_ROW)
+    nrows = math.ceil(len(algorithms) / ncols)
+    size = ((2.6 + 1.25 * len(ks)) * ncols + 1.2, (1.4 + 0.5 * len(variants)) * nrows + 0.8)
     fig = pyplot().figure(figsize=size, layout="constrained")
-    axes = fig.subplots(1, len(algorithms), squeeze=False, sharey=True)[0]
+    grid_axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    axes = list(grid_axes.flat)[: len(algorithms)]
+    for spare in list(grid_axes.flat)[len(algorithms):]:
+        spare.set_visible(False)
     norm = TwoSlopeNorm(0.0, -limit, limit)
-    for ax, algorithm in zip(axes, algorithms, strict=True):
+    for i, (ax, algorithm) in enumerate(zip(axes, algorithms, strict=True)):
         image = _draw_map(ax, grids[algorithm], norm)
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set_xlabel(k_label(protocol))
         ax.set_title(f"{algorithm}: Δ to {BASE}", fontsize=10)
-    axes[0].set_yticks(range(len(variants)), [wrap_label(v, 34) for v in variants], fontsize=8)
+        if i % ncols == 0:
+            ax.set_yticks(range(len(variants)), [wrap_label(v, 34) for v in variants], fontsize=8)
     label = METRIC_LABELS.get(metric, metric)
     fig.colorbar(image, ax=list(axes), label=f"Δ {label} (points)", fraction=0.05, pad=0.01)
     fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch="//",
