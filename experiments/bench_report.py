@@ -68,6 +68,17 @@ def paper_a_records(speakers: int = 20, repetitions: int = 3, seed: int = 0, maj
     return records
 
 
+def track(folder: Path, records: list[dict]) -> None:
+    """The report's W&B mirror, offline: every trial row as an Artifact table (a history table would keep 10,000;
+    tests/test_tracking.py reads 33,600 rows back from such a run) and one line chart per variant."""
+    from metalearn.fewshot.trials import RECORD_FIELDS
+    from metalearn.report.tracking import Tracker, TrackingConfig
+
+    with Tracker(folder, "bench_report", {}, TrackingConfig(mode="offline")) as tracker:
+        tracker.log_table("trials", records, RECORD_FIELDS, folder / "trials.csv")
+        tracker.log_line_charts(summarize(records))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/bench_report.md")
@@ -85,7 +96,8 @@ def main() -> None:
                        ("summary (per-speaker means, t-intervals)", lambda: summarize(records)),
                        ("paired comparisons (Holm)", lambda: comparisons(records)),
                        ("write_report without figures", lambda: write_report(folder, records, plots=False)),
-                       ("write_report with figures", lambda: written.update(write_report(folder, records)))):
+                       ("write_report with figures", lambda: written.update(write_report(folder, records))),
+                       ("W&B offline run (trials Artifact, line charts)", lambda: track(folder, records))):
         start, cpu = time.perf_counter(), time.process_time()
         work()
         rows.append((name, time.perf_counter() - start, time.process_time() - cpu))
