@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+EQUAL = 1e-12  # a speaker's mean difference this small is equal: a mean of paired differences that cancel
+# exactly can round to +-1e-17, while a real one is at least 1 / (queries x episodes)
+
 
 def exact_mean(values: Iterable[float]) -> float:
     """The mean of the finite ``values`` from an exact sum (order-independent to the bit); NaN when none."""
@@ -61,7 +64,7 @@ def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]
 def _tests_of_size(block: np.ndarray) -> list[PairedTest]:
     """Paired tests of the rows of ``block`` [C, n]: C samples of n finite differences each."""
     c, n = block.shape
-    better, equal, worse = ((block > 0).sum(1), (block == 0).sum(1), (block < 0).sum(1))
+    better, equal, worse = ((block > EQUAL).sum(1), (abs(block) <= EQUAL).sum(1), (block < -EQUAL).sum(1))
     if n < 2:
         mean = block[:, 0] if n else np.full(c, math.nan)
         return [PairedTest(n, float(mean[i]), math.nan, math.nan, math.nan, int(better[i]), int(equal[i]),
