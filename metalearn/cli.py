@@ -164,7 +164,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment grid (pretune x algorithm x k x speaker x seed), resumable")
     p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
                    help="a preset name (demo, compare, paper_a, paper_b, ...; more folders: $METALEARN_PRESETS) "
-                        "or a YAML file")
+                        "or a YAML file (default: %(default)s)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. episodes.ks=[1,5] algorithms.maml.inner_lr=0.1 tracking.wandb=false")
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N deterministic parts of the grid (1-based); "
@@ -256,7 +256,8 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("launch", help="run a grid as jobs: prepare, then N shards (a SLURM array), then the report; "
                                       "through submitit (SLURM, or this machine)")
-    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml", help="a preset name or a YAML file")
+    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
+                   help="a preset name or a YAML file (default: %(default)s)")
     p.add_argument("--shards", type=int, default=1, metavar="N", help="split the grid into N shard jobs")
     p.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                    help="slurm (submit and return), local (subprocesses here, wait), debug (in this process); "
@@ -300,7 +301,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune", help="tune every method with the same number of Optuna trials on validation speakers; "
                                     "writes tuning/<method>.csv, tuning.md and the overlay tuning/tuned.yaml")
-    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml", help="a preset name or a YAML file")
+    p.add_argument("--config", default="demo", metavar="PRESET|FILE.yaml",
+                   help="a preset name or a YAML file (default: %(default)s)")
     p.add_argument("--algorithms", metavar="A,B,..", help="methods to tune (default: every method of "
                    "algorithms.run with a search space; tune.algorithms)")
     p.add_argument("--trials", type=int, metavar="N", help="trials per method and fold, the first the hand-set "
