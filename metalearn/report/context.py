@@ -5,15 +5,22 @@ runs, runs without pre-finetuning) give no line."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import yaml
 
+log = logging.getLogger(__name__)
+
 
 def _read_json(path: Path) -> object | None:
+    """The file's JSON; None when it is absent, and a warning (not silence) when it is there but damaged."""
+    if not path.is_file():
+        return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); summary.md leaves its lines out", path, type(e).__name__)
         return None
 
 

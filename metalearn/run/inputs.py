@@ -25,9 +25,10 @@ class RunInputs:
     layers: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
     sources: list[Utterance] = dataclasses.field(default_factory=list)
 
-    def table_rows(self, units: Sequence[Unit], learns: Callable[[str, int], bool]) -> list[Utterance]:
+    def table_rows(self, units: Sequence[Unit], learns: Callable[[str, int, str], bool]) -> list[Utterance]:
         """The rows a feature table of ``units`` (one variant's) needs: the target's, and the sources' when a
-        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold, variant)``)."""
-        if self.sources and any(learns(u.algorithm, u.fold, u.variant) for u in units):
+        unit's algorithm learns across speakers in its fold (``learns(algorithm, fold, variant)``, asked once per
+        distinct triple: it builds a probe adapter)."""
+        if self.sources and any(learns(*key) for key in dict.fromkeys((u.algorithm, u.fold, u.variant) for u in units)):
             return self.rows + self.sources
         return self.rows
