@@ -28,7 +28,7 @@ SETTINGS = (("1 thread", 1, {}), ("2 threads, OpenMP's default (spin a while, th
 CHILD = r"""
 import sys, time, numpy as np, torch
 from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
-from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 torch.set_num_threads(int(sys.argv[1]))
 steps, out = int(sys.argv[2]), []
 gen = torch.Generator().manual_seed(0)
@@ -37,7 +37,7 @@ emotions = ["neutral", "happy", "angry", "sad", "surprise"]
 labels = [emotions[i % 5] for i in range(1000)]
 speakers = [f"s{(i // 5) % 4}" for i in range(1000)]
 for name in sys.argv[3].split(","):
-    sampler = SpeakerTaskSampler(x, labels, speakers, sorted(set(speakers)), 5, 5, 5, 1, "nway", "cpu")
+    sampler = SpeakerTaskSampler(x, TaskRows(labels, speakers), sorted(set(speakers)), TaskSpec(5, 5, 5), 1, "cpu")
     adapter = build_adapter(name, AdapterSpec(512, 5, 0), {"hidden": [256], "meta_batch": 8})
     start = time.perf_counter()
     adapter.meta_train(sampler, steps)

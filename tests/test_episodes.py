@@ -14,7 +14,7 @@ from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.base import TaskSampler
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
 from metalearn.fewshot.episodes import Episode, Skipped, binary_episodes, nway_episodes
-from metalearn.fewshot.tasks import SpeakerTaskSampler, episode_tensors
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec, episode_tensors
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import EMOTIONS, SPEAKERS, SPLITS, make_rows
 
@@ -230,8 +230,8 @@ def sampler_setup(protocol: str, seed: int = 7, **kw) -> tuple[SpeakerTaskSample
     x, _, spk = table(rows)
     args = dict(ways=3, shots=2, queries=3) if protocol == "nway" else dict(ways=2, shots=4, queries=6)
     args.update(kw)
-    sampler = SpeakerTaskSampler(x, [r.emotion for r in rows], [r.speaker for r in rows], ["0011", "0012", "0013"],
-                                 seed=seed, protocol=protocol, **args)
+    sampler = SpeakerTaskSampler(x, TaskRows([r.emotion for r in rows], [r.speaker for r in rows]),
+                                 ["0011", "0012", "0013"], TaskSpec(protocol=protocol, **args), seed=seed)
     return sampler, x, spk
 
 
@@ -286,7 +286,8 @@ def test_sampler_is_deterministic_by_seed():
 def test_sampler_draws_every_row_uniformly():
     rows = make_rows(("0011",), counts=(6, 0, 0), emotions=("sad", "angry"))
     x, _, _ = table(rows)
-    sampler = SpeakerTaskSampler(x, [r.emotion for r in rows], ["0011"] * 12, ["0011"], 2, 1, 2, seed=0)
+    sampler = SpeakerTaskSampler(x, TaskRows([r.emotion for r in rows], ["0011"] * 12), ["0011"], TaskSpec(2, 1, 2),
+                                 seed=0)
     sx, _, qx, _ = sampler.sample(6000)
     for feats, expected in ((sx, 1000), (qx, 2000)):
         counts = torch.bincount(decode(feats)[0].flatten(), minlength=12)
@@ -300,7 +301,7 @@ def test_sampler_rejects_impossible_settings():
         sampler_setup("binary", shots=3)
     x, _, _ = table(make_rows(("0011",)))
     with pytest.raises(MetalearnError, match="rows"):
-        SpeakerTaskSampler(x, ["sad"], ["0011"], ["0011"], 2, 1, 1, 0)
+        SpeakerTaskSampler(x, TaskRows(["sad"], ["0011"]), ["0011"], TaskSpec(2, 1, 1), 0)
 
 
 def test_sampler_matches_task_sampler_protocol():

@@ -18,7 +18,7 @@ from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.data.sentences import sentence_key
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
 from metalearn.fewshot.episodes import Episode, binary_episodes, nway_episodes
-from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.util.errors import MetalearnError
 
 Layout = tuple[list[Utterance], dict[str, str]]  # rows, utterance key -> the sentence it says
@@ -229,8 +229,8 @@ def task_sampler(rows: list[Utterance], protocol: str = "nway", disjoint: str = 
     args = dict(ways=3, shots=2, queries=3) if protocol == "nway" else dict(ways=2, shots=4, queries=6)
     args.update(kw)
     extra = dict(sentences=[sentence_key(u) for u in rows], splits=[u.split for u in rows]) if keys else {}
-    return SpeakerTaskSampler(x, [u.emotion for u in rows], spk, sorted(set(spk)), seed=seed, protocol=protocol,
-                              disjoint=disjoint, **args, **extra)
+    return SpeakerTaskSampler(x, TaskRows([u.emotion for u in rows], spk, **extra), sorted(set(spk)),
+                              TaskSpec(protocol=protocol, disjoint=disjoint, **args), seed=seed)
 
 
 @pytest.mark.parametrize("protocol", ["nway", "binary"])
@@ -260,8 +260,8 @@ def test_sampler_text_rule_skips_speakers_that_cannot_fill_both_halves():
         task_sampler(rows, ways=2, shots=5, queries=1)
     task_sampler(rows, ways=2, shots=5, queries=1, disjoint="none")  # 6 rows per emotion: fine without the rule
     with pytest.raises(MetalearnError, match="sentences"):
-        SpeakerTaskSampler(torch.zeros(len(rows), 2), [u.emotion for u in rows], [u.speaker for u in rows],
-                           ["Actor_01"], 2, 1, 1, 0, sentences=["a"])
+        SpeakerTaskSampler(torch.zeros(len(rows), 2), TaskRows([u.emotion for u in rows], [u.speaker for u in rows],
+                                                               sentences=["a"]), ["Actor_01"], TaskSpec(2, 1, 1), 0)
 
 
 # --- ESD and every corpus with an official split: drawn exactly as before the text rule -----------------------

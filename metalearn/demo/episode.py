@@ -25,7 +25,7 @@ from metalearn.demo.result import AlgorithmResult, EpisodeResult, setup_lines
 from metalearn.features.featurize import standardize
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterBase, AdapterSpec, adapter_class, build_adapter
 from metalearn.fewshot.episodes import Episode, nway_episodes
-from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import confusion
 
@@ -120,8 +120,8 @@ def _meta_sampler(x: Tensor, rows: Sequence[Utterance], others: list[int], ways:
         raise MetalearnError(f"k={k}: meta-training needs another speaker with at least {k + 1} utterances in each "
                              f"of {ways} emotions; the most any has is {capacity}")
     labels, speakers = [rows[i].emotion for i in others], [rows[i].speaker for i in others]
-    return SpeakerTaskSampler(x[others], labels, speakers, sorted(counts), ways, k,
-                              min(META_QUERIES, capacity - k), seed)
+    return SpeakerTaskSampler(x[others], TaskRows(labels, speakers), sorted(counts),
+                              TaskSpec(ways, k, min(META_QUERIES, capacity - k)), seed)
 
 
 def _run_one(adapter: AdapterBase, result: EpisodeResult, sampler: SpeakerTaskSampler | None,

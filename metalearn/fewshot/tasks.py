@@ -1,13 +1,15 @@
 """Episodes as tensors: batching fixed episodes, and the meta-training task sampler.
 
 ``episode_tensors`` gathers features late for a list of fixed episodes (padded, with masks);
-``SpeakerTaskSampler`` draws random training tasks from the meta-training speakers only.
+``SpeakerTaskSampler`` draws random training tasks (shaped by a ``TaskSpec``) from the meta-training speakers
+only, over rows described by a ``TaskRows``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,25 +59,56 @@ def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Te
     return out
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """The shape of a meta-training task and the rule that draws it.
+
+    ``ways`` classes; nway: ``shots`` support and ``queries`` query rows per class; binary: ways = 2 and
+    ``shots``, ``queries`` are totals (half of the target, half of the other emotions). ``disjoint`` ("text" or
+    "none") and ``halvings``: the text-disjoint rule of :class:`SpeakerTaskSampler`.
+    """
+
+    ways: int
+    shots: int
+    queries: int
+    protocol: str = "nway"
+    disjoint: str = "text"
+    halvings: int = 32
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """One entry per row of the feature matrix x [N, D]: its emotion label and speaker; optionally its sentence key
+    (:func:`metalearn.data.sentences.sentence_key`) and its official split ("" = none; ``splits=None``: no row has
+    one)."""
+
+    labels: Sequence[str]
+    speakers: Sequence[str]
+    sentences: Sequence[str] | None = None
+    splits: Sequence[str] | None = None
+
+
 class SpeakerTaskSampler:
-    """Random meta-training tasks, one speaker each, drawn only from ``train_speakers``' rows of ``x``.
+    """Random meta-training tasks of shape ``task``, one speaker each, drawn only from ``train_speakers``' rows of
+    ``x`` [N, D] (``rows`` describes its N rows).
 
     nway: ``ways`` emotions drawn among the speaker's emotions with >= shots + queries rows;
     S = ways * shots, Q = ways * queries. binary: ways = 2 and a random target emotion; S = shots
     (shots/2 of the target, label 1, and shots/2 of the other emotions pooled, label 0), Q = queries
     likewise. Labels are positions in the episode's drawn class list. Support and query never share a row.
 
-    Text-disjoint speakers (``sentences`` given, ``disjoint="text"`` and every row of the speaker has split
-    "" in ``splits``; ``splits=None`` means no row has a split): support and query of a task come from the
-    two halves of one of ``halvings`` random splits of the speaker's sentences (drawn once, duplicates
-    dropped), so they never share a sentence; an emotion then needs shots rows on one half and queries on
-    the other. Without text-disjoint speakers the draws are exactly those of the sampler without them.
+    Text-disjoint speakers (``rows.sentences`` given, ``task.disjoint="text"`` and every row of the speaker has
+    split "" in ``rows.splits``): support and query of a task come from the two halves of one of
+    ``task.halvings`` random splits of the speaker's sentences (drawn once, duplicates dropped), so they never
+    share a sentence; an emotion then needs shots rows on one half and queries on the other. Without
+    text-disjoint speakers the draws are exactly those of the sampler without them.
     """
 
-    def __init__(self, x: Tensor, labels: Sequence[str], speakers: Sequence[str], train_speakers: Sequence[str],
-                 ways: int, shots: int, queries: int, seed: int, protocol: str = "nway",
-                 device: str | torch.device = "cpu", sentences: Sequence[str] | None = None,
-                 splits: Sequence[str] | None = None, disjoint: str = "text", halvings: int = 32) -> None:
+    def __init__(self, x: Tensor, rows: TaskRows, train_speakers: Sequence[str], task: TaskSpec, seed: int,
+                 device: str | torch.device = "cpu") -> None:
+        labels, speakers, sentences, splits = rows.labels, rows.speakers, rows.sentences, rows.splits
+        ways, shots, queries, protocol = task.ways, task.shots, task.queries, task.protocol
+        disjoint, halvings = task.disjoint, task.halvings
         if not len(labels) == len(speakers) == x.shape[0]:
             raise MetalearnError(f"x has {x.shape[0]} rows but {len(labels)} labels and {len(speakers)} speakers")
         for name, column in (("sentences", sentences), ("splits", splits)):

@@ -17,7 +17,7 @@ import torch
 
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
-from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
 from metalearn.run.inputs import RunInputs
@@ -35,10 +35,10 @@ def task_speakers(rows: Sequence[Utterance], ways: int, shots: int, queries: int
         return []
     speakers = [u.speaker for u in rows]
     try:
-        sampler = SpeakerTaskSampler(torch.zeros(len(rows), 1), [u.emotion for u in rows], speakers,
-                                     sorted(set(speakers)), ways, shots, queries, 0, protocol,
-                                     sentences=[sentence_key(u) for u in rows], splits=[u.split for u in rows],
-                                     disjoint=disjoint)
+        task_rows = TaskRows([u.emotion for u in rows], speakers, sentences=[sentence_key(u) for u in rows],
+                             splits=[u.split for u in rows])
+        sampler = SpeakerTaskSampler(torch.zeros(len(rows), 1), task_rows, sorted(set(speakers)),
+                                     TaskSpec(ways, shots, queries, protocol, disjoint=disjoint), 0)
     except MetalearnError:
         return []
     return list(sampler.speakers)

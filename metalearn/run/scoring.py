@@ -29,7 +29,7 @@ from metalearn.fewshot.algorithms import (
 )
 from metalearn.fewshot.algorithms.transfer import LabelledClips
 from metalearn.fewshot.episodes import Episode, Skipped
-from metalearn.fewshot.tasks import SpeakerTaskSampler
+from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig
@@ -168,8 +168,8 @@ def training_data(inputs: GroupInputs, cls: type[AdapterBase], example: Episode,
     target = cfg.data.target.corpus  # a source speaker is named with its corpus: ids of two corpora may clash
     speaker = [rows[i].speaker if rows[i].corpus == target else f"{rows[i].corpus}/{rows[i].speaker}" for i in keep]
     shots = meta_k or cfg.meta_train.shots or example.k
-    return SpeakerTaskSampler(x[keep], [rows[i].emotion for i in keep], speaker,
-                              sorted(set(speaker)), len(example.classes), shots,
-                              cfg.meta_train.queries, seed, example.protocol, cfg.device,
-                              sentences=[sentence_key(rows[i]) for i in keep], splits=[rows[i].split for i in keep],
-                              disjoint=cfg.episodes.disjoint)
+    task_rows = TaskRows([rows[i].emotion for i in keep], speaker, sentences=[sentence_key(rows[i]) for i in keep],
+                         splits=[rows[i].split for i in keep])
+    task = TaskSpec(len(example.classes), shots, cfg.meta_train.queries, example.protocol,
+                    disjoint=cfg.episodes.disjoint)
+    return SpeakerTaskSampler(x[keep], task_rows, sorted(set(speaker)), task, seed, cfg.device)
