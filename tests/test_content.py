@@ -17,7 +17,7 @@ import torch
 
 from metalearn.data.manifest import utterance_key
 from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
-from metalearn.fewshot.episodes import nway_episodes
+from metalearn.fewshot.episodes import NwayRule, nway_episodes
 from metalearn.fewshot.trials import TrialTags, episode_batch, trial_record
 from metalearn.report.content import (
     CONTENT_FIELDS,
@@ -85,8 +85,8 @@ def onehot_scores(name: str, disjoint: str, k: int = 4) -> tuple[list, list[dict
     """Episodes of the CREMA-D layout scored by ProtoNet on the one-hot of each clip's true sentence."""
     rows, truth = cremad()
     classes = ("neutral", "happy", "angry")
-    episodes, _ = nway_episodes(rows, sorted({u.speaker for u in rows}), k, 10, seed=0, classes=classes,
-                                disjoint=disjoint)
+    episodes, _ = nway_episodes(rows, sorted({u.speaker for u in rows}), k, 10, seed=0,
+                                rule=NwayRule(classes=classes, disjoint=disjoint))
     sentences = sorted(set(truth.values()))
     keys = [utterance_key(u) for u in rows]
     x = torch.eye(len(sentences))[[sentences.index(truth[key]) for key in keys]]  # [N, V]

@@ -13,7 +13,7 @@ import torch
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.algorithms.base import TaskSampler
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
-from metalearn.fewshot.episodes import Episode, Skipped, binary_episodes, nway_episodes
+from metalearn.fewshot.episodes import Episode, NwayRule, Skipped, binary_episodes, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec, episode_tensors
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import EMOTIONS, SPEAKERS, SPLITS, make_rows
@@ -75,13 +75,14 @@ def test_nway_support_k_per_class_from_train_and_query_is_the_test_split():
 
 def test_nway_queries_per_class_and_explicit_classes():
     rows = make_rows()
-    episodes, _ = nway_episodes(rows, SPEAKERS, k=2, repetitions=1, seed=0, classes=("sad", "angry"), queries=3)
+    episodes, _ = nway_episodes(rows, SPEAKERS, k=2, repetitions=1, seed=0,
+                                rule=NwayRule(classes=("sad", "angry"), queries=3))
     u = by_key(rows)
     for ep in episodes:
         check_episode(ep, rows)
         assert ep.classes == ("sad", "angry")
         assert Counter(ep.query_labels) == {0: 3, 1: 3} and {u[key].split for key in ep.query} == {"test"}
-    _, skipped = nway_episodes(rows, SPEAKERS, k=2, repetitions=1, seed=0, queries=5)
+    _, skipped = nway_episodes(rows, SPEAKERS, k=2, repetitions=1, seed=0, rule=NwayRule(queries=5))
     assert skipped[0].reason == "speaker 0011 has 4 test 'neutral' utterances, needs 5"
 
 
@@ -94,7 +95,8 @@ def test_nway_default_classes_are_the_intersection():
 def test_nway_without_split_queries_are_the_remaining_utterances():
     """disjoint="none": the rule before text-disjoint episodes (tests/test_text_disjoint.py has the default)."""
     rows = make_unsplit()
-    episodes, skipped = nway_episodes(rows, ["Ses01F", "Ses01M"], k=3, repetitions=2, seed=1, disjoint="none")
+    episodes, skipped = nway_episodes(rows, ["Ses01F", "Ses01M"], k=3, repetitions=2, seed=1,
+                                      rule=NwayRule(disjoint="none"))
     assert not skipped
     for ep in episodes:
         check_episode(ep, rows)
@@ -103,7 +105,7 @@ def test_nway_without_split_queries_are_the_remaining_utterances():
     episodes, _ = binary_episodes(rows, ["Ses01F"], ["sad"], ks=[4], repetitions=1, seed=1, disjoint="none")
     check_episode(episodes[0], rows)
     assert episodes[0].validation == () and len(episodes[0].query) == 32 - 4 and sum(episodes[0].query_labels) == 6
-    _, skipped = nway_episodes(rows, ["Ses01F"], k=7, repetitions=1, seed=1, queries=2, disjoint="none")
+    _, skipped = nway_episodes(rows, ["Ses01F"], k=7, repetitions=1, seed=1, rule=NwayRule(queries=2, disjoint="none"))
     assert skipped[0].reason == "speaker Ses01F has 8 'neutral' utterances, needs 9"
 
 

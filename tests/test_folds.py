@@ -8,7 +8,7 @@ import json
 import pytest
 
 from metalearn.configs.load import load_config
-from metalearn.fewshot.episodes import nway_episodes
+from metalearn.fewshot.episodes import NwayRule, nway_episodes
 from metalearn.run.draw import with_validation
 from metalearn.run.grid import Batching, Subset, assign_folds, plan_units, three_way_folds, without_support
 from metalearn.run.tuned import apply_tuned, meta_steps_for, options_for, with_values
@@ -80,7 +80,7 @@ def test_k0_episodes_strip_the_smallest_k() -> None:
 
 def test_nway_validation_is_the_evaluation_split() -> None:
     rows = make_rows()  # 3 evaluation utterances per speaker and emotion
-    episodes, _ = nway_episodes(rows, ["0011", "0012"], 2, 2, 0, classes=("neutral", "angry", "sad"))
+    episodes, _ = nway_episodes(rows, ["0011", "0012"], 2, 2, 0, rule=NwayRule(classes=("neutral", "angry", "sad")))
     validated = with_validation(episodes, rows)
     for e, v in zip(episodes, validated, strict=True):
         assert (v.support, v.query, v.episode_id) == (e.support, e.query, e.episode_id)

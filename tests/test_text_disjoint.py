@@ -17,7 +17,7 @@ from metalearn.data.emotions import LABEL_MAPS
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.data.sentences import sentence_key
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
-from metalearn.fewshot.episodes import Episode, binary_episodes, nway_episodes
+from metalearn.fewshot.episodes import Episode, NwayRule, binary_episodes, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.util.errors import MetalearnError
 
@@ -91,7 +91,7 @@ def draw(name: str, protocol: str, disjoint: str = "text", k: int = 2) -> tuple[
     rows, truth = LAYOUTS[name]()
     spk = speakers_of(rows)
     if protocol == "nway":
-        episodes, _ = nway_episodes(rows, spk, k, 6, seed=3, disjoint=disjoint)
+        episodes, _ = nway_episodes(rows, spk, k, 6, seed=3, rule=NwayRule(disjoint=disjoint))
     else:
         targets = sorted({u.emotion for u in rows})[:3]
         episodes, _ = binary_episodes(rows, spk, targets, [k], 6, seed=3, disjoint=disjoint)
@@ -154,17 +154,19 @@ def test_binary_query_is_the_whole_query_side():
 
 def test_too_few_sentences_for_k_is_a_skip_with_the_reason():
     rows, _ = ravdess(("01",))
-    episodes, skipped = nway_episodes(rows, ["Actor_01"], k=3, repetitions=2, seed=0, classes=("happy", "sad"))
+    episodes, skipped = nway_episodes(rows, ["Actor_01"], k=3, repetitions=2, seed=0,
+                                      rule=NwayRule(classes=("happy", "sad")))
     assert len(episodes) == 2 and not skipped
-    episodes, skipped = nway_episodes(rows, ["Actor_01"], k=5, repetitions=2, seed=0, classes=("happy", "sad"))
+    episodes, skipped = nway_episodes(rows, ["Actor_01"], k=5, repetitions=2, seed=0,
+                                      rule=NwayRule(classes=("happy", "sad")))
     assert not episodes and skipped[0].reason == ("speaker Actor_01 has 4 support-side 'happy' utterances, needs 5 "
                                                   "(support and query take disjoint halves of its 2 sentences)")
-    _, skipped = nway_episodes(rows, ["Actor_01"], k=2, repetitions=1, seed=0, queries=5)
+    _, skipped = nway_episodes(rows, ["Actor_01"], k=2, repetitions=1, seed=0, rule=NwayRule(queries=5))
     assert skipped[0].reason.startswith("speaker Actor_01 has 2 query-side 'neutral' utterances, needs 5 (")
     _, skipped = binary_episodes(rows, ["Actor_01"], ["neutral"], [6], 1, seed=0)
     assert skipped[0].reason.startswith("speaker Actor_01 has 2 support-side 'neutral' utterances, needs 3")
     with pytest.raises(MetalearnError, match="disjoint"):
-        nway_episodes(rows, ["Actor_01"], k=1, repetitions=1, seed=0, disjoint="words")
+        nway_episodes(rows, ["Actor_01"], k=1, repetitions=1, seed=0, rule=NwayRule(disjoint="words"))
 
 
 def nearest_mean_accuracy(ep: Episode, truth: dict[str, str], rng: np.random.Generator) -> float:
@@ -189,7 +191,8 @@ def test_a_content_only_feature_is_at_chance_only_on_text_disjoint_episodes(name
     chance = 1 / len(classes)
     accuracy = {}
     for disjoint in ("text", "none"):
-        episodes, _ = nway_episodes(rows, speakers_of(rows), k, 20, seed=0, classes=classes, disjoint=disjoint)
+        episodes, _ = nway_episodes(rows, speakers_of(rows), k, 20, seed=0,
+                                    rule=NwayRule(classes=classes, disjoint=disjoint))
         rng = np.random.default_rng(0)
         accuracy[disjoint] = np.mean([nearest_mean_accuracy(ep, truth, rng) for ep in episodes])
         assert len(episodes) == 40
@@ -199,7 +202,7 @@ def test_a_content_only_feature_is_at_chance_only_on_text_disjoint_episodes(name
 
 def test_old_episode_files_still_load_and_new_ones_keep_their_sentences(tmp_path):
     rows, truth = cremad(("1001",))
-    episodes, _ = nway_episodes(rows, ["1001"], 2, 2, seed=0, classes=("angry", "sad"), disjoint="none")
+    episodes, _ = nway_episodes(rows, ["1001"], 2, 2, seed=0, rule=NwayRule(classes=("angry", "sad"), disjoint="none"))
     path = save_episodes(tmp_path / "new.jsonl", episodes)
     assert load_episodes(path)[0] == episodes
     assert [ep.query_in_support for ep in load_episodes(path)[0]] == [tuple(shared(ep, truth)) for ep in episodes]
@@ -305,18 +308,21 @@ PINNED = {
 @pytest.mark.parametrize("disjoint", ["text", "none"])
 def test_official_split_episodes_are_drawn_exactly_as_before(disjoint):
     rows, spk = esd_like(), ["0011", "0012", "0013"]
-    assert digest_episodes(nway_episodes(rows, spk, 2, 3, 0, disjoint=disjoint)) == PINNED["nway_k2"]
-    assert digest_episodes(nway_episodes(rows, spk, 4, 2, 5, queries=2, disjoint=disjoint)) == PINNED["nway_k4_q2"]
-    assert digest_episodes(nway_episodes(rows, spk, 11, 1, 0, disjoint=disjoint)) == PINNED["nway_k11_skip"]
+    assert digest_episodes(nway_episodes(rows, spk, 2, 3, 0, rule=NwayRule(disjoint=disjoint))) == PINNED["nway_k2"]
+    assert digest_episodes(nway_episodes(rows, spk, 4, 2, 5,
+                                         rule=NwayRule(queries=2, disjoint=disjoint))) == PINNED["nway_k4_q2"]
+    assert digest_episodes(nway_episodes(rows, spk, 11, 1, 0,
+                                         rule=NwayRule(disjoint=disjoint))) == PINNED["nway_k11_skip"]
     assert digest_episodes(binary_episodes(rows, spk, ["sad", "happy"], [2, 4, 8], 2, 1, disjoint=disjoint)) == \
         PINNED["binary"]
-    episodes, _ = nway_episodes(rows, spk, 2, 3, 0, disjoint=disjoint)
+    episodes, _ = nway_episodes(rows, spk, 2, 3, 0, rule=NwayRule(disjoint=disjoint))
     assert all(ep.disjoint == disjoint and not any(ep.query_in_support) for ep in episodes)  # ESD: split sentences
 
 
 def test_unsplit_episodes_without_the_rule_are_drawn_exactly_as_before():
     rows, spk = unsplit_like(), ["Ses01F", "Ses01M"]
-    assert digest_episodes(nway_episodes(rows, spk, 3, 2, 1, disjoint="none")) == PINNED["unsplit_nway_none"]
+    assert digest_episodes(nway_episodes(rows, spk, 3, 2, 1,
+                                         rule=NwayRule(disjoint="none"))) == PINNED["unsplit_nway_none"]
     assert digest_episodes(binary_episodes(rows, spk, ["sad"], [2, 4], 2, 1, disjoint="none")) == \
         PINNED["unsplit_binary_none"]
     assert digest_episodes(nway_episodes(rows, spk, 3, 2, 1)) != PINNED["unsplit_nway_none"]

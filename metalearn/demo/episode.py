@@ -24,7 +24,7 @@ from metalearn.demo.layer import LayerChoice
 from metalearn.demo.result import AlgorithmResult, EpisodeResult, setup_lines
 from metalearn.features.featurize import standardize
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterBase, AdapterSpec, adapter_class, build_adapter
-from metalearn.fewshot.episodes import Episode, nway_episodes
+from metalearn.fewshot.episodes import Episode, NwayRule, nway_episodes
 from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import confusion
@@ -101,7 +101,7 @@ def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int,
 
 def _draw_episode(rows: Sequence[Utterance], speaker: str, k: int, queries: int | None, seed: int) -> Episode:
     """The speaker's first N-way episode (repetition 0), or a one-line error saying what it lacks."""
-    episodes, skipped = nway_episodes(rows, [speaker], k, 1, seed, queries=queries)
+    episodes, skipped = nway_episodes(rows, [speaker], k, 1, seed, rule=NwayRule(queries=queries))
     if skipped:
         raise MetalearnError(f"k={k}, queries={queries}: {skipped[0].reason}")
     return episodes[0]

@@ -97,6 +97,37 @@ class Skipped:
                    episode.target_emotion or "", reason)
 
 
+@dataclass(frozen=True)
+class NwayRule:
+    """What N-way episodes hold besides their support size: ``classes`` (the label set; None: the emotions every
+    requested speaker has, in canonical order), ``queries`` per class (None: all of the query pool) and the
+    drawing rule ``disjoint`` ("text" or "none", see the module docstring)."""
+
+    classes: Sequence[str] | None = None
+    queries: int | None = None
+    disjoint: str = "text"
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """What every episode of one call shares: the seed, each key's sentence key, the drawing rule."""
+
+    seed: int
+    sentence_of: dict[str, str]
+    disjoint: str
+
+
+@dataclass(frozen=True)
+class _BinaryPools:
+    """One (speaker, target)'s keys: ``unsplit`` (no official split), target keys ``pos`` and the other emotions'
+    pooled keys ``neg`` to draw support from, and ``fixed`` = (validation, labels, query, labels)."""
+
+    unsplit: bool
+    pos: list[str]
+    neg: list[str]
+    fixed: tuple
+
+
 def episode_rng(seed: int, protocol: str, speaker: str, target: str, k: int, repetition: int) -> np.random.Generator:
     """A generator that depends only on its arguments (SHA-256, not Python's salted ``hash``); seed >= 0."""
     text = "\x1f".join(str(v) for v in (protocol, speaker, target, k, repetition))
@@ -146,17 +177,17 @@ def _lacks(speaker: str, split: str, what: str, have: int, need: int) -> str:
 
 
 def nway_episodes(rows: Sequence[Utterance], speakers: Sequence[str], k: int, repetitions: int, seed: int,
-                  classes: Sequence[str] | None = None, queries: int | None = None, disjoint: str = "text"
-                  ) -> tuple[list[Episode], list[Skipped]]:
+                  rule: NwayRule = NwayRule()) -> tuple[list[Episode], list[Skipped]]:
     """Protocol 1: per speaker and repetition, ``k`` support utterances per class from the train split.
 
-    Query: the speaker's test split restricted to ``classes`` (all of it, or ``queries`` per class drawn
-    without replacement). A speaker whose rows all have split "" (no official split) draws support from
-    all its utterances and queries from the remaining ones; with ``disjoint="text"`` (see the module
-    docstring) support from its support-side sentences and queries from its query-side ones. ``classes``
+    Query: the speaker's test split restricted to ``rule.classes`` (all of it, or ``rule.queries`` per class
+    drawn without replacement). A speaker whose rows all have split "" (no official split) draws support from
+    all its utterances and queries from the remaining ones; with ``rule.disjoint="text"`` (see the module
+    docstring) support from its support-side sentences and queries from its query-side ones. ``rule.classes``
     defaults to the emotions EVERY requested speaker has (the intersection, in canonical order), so all
     episodes of a run share one label list; pass it explicitly to keep episodes unchanged when speakers are added.
     """
+    classes, queries, disjoint = rule.classes, rule.queries, rule.disjoint
     if k < 1 or repetitions < 1 or seed < 0 or (queries is not None and queries < 1) or disjoint not in DISJOINT:
         raise MetalearnError(f"need k, repetitions, queries >= 1, seed >= 0, disjoint in {DISJOINT}; got {k}, "
                              f"{repetitions}, {queries}, {seed}, {disjoint!r}")
@@ -167,14 +198,15 @@ def nway_episodes(rows: Sequence[Utterance], speakers: Sequence[str], k: int, re
     classes = tuple(classes)
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise MetalearnError(f"nway episodes need at least 2 distinct classes shared by the speakers, got {classes}")
-    out = [_nway_one(pools[s], s, classes, k, r, seed, queries, sentence_of, disjoint)
-           for s in speakers for r in range(repetitions)]
+    draw = _Draw(seed, sentence_of, disjoint)
+    out = [_nway_one(pools[s], s, classes, k, r, draw, queries) for s in speakers for r in range(repetitions)]
     return [e for e in out if isinstance(e, Episode)], [e for e in out if isinstance(e, Skipped)]
 
 
-def _nway_one(pools: Pools, speaker: str, classes: tuple[str, ...], k: int, r: int, seed: int,
-              queries: int | None, sentence_of: dict[str, str], disjoint: str) -> Episode | Skipped:
+def _nway_one(pools: Pools, speaker: str, classes: tuple[str, ...], k: int, r: int, draw: _Draw,
+              queries: int | None) -> Episode | Skipped:
     """One N-way episode of ``speaker``, or the reason it cannot be drawn."""
+    seed, sentence_of, disjoint = draw.seed, draw.sentence_of, draw.disjoint
     episode_id = f"nway/k{k}/{speaker}/r{r}"
     rng = episode_rng(seed, "nway", speaker, "", k, r)
     unsplit = set(pools) == {""}
@@ -234,6 +266,7 @@ def binary_episodes(rows: Sequence[Utterance], speakers: Sequence[str], targets:
         raise MetalearnError(f"binary episodes need targets, even k >= 2, repetitions >= 1, seed >= 0, disjoint in "
                              f"{DISJOINT}; got targets={targets}, ks={ks}, {repetitions}, {seed}, {disjoint!r}")
     pools, sentence_of = _pools(rows, speakers)
+    draw = _Draw(seed, sentence_of, disjoint)
     out = []
     for speaker in speakers:
         p = pools[speaker]
@@ -242,14 +275,15 @@ def binary_episodes(rows: Sequence[Utterance], speakers: Sequence[str], targets:
         for t in targets:
             neg = sorted(key for e, keys in train.items() if e != t for key in keys)
             fixed = ((), ()) if unsplit else _flatten(p.get(EVALUATION, {}), t) + _flatten(p.get(TEST, {}), t)
-            out += [_binary_one(speaker, t, k, r, seed, unsplit, train.get(t, []), neg, fixed, sentence_of, disjoint)
-                    for k in ks for r in range(repetitions)]
+            keys = _BinaryPools(unsplit, train.get(t, []), neg, fixed)
+            out += [_binary_one(speaker, t, k, r, draw, keys) for k in ks for r in range(repetitions)]
     return [e for e in out if isinstance(e, Episode)], [e for e in out if isinstance(e, Skipped)]
 
 
-def _binary_one(speaker: str, target: str, k: int, r: int, seed: int, unsplit: bool, pos: list[str],
-                neg: list[str], fixed: tuple, sentence_of: dict[str, str], disjoint: str) -> Episode | Skipped:
-    """One binary episode; ``fixed`` = (validation, labels, query, labels); without a split, query is the rest."""
+def _binary_one(speaker: str, target: str, k: int, r: int, draw: _Draw, keys: _BinaryPools) -> Episode | Skipped:
+    """One binary episode; without a split, query is the rest of ``keys``' utterances."""
+    seed, sentence_of, disjoint = draw.seed, draw.sentence_of, draw.disjoint
+    unsplit, pos, neg, fixed = keys.unsplit, keys.pos, keys.neg, keys.fixed
     episode_id = f"binary/k{k}/{speaker}/{target}/r{r}"
     rng = episode_rng(seed, "binary", speaker, target, k, r)
     split, note = "" if unsplit else TRAIN, ""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
-from metalearn.fewshot.episodes import EVALUATION, Episode, Skipped, binary_episodes, nway_episodes
+from metalearn.fewshot.episodes import EVALUATION, Episode, NwayRule, Skipped, binary_episodes, nway_episodes
 from metalearn.run.config import ExperimentConfig
 from metalearn.util.errors import MetalearnError
 
@@ -44,7 +44,7 @@ def draw_episodes(cfg: ExperimentConfig, rows: list[Utterance], speakers: list[s
     else:
         episodes, skipped = [], []
         for k in ep.ks:
-            e, s = nway_episodes(rows, speakers, k, ep.repetitions, seed, ep.classes, ep.queries, ep.disjoint)
+            e, s = nway_episodes(rows, speakers, k, ep.repetitions, seed, NwayRule(ep.classes, ep.queries, ep.disjoint))
             episodes += e
             skipped += s
         if ep.validation or (ep.validation is None and any(u.split == EVALUATION for u in rows)):
