@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from metalearn.clap.model import ClapConfig, ClapModel
-from metalearn.clap.train import ClapTrainConfig, _optimizer, train_clap, zero_shot_scores
+from metalearn.clap.train import ClapParts, ClapTrainConfig, _optimizer, train_clap, zero_shot_scores
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.util.errors import MetalearnError
@@ -47,7 +47,8 @@ def test_training_keeps_the_best_dev_epoch_and_reports_wa_ua(tmp_path: Path) -> 
                           steps_per_epoch=4)
     m = model()
     frozen = {k: v.clone() for k, v in m.backbone.state_dict().items() if "layers.0." in k}
-    result = train_clap(m, train, dev, test, ["happy", "sad"], cfg, torch.device("cpu"), tmp_path / "curve.jsonl")
+    result = train_clap(m, ClapParts(train, dev, test), ["happy", "sad"], cfg, torch.device("cpu"),
+                        tmp_path / "curve.jsonl")
     curve = [json.loads(x) for x in (tmp_path / "curve.jsonl").read_text().splitlines()]
     assert len(curve) == result.epochs == 4 and all(r["train_loss"] > 0 for r in curve)
     best = max(curve, key=lambda r: r["dev"]["ua"])  # the first of equal maxima
@@ -71,7 +72,7 @@ def test_bad_settings_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(MetalearnError, match="batch_size must be >= 2"):
         ClapTrainConfig(batch_size=1)
     with pytest.raises(MetalearnError, match="3 training utterances for a batch of 8"):
-        train_clap(model(), rows(tmp_path, 1)[:3], [], [], ["happy", "sad"], ClapTrainConfig(batch_size=8),
+        train_clap(model(), ClapParts(rows(tmp_path, 1)[:3], [], []), ["happy", "sad"], ClapTrainConfig(batch_size=8),
                    torch.device("cpu"))
 
 

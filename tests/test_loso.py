@@ -226,10 +226,11 @@ def test_run_refuses_before_any_fold(base: Path, extra: tuple[str, ...], expecte
 def test_finetune_trains_the_encoder_per_fold_from_audio(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 
-    def spy(model, train, dev, test, classes, cfg, device, curve_path=None):
-        seen.append(({session(u) for u in [*train, *dev]}, {session(u) for u in test}, model.backbone))
+    def spy(model, parts, classes, cfg, device, curve_path=None):
+        seen.append(({session(u) for u in [*parts.train, *parts.dev]}, {session(u) for u in parts.test},
+                     model.backbone))
         texts.append(model.text)
-        return real(model, train, dev, test, classes, cfg, device, curve_path)
+        return real(model, parts, classes, cfg, device, curve_path)
 
     real, texts = loso.train_clap, []
     monkeypatch.setattr(loso, "train_clap", spy)

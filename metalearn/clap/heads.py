@@ -46,6 +46,23 @@ class ClapHeadsConfig:
             raise MetalearnError(f"clap heads dev_fraction must be in (0, 1), got {self.dev_fraction}")
 
 
+@dataclasses.dataclass(frozen=True)
+class HeadsData:
+    """The pooled features one heads fit reads; ``*_y`` are indices into the fit's classes.
+
+    ``x`` [N, D] trains, with each row's ``emotions`` and ``genders`` (N each: the losses' labels); ``dev_x``
+    [V, D] and ``dev_y`` [V] pick the step; ``test_x`` [T, D] and ``test_y`` [T] are scored (T may be 0).
+    """
+
+    x: Tensor
+    emotions: Sequence[str]
+    genders: Sequence[str]
+    dev_x: Tensor
+    dev_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run the block on one intra-op thread: the heads' small matrix products only lose to thread hand-offs.
@@ -73,14 +90,15 @@ def scores(logits: Tensor, y: Tensor, ways: int) -> dict[str, float]:
     return wa_ua(logits.argmax(-1), y, ways)
 
 
-def train_heads(model: ClapModel, x: Tensor, emotions: Sequence[str], genders: Sequence[str], dev_x: Tensor,
-                dev_y: Tensor, classes: Sequence[str], cfg: ClapHeadsConfig) -> tuple[int, dict[str, float]]:
-    """Train the heads on pooled features ``x`` [N, D]; keep the step with the best dev zero-shot UA.
+def train_heads(model: ClapModel, data: HeadsData, classes: Sequence[str], cfg: ClapHeadsConfig
+                ) -> tuple[int, dict[str, float]]:
+    """Train the heads on pooled features ``data.x`` [N, D]; keep the step with the best dev zero-shot UA.
 
-    ``dev_x`` [V, D] and ``dev_y`` [V] (indices into ``classes``) select the step. The text encoder stays
-    frozen (``ClapConfig.train_text`` must be False), so only projections and scales learn.
-    Returns (the kept step, its dev {"wa", "ua"}); ``model`` ends holding that step's heads.
+    ``data.dev_x`` [V, D] and ``data.dev_y`` [V] (indices into ``classes``) select the step; the test part is not
+    read. The text encoder stays frozen (``ClapConfig.train_text`` must be False), so only projections and scales
+    learn. Returns (the kept step, its dev {"wa", "ua"}); ``model`` ends holding that step's heads.
     """
+    x, emotions, genders, dev_x, dev_y = data.x, data.emotions, data.genders, data.dev_x, data.dev_y
     if model.cfg.train_text:
         raise MetalearnError("training CLAP heads on cached features needs a frozen text encoder (train_text=false)")
     if len(x) < 2:
@@ -112,20 +130,20 @@ def train_heads(model: ClapModel, x: Tensor, emotions: Sequence[str], genders: S
     return best[1], best[2]
 
 
-def fit_heads(x: Tensor, emotions: Sequence[str], genders: Sequence[str], dev_x: Tensor, dev_y: Tensor,
-              test_x: Tensor, test_y: Tensor, classes: Sequence[str], model_cfg: ClapConfig,
-              cfg: ClapHeadsConfig) -> tuple[ClapModel, int, dict[str, float], dict[str, float]]:
+def fit_heads(data: HeadsData, classes: Sequence[str], model_cfg: ClapConfig, cfg: ClapHeadsConfig
+              ) -> tuple[ClapModel, int, dict[str, float], dict[str, float]]:
     """Fresh CLAP heads (initialised from ``cfg.seed``) over pooled features, trained and scored, on one thread.
 
-    Trains on ``x`` [N, D] with :func:`train_heads` (``dev_x`` [V, D], ``dev_y`` [V] pick the step), then
-    classifies ``test_x`` [T, D] zero-shot against ``test_y`` [T] (WA and UA are NaN when T = 0).
-    Returns (model holding the kept step's heads, that step, dev {"wa", "ua"}, test {"wa", "ua"}).
+    Trains on ``data.x`` [N, D] with :func:`train_heads` (``data.dev_x`` [V, D], ``data.dev_y`` [V] pick the
+    step), then classifies ``data.test_x`` [T, D] zero-shot against ``data.test_y`` [T] (WA and UA are NaN when
+    T = 0). Returns (model holding the kept step's heads, that step, dev {"wa", "ua"}, test {"wa", "ua"}).
     """
     classes = list(classes)
+    test_x, test_y = data.test_x, data.test_y
     with one_thread():  # small matrix products: thread hand-offs cost more than they bring
         torch.manual_seed(cfg.seed)
-        model = ClapModel(x.shape[1], model_cfg)
-        step, dev = train_heads(model, x, emotions, genders, dev_x, dev_y, classes, cfg)
+        model = ClapModel(data.x.shape[1], model_cfg)
+        step, dev = train_heads(model, data, classes, cfg)
         with torch.no_grad():
             test = (scores(model.zero_shot_logits(test_x, classes), test_y, len(classes)) if len(test_y)
                     else {"wa": math.nan, "ua": math.nan})

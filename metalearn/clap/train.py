@@ -106,6 +106,16 @@ def wa_ua(pred: torch.Tensor, y: torch.Tensor, ways: int) -> dict[str, float]:
     return {"wa": float(accuracy_from_confusion(conf)[0]), "ua": float(uar_from_confusion(conf)[0])}
 
 
+@dataclasses.dataclass(frozen=True)
+class ClapParts:
+    """The utterances of one CLAP training: ``train`` learns, ``dev`` picks the kept epoch (or step), ``test`` is
+    scored once with the kept weights."""
+
+    train: Sequence[Utterance]
+    dev: Sequence[Utterance]
+    test: Sequence[Utterance]
+
+
 def _optimizer(model: ClapModel, cfg: ClapTrainConfig) -> torch.optim.Optimizer:
     """AdamW over three groups: heads (projections, scales) at head_lr, the backbone's trainable top
     layers at lr, the text encoder at text_lr (only when it trains); empty groups are left out."""
@@ -119,10 +129,10 @@ def _optimizer(model: ClapModel, cfg: ClapTrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def train_clap(model: ClapModel, train: Sequence[Utterance], dev: Sequence[Utterance], test: Sequence[Utterance],
-               classes: Sequence[str], cfg: ClapTrainConfig, device: torch.device,
+def train_clap(model: ClapModel, parts: ClapParts, classes: Sequence[str], cfg: ClapTrainConfig, device: torch.device,
                curve_path: Path | None = None) -> ClapResult:
-    """Train ``model`` in place; it ends holding the best dev epoch's weights."""
+    """Train ``model`` in place on ``parts.train``; it ends holding the best ``parts.dev`` epoch's weights."""
+    train, dev, test = parts.train, parts.dev, parts.test
     if len(train) < cfg.batch_size:
         raise MetalearnError(f"{len(train)} training utterances for a batch of {cfg.batch_size}")
     start = time.perf_counter()

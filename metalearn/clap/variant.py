@@ -34,10 +34,10 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metalearn.clap.heads import ClapHeadsConfig, fit_heads
+from metalearn.clap.heads import ClapHeadsConfig, HeadsData, fit_heads
 from metalearn.clap.loss import LOSSES
 from metalearn.clap.model import ClapConfig, ClapModel, with_loss
-from metalearn.clap.train import ClapTrainConfig, train_clap
+from metalearn.clap.train import ClapParts, ClapTrainConfig, train_clap
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
@@ -133,11 +133,11 @@ def train_clap_variant(loss: str, corpora: Sequence[str], sources: Sequence[Utte
         "audio_dim": backbone.hidden_size, "clap": dataclasses.asdict(model_cfg), "stage": dataclasses.asdict(cfg),
         "classes": classes, "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)}}), indent=2)
     if cfg.encoder == "frozen":
-        model, result = _train_frozen(backbone, model_cfg, cfg, train, dev, test, classes, embeddings)
+        model, result = _train_frozen(backbone, model_cfg, cfg, ClapParts(train, dev, test), classes, embeddings)
     else:
         torch.manual_seed(cfg.train.seed)
         model = ClapModel(backbone, model_cfg)
-        fit = train_clap(model, train, dev, test, classes, cfg.train, resolve_device(cfg.device),
+        fit = train_clap(model, ClapParts(train, dev, test), classes, cfg.train, resolve_device(cfg.device),
                          curve_path=folder / "curve.jsonl")
         result = {"best_epoch": fit.best_epoch, "epochs": fit.epochs, "dev": fit.dev, "test": fit.test}
         _save(backbone.state_dict(), folder / WEIGHTS)
@@ -151,21 +151,20 @@ def train_clap_variant(loss: str, corpora: Sequence[str], sources: Sequence[Utte
     return summary
 
 
-def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, train: list[Utterance],
-                  dev: list[Utterance], test: list[Utterance], classes: list[str],
+def _train_frozen(backbone, model_cfg: ClapConfig, cfg: ClapStageConfig, split: ClapParts, classes: list[str],
                   embeddings: EmbeddingConfig) -> tuple[ClapModel, dict]:
     """Heads on the untouched backbone's cached pooled features (hidden state ``model_cfg.layer``)."""
-    emb = extract([*train, *dev, *test], backbone, embeddings)
+    emb = extract([*split.train, *split.dev, *split.test], backbone, embeddings)
     x = select_features(emb.values, model_cfg.layer)
     index = {utterance_key(u): i for i, u in enumerate(emb.rows)}
     parts = {}
-    for name, part in (("train", train), ("dev", dev), ("test", test)):
+    for name, part in (("train", split.train), ("dev", split.dev), ("test", split.test)):
         kept = [u for u in part if utterance_key(u) in index]  # an unreadable file has no embedding
         parts[name] = (kept, x[[index[utterance_key(u)] for u in kept]])
     (tr_rows, tr_x), (dv_rows, dv_x), (te_rows, te_x) = parts["train"], parts["dev"], parts["test"]
     y = {n: torch.tensor([classes.index(u.emotion) for u in parts[n][0]], dtype=torch.long) for n in parts}
-    model, step, dev_scores, test_scores = fit_heads(tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows],
-                                                     dv_x, y["dev"], te_x, y["test"], classes, model_cfg, cfg.heads)
+    data = HeadsData(tr_x, [u.emotion for u in tr_rows], [u.gender for u in tr_rows], dv_x, y["dev"], te_x, y["test"])
+    model, step, dev_scores, test_scores = fit_heads(data, classes, model_cfg, cfg.heads)
     return model, {"best_step": step, "dev": {**dev_scores, "n": len(dv_rows)},
                    "test": {**test_scores, "n": len(te_rows)}}
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metalearn.clap.heads import ClapHeadsConfig, dev_split, fit_heads
+from metalearn.clap.heads import ClapHeadsConfig, HeadsData, dev_split, fit_heads
 from metalearn.clap.model import ClapConfig
 from metalearn.data.corpora.iemocap import OPTIONS, TYPES
 from metalearn.data.manifest import Utterance
@@ -129,9 +129,9 @@ def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: SessionSplit, classes
     classes = list(classes)
     y = torch.tensor([classes.index(u.emotion) for u in rows], dtype=torch.long)
     train = fold.train
-    _, step, dev, test = fit_heads(x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
-                                   x[fold.dev], y[fold.dev], x[fold.test], y[fold.test], classes, model_cfg,
-                                   heads_cfg)
+    data = HeadsData(x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
+                     x[fold.dev], y[fold.dev], x[fold.test], y[fold.test])
+    _, step, dev, test = fit_heads(data, classes, model_cfg, heads_cfg)
     return {**test, "n_test": len(fold.test), "n_train": len(train), "n_dev": len(fold.dev),
             "dev_wa": dev["wa"], "dev_ua": dev["ua"], "best_step": step}
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from metalearn.clap.model import ClapModel, with_loss
-from metalearn.clap.train import train_clap
+from metalearn.clap.train import ClapParts, train_clap
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import build_backbone
 from metalearn.loso.config import LosoExperimentConfig
@@ -205,7 +205,7 @@ def finetune_fold(cfg: LosoExperimentConfig, rows: list[Utterance], fold: Sessio
     model = ClapModel(build_backbone(cfg.backbone), with_loss(cfg.model, cfg.alphas, loss))
     curve.parent.mkdir(parents=True, exist_ok=True)
     part = {name: [rows[i] for i in getattr(fold, name)] for name in ("train", "dev", "test")}
-    fit = train_clap(model, part["train"], part["dev"], part["test"], list(cfg.data.target.classes),
+    fit = train_clap(model, ClapParts(part["train"], part["dev"], part["test"]), list(cfg.data.target.classes),
                      dataclasses.replace(cfg.train, seed=seed), device, curve_path=curve)
     del model
     if device.type == "cuda":
