@@ -35,7 +35,13 @@ import numpy as np
 import torch
 
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.algorithms.finetune import Finetune, FinetuneConfig, fit_heads_autograd, support_standardizer
+from metalearn.fewshot.algorithms.finetune import (
+    Finetune,
+    FinetuneConfig,
+    FitInputs,
+    fit_heads_autograd,
+    support_standardizer,
+)
 from metalearn.fewshot.episodes import binary_episodes
 from metalearn.fewshot.trials import TrialTags, episode_batch, group_by_shape, run_trials
 from metalearn.run.config import ExperimentConfig
@@ -75,7 +81,8 @@ class AutogradFinetune(Finetune):
         mean, scale = support_standardizer(support_x, support_y, self.cfg.standardize)
         init = self.initial_heads(support_x.shape[0], ways, mean, scale, support_x.dtype)
         std = lambda x: None if x is None else (x - mean) / scale  # noqa: E731
-        return fit_heads_autograd(std(support_x), support_y, std(query_x), ways, self.cfg, init, std(val_x), val_y)
+        rows = FitInputs(std(support_x), support_y, std(query_x), std(val_x), val_y)
+        return fit_heads_autograd(rows, ways, self.cfg, init)
 
 
 def _by_id(records: list[dict]) -> list[dict]:

@@ -10,12 +10,14 @@ from metalearn.fewshot.algorithms.base import Adapter
 from metalearn.fewshot.algorithms.finetune import (
     Finetune,
     FinetuneConfig,
+    FitInputs,
     fit_heads,
     fit_heads_loop,
     init_heads,
     support_standardizer,
 )
 from metalearn.fewshot.algorithms.functional import (
+    AdamSettings,
     adam_init,
     batched_adam_step,
     cosine_logits,
@@ -142,8 +144,8 @@ def test_batched_adam_step_matches_numpy_and_torch_adam() -> None:
     opt = torch.optim.Adam(torch_params.values(), lr=lr, betas=betas, eps=eps, weight_decay=wd)
     np_p, m, v = dict(p0), {k: 0 * a for k, a in p0.items()}, {k: 0 * a for k, a in p0.items()}
     for step, g in enumerate(grads, start=1):
-        params, state = batched_adam_step(params, {k: torch.from_numpy(a) for k, a in g.items()}, state, lr, betas,
-                                          eps, step, wd)
+        params, state = batched_adam_step(params, {k: torch.from_numpy(a) for k, a in g.items()}, state,
+                                          AdamSettings(lr, betas, eps, wd), step)
         for k, tp in torch_params.items():
             tp.grad = torch.from_numpy(g[k].copy())
             gk = g[k] + wd * np_p[k]
@@ -171,8 +173,8 @@ def test_finetune_vectorised_matches_reference(with_val: bool, standardize: str)
     sx, qx, vx = (sx - mean) / scale, (qx - mean) / scale, (vx - mean) / scale
     init = init_heads(5, 16, 3, cfg.init_std, 0, torch.float64, CPU)
     val = (vx, vy) if with_val else (None, None)
-    fast = fit_heads(sx, sy, qx, 3, cfg, init, *val)
-    ref = fit_heads_loop(sx, sy, qx, 3, cfg, init, *val)
+    fast = fit_heads(FitInputs(sx, sy, qx, *val), 3, cfg, init)
+    ref = fit_heads_loop(FitInputs(sx, sy, qx, *val), 3, cfg, init)
     for k in ("weight", "bias"):
         torch.testing.assert_close(fast.params[k], ref.params[k], atol=1e-5, rtol=0)
     torch.testing.assert_close(fast.logits, ref.logits, atol=1e-5, rtol=0)
@@ -187,9 +189,10 @@ def test_model_selection_returns_the_best_validation_checkpoint() -> None:
     vy = torch.randint(0, 2, qx.shape[:2], generator=torch.Generator().manual_seed(0))
     cfg = FinetuneConfig(steps=30, lr=0.02, eval_every=2, standardize="none")
     init = init_heads(8, 8, 2, 0.3, 1, torch.float64, CPU)
-    chosen = fit_heads(sx, sy, qx, 2, cfg, init, vx, vy)
+    chosen = fit_heads(FitInputs(sx, sy, qx, vx, vy), 2, cfg, init)
     checkpoints = [*range(2, 31, 2)]
-    per_step = [fit_heads(sx, sy, qx, 2, FinetuneConfig(**{**cfg.__dict__, "steps": t}), init) for t in checkpoints]
+    per_step = [fit_heads(FitInputs(sx, sy, qx), 2, FinetuneConfig(**{**cfg.__dict__, "steps": t}), init)
+                for t in checkpoints]
     f1 = torch.stack([macro_f1(r.logits.argmax(-1), vy, None, 2) for r in per_step])  # [T, E]
     best = f1.argmax(0)  # first maximum: ties go to the earliest checkpoint
     for e in range(8):

@@ -9,6 +9,7 @@ from metalearn.fewshot.algorithms import finetune_fast
 from metalearn.fewshot.algorithms.finetune import (
     Finetune,
     FinetuneConfig,
+    FitInputs,
     fit_heads,
     fit_heads_autograd,
     fit_heads_loop,
@@ -58,8 +59,8 @@ def test_fast_path_equals_the_autograd_path_and_the_loop(case: str, with_val: bo
     cfg = FinetuneConfig(**{"steps": 40, "lr": 0.03, **options})
     init = init_heads(sx.shape[0], sx.shape[-1], ways, cfg.init_std, 3, torch.float32, CPU)
     val = (vx, vy) if with_val else (None, None)
-    fast, old, ref = (f(sx, sy, qx, ways, cfg, init, *val) for f in (fit_heads, fit_heads_autograd,
-                                                                     fit_heads_loop))
+    fast, old, ref = (f(FitInputs(sx, sy, qx, *val), ways, cfg, init) for f in (fit_heads, fit_heads_autograd,
+                                                                                fit_heads_loop))
     for other in (old, ref):
         torch.testing.assert_close(fast.logits, other.logits, atol=1e-5, rtol=1e-5)
         assert torch.equal(fast.best_step, other.best_step)
@@ -73,10 +74,10 @@ def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyP
     sx, sy, qx, vx, vy = _batch(2, episodes=9)
     cfg = FinetuneConfig(steps=25, lr=0.05, eval_every=5)
     init = init_heads(9, sx.shape[-1], 2, 0.0, 0, torch.float32, CPU)
-    whole = fit_linear_heads(sx, sy, qx, 2, cfg, init, vx, vy)
+    whole = fit_linear_heads(FitInputs(sx, sy, qx, vx, vy), 2, cfg, init)
     for name, value in (("ROWS", 7), ("SCORE_ROWS", 20), ("SAVED", 1)):  # 1, 1 and 1 episode per chunk
         monkeypatch.setattr(finetune_fast, name, value)
-    chunked = fit_linear_heads(sx, sy, qx, 2, cfg, init, vx, vy)
+    chunked = fit_linear_heads(FitInputs(sx, sy, qx, vx, vy), 2, cfg, init)
     for a, b in zip(whole[0].values(), chunked[0].values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)  # kernels may round differently per batch size
     torch.testing.assert_close(whole[1], chunked[1], atol=1e-6, rtol=1e-6)
@@ -101,8 +102,8 @@ def test_zero_steps_and_checkpoints() -> None:
     sx, sy, qx, vx, vy = _batch(4)
     init = init_heads(sx.shape[0], sx.shape[-1], 2, 0.3, 1, torch.float32, CPU)
     before = {k: v.clone() for k, v in init.items()}
-    fast = fit_heads(sx, sy, qx, 2, FinetuneConfig(steps=0), init, vx, vy)
-    fit_heads(sx, sy, qx, 2, FinetuneConfig(steps=3), init, vx, vy)
+    fast = fit_heads(FitInputs(sx, sy, qx, vx, vy), 2, FinetuneConfig(steps=0), init)
+    fit_heads(FitInputs(sx, sy, qx, vx, vy), 2, FinetuneConfig(steps=3), init)
     assert all(torch.equal(init[k], before[k]) for k in init), "the initial heads must not be updated in place"
     torch.testing.assert_close(fast.logits, qx @ init["weight"] + init["bias"][:, None])
     assert torch.equal(fast.best_step, torch.zeros(sx.shape[0], dtype=torch.long))

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from metalearn.fewshot.algorithms import AdapterSpec, EpisodeBatch, build_adapter
-from metalearn.fewshot.algorithms.finetune import FinetuneConfig, fit_heads, fit_heads_loop, reference_head
+from metalearn.fewshot.algorithms.finetune import FinetuneConfig, FitInputs, fit_heads, fit_heads_loop, reference_head
 from metalearn.fewshot.algorithms.heads import head_forward, init_head
 from metalearn.fewshot.algorithms.transfer import (
     LabelledClips,
+    SgdAdapt,
     Transfer,
     TransferConfig,
     class_logits,
@@ -99,13 +100,13 @@ def test_sgd_trajectory_is_plain_sgd() -> None:
     params = init_head([5, 7], 3, seed=1)
     g = torch.Generator().manual_seed(0)
     sx, sy, x = torch.randn(6, 5, generator=g), torch.tensor([0, 1, 2, 0, 1, 2]), torch.randn(4, 5, generator=g)
-    path = sgd_trajectory(params, sx, sy, x, 3, 0.1, None, head_forward, every=True)
+    path = sgd_trajectory(params, sx, sy, x, SgdAdapt(head_forward, 3, 0.1), every=True)
     p = {k: v.clone().requires_grad_() for k, v in params.items()}
     for step in range(3):
         grads = torch.autograd.grad(F.cross_entropy(head_forward(p, sx), sy), list(p.values()))
         p = {k: (v - 0.1 * gr).detach().requires_grad_() for (k, v), gr in zip(p.items(), grads, strict=True)}
         assert torch.allclose(path[step + 1], head_forward(p, x), atol=1e-6)
-    last_only = sgd_trajectory(params, sx, sy, x, 3, 0.1, ("w1", "b1"), head_forward, every=False)
+    last_only = sgd_trajectory(params, sx, sy, x, SgdAdapt(head_forward, 3, 0.1, ("w1", "b1")), every=False)
     assert not torch.allclose(last_only, path[-1])
 
 
@@ -143,7 +144,8 @@ def test_mlp_finetuning_matches_the_reference_loop(with_val: bool) -> None:
     head = init_head([5, 8], 3, seed=2)
     init = {k: v.expand(3, *v.shape).contiguous() for k, v in head.items()}
     cfg = FinetuneConfig(steps=12, lr=0.05, weight_decay=1e-3, eval_every=3, head="mlp")
-    fast, ref = fit_heads(sx, sy, qx, 3, cfg, init, *val), fit_heads_loop(sx, sy, qx, 3, cfg, init, *val)
+    rows = FitInputs(sx, sy, qx, *val)
+    fast, ref = fit_heads(rows, 3, cfg, init), fit_heads_loop(rows, 3, cfg, init)
     assert torch.allclose(fast.logits, ref.logits, atol=1e-5) and torch.equal(fast.best_step, ref.best_step)
     assert all(torch.allclose(fast.params[k], ref.params[k], atol=1e-5) for k in init)
     assert torch.allclose(reference_head(head)(qx[0]), head_forward(head, qx[0]))

@@ -41,8 +41,9 @@ from metalearn.fewshot.algorithms.finetune_config import (  # the config and the
     FinetuneConfig,
     search_space,  # noqa: F401 (the registry reads it here)
 )
-from metalearn.fewshot.algorithms.finetune_fast import fit_linear_heads
+from metalearn.fewshot.algorithms.finetune_fast import FitInputs, fit_linear_heads
 from metalearn.fewshot.algorithms.functional import (
+    AdamSettings,
     Params,
     adam_init,
     batched_adam_step,
@@ -120,32 +121,32 @@ def _is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:
     return step % max(cfg.eval_every, 1) == 0 or step == cfg.steps
 
 
-def fit_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
-              init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
-    """Train E heads at once. support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D], [E, V].
+def fit_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params) -> FitResult:
+    """Train E heads at once on ``rows``: support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D],
+    [E, V].
 
     ``init``: episode-stacked heads, linear ({weight [E, D, W], bias [E, W]}: :func:`.fit_linear_heads`) or an
     MLP ({w0, b0, ...}, [E, ...]: :func:`fit_heads_autograd`).
     """
     if "weight" in init:
-        return FitResult(*fit_linear_heads(support_x, support_y, query_x, ways, cfg, init, val_x, val_y))
-    return fit_heads_autograd(support_x, support_y, query_x, ways, cfg, init, val_x, val_y)
+        return FitResult(*fit_linear_heads(rows, ways, cfg, init))
+    return fit_heads_autograd(rows, ways, cfg, init)
 
 
-def fit_heads_autograd(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
-                       init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
+def fit_heads_autograd(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params) -> FitResult:
     """``fit_heads`` for any head by ``vmap(grad(loss))`` and the batched Adam step (shapes as there)."""
+    support_x, support_y, query_x, val_x, val_y = rows.support_x, rows.support_y, rows.query_x, rows.val_x, rows.val_y
     heads = _batched(forward_of(init))
     params = {k: v.clone() for k, v in init.items()}  # the Adam step updates in place
     state = adam_init(params)
+    adam = AdamSettings(cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay)
     episodes = support_x.shape[0]
     best_f1 = torch.full((episodes,), -math.inf, device=support_x.device)
     best_logits = torch.zeros(*query_x.shape[:2], ways, dtype=query_x.dtype, device=query_x.device)
     best_step = torch.zeros(episodes, dtype=torch.long, device=support_x.device)
     for step in range(1, cfg.steps + 1):
         grads = _batched_grad(forward_of(init))(params, support_x, support_y)
-        params, state = batched_adam_step(params, grads, state, cfg.lr, (cfg.beta1, cfg.beta2), cfg.eps, step,
-                                          cfg.weight_decay)
+        params, state = batched_adam_step(params, grads, state, adam, step)
         if val_x is not None and val_y is not None and _is_checkpoint(step, cfg):
             f1 = macro_f1(heads(params, val_x).argmax(-1), val_y, None, ways).nan_to_num(nan=-math.inf)
             better = f1 > best_f1
@@ -158,9 +159,9 @@ def fit_heads_autograd(support_x: Tensor, support_y: Tensor, query_x: Tensor, wa
     return FitResult(params, logits, torch.where(unselected, cfg.steps, best_step))
 
 
-def fit_heads_loop(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
-                   init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
+def fit_heads_loop(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params) -> FitResult:
     """The same as ``fit_heads``, one episode at a time with nn.Linear (nn.Sequential) and torch.optim.Adam."""
+    support_x, support_y, query_x, val_x, val_y = rows.support_x, rows.support_y, rows.query_x, rows.val_x, rows.val_y
     finals, logits, steps = [], [], []
     for e in range(support_x.shape[0]):
         head = reference_head({k: v[e] for k, v in init.items()})
@@ -255,11 +256,11 @@ class Finetune(AdapterBase):
         init = self.initial_heads(sx.shape[0], ways, mean, scale, sx.dtype)
         if self.cfg.vectorized and "weight" in init:  # standardised a chunk at a time, in cache
             val = (None, None) if val_x is None or val_y is None else (val_x.to(self.device), val_y.to(self.device))
-            return FitResult(*fit_linear_heads(sx, sy, qx, ways, self.cfg, init, *val, (mean, scale)))
+            return FitResult(*fit_linear_heads(FitInputs(sx, sy, qx, *val), ways, self.cfg, init, (mean, scale)))
         vx = None if val_x is None else (val_x.to(self.device) - mean) / scale
         vy = None if val_y is None else val_y.to(self.device)
         fit = fit_heads if self.cfg.vectorized else fit_heads_loop
-        return fit((sx - mean) / scale, sy, (qx - mean) / scale, ways, self.cfg, init, vx, vy)
+        return fit(FitInputs((sx - mean) / scale, sy, (qx - mean) / scale, vx, vy), ways, self.cfg, init)
 
     def initial_heads(self, episodes: int, ways: int, mean: Tensor, scale: Tensor, dtype: torch.dtype) -> Params:
         """The heads training starts from, over standardised features ``(x - mean) / scale`` ([E, 1, D] each):

@@ -21,6 +21,7 @@ interact, so the chunk sizes change them only by rounding (some kernels round di
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -35,20 +36,32 @@ SAVED = 1 << 20  # floats of checkpoint heads kept per training chunk (4 MiB)
 Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows become (x - mean) / scale
 
 
+@dataclass(frozen=True)
+class FitInputs:
+    """The rows one batch of head fits reads: support_x [E, S, D], support_y [E, S] (< 0: padding), query_x
+    [E, Q, D]; for model selection val_x [E, V, D] and val_y [E, V] (-1 = padding; None: no selection)."""
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+
+
 def checkpoints(cfg: FinetuneConfig) -> list[int]:
     """The steps whose heads model selection compares: every ``eval_every``-th and the last."""
     return [s for s in range(1, cfg.steps + 1) if s % max(cfg.eval_every, 1) == 0 or s == cfg.steps]
 
 
-def fit_linear_heads(support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int, cfg: FinetuneConfig,
-                     init: Params, val_x: Tensor | None = None, val_y: Tensor | None = None,
+def fit_linear_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params,
                      standardizer: Standardizer | None = None) -> tuple[Params, Tensor, Tensor]:
     """``fit_heads`` for a linear head ({weight [E, D, W], bias [E, W]}), chunk by chunk of episodes.
 
-    support_x [E, S, D], support_y [E, S] (< 0: padding), query_x [E, Q, D]; val_x [E, V, D], val_y [E, V].
-    ``standardizer``: (mean, scale), applied to every row a chunk at a time. Returns (the final heads, the
+    ``rows``: support_x [E, S, D], support_y [E, S] (< 0: padding), query_x [E, Q, D]; val_x [E, V, D], val_y
+    [E, V]. ``standardizer``: (mean, scale), applied to every row a chunk at a time. Returns (the final heads, the
     selected checkpoint's query logits [E, Q, W], its step [E]).
     """
+    support_x, support_y, query_x, val_x, val_y = rows.support_x, rows.support_y, rows.query_x, rows.val_x, rows.val_y
     selecting = val_x is not None and val_y is not None
     kept = (checkpoints(cfg) if selecting else [cfg.steps]) or [0]
     e, s, d = support_x.shape

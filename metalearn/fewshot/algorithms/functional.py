@@ -7,12 +7,25 @@ episode too (drop the leading E), so it can run under ``torch.func.vmap``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.optim.adam import adam as adam_functional
 
 Params = dict[str, Tensor]
 AdamState = dict[str, Params]
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """``torch.optim.Adam``'s settings: ``lr``, ``betas``, ``eps`` and ``weight_decay`` (L2 added to the gradient,
+    not AdamW)."""
+
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float = 0.0
 
 
 def masked_one_hot(y: Tensor, ways: int, dtype: torch.dtype) -> Tensor:
@@ -89,9 +102,9 @@ def adam_init(params: Params) -> AdamState:
 
 
 @torch.no_grad()
-def batched_adam_step(params: Params, grads: Params, state: AdamState, lr: float, betas: tuple[float, float],
-                      eps: float, step: int, weight_decay: float = 0.0) -> tuple[Params, AdamState]:
-    """One Adam update, ``torch.optim.Adam``'s math (``weight_decay`` is L2 added to the gradient, not AdamW),
+def batched_adam_step(params: Params, grads: Params, state: AdamState, adam: AdamSettings,
+                      step: int) -> tuple[Params, AdamState]:
+    """One Adam update, ``torch.optim.Adam``'s math (``adam.weight_decay`` is L2 added to the gradient, not AdamW),
     by its fused kernel (``torch.optim.adam.adam(fused=True)``: one pass over each tensor instead of six; the
     same numbers as the single-tensor path in float64).
 
@@ -104,5 +117,6 @@ def batched_adam_step(params: Params, grads: Params, state: AdamState, lr: float
     steps = [torch.tensor(float(step - 1), device=params[k].device) for k in keys]  # the kernel adds 1
     adam_functional([params[k] for k in keys], [grads[k] for k in keys], [state["exp_avg"][k] for k in keys],
                     [state["exp_avg_sq"][k] for k in keys], [], steps, fused=True, amsgrad=False,
-                    beta1=betas[0], beta2=betas[1], lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
+                    beta1=adam.betas[0], beta2=adam.betas[1], lr=adam.lr, weight_decay=adam.weight_decay, eps=adam.eps,
+                    maximize=False)
     return params, state

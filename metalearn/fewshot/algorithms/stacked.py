@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metalearn.fewshot.algorithms.functional import AdamState, Params, adam_init, batched_adam_step, masked_one_hot
+from metalearn.fewshot.algorithms.functional import (
+    AdamSettings,
+    AdamState,
+    Params,
+    adam_init,
+    batched_adam_step,
+    masked_one_hot,
+)
 from metalearn.fewshot.algorithms.heads import layer_indices
 
 InnerLR = float | dict[str, Tensor]  # one step size, or Meta-SGD's per-entry rates shaped like the parameters
@@ -247,5 +254,5 @@ def finetune(init: Params, x: Tensor, y: Tensor, steps: int, lr: float, adam: Ad
             for k, p in params.items():
                 p.add_(flat[k], alpha=-lr)
         else:
-            batched_adam_step(params, flat, state, lr, adam[0], adam[1], step)
+            batched_adam_step(params, flat, state, AdamSettings(lr, adam[0], adam[1]), step)
     return params, (torch.stack(scores, dim=1) if rows is not None else None)

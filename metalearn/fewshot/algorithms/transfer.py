@@ -108,13 +108,25 @@ def membership(episode_classes: Sequence[str], emotions: Sequence[str]) -> Tenso
     return torch.stack(rows)
 
 
-def sgd_trajectory(params: Params, support_x: Tensor, support_y: Tensor, x: Tensor, steps: int, lr: float,
-                   keys: Sequence[str] | None, forward: Callable[[Params, Tensor], Tensor], every: bool) -> Tensor:
-    """One episode: logits of ``x [N, D]`` after 0..steps SGD steps on the support cross-entropy
-    (``support_x [S, D]``, ``support_y [S]``), adapting ``keys`` (None: every parameter).
+@dataclass(frozen=True)
+class SgdAdapt:
+    """Test-time adaptation by plain SGD: ``steps`` steps of learning rate ``lr`` on the parameters ``keys``
+    (None: every parameter) of the head ``forward(params, x [N, D]) -> logits [N, W]``."""
+
+    forward: Callable[[Params, Tensor], Tensor]
+    steps: int
+    lr: float
+    keys: Sequence[str] | None = None
+
+
+def sgd_trajectory(params: Params, support_x: Tensor, support_y: Tensor, x: Tensor, adapt: SgdAdapt,
+                   every: bool) -> Tensor:
+    """One episode: logits of ``x [N, D]`` after 0..adapt.steps SGD steps on the support cross-entropy
+    (``support_x [S, D]``, ``support_y [S]``), adapting ``adapt.keys`` (None: every parameter).
 
     Returns [steps + 1, N, W] (``every``) or the last [N, W]. Pure, so it runs under ``vmap``.
     """
+    steps, lr, keys, forward = adapt.steps, adapt.lr, adapt.keys, adapt.forward
     fast = {k: v for k, v in params.items() if keys is None or k in keys}
     frozen = {k: v for k, v in params.items() if k not in fast}
     support_grad = grad(lambda p: F.cross_entropy(forward({**frozen, **p}, support_x), support_y))
@@ -214,9 +226,10 @@ class Transfer(AdapterBase):
         if support_x.shape[1] == 0:
             return forward(self.head, qx).to(query_x.device)
         keys = last_keys(self.head) if self.cfg.adapt == "last" else None
+        adapt = SgdAdapt(forward, self.cfg.test_steps, self.cfg.test_lr, keys)
 
         def trajectory(sx: Tensor, sy: Tensor, x: Tensor, every: bool) -> Tensor:
-            return sgd_trajectory(self.head, sx, sy, x, self.cfg.test_steps, self.cfg.test_lr, keys, forward, every)
+            return sgd_trajectory(self.head, sx, sy, x, adapt, every)
 
         with torch.no_grad():
             logits = predict_episodes(trajectory, support_x.to(self.device), support_y.to(self.device), qx,
