@@ -12,7 +12,7 @@ import torch
 
 from metalearn.cli import main
 from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.demo.episode import DEMO_OPTIONS, demo_algorithms, format_report, run_episode_demo
+from metalearn.demo.episode import DEMO_OPTIONS, DemoSettings, demo_algorithms, format_report, run_episode_demo
 from metalearn.demo.plot import plot_episode
 from metalearn.fewshot.algorithms import AdapterSpec, build_adapter
 from metalearn.util.errors import MetalearnError
@@ -57,7 +57,7 @@ def data() -> tuple[list[Utterance], torch.Tensor]:
 @pytest.fixture(scope="module")
 def result(data):
     rows, x = data
-    return run_episode_demo(x, rows, "0012", 3, demo_algorithms(), queries=None, meta_steps=5, seed=0)
+    return run_episode_demo(x, rows, "0012", demo_algorithms(), DemoSettings(3, queries=None, meta_steps=5, seed=0))
 
 
 def test_support_and_query_are_disjoint_with_k_per_class(data, result) -> None:
@@ -110,7 +110,7 @@ def _with_garbage(rows: list[Utterance], x: torch.Tensor, speaker: str, seed: in
 def test_meta_training_and_standardisation_never_see_the_episode_speaker(data) -> None:
     rows, x = data
     names = ["simpleshot", "protonet_proj", "maml", "reptile"]
-    run = lambda r, f: run_episode_demo(f, r, "0012", 3, names, queries=2, meta_steps=5, seed=1)  # noqa: E731
+    run = lambda r, f: run_episode_demo(f, r, "0012", names, DemoSettings(3, queries=2, meta_steps=5, seed=1))  # noqa: E731
     clean = run(rows, x)
     assert "0012" not in clean.meta_speakers and len(clean.meta_speakers) == len(SPEAKERS) - 1
     dirty = run(*_with_garbage(rows, x, "0012", seed=2))  # the episode's speaker: nothing may change
@@ -133,8 +133,8 @@ def test_report_lists_every_query_and_algorithm(result) -> None:
 
 def test_report_fits_100_columns_with_the_default_algorithms(data) -> None:
     rows, x = data
-    r = run_episode_demo(x, rows, "0011", 2, ["simpleshot", "protonet", "finetune", "maml"], queries=None,
-                         meta_steps=2, seed=0)
+    r = run_episode_demo(x, rows, "0011", ["simpleshot", "protonet", "finetune", "maml"],
+                         DemoSettings(2, queries=None, meta_steps=2, seed=0))
     text = format_report(r)
     assert max(len(line) for line in text.splitlines()) <= 100
     wrong = [u.utterance_id for u, p, y in zip(r.query_rows, r.algorithms["maml"].predictions, r.query_y, strict=True)
@@ -162,9 +162,8 @@ def one_line(excinfo: pytest.ExceptionInfo) -> str:
 
 def test_user_errors_are_one_line(data) -> None:
     rows, x = data
-    run = lambda **kw: run_episode_demo(  # noqa: E731
-        x, rows, **{"speaker": "0011", "k": 2, "algorithms": ["simpleshot"], "queries": None, "meta_steps": 0,
-                    "seed": 0, **kw})
+    run = lambda speaker="0011", algorithms=("simpleshot",), **kw: run_episode_demo(  # noqa: E731
+        x, rows, speaker, algorithms, DemoSettings(**{"k": 2, "queries": None, "meta_steps": 0, "seed": 0, **kw}))
     with pytest.raises(MetalearnError) as err:
         run(speaker="9999")
     assert "9999" in one_line(err) and all(s in str(err.value) for s in SPEAKERS)
@@ -179,7 +178,8 @@ def test_user_errors_are_one_line(data) -> None:
     assert "bogus" in one_line(err) and "maml" in str(err.value)
     few = [i for i, u in enumerate(rows) if u.speaker == "0011" or u.split == "train"]  # others: 8 per emotion
     with pytest.raises(MetalearnError) as err:  # meta-training tasks need k + 1 clips per emotion elsewhere
-        run_episode_demo(x[few], [rows[i] for i in few], "0011", 8, ["maml"], queries=None, meta_steps=1, seed=0)
+        run_episode_demo(x[few], [rows[i] for i in few], "0011", ["maml"],
+                         DemoSettings(8, queries=None, meta_steps=1, seed=0))
     assert "meta-training" in one_line(err) and "at least 9" in str(err.value)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from metalearn.data.audio import AudioError, load_audio
 from metalearn.data.manifest import utterance_key
-from metalearn.demo.episode import run_episode_demo
+from metalearn.demo.episode import DemoSettings, run_episode_demo
 from metalearn.demo.page import CLIP_SECONDS, clip_sources, episode_page, write_episode_page
 from metalearn.demo.plot import plot_episode
 from metalearn.demo.result import EpisodeResult
@@ -78,7 +78,7 @@ def episode(tmp_path_factory: pytest.TempPathFactory) -> EpisodeResult:
             seconds = LONG if i == long else 0.3
             path = write_wav(folder / f"{u.utterance_id}.wav", seconds=seconds, sr=22_050, freq=200.0 + 7 * i)
             rows[i] = dataclasses.replace(rows[i], path=str(path))
-    result = run_episode_demo(x, rows, "0012", 3, METHODS, queries=None, meta_steps=2, seed=0)
+    result = run_episode_demo(x, rows, "0012", METHODS, DemoSettings(3, queries=None, meta_steps=2, seed=0))
     torch.set_num_threads(threads)
     return result
 

@@ -14,7 +14,7 @@ import torch
 
 from metalearn.data.manifest import Utterance
 from metalearn.demo.cli import add_parser
-from metalearn.demo.episode import main, run_episode_demo
+from metalearn.demo.episode import DemoSettings, main, run_episode_demo
 from metalearn.demo.layer import LayerChoice, run_layer, validation_layer
 from metalearn.demo.methods import method_line
 from metalearn.demo.page import episode_page
@@ -71,8 +71,8 @@ def test_without_a_run_the_layer_is_chosen_on_the_other_speakers_only() -> None:
 def test_the_page_states_its_layer_and_explains_every_method() -> None:
     rows, x = make_data()
     choice = LayerChoice(1, "run", "the demo run results/demo read it for none in fold 1")
-    result = run_episode_demo(x, rows, "0012", 2, ["majority", "simpleshot", "finetune"], queries=2, meta_steps=0,
-                              seed=0, feature=choice)
+    result = run_episode_demo(x, rows, "0012", ["majority", "simpleshot", "finetune"],
+                              DemoSettings(2, queries=2, meta_steps=0, seed=0), feature=choice)
     html = episode_page(result, None, {})
     assert "Features: hidden state 1</b>" in html and "the demo run results/demo read it for none in fold 1" in html
     for name in ("majority", "simpleshot", "finetune"):

@@ -14,6 +14,7 @@ import argparse
 import textwrap
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +35,18 @@ DEMO_OPTIONS: dict[str, dict[str, object]] = {name: {"meta_batch": 8}
                                               for name in ("maml", "fomaml", "anil", "metasgd", "reptile")}
 META_QUERIES = 5  # query clips per class of each meta-training task (fewer when the other speakers lack data)
 WIDTH = 100  # report columns
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the episode demo draws and runs: ``k`` support clips per emotion, ``queries`` query clips per emotion
+    (None: the speaker's whole test split), ``meta_steps`` meta-training steps of the algorithms that meta-learn
+    (others have none), and the ``seed`` of the episode, the heads and the meta-training."""
+
+    k: int
+    queries: int | None
+    meta_steps: int
+    seed: int
 
 
 def check_speaker(rows: Sequence[Utterance], speaker: str) -> list[str]:
@@ -62,17 +75,16 @@ def check_algorithms(algorithms: Sequence[str]) -> list[str]:
     return names
 
 
-def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, k: int, algorithms: Sequence[str], *,
-                     queries: int | None, meta_steps: int, seed: int,
-                     feature: LayerChoice | None = None) -> EpisodeResult:
+def run_episode_demo(x: Tensor, rows: Sequence[Utterance], speaker: str, algorithms: Sequence[str],
+                     settings: DemoSettings, feature: LayerChoice | None = None) -> EpisodeResult:
     """Draw ``speaker``'s episode, meta-train on the other speakers where needed, score every algorithm.
 
     Args:
         x: [N, D] features aligned with ``rows``.
-        queries: query clips per class (None: the speaker's whole test split).
-        meta_steps: meta-training steps of the algorithms that meta-learn (others have none).
+        settings: k, queries per class, meta-training steps and seed (:class:`DemoSettings`).
         feature: which hidden state ``x`` is and why (:mod:`metalearn.demo.layer`), for the report and page.
     """
+    k, queries, meta_steps, seed = settings.k, settings.queries, settings.meta_steps, settings.seed
     if x.ndim != 2 or x.shape[0] != len(rows):
         raise MetalearnError(f"features of shape {tuple(x.shape)}: expected [{len(rows)}, D], one row per utterance")
     check_speaker(rows, speaker)
@@ -226,8 +238,9 @@ def main(args: argparse.Namespace) -> int:
     backbone = backbone_for_variant(args.variant) if args.variant else build_backbone(backbone_config(args))
     emb = extract(rows, backbone, EmbeddingConfig(cache_dir=args.cache_dir))
     feature = choose_feature(args, emb.values, list(emb.rows), speaker)
-    result = run_episode_demo(select_features(emb.values, feature.layer), emb.rows, speaker, args.k, algorithms,
-                              queries=args.queries, meta_steps=args.meta_steps, seed=args.seed, feature=feature)
+    settings = DemoSettings(args.k, args.queries, args.meta_steps, args.seed)
+    result = run_episode_demo(select_features(emb.values, feature.layer), emb.rows, speaker, algorithms, settings,
+                              feature=feature)
     print(format_report(result))
     picture = plot_episode(result, args.out)
     print(f"\npicture: {picture}")
