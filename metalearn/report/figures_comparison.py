@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,14 +82,25 @@ def _draw_differences(ax, rows: Sequence[dict], algorithms: Sequence[str], style
     ax.grid(True, alpha=0.3)
 
 
-def _group(container: Figure | SubFigure, rows: Sequence[dict], algorithms: Sequence[str], ks: Sequence[int],
-           ylabel: str, xlabel: str, styles: dict, note: str = "") -> None:
+@dataclass(frozen=True)
+class _Frame:
+    """What every panel of the figure shares: the k values on the x axis, the axis labels, the algorithms'
+    (colour, marker) styles."""
+
+    ks: Sequence[int]
+    ylabel: str
+    xlabel: str
+    styles: dict
+
+
+def _group(container: Figure | SubFigure, rows: Sequence[dict], algorithms: Sequence[str], frame: _Frame,
+           note: str = "") -> None:
     """One panel per pretune variant holding ``algorithms``' differences (shared y inside the group)."""
     chosen = [r for r in rows if r["algorithm"] in algorithms]
     pretunes = ordered_variants(r["pretune"] for r in chosen)
-    _, axes = panels(pretunes, ks, ylabel, xlabel, container=container)
+    _, axes = panels(pretunes, frame.ks, frame.ylabel, frame.xlabel, container=container)
     for ax, pretune in zip(axes, pretunes, strict=True):
-        _draw_differences(ax, [r for r in chosen if r["pretune"] == pretune], algorithms, styles)
+        _draw_differences(ax, [r for r in chosen if r["pretune"] == pretune], algorithms, frame.styles)
         if note:
             ax.set_title(f"{ax.get_title()}\n{note}", fontsize=9)
 
@@ -104,7 +116,7 @@ def comparison_figure(comparison_rows_: Sequence[dict], metric: str = "accuracy"
     apart = outliers(rows)
     many = [a for a in algorithms if a not in apart]
     label = METRIC_LABELS.get(metric, metric)
-    ks, ylabel, xlabel = sorted({int(r["k"]) for r in rows}), f"Δ {label} (points)", k_label(protocol)
+    frame = _Frame(sorted({int(r["k"]) for r in rows}), f"Δ {label} (points)", k_label(protocol), styles)
     shapes = [panel_shape(len({r["pretune"] for r in rows if r["algorithm"] in group})) for group in (many, apart)
               if group]
     width = max(panel_size(*s)[0] for s in shapes)
@@ -112,10 +124,10 @@ def comparison_figure(comparison_rows_: Sequence[dict], metric: str = "accuracy"
     fig = pyplot().figure(figsize=(width, height), layout="constrained")
     if apart:
         top, bottom = fig.subfigures(2, 1, height_ratios=[panel_size(*s)[1] for s in shapes])
-        _group(top, rows, many, ks, ylabel, xlabel, styles)
-        _group(bottom, rows, apart, ks, ylabel, xlabel, styles, note=f"{', '.join(apart)}: own scale")
+        _group(top, rows, many, frame)
+        _group(bottom, rows, apart, frame, note=f"{', '.join(apart)}: own scale")
     else:
-        _group(fig, rows, many, ks, ylabel, xlabel, styles)
+        _group(fig, rows, many, frame)
     handles = [Line2D([], [], color=styles[a][0], marker=styles[a][1], label=a) for a in algorithms]
     fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, fig.get_figwidth()),
                frameon=False)
