@@ -25,6 +25,18 @@ def audio_files(root: Path, suffix: str = ".wav") -> Iterator[Path]:
     return iter(sorted(found))
 
 
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+    """The manifest fields of a clip that its loader reads from file names and the corpus's tables (the emotion,
+    duration and sample rate come from its label and its audio); split "" = no official split."""
+
+    utterance_id: str
+    speaker: str
+    gender: str
+    split: str = ""
+    text: str = ""
+
+
 @dataclasses.dataclass
 class LoadContext:
     """Per-load state a loader uses to turn a file and its labels into an :class:`Utterance`.
@@ -87,10 +99,10 @@ class LoadContext:
             self.report.add(path, f"unreadable ({e})")
         return None
 
-    def utterance(self, path: Path, *, utterance_id: str, speaker: str, gender: str,
-                  raw_label: str, split: str = "", text: str = "",
+    def utterance(self, path: Path, clip: ClipInfo, raw_label: str,
                   labels: dict[str, str | None] | None = None) -> Utterance | None:
-        """The manifest row for ``path``, or None when its label or audio is not usable.
+        """The manifest row for ``path`` (its ``clip`` fields, the emotion of ``raw_label``), or None when its label
+        or audio is not usable.
 
         ``labels``: see :meth:`emotion`.
         """
@@ -100,6 +112,6 @@ class LoadContext:
         info = self.audio_info(path)
         if info is None:
             return None
-        return Utterance(utterance_id=utterance_id, path=str(path.resolve()), corpus=self.corpus,
-                         speaker=speaker, gender=gender, emotion=emotion, raw_label=raw_label,
-                         split=split, duration_s=info[0], sample_rate=info[1], text=text)
+        return Utterance(utterance_id=clip.utterance_id, path=str(path.resolve()), corpus=self.corpus,
+                         speaker=clip.speaker, gender=clip.gender, emotion=emotion, raw_label=raw_label,
+                         split=clip.split, duration_s=info[0], sample_rate=info[1], text=clip.text)

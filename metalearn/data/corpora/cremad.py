@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.manifest import Utterance
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,5 @@ def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
             ctx.report.add(path, f"unparseable name (expected {PATTERN})")
             continue
         actor, sentence, emo, _level = fields
-        yield ctx.utterance(path, utterance_id=path.stem, speaker=actor,
-                            gender=genders.get(actor, "unknown"), raw_label=emo,
-                            text=SENTENCES.get(sentence, ""))
+        yield ctx.utterance(path, ClipInfo(utterance_id=path.stem, speaker=actor, gender=genders.get(actor, "unknown"),
+                                           text=SENTENCES.get(sentence, "")), raw_label=emo)

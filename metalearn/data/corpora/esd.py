@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.emotions import LABEL_MAPS
 from metalearn.data.manifest import Utterance
 
@@ -121,9 +121,9 @@ def load_speaker(spk_dir: Path, ctx: LoadContext, seen: set[str]) -> Iterator[Ut
         if txt_emotion and LABEL_MAPS["esd"].get(txt_emotion) != LABEL_MAPS["esd"].get(emotion_folder):
             log.debug("%s: transcript says %r, folder %r; using the folder",
                       path, txt_emotion, emotion_folder)
-        yield ctx.utterance(path, utterance_id=utterance_id, speaker=speaker, gender=gender_of(speaker),
-                            raw_label=emotion_folder, split=folder_split or split_of(int(m.group(2))),
-                            text=text)
+        yield ctx.utterance(path, ClipInfo(utterance_id=utterance_id, speaker=speaker, gender=gender_of(speaker),
+                                           split=folder_split or split_of(int(m.group(2))), text=text),
+                            raw_label=emotion_folder)
 
 
 def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:

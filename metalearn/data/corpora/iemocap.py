@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.manifest import Utterance
 from metalearn.util.errors import MetalearnError
 
@@ -119,9 +119,8 @@ def load_session(session: Path, ctx: LoadContext, seen: set[str], type: str = "a
         if utterance_id not in labels:
             ctx.report.add(path, "no label in EmoEvaluation")
             continue
-        yield ctx.utterance(path, utterance_id=utterance_id, speaker=speaker[0], gender=speaker[1],
-                            raw_label=labels[utterance_id], split="",
-                            text=transcripts.get(utterance_id, ""))
+        yield ctx.utterance(path, ClipInfo(utterance_id=utterance_id, speaker=speaker[0], gender=speaker[1], split="",
+                                           text=transcripts.get(utterance_id, "")), raw_label=labels[utterance_id])
     missing = sum(_kept(u, type) for u in labels.keys() - found)
     if missing:
         ctx.excluded["label without audio"] += missing

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.manifest import Utterance
 from metalearn.util.errors import MetalearnError
 
@@ -65,5 +65,4 @@ def load(root: Path, ctx: LoadContext, types: str = OPTIONS["types"]) -> Iterato
             continue
         raw_label = emotion.lower()
         uid = "_".join(p for p in (speaker, raw_label, kind, path.stem) if p)
-        yield ctx.utterance(path, utterance_id=uid, speaker=speaker, gender="unknown",
-                            raw_label=raw_label)
+        yield ctx.utterance(path, ClipInfo(utterance_id=uid, speaker=speaker, gender="unknown"), raw_label=raw_label)

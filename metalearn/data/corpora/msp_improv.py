@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.manifest import Utterance
 from metalearn.util.errors import MetalearnError
 
@@ -124,9 +124,9 @@ def load(root: Path, ctx: LoadContext, labels: str = OPTIONS["labels"]) -> Itera
                 ctx.report.add(path, "no line in Evalution.txt")
                 continue
             raw_label = perceived[turn_key(path.stem)]
-        yield ctx.utterance(path, utterance_id=path.stem, speaker=fields["speaker"],
-                            gender=GENDERS[fields["gender"]], raw_label=raw_label, split="", text="",
-                            labels=PERCEIVED if perceived is not None else None)
+        yield ctx.utterance(path, ClipInfo(utterance_id=path.stem, speaker=fields["speaker"],
+                                           gender=GENDERS[fields["gender"]], split="", text=""),
+                            raw_label=raw_label, labels=PERCEIVED if perceived is not None else None)
     if perceived is not None:
         missing = len(perceived.keys() - {turn_key(s) for s in seen})
         if missing:

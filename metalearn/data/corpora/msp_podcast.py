@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.util.errors import MetalearnError
 from metalearn.data.manifest import Utterance
 
@@ -100,9 +100,10 @@ def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
         if row is None:
             ctx.report.add(path, f"no row in {LABELS_CSV.name}")
             continue
-        u = ctx.utterance(path, utterance_id=utterance_id, speaker=speaker_of(row["SpkrID"]),
-                          gender=GENDERS.get(row["Gender"].lower(), "unknown"), raw_label=row["EmoClass"],
-                          split=row["Split_Set"].lower(), text=transcript(root, utterance_id))
+        clip = ClipInfo(utterance_id=utterance_id, speaker=speaker_of(row["SpkrID"]),
+                        gender=GENDERS.get(row["Gender"].lower(), "unknown"), split=row["Split_Set"].lower(),
+                        text=transcript(root, utterance_id))
+        u = ctx.utterance(path, clip, raw_label=row["EmoClass"])
         if u is not None and u.speaker == UNKNOWN_SPEAKER:
             ctx.notes[UNKNOWN_NOTE] += 1
         yield u

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from metalearn.data.corpora.base import LoadContext, audio_files
+from metalearn.data.corpora.base import ClipInfo, LoadContext, audio_files
 from metalearn.data.manifest import Utterance
 
 PATTERN = "MM-VV-EE-II-SS-RR-AA.wav (seven two-digit fields, e.g. 03-01-05-02-01-01-01.wav)"
@@ -57,6 +57,6 @@ def load(root: Path, ctx: LoadContext) -> Iterator[Utterance | None]:
             ctx.report.add(path, f"unparseable name (vocal channel {channel}, actor {actor}; "
                                  f"expected {PATTERN})")
             continue
-        yield ctx.utterance(path, utterance_id=path.stem, speaker=f"Actor_{actor}",
-                            gender="male" if int(actor) % 2 else "female", raw_label=emotion,
-                            text=STATEMENTS.get(statement, ""))
+        yield ctx.utterance(path, ClipInfo(utterance_id=path.stem, speaker=f"Actor_{actor}",
+                                           gender="male" if int(actor) % 2 else "female",
+                                           text=STATEMENTS.get(statement, "")), raw_label=emotion)
