@@ -119,3 +119,40 @@ def test_bad_configs_are_one_line_errors(tmp_path):
         build_backbone(BackboneConfig(source=str(tmp_path / "nothing-here")))
     with pytest.raises(ValueError, match="whisper input mode"):
         WhisperBackbone(_whisper_encoder(), "padded")
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2", "wavlm"])
+def test_keeping_the_first_layers_keeps_their_states(family):
+    """backbone.layers = n: states 0..n are the full model's (no final norm moves onto state n), nothing above."""
+    full = build_backbone(BackboneConfig(family=family, source="tiny"))
+    cut = build_backbone(BackboneConfig(family=family, source="tiny", layers=1))
+    waves, lengths = pad_batch([torch.randn(8000), torch.randn(5000)])
+    with torch.no_grad():
+        a, b = full(waves, lengths), cut(waves, lengths)
+    assert cut.num_states == 2 and b.hidden_states.shape[0] == 2
+    assert torch.allclose(a.hidden_states[:2], b.hidden_states, atol=1e-6)
+    assert torch.equal(a.lengths, b.lengths)
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters())
+    assert cut.name != full.name  # the embedding cache key differs
+
+
+def test_keeping_all_layers_changes_nothing_and_bad_counts_are_one_line():
+    same = build_backbone(BackboneConfig(source="tiny", layers=2))
+    assert same.name == build_backbone(BackboneConfig(source="tiny")).name and same.num_states == 3
+    for bad in (0, 3, -1):
+        with pytest.raises(MetalearnError, match=r"backbone.layers .*expected an integer in 1\.\.2"):
+            build_backbone(BackboneConfig(source="tiny", layers=bad))
+
+
+def test_keeping_layers_of_a_stable_layer_norm_model_drops_its_final_norm():
+    from metalearn.features.backbones.hf_ssl import ssl_from_config
+    from metalearn.features.backbones.tiny import SSL_TINY
+
+    torch.manual_seed(0)
+    full = ssl_from_config(dict(SSL_TINY, do_stable_layer_norm=True, feat_extract_norm="layer")).eval()
+    cut = ssl_from_config(dict(SSL_TINY, do_stable_layer_norm=True, feat_extract_norm="layer")).eval()
+    cut.load_state_dict(full.state_dict())
+    cut.keep_layers(1)
+    waves, lengths = pad_batch([torch.randn(8000)])
+    with torch.no_grad():
+        assert torch.allclose(full(waves, lengths).hidden_states[:2], cut(waves, lengths).hidden_states, atol=1e-6)

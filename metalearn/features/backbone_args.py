@@ -19,6 +19,8 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-source", default="default",
                         help="default (Whisper base from the installed packages), installed:tiny.en, tiny, "
                              "a hub id or a local folder")
+    parser.add_argument("--backbone-layers", type=int, default=None, metavar="N",
+                        help="keep only the first N transformer layers (hidden states 0..N; default: all)")
     parser.add_argument("--whisper-mode", default="trimmed", choices=WHISPER_MODES,
                         help="Whisper input: the utterance's own frames, or 30 s windows")
 

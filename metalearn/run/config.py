@@ -239,7 +239,7 @@ def validate_ranges(cfg: ExperimentConfig) -> None:
     bounds: list[tuple[str, object, int]] = [
         ("chunk", cfg.chunk, 1), ("meta_train.steps", mt.steps, 0), ("meta_train.shots", mt.shots, 1),
         ("meta_train.queries", mt.queries, 1), ("episodes.repetitions", ep.repetitions, 1),
-        ("episodes.queries", ep.queries, 1), ("speakers.seed", sp.seed, 0),
+        ("episodes.queries", ep.queries, 1), ("speakers.seed", sp.seed, 0), ("backbone.layers", cfg.backbone.layers, 1),
         *((f"algorithms.only.{name}.repetitions", part.repetitions, 1) for name, part in cfg.algorithms.only.items()),
         *((f"algorithms.only.{name}.ks", min(part.ks), 1) for name, part in cfg.algorithms.only.items() if part.ks)]
     for key, value, low in bounds:

@@ -7,6 +7,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from metalearn.util.errors import MetalearnError
+
 
 @dataclasses.dataclass
 class BackboneOutput:
@@ -40,6 +42,13 @@ class SpeechBackbone(nn.Module):
         """``waves`` [B, T] float32 at 16 kHz, zero-padded; ``lengths`` [B] valid samples."""
         raise NotImplementedError
 
+    def keep_layers(self, layers: int) -> None:
+        """Keep only the first ``layers`` transformer layers (states 0..layers, each equal to the full model's
+        state of that index: no final norm is applied to the new last state); the layers above are dropped, so
+        they are never computed. Families that cannot do this raise MetalearnError."""
+        raise MetalearnError(f"backbone {self.name}: keeping only the first {layers} layers (backbone.layers) is "
+                             f"not supported for {type(self).__name__}")
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -52,6 +61,14 @@ def pad_batch(waves: list[Tensor]) -> tuple[Tensor, Tensor]:
     for i, w in enumerate(waves):
         batch[i, : w.shape[0]] = w
     return batch, lengths
+
+
+def checked_depth(layers: int, available: int, name: str) -> int:
+    """``layers`` when it is a valid number of layers to keep out of ``available``; else one line naming it."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= available:
+        raise MetalearnError(f"backbone.layers {layers!r}: expected an integer in 1..{available} (the layers of "
+                             f"{name} to keep)")
+    return layers
 
 
 def length_mask(lengths: Tensor, size: int) -> Tensor:

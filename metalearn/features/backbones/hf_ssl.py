@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, length_mask
+from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, checked_depth, length_mask
 
 FAMILIES: dict[str, str] = {
     "wav2vec2": "wav2vec2", "wavlm": "wavlm", "hubert": "hubert", "data2vec-audio": "data2vec-audio",
@@ -47,6 +47,20 @@ class SSLBackbone(SpeechBackbone):
                          output_hidden_states=True)
         frames = self.model._get_feat_extract_output_lengths(lengths).long()
         return BackboneOutput(torch.stack(out.hidden_states), frames)
+
+
+    def keep_layers(self, layers: int) -> None:
+        """Only the first ``layers`` transformer layers (a stable-layer-norm model's final norm goes with the
+        layers above, so state ``layers`` stays the full model's). Keeping all of them changes nothing."""
+        encoder = self.model.encoder
+        if checked_depth(layers, len(encoder.layers), self.name) == len(encoder.layers):
+            return
+        encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:layers])
+        if getattr(self.model.config, "do_stable_layer_norm", False):
+            encoder.layer_norm = torch.nn.Identity()
+        self.model.config.num_hidden_layers = layers
+        self.num_states = layers + 1
+        self.name = f"{self.name}:layers={layers}"
 
 
 def ssl_from_pretrained(source: str, family: str | None = None) -> SSLBackbone:

@@ -18,7 +18,7 @@ from transformers import WhisperConfig, WhisperModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, length_mask
+from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, checked_depth, length_mask
 
 N_FFT, HOP, SAMPLE_RATE, WINDOW_SECONDS = 400, 160, 16_000, 30
 MODES = ("trimmed", "window")
@@ -113,6 +113,17 @@ class WhisperBackbone(SpeechBackbone):
             states.append(layer(states[-1], trunk.mask))
         states[-1] = self.encoder.layer_norm(states[-1])
         return BackboneOutput(torch.stack(states), trunk.frames)
+
+    def keep_layers(self, layers: int) -> None:
+        """Only the first ``layers`` transformer layers; the final layer norm goes with the layers above (state
+        ``layers`` stays the full model's, unnormalised). Keeping all of them changes nothing."""
+        enc = self.encoder
+        if checked_depth(layers, len(enc.layers), self.name) == len(enc.layers):
+            return
+        enc.layers = nn.ModuleList(list(enc.layers)[:layers])
+        enc.layer_norm = nn.Identity()
+        self.num_states = layers + 1
+        self.name = f"{self.name}:layers={layers}"
 
     def trunk_modules(self, layers: int) -> list[nn.Module]:
         """The modules :meth:`trunk` uses for ``layers`` layers (two models share a trunk when these are equal)."""
