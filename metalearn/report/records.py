@@ -15,6 +15,9 @@ written): the grid counts them as done, so it completes, and the report says how
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from metalearn.fewshot.trials import RECORD_FIELDS, TrialKey, make_trial_key
 from metalearn.util.errors import MetalearnError
-from metalearn.util.fileio import atomic_path
+from metalearn.util.fileio import append_durably, atomic_path, write_atomic
 from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ VOLATILE = ("seconds", "run")
 DEFAULTS = {"meta_seed": 0, "layer": "", "features_of": ""}  # fields added since: older logs and tables read so
 _INT_FIELDS = ("k", "seed", "meta_seed", "n_support", "n_query", "repetition", "ways")
 _FLOAT_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "uar", "seconds")
+CHECKSUM = "sha256"  # the field of a trial log line that holds the SHA-256 of its other fields
+DAMAGED = ".damaged"  # suffix of the file a run moves its log's damaged lines to
 
 
 def trial_key(r: dict) -> TrialKey:
@@ -55,16 +60,101 @@ def shard_file(index: int, count: int) -> str:
 class TrialLog(JsonlLog):
     """The trial log: the project's append-only JSONL log keyed by :func:`trial_key`, with the record fields.
 
-    Opening it repairs a torn last line left by a killed writer; :meth:`extend` appends a batch in one
-    write and an fsync, skipping trials already logged.
+    Opening it repairs a torn last line left by a killed writer and moves damaged lines (see the module doc) to
+    ``<log>.damaged``; :meth:`extend` appends a batch in one write and an fsync, skipping trials already logged,
+    each line with its ``sha256``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__(path, trial_key, RECORD_FIELDS, VOLATILE, DEFAULTS)
 
+    def _repair(self) -> None:
+        super()._repair()
+        lines = scan_lines(self.path.read_bytes())
+        damaged = [line for line in lines if line.problem]
+        if not damaged:
+            return
+        aside = self.path.with_name(self.path.name + DAMAGED)
+        aside.touch(exist_ok=True)
+        append_durably(aside, b"".join(line.raw + b"\n" for line in damaged))
+        write_atomic(self.path, b"".join(line.raw + b"\n" for line in lines if not line.problem))
+        for line in damaged:
+            log.warning("%s:%d: trial record %s; moved to %s, the trial is scored again", self.path, line.number,
+                        line.problem, aside.name)
+
+    def _read(self) -> list[dict]:
+        return _read_lines(self.path)
+
+    def _encode(self, record: dict) -> str:
+        return json.dumps(sealed(record))
+
+
+def checksum(record: dict) -> str:
+    """SHA-256 of ``record``'s fields but :data:`CHECKSUM`, as canonical JSON (sorted keys, compact)."""
+    content = {k: v for k, v in record.items() if k != CHECKSUM}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def sealed(record: dict) -> dict:
+    """``record`` with its :func:`checksum`, computed on the record as it reads back from JSON (so a value JSON
+    writes differently, e.g. a numpy float, checks the same on reading)."""
+    plain = json.loads(json.dumps({k: v for k, v in record.items() if k != CHECKSUM}))
+    return {**plain, CHECKSUM: checksum(plain)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One line of a trial log: its number (from 1), its bytes, its record, or what is wrong with it."""
+
+    number: int
+    raw: bytes
+    record: dict | None
+    problem: str | None
+
+
+def check_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """(record without its checksum, None), or (None, what is wrong): not UTF-8, not a JSON object, or a
+    ``sha256`` that disagrees with the content. A record without ``sha256`` (an older log) is taken as it is."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text (a damaged line)"
+    except json.JSONDecodeError:
+        return None, f"is not JSON (a torn or damaged line: {raw[:60].decode('utf-8', 'replace')!r})"
+    if not isinstance(record, dict):
+        return None, f"is not a JSON object (a damaged line: {raw[:60].decode('utf-8', 'replace')!r})"
+    if CHECKSUM in record and record[CHECKSUM] != checksum(record):
+        return None, f"does not match its {CHECKSUM} (an edited or damaged line)"
+    record.pop(CHECKSUM, None)
+    return record, None
+
+
+def scan_lines(data: bytes) -> list[Line]:
+    """The non-blank lines of a trial log's bytes, each checked by :func:`check_line`."""
+    out = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if raw.strip():
+            out.append(Line(number, raw, *check_line(raw)))
+    return out
+
 
 def _read_lines(path: Path) -> list[dict]:
-    return read_jsonl(path, RECORD_FIELDS, "trial record", DEFAULTS)
+    """The sound records of one trial log (defaults filled in, fields checked); a damaged line is one warning
+    naming the file and line, and is left out (its trial counts as not done)."""
+    records = []
+    for line in scan_lines(path.read_bytes()):
+        if line.problem:
+            log.warning("%s:%d: trial record %s; left out, a resumed run scores the trial again", path,
+                        line.number, line.problem)
+            continue
+        record = line.record
+        for f, value in DEFAULTS.items():
+            record.setdefault(f, value)
+        missing = [f for f in RECORD_FIELDS if f not in record]
+        if missing:
+            raise MetalearnError(f"{path}:{line.number}: trial record lacks field(s) {missing}")
+        records.append(record)
+    return records
 
 
 def dedupe(records: Iterable[dict], where: str) -> list[dict]:

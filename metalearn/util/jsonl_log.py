@@ -71,8 +71,12 @@ class JsonlLog:
                 new[key] = {f: r[f] if f in r else self.defaults[f] for f in self.fields}
         if not new:
             return
-        append_durably(self.path, "".join(json.dumps(r) + "\n" for r in new.values()).encode("utf-8"))
+        append_durably(self.path, "".join(self._encode(r) + "\n" for r in new.values()).encode("utf-8"))
         self.records.update(new)
+
+    def _encode(self, record: dict) -> str:
+        """The line (without its newline) that holds ``record`` in the log: its JSON."""
+        return json.dumps(record)
 
 
 def _differs(a: object, b: object) -> bool:
