@@ -18,6 +18,8 @@ episodes (all seeds and ks). The best score wins; exact ties go to the LATER lay
 fixed default, and the layers pre-finetuning trains). Choices are written to ``<out>/layers.json`` (a list of
 ``{variant, fold, layer, scores: {layer: accuracy}, ...}``, with what they were chosen with) and
 ``<out>/layers.md``; a run that finds them reads them back, and refuses them when they came from other settings.
+An entry whose layer is not the best of its own recorded scores (an edited or damaged file) is not used: one
+warning names the file, the variant, the fold and both layers, and that variant's layers are chosen again.
 """
 
 from __future__ import annotations
@@ -91,13 +93,30 @@ def _check(cfg: ExperimentConfig, folds: list[Fold]) -> None:
 
 
 def _read(path: Path) -> dict[tuple[str, int], dict]:
+    """The saved choices by (variant, fold), each checked against its own scores: an entry whose layer is not the
+    best of them (edited or damaged) is one warning and is left out, so its variant's layers are chosen again."""
     if not path.is_file():
         return {}
     try:
-        return {(e["variant"], e["fold"]): e for e in json.loads(path.read_text(encoding="utf-8"))}
-    except (ValueError, TypeError, KeyError) as e:
+        saved = {(e["variant"], e["fold"]): e for e in json.loads(path.read_text(encoding="utf-8"))}
+        best = {key: best_recorded(e) for key, e in saved.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise MetalearnError(f"{path}: not a list of layer choices ({type(e).__name__}: {e}); delete it to choose "
                              f"again") from None
+    for (variant, fold), layer in best.items():
+        if layer != saved[variant, fold]["layer"]:
+            log.warning("%s: %s fold %s records layer %r, but the best of its own recorded scores is layer %d "
+                        "(ties: the later); choosing the layers of %s again", path, variant, fold,
+                        saved[variant, fold]["layer"], layer, variant)
+    return {key: e for key, e in saved.items() if best[key] == e["layer"]}
+
+
+def best_recorded(entry: dict) -> int:
+    """The layer that :func:`pick` chooses from ``entry``'s own recorded scores (ValueError: none recorded)."""
+    scores = {int(k): float(v) for k, v in entry["scores"].items()}
+    if not scores:
+        raise ValueError(f"{entry['variant']} fold {entry['fold']} records no scores")
+    return pick(scores)
 
 
 def _settings(cfg: ExperimentConfig, folds: list[Fold], entries: list[dict]) -> list[dict]:
