@@ -151,6 +151,7 @@ def test_plain_folders_checks_and_refusals(base: Path, tmp_path: Path) -> None:
         extra_variants({"b": str(bert)}, out, "window")
     odd = tmp_path / "odd"
     shutil.copytree(base / "exported", odd)
+    (odd / "sha256.json").unlink()  # an edited sidecar fails its manifest first (tests/test_silent_damage.py)
     meta = json.loads((odd / "metalearn.json").read_text())
     (odd / "metalearn.json").write_text(json.dumps({**meta, "kind": "clap"}))
     with pytest.raises(MetalearnError, match="is a CLAP export without clap_heads.safetensors"):

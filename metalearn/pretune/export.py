@@ -7,6 +7,8 @@ Whisper: the whole model, whose encoder is the variant's and whose decoder is th
 - ``README.md``: the model card (:mod:`metalearn.pretune.card`): base model, corpora and subset, recipe,
   dev and test scores (the variant's ``summary.json``), the commands that made it;
 - ``metalearn.json``: the variant's ``config.json`` and ``summary.json``, the Whisper input mode, the command;
+- ``sha256.json``: the SHA-256 and size of every other file, written last; ``pretune.extra`` verifies it
+  (:func:`metalearn.pretune.extra.verify_manifest`) and so does a push;
 - the variant's head files as they are (``heads.safetensors``: supervised emotion heads, with the z-score and
   mix weights of the feature they read under ``feature.*``;
   ``clap_heads.safetensors``: a CLAP variant's projections), and a feature extractor config.
@@ -32,6 +34,7 @@ import torch
 
 from metalearn.features.backbones import BackboneConfig, SpeechBackbone
 from metalearn.pretune.card import model_card
+from metalearn.pretune.extra import verify_manifest, write_manifest
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, swap_in_folder
@@ -105,6 +108,7 @@ def _write_export(variant: PretuneVariant, backbone: SpeechBackbone, out: Path, 
                 "exported": time.time()}
         (tmp / SIDECAR).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
+        write_manifest(tmp)
         tmp.chmod(0o755)
         swap_in_folder(tmp, out)
     finally:
@@ -194,6 +198,7 @@ def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, 
     folder = Path(folder)
     if not (folder / SIDECAR).is_file():
         raise MetalearnError(f"{folder} is not an exported variant (no {SIDECAR}); run export-variant first")
+    verify_manifest(folder, f"cannot push {folder} to {repo}")
     if constants.HF_HUB_OFFLINE:
         raise MetalearnError(f"cannot push {folder} to {repo}: HF_HUB_OFFLINE is set (unset it to upload)")
     _check_reachable(constants.ENDPOINT, timeout, repo)

@@ -11,6 +11,11 @@ variant folder ``{pretune.out}/extra/{name}/`` whose backbone source is the reso
 ``from_pretrained``, as ``backbone.source=FOLDER`` is) and whose ``weights`` is null, so every later stage
 treats it as any variant. Its ``config.json`` records the source and the SHA-256 of the source's weight files;
 a later run whose source no longer matches (another folder, new weights) is refused in one line.
+
+An export carries ``sha256.json`` (:data:`MANIFEST`, written by export-variant): the SHA-256 and size of each of
+its files. It is verified before anything is recorded: a file that differs (a flipped byte), is truncated or is
+missing, or a weight file it does not list, is refused in one line naming the file, so a damaged file's hash never
+becomes the reference. An export written before manifests existed (none) is read as before.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from metalearn.util.fileio import write_json
 
 log = logging.getLogger(__name__)
 SIDECAR = "metalearn.json"          # written by export-variant (metalearn.pretune.export)
+MANIFEST = "sha256.json"            # written by export-variant last: {"sha256": {file: hex}, "bytes": {file: n}}
 KINDS = ("none", "supervised", "clap")
 CLAP_HEADS = "clap_heads.safetensors"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -92,6 +98,8 @@ def source_config(source: Path, key: str, whisper_mode: str) -> dict:
         raise MetalearnError(f"config key '{key}': {source} holds a {model_type!r} model, not a speech backbone "
                              f"({', '.join(FAMILIES)})")
     meta = _read(source / SIDECAR, key) if (source / SIDECAR).is_file() else None
+    if meta is not None:
+        verify_manifest(source, f"config key '{key}'")
     base, kind, mode = {}, "none", whisper_mode
     if meta is not None:
         kind, base = meta.get("kind"), meta.get("variant_config") or {}
@@ -109,6 +117,59 @@ def source_config(source: Path, key: str, whisper_mode: str) -> dict:
             "backbone": {"family": model_type, "source": str(source), "whisper_mode": mode},
             "corpora": list(base.get("corpora") or []),
             "extra": {"folder": str(source), "sha256": {w: file_sha256(source / w) for w in weights}}}
+
+
+def manifest(folder: Path) -> dict:
+    """The :data:`MANIFEST` of ``folder``: the SHA-256 and size of each file under it (paths relative, with /)."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {"format": 1, "sha256": {name: file_sha256(folder / name) for name in files},
+            "bytes": {name: (folder / name).stat().st_size for name in files}}
+
+
+def write_manifest(folder: Path) -> None:
+    """Write ``folder``'s :func:`manifest` into it (the export's last file)."""
+    write_json(folder / MANIFEST, manifest(folder), indent=1)
+
+
+def verify_manifest(folder: Path, who: str) -> None:
+    """Check ``folder``'s files against its :data:`MANIFEST` (none: an export from before manifests, read as
+    before); a file that differs, is truncated or missing, or a weight file not listed is one line that starts
+    with ``who`` and names the file."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        log.info("%s has no %s (exported before manifests): its files are not checked", folder, MANIFEST)
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MetalearnError(f"{who}: {path} is unreadable ({type(e).__name__}); export the variant again") from None
+    saved = saved if isinstance(saved, dict) else {}
+    sums, sizes = saved.get("sha256"), saved.get("bytes")
+    if saved.get("format") != 1 or not isinstance(sums, dict) or not isinstance(sizes, dict) or \
+            any(not isinstance(n, str) or ".." in Path(n).parts or Path(n).is_absolute() for n in sums):
+        raise MetalearnError(f"{who}: {path} is not a manifest this version reads (format 1, sha256 and bytes "
+                             f"per file inside the folder); export the variant again")
+    for name, want in sums.items():
+        problem = file_problem(folder / name, want, sizes.get(name))
+        if problem:
+            raise MetalearnError(f"{who}: {folder / name} {problem}; export the variant again (or fetch it anew)")
+    unlisted = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+                      and p.name not in sums)
+    if unlisted:
+        raise MetalearnError(f"{who}: {folder / unlisted[0]} is not listed in {path.name} (not part of the export); "
+                             f"remove it or export the variant again")
+
+
+def file_problem(path: Path, sha256: str, size: int | None) -> str | None:
+    """What is wrong with ``path`` against the SHA-256 and size :data:`MANIFEST` records: missing, truncated or
+    other bytes (None: nothing)."""
+    if not path.is_file():
+        return f"is missing ({MANIFEST} lists it)"
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return f"is truncated or damaged: {actual} bytes where {MANIFEST} records {size}"
+    got = file_sha256(path)
+    return None if got == sha256 else f"is damaged: its SHA-256 is {got[:16]}…, {MANIFEST} records {str(sha256)[:16]}…"
 
 
 def materialize(name: str, source: Path, spec: str, folder: Path, whisper_mode: str, key: str) -> Path:
