@@ -123,7 +123,8 @@ def test_logs_from_before_meta_seeds_still_read_and_resume(base: Path, one) -> N
     folder = base / "old"
     shutil.copytree(one.out, folder)
     lines = [json.loads(x) for x in (folder / "trials.jsonl").read_text().splitlines()]
-    (folder / "trials.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "meta_seed"}) + "\n"
+    old = ("meta_seed", "sha256")  # logs then had neither field
+    (folder / "trials.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k not in old}) + "\n"
                                                  for r in lines))
     assert "meta_seed" not in (folder / "trials.jsonl").read_text()
     assert stable(read_trials(folder)) == stable(read_trials(one.out))
