@@ -210,3 +210,25 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(variants: dict[str, Path]
     assert not [p for p in tmp_path.iterdir()]  # no temporary, no half export
     with pytest.raises(MetalearnError, match="is not a Hub repo id"):
         push_to_hub(tmp_path, "a/b/c")  # the id is checked before anything else
+
+
+def test_a_variant_of_an_encoder_cut_to_its_first_layers_exports_into_the_whole_base(tmp_path: Path) -> None:
+    """backbone.layers = 1: the export is the whole base model with the variant's layer 1 in it (states 0..1 as the
+    variant's, the base's layer 2 and final norm untouched); an SSL encoder cut so is refused in one line."""
+    rows = _rows(tmp_path)
+    cut = BackboneConfig(source="tiny", layers=1)
+    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "cut", RECIPE, cut, torch.device("cpu"))
+    variant = tmp_path / "cut" / "pft-alpha"
+    folder = export_variant(variant, tmp_path / "exported")
+    whole = build_backbone(BackboneConfig(source=str(folder)))
+    base = build_backbone(BackboneConfig(source="tiny"))
+    mine = _states(backbone_for_variant(variant))
+    assert mine.shape[0] == 2 and whole.num_states == 3
+    assert (_states(whole)[:2] - mine).abs().max() <= 1e-6
+    assert (mine[1] - _states(base)[1]).abs().max() > 1e-4  # layer 1 was trained: the check can tell
+    for name in ("layers.1.fc1.weight", "layer_norm.weight"):
+        assert torch.equal(whole.encoder.state_dict()[name], base.encoder.state_dict()[name])
+    ssl = BackboneConfig(family="wav2vec2", source="tiny", layers=1)
+    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "ssl", RECIPE, ssl, torch.device("cpu"))
+    with pytest.raises(MetalearnError, match="cut to its first 1 layers .* not supported"):
+        export_variant(tmp_path / "ssl" / "pft-alpha", tmp_path / "exported-ssl")

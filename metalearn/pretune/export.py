@@ -143,6 +143,10 @@ def _save_model(backbone: SpeechBackbone, cfg: BackboneConfig, out: Path) -> str
     if isinstance(backbone, SSLBackbone):
         from transformers import Wav2Vec2FeatureExtractor
 
+        if len(backbone.model.encoder.layers) < backbone.model.config.num_hidden_layers:
+            raise MetalearnError(f"backbone {backbone.name}: exporting an SSL encoder cut to its first {cfg.layers} "
+                                 f"layers (backbone.layers) is not supported; export the variant of a whole one")
+
         backbone.model.save_pretrained(out)
         Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=backbone.sample_rate, padding_value=0.0,
                                  do_normalize=backbone.normalize,
@@ -160,6 +164,18 @@ def base_source(cfg: BackboneConfig) -> str:
     return cfg.source
 
 
+def _load_encoder(full: torch.nn.Module, encoder: torch.nn.Module) -> None:
+    """``encoder``'s weights into the base model's ``full`` encoder; an encoder cut to its first n layers
+    (``backbone.layers``) leaves the base's layers n.. and final norm, which it never changed, in place."""
+    missing, unexpected = full.load_state_dict(encoder.state_dict(), strict=False)
+    n = len(encoder.layers)
+    kept = [k for k in missing if not (k.startswith("layer_norm.") or
+                                       (k.startswith("layers.") and int(k.split(".")[1]) >= n))]
+    if unexpected or kept:
+        raise MetalearnError(f"cannot export the encoder into its base model: keys {sorted(unexpected + kept)[:3]} "
+                             f"do not match")
+
+
 def _save_whisper(backbone, cfg: BackboneConfig, out: Path) -> str:
     """The base Whisper model (tiny: seeded random) holding ``backbone``'s encoder, with its processor files."""
     from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperModel
@@ -174,7 +190,7 @@ def _save_whisper(backbone, cfg: BackboneConfig, out: Path) -> str:
         generates = "WhisperForConditionalGeneration" in (AutoConfig.from_pretrained(source).architectures or [])
         model = (WhisperForConditionalGeneration if generates else WhisperModel).from_pretrained(source)
         folder = Path(source) if Path(source).is_dir() else None
-    model.get_encoder().load_state_dict(encoder.state_dict(), strict=True)
+    _load_encoder(model.get_encoder(), encoder)
     model.save_pretrained(out)
     copied = [n for n in PROCESSOR_FILES if folder is not None and (folder / n).is_file()]
     for name in copied:

@@ -58,7 +58,6 @@ class SSLBackbone(SpeechBackbone):
         encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:layers])
         if getattr(self.model.config, "do_stable_layer_norm", False):
             encoder.layer_norm = torch.nn.Identity()
-        self.model.config.num_hidden_layers = layers
         self.num_states = layers + 1
         self.name = f"{self.name}:layers={layers}"
 
