@@ -153,3 +153,40 @@ def test_backbone_steps_stop_the_layers_and_keep_training_the_head(paths):
     assert all(torch.equal(a, b) for a, b in zip(capped_layers, short_layers, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(full_layers, short_layers, strict=True))
     assert not torch.equal(capped, short)
+
+
+def test_length_buckets_hold_every_clip_once_in_length_order():
+    from metalearn.fewshot.algorithms.full_finetune import length_buckets
+
+    lengths = [5, 1, 4, 1, 9, 2, 7]
+    buckets = length_buckets(lengths, 3)
+    assert sorted(i for b in buckets for i in b) == list(range(7)) and max(map(len, buckets)) == 3
+    flat = [lengths[i] for b in buckets for i in b]
+    assert flat == sorted(flat)
+    assert length_buckets(lengths, 7) == [list(range(7))]
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_features_in_length_buckets_equal_one_padded_batch(tmp_path, monkeypatch, grad):
+    """Clips of 6 lengths, run as 3 batches of 2 or as one: the same features (each clip's state is its own)."""
+    import metalearn.fewshot.algorithms.full_finetune as ff
+
+    rng, paths = np.random.default_rng(1), {}
+    for i, seconds in enumerate((0.7, 0.2, 0.5, 0.3, 0.6, 0.25)):
+        paths[f"toy/c{i}"] = str(tmp_path / f"c{i}.wav")
+        sf.write(paths[f"toy/c{i}"], (0.3 * rng.standard_normal(int(seconds * SR))).astype(np.float32), SR)
+    adapter = FullFinetune(AudioInputs(Factory("whisper"), paths, layer="2"), CFG)
+    adapter.prepare()
+    keys = list(paths)
+    waves = adapter.load(keys)
+
+    def features(size: int) -> torch.Tensor:
+        monkeypatch.setattr(ff, "BUCKET", size)
+        monkeypatch.setattr(ff, "EVAL_CHUNK", size)
+        with torch.set_grad_enabled(grad):
+            return adapter.features(keys, waves).detach()
+
+    apart, together = features(2), features(100)
+    assert apart.shape == (6, adapter.backbone.hidden_size)
+    torch.testing.assert_close(apart, together, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0], together[1])  # clips differ: a permuted output would fail

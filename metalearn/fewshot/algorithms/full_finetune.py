@@ -62,6 +62,14 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.ranges import Rule
 
 EVAL_CHUNK = 32  # clips per forward when nothing trains (validation, query, the features of n = 0)
+BUCKET = 8  # clips per forward while the layers train (a full-batch step runs its support in such batches)
+
+
+def length_buckets(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length (ties: by index) in consecutive batches of at most ``size``, so a
+    batch pads to nearly its own length: [[i, ...], ...]; one batch when everything fits."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + size] for i in range(0, len(order), size)] if len(order) > size else [list(range(len(order)))]
 
 
 @dataclass(frozen=True)
@@ -187,9 +195,18 @@ class FullFinetune(AdapterBase):
 
     def features(self, keys: Sequence[str], waves: dict[str, Tensor]) -> Tensor:
         """The run's feature of clips ``keys``: state h, mean-pooled, z-scored with the fold's statistics, [B, D]
-        (with gradients into the trainable layers while grad is enabled; else in chunks of EVAL_CHUNK)."""
-        if not torch.is_grad_enabled() and len(keys) > EVAL_CHUNK:
-            return torch.cat([self.features(keys[i : i + EVAL_CHUNK], waves) for i in range(0, len(keys), EVAL_CHUNK)])
+        (with gradients into the trainable layers while grad is enabled). The clips run in batches of similar
+        length (:func:`length_buckets`): each clip's state does not depend on its batch-mates (Whisper's trimmed
+        mode masks them), so only the padding computed changes, not the feature (up to float rounding)."""
+        buckets = length_buckets([waves[k].shape[0] for k in keys], BUCKET if torch.is_grad_enabled() else EVAL_CHUNK)
+        if len(buckets) == 1:
+            return self._features(keys, waves)
+        pooled = torch.cat([self._features([keys[i] for i in bucket], waves) for bucket in buckets])
+        order = torch.tensor([i for bucket in buckets for i in bucket], device=pooled.device)
+        return torch.empty_like(pooled).index_copy_(0, order, pooled)  # back in the order of ``keys``
+
+    def _features(self, keys: Sequence[str], waves: dict[str, Tensor]) -> Tensor:
+        """:meth:`features` of one batch, [B, D]."""
         backbone, depth = self.backbone, self.state - self.cfg.trainable_layers
         with autocast(self.device, self.audio.precision):
             if not hasattr(backbone, "trunk"):  # no trunk: the whole forward
