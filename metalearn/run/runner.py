@@ -204,6 +204,11 @@ def _score(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], inputs: Run
         if not cfg.features.choose_layer:
             prefill_embeddings(cfg, [inputs.variants[v] for v in dict.fromkeys(u.variant for u in todo)],
                                inputs.rows)
+        if inputs.sources:  # the source speakers' clips, for the variants whose learners meta-train on them
+            learns = functools.partial(learns_across_speakers, cfg)
+            keys = dict.fromkeys((u.algorithm, u.fold, u.variant) for u in todo)
+            learners = dict.fromkeys(variant for (algorithm, fold, variant) in keys if learns(algorithm, fold, variant))
+            prefill_embeddings(cfg, [inputs.variants[v] for v in learners], inputs.sources)
         ran = _run_units(cfg, inputs, todo, logs, done_before, total)
     with clock.stage("report"):
         return finish(cfg, out, units, ran, write=shard[1] == 1)  # a shard never writes the folder's report
