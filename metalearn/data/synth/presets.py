@@ -29,6 +29,6 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(esd=(4, 2, 3, 5), iemocap=(1, 8), msp_podcast=(4, 4), cremad=(2, 2), ravdess=(2, 1)),
-    "demo": Preset(esd=(10, 6, 12, 32), iemocap=(5, 60), msp_podcast=(40, 15), cremad=(20, 12),
-                   ravdess=(10, 2)),
+    "demo": Preset(esd=(10, 6, 12, 16), iemocap=(5, 60), msp_podcast=(40, 15), cremad=(20, 12),
+                   ravdess=(10, 1)),
 }
