@@ -20,9 +20,10 @@ from metalearn.cli import main
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.config import PretuneConfig
-from metalearn.pretune.export import SIDECAR, _check_reachable, export_variant, push_to_hub
+from metalearn.pretune.export import SIDECAR, export_variant, push_to_hub
 from metalearn.pretune.subsets import backbone_for_variant, parse_subsets, run_variants
 from metalearn.util.errors import MetalearnError
+from metalearn.util.hub import check_reachable
 from tests.fixtures import write_wav
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def test_push_without_network_fails_in_one_line(variants: dict[str, Path], tmp_p
         silent.listen(1)
         start = time.perf_counter()
         with pytest.raises(MetalearnError, match="unreachable"):
-            _check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", 1.0, "someone/model")
+            check_reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", 1.0, "someone/model")
         assert time.perf_counter() - start < 5
 
 

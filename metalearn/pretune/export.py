@@ -25,8 +25,6 @@ import os
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from metalearn.pretune.extra import verify_manifest, write_manifest
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import make_folder, swap_in_folder
+from metalearn.util.hub import check_reachable
 
 SIDECAR = "metalearn.json"
 HEAD_FILES = ("heads.safetensors", "clap_heads.safetensors")
@@ -217,7 +216,7 @@ def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, 
     verify_manifest(folder, f"cannot push {folder} to {repo}")
     if constants.HF_HUB_OFFLINE:
         raise MetalearnError(f"cannot push {folder} to {repo}: HF_HUB_OFFLINE is set (unset it to upload)")
-    _check_reachable(constants.ENDPOINT, timeout, repo)
+    check_reachable(constants.ENDPOINT, timeout, repo)
     api = HfApi(endpoint=constants.ENDPOINT, token=token)
     try:
         url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
@@ -227,16 +226,3 @@ def push_to_hub(folder: str | os.PathLike, repo: str, token: str | None = None, 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise MetalearnError(f"push of {folder} to {repo} failed: {first}") from None
     return str(url)
-
-
-def _check_reachable(endpoint: str, timeout: float, repo: str, action: str = "push to") -> None:
-    """One HEAD request to the Hub (proxies honoured): any HTTP answer is reachable; no answer is one line
-    (``cannot {action} {repo}: ...``)."""
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise MetalearnError(f"cannot {action} {repo}: the Hub at {endpoint} is unreachable ({reason}); "
-                             f"check the network (or HF_ENDPOINT)") from None

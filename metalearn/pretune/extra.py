@@ -31,6 +31,7 @@ from metalearn.features.backbone_args import FAMILIES
 from metalearn.pretune.subsets import file_sha256, write_done
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
+from metalearn.util.hub import check_reachable
 
 log = logging.getLogger(__name__)
 SIDECAR = "metalearn.json"          # written by export-variant (metalearn.pretune.export)
@@ -79,9 +80,8 @@ def resolve_source(spec: str, key: str, timeout: float = 10.0) -> Path:
     if constants.HF_HUB_OFFLINE:
         raise MetalearnError(f"config key '{key}': {spec!r} is not a folder, and as a hub id it is not in the local "
                              f"Hugging Face cache while HF_HUB_OFFLINE is set (fetch it once with network)")
-    from metalearn.pretune.export import _check_reachable
 
-    _check_reachable(constants.ENDPOINT, timeout, spec, action="download")
+    check_reachable(constants.ENDPOINT, timeout, spec, action="download")
     try:
         return Path(snapshot_download(spec, ignore_patterns=_SKIP, etag_timeout=timeout))
     except (HfHubHTTPError, HFValidationError, OSError, ValueError) as e:
