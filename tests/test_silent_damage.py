@@ -162,27 +162,15 @@ def test_a_chosen_layer_that_is_not_the_best_of_its_own_scores_is_chosen_again(b
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained tiny Whisper variant folder (pft-alpha: 12 tones of two emotions, 3 speakers, one step)."""
-    import numpy as np
+    """A trained tiny Whisper variant folder (pft-alpha: test_export's 12 tones of two emotions, one step)."""
     import torch
 
-    from metalearn.data.manifest import Utterance
     from metalearn.features.backbones import BackboneConfig
-    from metalearn.pretune.config import PretuneConfig
     from metalearn.pretune.subsets import parse_subsets, run_variants
-    from tests.fixtures import write_wav
+    from tests.test_export import RECIPE, _rows
 
-    root, rng, rows = tmp_path_factory.mktemp("export"), np.random.default_rng(0), []
-    for i in range(12):
-        emotion = ("neutral", "angry")[i % 2]
-        t = np.arange(6000) / 16_000
-        x = 0.3 * np.sin(2 * np.pi * (150.0 if emotion == "neutral" else 450.0) * t) + 0.02 * rng.standard_normal(6000)
-        path = write_wav(root / "alpha" / f"a{i:02d}.wav", data=x.astype(np.float32))
-        rows.append(Utterance(f"a{i:02d}", str(path), "alpha", f"s{i % 3}", "female", emotion, emotion, "", 0.375,
-                              16_000))
-    recipe = PretuneConfig(lr=1e-3, batch_size=4, grad_accum=1, max_epochs=1, patience=1, max_seconds=0.5,
-                           steps_per_epoch=1, eval_batch_size=8, num_workers=0, device="cpu", trainable_layers=1)
-    run_variants(rows, parse_subsets("alpha", ["alpha"]), root / "trained", recipe,
+    root = tmp_path_factory.mktemp("export")
+    run_variants(_rows(root), parse_subsets("alpha", ["alpha"]), root / "trained", RECIPE,
                  BackboneConfig(family="whisper", source="tiny"), torch.device("cpu"))
     return root / "trained" / "pft-alpha"
 
