@@ -110,10 +110,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     """Write the report of ``args.run_dir``; print the accuracy table and the files written."""
     from metalearn.report.records import read_trials
     from metalearn.report.summary import summarize
-    from metalearn.report.tables import configured_reference, summary_table, write_report
+    from metalearn.report.tables import reference_of_run, summary_table, write_report
 
     records = read_trials(args.run_dir)
-    written = write_report(args.run_dir, records, reference=args.reference or configured_reference(args.run_dir))
+    written = write_report(args.run_dir, records, reference=args.reference or reference_of_run(args.run_dir))
     print(summary_table(summarize(records), "accuracy"))
     print()
     print("wrote:")

@@ -240,6 +240,8 @@ def caption(cfg: LosoExperimentConfig, rows: list[Utterance], records: list[dict
                f"encoder fine-tuned from audio ({cfg.train.max_epochs} epochs at most, the epoch kept by dev UA)")
     backbone = "Whisper base (the embedded default)" if cfg.backbone.source == "default" else \
         f"{cfg.backbone.source} ({cfg.backbone.family})"
+    if cfg.backbone.layers is not None:
+        backbone += f" cut to its first {cfg.backbone.layers} transformer layers (backbone.layers)"
     text = TEXT_NAMES.get(cfg.model.text_source, cfg.model.text_source)
     dialogs = dialogs_text(cfg.data.target.options, rows)
     return [f"# {cfg.name}: GEmo-CLAP, IEMOCAP leave-one-session-out, {len(classes)} classes",

@@ -243,7 +243,7 @@ def _content_files(run_dir: Path, records: Sequence[dict], name: str) -> list[tu
             ("content.md", content_markdown(rows, f"Content check: {name}"))]
 
 
-def configured_reference(run_dir: str | os.PathLike) -> str:
+def reference_of_run(run_dir: str | os.PathLike) -> str:
     """The reference method a run folder's config.yaml names (``report.reference``), else ``finetune``: what
     ``python -m metalearn report`` compares with unless told otherwise."""
     path = Path(run_dir) / "config.yaml"
