@@ -113,3 +113,16 @@ def test_an_outlier_method_gets_its_own_panel_and_the_many_keep_their_scale():
     assert top.get_ylim()[0] > -10 and bottom.get_ylim()[0] < -35  # the shared axis is not stretched to -40
     assert {line.get_label() for line in bottom.get_lines()} >= {"full_finetune"}
     assert "full_finetune" not in {line.get_label() for line in top.get_lines()}
+
+
+def test_every_dodged_point_of_the_comparison_figure_lies_inside_its_panel():
+    """Ten methods dodged around each k: the outermost markers at the largest and smallest k stay in view."""
+    names = ("finetune", "maml", "anil", "reptile", "protonet", "protonet_proj", "simpleshot", "transfer",
+             "texthead", "majority")
+    records = mock_records(algorithms=names, variants=("none",), offsets={a: 0.01 * i for i, a in enumerate(names)})
+    fig = comparison_figure(comparisons(records, reference="finetune"))
+    for ax in (a for a in fig.axes if a.get_visible()):
+        lo, hi = ax.get_xlim()
+        xs = [x for line in ax.get_lines() if line.get_label() in names for x in line.get_xdata()]
+        assert xs and max(xs) > max(KS) and min(xs) < min(KS)  # dodged beyond the k values themselves
+        assert lo < min(xs) and max(xs) < hi

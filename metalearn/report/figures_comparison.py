@@ -18,6 +18,7 @@ import numpy as np
 
 from metalearn.report.figures_style import BASELINE, algorithm_styles, k_label, ordered_variants
 from metalearn.report.plots import (
+    include_x,
     legend_columns,
     one_protocol,
     panel_shape,
@@ -68,6 +69,7 @@ def outliers(rows: Sequence[dict]) -> list[str]:
 def _draw_differences(ax, rows: Sequence[dict], algorithms: Sequence[str], styles: dict) -> None:
     """One algorithm's differences as points with 95% error bars, side by side on the log k axis; a zero line."""
     ax.axhline(0.0, color="0.3", lw=1.0, zorder=0)
+    xs: list[float] = []
     for j, algorithm in enumerate(algorithms):
         pts = sorted((int(r["k"]), *(100 * float(r[c]) for c in ("diff_mean", "diff_ci_low", "diff_ci_high")))
                      for r in rows if r["algorithm"] == algorithm)
@@ -79,6 +81,8 @@ def _draw_differences(ax, rows: Sequence[dict], algorithms: Sequence[str], style
         drawn = ax.errorbar(k * shift, mean, yerr=bars, color=styles[algorithm][0], marker=styles[algorithm][1],
                             ms=5, lw=1.4, capsize=3, label=algorithm)
         drawn.lines[0].set_label(algorithm)  # the data line carries the name too (tools and tests read it)
+        xs += list(k * shift)
+    include_x(ax, xs)
     ax.grid(True, alpha=0.3)
 
 

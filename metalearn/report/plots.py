@@ -73,6 +73,17 @@ def k_axis(ax, ks: Sequence[int]) -> None:
     ax.set_xlim(*scale.inverted().transform([lo - pad, hi + pad]))
 
 
+def include_x(ax, xs: Sequence[float], pad: float = 0.04) -> None:
+    """Widen the x limits (never narrow them) so every position in ``xs`` lies inside, ``pad`` of the span
+    clear of the edge in the axis's own scale (points dodged around a k value can lie beyond the k axis's pad)."""
+    if not len(xs):
+        return
+    scale = ax.xaxis.get_transform()
+    (lo, hi), (x_lo, x_hi) = scale.transform(ax.get_xlim()), scale.transform([min(xs), max(xs)])
+    margin = pad * (hi - lo)
+    ax.set_xlim(*scale.inverted().transform([min(lo, x_lo - margin), max(hi, x_hi + margin)]))
+
+
 def wrap_label(name: str, width: int = 30) -> str:
     """Break a long variant name (corpora joined by "+") into lines of about ``width`` characters."""
     lines, line = [], ""
