@@ -270,3 +270,16 @@ def test_killed_shard_is_finished_by_launching_again(base: Path, reference, job_
     assert lines(out, 2)[: len(kept)] == kept  # finished trials were kept, not rerun
     assert sum(len(lines(out, i)) for i in (1, 2, 3)) == reference.planned
     assert stable(out / "trials.csv") == stable(reference.out / "trials.csv")
+
+
+def test_the_job_folder_is_private_to_the_user(tmp_path: Path) -> None:
+    """submitit's pickles run code when loaded: the folder they live in is made 0700 (one line when it cannot be)."""
+    from metalearn.util.errors import MetalearnError
+
+    private_folder = launch.private_folder
+    folder = tmp_path / "jobs"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    assert private_folder(folder) == folder and (folder.stat().st_mode & 0o777) == 0o700
+    with pytest.raises(MetalearnError, match="cannot make .* private to this user .* pickles"):
+        private_folder(tmp_path / "missing")

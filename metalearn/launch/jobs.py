@@ -129,10 +129,22 @@ def launch(cfg: ExperimentConfig, launcher: LauncherConfig, shards: int) -> Laun
     check_same_config(out, to_yaml(cfg), to_yaml(type(cfg)))
     if busy := running(out):
         raise MetalearnError(f"{out} is in use by {next(iter(busy.values()))}; wait for it to finish or stop it")
-    logs = make_folder(launcher.folder or out / "jobs", "launcher.folder")
+    logs = private_folder(make_folder(launcher.folder or out / "jobs", "launcher.folder"))
     done = Launched(cluster, {}, logs)
     (_submit_chain if done.executor == "slurm" else _run_in_order)(cfg, launcher, shards, done)
     return done
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder`` readable and writable by this user only (mode 0700): submitit's job files are pickles, and
+    unpickling runs code, so nobody else may write (or read) them. A folder this user cannot change is one line."""
+    try:
+        folder.chmod(0o700)
+    except OSError as e:
+        raise MetalearnError(f"config key 'launcher.folder': cannot make {folder} private to this user "
+                             f"({e.strerror or e}); submitit's job files are pickles that run code when loaded, so "
+                             f"they need a folder you own") from None
+    return folder
 
 
 def _cluster(executor: str) -> str:
