@@ -77,3 +77,17 @@ def test_a_variants_own_values_win_method_by_method() -> None:
     bad = _tuned(_cfg(), {"pft": {"algorithms": {"finetuned": {"lr": 0.1}}, "meta_steps": {}}})
     with pytest.raises(MetalearnError, match=r"fold 0 names unknown algorithms \['finetuned'\]"):
         apply_tuned(bad, FOLDS)
+
+
+def test_an_overlay_edited_after_tune_wrote_it_is_refused_unless_its_digest_goes(tmp_path: Path) -> None:
+    text = overlay(_cfg(), FOLDS, {})
+    assert text.rstrip().splitlines()[-1].startswith("sha256: ")
+    path = tmp_path / "tuned.yaml"
+    path.write_text(text)
+    assert len(read_overlay(path)) == 2  # as written: accepted
+    path.write_text(text.replace("'0019'", "'0018'", 1))
+    with pytest.raises(MetalearnError, match=r"tuned\.yaml: its values do not match its sha256 .* delete the sha256"):
+        read_overlay(path)
+    path.write_text("\n".join(line for line in text.replace("'0019'", "'0018'", 1).splitlines()
+                              if not line.startswith("sha256:")) + "\n")
+    assert read_overlay(path)[0].validation == ["0018", "0020"]  # by hand, without a digest: read as it is

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from metalearn.configs.preset_paths import preset_dirs
 from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
+from metalearn.run.tuned import DIGEST_KEY, overlay_digest
 from metalearn.util.errors import MetalearnError
 from metalearn.util.yaml_ids import read_yaml
 
@@ -40,9 +41,11 @@ def read_overlay(path: Path) -> list[TunedFold]:
 
     try:
         data = read_yaml(path)
-        extra = sorted(set(data) - {"tuned"})
+        extra = sorted(set(data) - {"tuned", DIGEST_KEY})
         if extra:
-            raise MetalearnError(f"tuned overlay {path}: unexpected top-level key {extra[0]!r} (expected only tuned)")
+            raise MetalearnError(f"tuned overlay {path}: unexpected top-level key {extra[0]!r} (expected tuned and "
+                                 f"{DIGEST_KEY})")
+        _check_digest(path, data)
         _check_ids(path, data.get("tuned", {}))
         merged = OmegaConf.merge(OmegaConf.structured(TunedConfig), data.get("tuned", {}))
         folds = OmegaConf.to_object(merged).folds
@@ -52,6 +55,20 @@ def read_overlay(path: Path) -> list[TunedFold]:
     if not folds:
         raise MetalearnError(f"tuned overlay {path}: no folds under tuned.folds (expected what `tune` writes)")
     return folds
+
+
+def _check_digest(path: Path, data: object) -> None:
+    """Refuse an overlay whose values no longer match the digest ``tune`` wrote beside them (an overlay without
+    one, written by hand, is read as it is)."""
+    from omegaconf import OmegaConf
+
+    if DIGEST_KEY not in data:
+        return
+    found = overlay_digest(OmegaConf.to_container(data.get("tuned", {})))
+    if found != str(data[DIGEST_KEY]):
+        raise MetalearnError(f"tuned overlay {path}: its values do not match its {DIGEST_KEY} (a value was changed "
+                             f"after `tune` wrote it); run `tune` again, or delete the {DIGEST_KEY} line to use the "
+                             f"edited values")
 
 
 def _check_ids(path: Path, tuned: object) -> None:

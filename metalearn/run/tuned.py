@@ -13,12 +13,23 @@ none) without its own entry for a method gets the fold-level one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 from metalearn.fewshot.algorithms import ALGORITHMS
 from metalearn.run.config import ExperimentConfig, TunedConfig, TunedFold
 from metalearn.run.grid import Fold
 from metalearn.run.run_folder import as_dict
 from metalearn.util.errors import MetalearnError
+
+DIGEST_KEY = "sha256"  # the overlay's top-level key holding :func:`overlay_digest` of its ``tuned`` section
+
+
+def overlay_digest(tuned: object) -> str:
+    """SHA-256 of an overlay's ``tuned`` section (plain dicts, lists and scalars) as canonical JSON: ``tune``
+    writes it beside the values, so a value edited afterwards is found when the overlay is read."""
+    text = json.dumps(tuned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def apply_tuned(cfg: ExperimentConfig, folds: list[Fold]) -> ExperimentConfig:

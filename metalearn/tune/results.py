@@ -26,11 +26,13 @@ import yaml
 
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold
+from metalearn.run.tuned import DIGEST_KEY, overlay_digest
 from metalearn.tune.journal import StudyKey, best, counted, load, study_keys, verified
 from metalearn.tune.spaces import trials_for
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 from metalearn.util.provenance import git_commit
+from metalearn.util.yaml_ids import parse_value
 
 
 @dataclass(frozen=True)
@@ -160,5 +162,8 @@ def overlay(cfg: ExperimentConfig, folds: list[Fold], pairs: dict[tuple[str, str
               f"variant and fold, commit {git_commit()}).\n# Per fold: each variant's winners under variants; the "
               f"fold-level ones apply to a variant without its own.\n# Use: python -m metalearn run --config "
               f"{cfg.name} tuned.file=<this file>\n")
-    return header + yaml.dump({"tuned": {"folds": entries}}, Dumper=_Dumper, sort_keys=False,
-                              default_flow_style=None, width=120)
+    body = yaml.dump({"tuned": {"folds": entries}}, Dumper=_Dumper, sort_keys=False, default_flow_style=None,
+                     width=120)
+    digest = overlay_digest(parse_value(body)["tuned"])  # of the values as a reader parses them back
+    return f"{header}{body}# what `tune` wrote: a run refuses the overlay when a value above no longer matches it\n" \
+           f"{DIGEST_KEY}: {digest}\n"
