@@ -5,7 +5,8 @@ layers bit-identical to the untouched model. Its hidden states up to there are t
 this computes them once per batch (:meth:`trunk`) and runs only each variant's own top layers
 (:meth:`forward_from`). The results go into each variant's ordinary cache folder, exactly where
 :func:`metalearn.features.embeddings.extract` looks, so what follows is a cache hit. Backbones without a
-trunk (the SSL families), or sharing nothing, are extracted one by one as before.
+trunk (the SSL families), or sharing nothing, are extracted one by one: they have no shared forward
+to save.
 
 :class:`TrunkCache` is the same idea across training: a backbone fine-tuned with its lower layers frozen
 computes their frame-level output once per clip; every later epoch and trial starts from it.

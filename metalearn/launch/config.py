@@ -34,7 +34,7 @@ class LauncherConfig:
     setup: list[str] = field(default_factory=list)        # shell lines before each job
     folder: str = ""                  # submitit's job files and logs ("" = {out}/jobs)
     after: str = ""                   # SLURM job id(s), a:b, the prepare job waits for (afterok): e.g. a DDP
-                                      # pre-finetuning node job submitted before (see the README)
+                                      # pre-finetuning node job submitted before (docs/clusters.md)
 
 
 def check_launcher(launcher: LauncherConfig) -> None:

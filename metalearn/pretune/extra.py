@@ -15,7 +15,8 @@ a later run whose source no longer matches (another folder, new weights) is refu
 An export carries ``sha256.json`` (:data:`MANIFEST`, written by export-variant): the SHA-256 and size of each of
 its files. It is verified before anything is recorded: a file that differs (a flipped byte), is truncated or is
 missing, or a weight file it does not list, is refused in one line naming the file, so a damaged file's hash never
-becomes the reference. An export written before manifests existed (none) is read as before.
+becomes the reference. An export without a manifest (exported by a version that wrote none) is read unchecked,
+so such exports stay usable.
 """
 
 from __future__ import annotations
@@ -132,9 +133,9 @@ def write_manifest(folder: Path) -> None:
 
 
 def verify_manifest(folder: Path, who: str) -> None:
-    """Check ``folder``'s files against its :data:`MANIFEST` (none: an export from before manifests, read as
-    before); a file that differs, is truncated or missing, or a weight file not listed is one line that starts
-    with ``who`` and names the file."""
+    """Check ``folder``'s files against its :data:`MANIFEST` (none: an export without one, read unchecked); a
+    file that differs, is truncated or missing, or a weight file not listed is one line that starts with ``who``
+    and names the file."""
     path = folder / MANIFEST
     if not path.is_file():
         log.info("%s has no %s (exported before manifests): its files are not checked", folder, MANIFEST)

@@ -7,11 +7,12 @@ rows (every column but the audio path, which moves with a checkout); the untouch
 backbone config alone. A finished folder is reused only on a match (:func:`check_fingerprint`), else one line
 names the first differing key.
 
-Accuracy: a supervised variant folder holds ``record.json`` (:func:`build_record`): the DESIGN.md
-"Pre-finetuning record" fields (variant, kind, head_layer, trainable_layers, corpora, steps, passes, seconds,
-dev_accuracy, test_accuracy, probe_dev_accuracy, probe_test_accuracy: means over corpora) and ``per_corpus``, the
-same per corpus with split sizes and the probe's L2 strength. A run collects them (:func:`variant_record`) and writes
-``pretune.json`` and ``pretune.md`` into its folder (:func:`write_pretune_report`).
+Accuracy: a supervised variant folder holds ``record.json`` (:func:`build_record`, format in docs/formats.md,
+"pretune.json, pretune.md"): the fields of :data:`FIELDS` (variant, kind, head_layer, trainable_layers, corpora,
+steps, passes, seconds, dev_accuracy, test_accuracy, probe_dev_accuracy, probe_test_accuracy: means over corpora)
+and ``per_corpus``, the same per corpus with split sizes and the probe's L2 strength. A run collects them
+(:func:`variant_record`) and writes ``pretune.json`` and ``pretune.md`` into its folder
+(:func:`write_pretune_report`).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def report_lines(records: Sequence[dict]) -> list[str]:
 
 
 def write_pretune_report(records: Sequence[dict], out_dir: str | Path) -> list[Path]:
-    """``pretune.json`` (the records, DESIGN.md's fields first, then ``per_corpus``) and ``pretune.md`` in
+    """``pretune.json`` (the records, :data:`FIELDS` first, then ``per_corpus``) and ``pretune.md`` in
     ``out_dir``; returns both paths. Records of None (no record) are skipped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

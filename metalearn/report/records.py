@@ -34,7 +34,7 @@ TRIALS = "trials.jsonl"
 TRIALS_GLOB = "trials*.jsonl"
 # Fields that differ between two runs of the same trial (wall time, the run's name).
 VOLATILE = ("seconds", "run")
-DEFAULTS = {"meta_seed": 0, "layer": "", "features_of": ""}  # fields added since: older logs and tables read so
+DEFAULTS = {"meta_seed": 0, "layer": "", "features_of": ""}  # a log or table that lacks a field reads it so
 _INT_FIELDS = ("k", "seed", "meta_seed", "n_support", "n_query", "repetition", "ways")
 _FLOAT_FIELDS = ("accuracy", "macro_f1", "weighted_f1", "uar", "seconds")
 CHECKSUM = "sha256"  # the field of a trial log line that holds the SHA-256 of its other fields
