@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
 
-from metalearn.data.synth.calibration import calibrate, lda_fit, mean_ci
+from metalearn.data.synth.calibration import calibrate, lda_fit
 from metalearn.data.synth.features import f0_track, utterance_features
-
-
-def test_mean_ci_matches_t_interval():
-    v = [0.5, 0.7, 0.6, 0.8]
-    mean, half = mean_ci(v)
-    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
-    assert mean == pytest.approx(0.65)
-    assert half == pytest.approx((hi - lo) / 2)
 
 
 def test_lda_separates_gaussian_classes():

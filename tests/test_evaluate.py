@@ -11,8 +11,8 @@ from metalearn.features.featurize import select_features
 from metalearn.fewshot.algorithms.simpleshot import SimpleShot
 from metalearn.fewshot.episodes import binary_episodes, nway_episodes
 from metalearn.fewshot.trials import RECORD_FIELDS, TrialTags, group_by_shape, run_trials
-from metalearn.report.stats import t_interval
 from metalearn.report.summary import summarize
+from metalearn.util.intervals import t_interval
 from tests.fixtures import EMOTIONS, make_rows
 
 DESIGN_FIELDS = ("run", "pretune", "algorithm", "protocol", "k", "speaker", "target_emotion", "seed", "accuracy",

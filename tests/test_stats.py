@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from metalearn.report.stats import exact_mean, holm, paired_test, paired_tests, t_interval
+from metalearn.report.stats import exact_mean, holm, paired_test, paired_tests
+from metalearn.util.intervals import t_interval
 
 
 def test_exact_mean_is_exact_and_the_same_bits_in_any_order():

@@ -28,9 +28,9 @@ from metalearn.clap.model import ClapConfig
 from metalearn.data.corpora.iemocap import OPTIONS, TYPES
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
-from metalearn.report.stats import t_interval
 from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
+from metalearn.util.intervals import t_interval
 
 NAMES = {"clip": "CLIP targets", "emo": "Emo-CLAP", "ml": "ML-GEmo-CLAP", "sl": "SL-GEmo-CLAP"}
 

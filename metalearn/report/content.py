@@ -29,9 +29,10 @@ from pathlib import Path
 
 from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import DEFAULTS, trial_key
-from metalearn.report.stats import paired_test, t_interval
+from metalearn.report.stats import paired_test
 from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
+from metalearn.util.intervals import t_interval
 from metalearn.util.jsonl_log import JsonlLog, read_jsonl
 
 QUERIES = "queries.jsonl"

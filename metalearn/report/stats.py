@@ -1,8 +1,8 @@
 """The statistics of the report, as pure functions on numbers (no records, no files).
 
 - :func:`exact_mean`: the correctly rounded mean (``math.fsum``), the same bits in any order of the values.
-- :func:`t_interval`: mean and 95% t-interval half-width over the finite values, the project's one interval (the
-  t quantile cached per df: the report computes tens of thousands of them).
+- :func:`~metalearn.util.intervals.t_interval` (defined in :mod:`metalearn.util.intervals`, the project's one
+  interval): mean and 95% t-interval half-width over the finite values.
 - :func:`paired_tests`: mean, 95% t-interval and two-sided one-sample t-test of per-speaker differences, for
   many comparisons at once (``scipy.stats.ttest_1samp`` along an axis); :func:`paired_test` for one.
 - :func:`holm`: Holm's step-down adjustment of a family of p-values (NaN p-values stay NaN, outside the family).
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from metalearn.util.intervals import t_quantile
 
 EQUAL = 1e-12  # a speaker's mean difference this small is equal: a mean of paired differences that cancel
 # exactly can round to +-1e-17, while a real one is at least 1 / (queries x episodes)
@@ -41,24 +42,6 @@ class PairedTest:
     better: int
     equal: int
     worse: int
-
-
-@functools.lru_cache(maxsize=4096)
-def t_quantile(df: int, level: float = 0.95) -> float:
-    """The two-sided Student-t critical value: t_{(1 + level) / 2, df}."""
-    return float(stats.t.ppf((1 + level) / 2, df))
-
-
-def t_interval(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
-    """(mean, 95% t half-width, n) of the finite values [n]; half-width NaN when n < 2, mean NaN when n = 0."""
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    arr = arr[np.isfinite(arr)]
-    n = int(arr.size)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(arr[0]), math.nan, 1
-    return float(arr.mean()), t_quantile(n - 1) * float(arr.std(ddof=1)) / math.sqrt(n), n
 
 
 def _tests_of_size(block: np.ndarray) -> list[PairedTest]:

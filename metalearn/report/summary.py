@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from metalearn.report.stats import exact_mean, t_interval
+from metalearn.report.stats import exact_mean
+from metalearn.util.intervals import t_interval
 
 METRICS = ("accuracy", "macro_f1", "uar", "weighted_f1")
 METRIC_LABELS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "uar": "UAR", "weighted_f1": "Weighted-F1"}

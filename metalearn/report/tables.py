@@ -25,11 +25,11 @@ from metalearn.report.compare import COMPARISON_FIELDS, comparisons, comparisons
 from metalearn.report.content import CONTENT_FIELDS, content_markdown, content_rows, read_queries
 from metalearn.report.context import learned_lines, protocol_lines
 from metalearn.report.records import read_skips, read_trials, skip_summary, skipped_only, write_trials_csv
-from metalearn.report.stats import t_interval
 from metalearn.report.summary import METRIC_LABELS, SUMMARY_FIELDS, summarize
 from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
+from metalearn.util.intervals import t_interval
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from metalearn.data.audio import load_audio
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
 from metalearn.data.synth.features import utterance_features
 from metalearn.util import markdown
+from metalearn.util.intervals import t_interval
 
 
 def lda_fit(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float = 0.2
@@ -54,14 +54,6 @@ def lda_from(means: np.ndarray, cov: np.ndarray, shrink: float) -> tuple[np.ndar
 def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-8
     return [(a - mu) / sd for a in (train, *others)]
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return float(v.mean()), float("nan")
-    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
 def _leave_one_out(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int
@@ -103,7 +95,8 @@ def _content(counts: Sequence[np.ndarray]) -> dict:
     """The content check of one k from per-speaker counts [4] (see :func:`_kshot`)."""
     shared = [c[0] / c[1] for c in counts if c[1]]
     other = [c[2] / c[3] for c in counts if c[3]]
-    return {"shared": mean_ci(shared) if shared else None, "other": mean_ci(other) if other else None,
+    return {"shared": t_interval(shared)[:2] if shared else None,
+            "other": t_interval(other)[:2] if other else None,
             "n_shared": int(sum(c[1] for c in counts)), "n_other": int(sum(c[3] for c in counts))}
 
 
@@ -137,8 +130,8 @@ def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.nda
                 content[k].append(result[1])
     report = {"chance": 1.0 / n_classes, "n_speakers": int(len(np.unique(speakers))), "repeats": repeats,
               "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
-              "speaker_independent": mean_ci(si), "speaker_normalised": mean_ci(sn),
-              "per_speaker_kshot": {str(k): mean_ci(v) for k, v in kshot.items() if v}}
+              "speaker_independent": t_interval(si)[:2], "speaker_normalised": t_interval(sn)[:2],
+              "per_speaker_kshot": {str(k): t_interval(v)[:2] for k, v in kshot.items() if v}}
     if sentences is not None:
         report["kshot_content"] = {str(k): _content(v) for k, v in content.items() if v}
     return report
