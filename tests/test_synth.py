@@ -314,9 +314,9 @@ def test_different_seed_gives_different_audio(micro: Generated, micro_preset: st
 def test_output_does_not_depend_on_the_parent_using_espeak(micro: Generated, micro_preset: str,
                                                           tmp_path: Path) -> None:
     def dirty_generate(out: Path) -> dict[str, str]:
-        from metalearn.data.synth.espeak import get_engine
+        from metalearn.data.synth.espeak import Espeak
 
-        engine = get_engine()
+        engine = Espeak()
         speak(engine, sample_voice(np.random.default_rng(1), "female"), PROTOTYPES["fear"], SENTENCE, 1)
         engine.close()
         generate(micro_preset, out, SEED)
@@ -598,9 +598,9 @@ def test_speak_maps_and_clips_the_displacement() -> None:
 # ----------------------------------------------------------------- 7. emotions are actually rendered
 
 def render_emotions(gender: str) -> dict[str, tuple[float, float, float]]:
-    from metalearn.data.synth.espeak import get_engine
+    from metalearn.data.synth.espeak import Espeak
 
-    engine = get_engine()
+    engine = Espeak()
     voice = sample_voice(np.random.default_rng(SEED), gender)
     result = {}
     try:
@@ -631,16 +631,15 @@ def test_emotions_change_pitch_rate_and_loudness(gender: str) -> None:
 # ----------------------------------------------------------------------------- 8. the espeak driver
 
 def drive_engine() -> dict:
-    from metalearn.data.synth.espeak import get_engine
+    from metalearn.data.synth.espeak import Espeak
 
-    engine = get_engine()
-    assert get_engine() is engine
+    engine = Espeak()
     home = engine.home
     existed = (home / "espeak-ng-data" / "voices" / "!v").is_dir()
     wave = engine.synth("Hello there, how are you today?", rate=175, volume=100, pitch=50, range_=50)
     engine.close()
-    after = get_engine()  # close() drops the singleton: the next call starts a new engine
-    renewed = after is not engine and after.home != home
+    after = Espeak()  # a new engine: its own private copy of the library and data folder
+    renewed = after.home != home
     after.close()
     return {"home": str(home), "existed": existed, "exists_after": home.exists(), "renewed": renewed,
             "renewed_removed": not after.home.exists(), "dtype": str(wave.dtype), "size": int(wave.size),

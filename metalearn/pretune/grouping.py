@@ -11,7 +11,7 @@ test, so model selection never rewards remembering a sentence. Pure functions ov
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -81,11 +81,6 @@ def speakers_in_several(parts: dict[str, Sequence[Utterance]]) -> int:
         for u in rows:
             seen[u.speaker].add(name)
     return sum(1 for where in seen.values() if len(where) > 1)
-
-
-def group_counts(rows: Sequence[Utterance]) -> Counter[str]:
-    """group -> clips, for logs."""
-    return Counter(group_of(u) for u in rows)
 
 
 def grouping_for(rows: Sequence[Utterance]) -> tuple[Callable[[Utterance], str] | None, str]:

@@ -11,7 +11,6 @@ rendered emotion gets exact pitch, formant, breathiness, roughness and flutter v
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import os
 import shutil
@@ -91,8 +90,6 @@ class Espeak:
         self.lib.espeak_Terminate()
         _ctypes.dlclose(self.lib._handle)
         shutil.rmtree(self.home, ignore_errors=True)
-        if _ENGINE is self:
-            _set_engine(None)
 
     def seed(self, seed: int) -> None:
         """Seed espeak-ng's noise generator (breathiness) so a rendering is reproducible.
@@ -117,28 +114,3 @@ class Espeak:
         if not self._chunks:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self._chunks)
-
-
-_ENGINE: Espeak | None = None
-
-
-def get_engine() -> Espeak:
-    """The process's engine (created on first use; closed at exit if nobody closed it)."""
-    if _ENGINE is None or _ENGINE_PID != os.getpid():
-        _set_engine(Espeak())
-        atexit.register(_close_at_exit)
-    assert _ENGINE is not None
-    return _ENGINE
-
-
-_ENGINE_PID = -1
-
-
-def _close_at_exit() -> None:
-    if _ENGINE is not None and _ENGINE_PID == os.getpid():
-        _ENGINE.close()
-
-
-def _set_engine(engine: Espeak | None) -> None:
-    global _ENGINE, _ENGINE_PID
-    _ENGINE, _ENGINE_PID = engine, os.getpid()
