@@ -62,6 +62,7 @@ def test_complete_run_writes_everything(reference) -> None:
     records = read_trials(out)
     assert len({trial_key(r) for r in records}) == len(records) == reference.planned
     assert {r["algorithm"] for r in records} == set(ALGORITHMS) and {r["seed"] for r in records} == {0, 1}
+    assert all(str(r["layer"]) for r in records)  # every trial record says which feature it read
     assert json.loads((out / "run.json").read_text())["git_commit"]
     with open(out / "summary.csv", newline="") as f:
         assert sum(int(r["n_trials"]) for r in csv.DictReader(f)) == len(records)
