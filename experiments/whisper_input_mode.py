@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.data.manifest import read_manifest
-from metalearn.data.synth.calibration import calibrate
+from metalearn.data.synth.calibration import CalibrationData, calibrate
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
 
@@ -45,7 +45,7 @@ def score(values: np.ndarray, rows) -> dict:
     spk, split = np.array([u.speaker for u in rows]), np.array([u.split for u in rows])
     per_layer = {}
     for layer in range(values.shape[1]):
-        r = calibrate(values[:, layer], y, spk, split, ks=(1, 5), repeats=10)
+        r = calibrate(CalibrationData(values[:, layer], y, spk, split), ks=(1, 5), repeats=10)
         per_layer[layer] = {"speaker_independent": r["speaker_independent"][0],
                             "kshot_1": r["per_speaker_kshot"]["1"][0], "kshot_5": r["per_speaker_kshot"]["5"][0]}
     return per_layer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metalearn.data.synth.calibration import calibrate, lda_fit
+from metalearn.data.synth.calibration import CalibrationData, calibrate, lda_fit
 from metalearn.data.synth.features import f0_track, utterance_features
 
 
@@ -36,7 +36,7 @@ def _speaker_styled(idiosyncrasy: float, seed: int = 0):
 
 def test_calibration_detects_speaker_specific_styles():
     x, y, spk, split = _speaker_styled(idiosyncrasy=1.5)
-    report = calibrate(x, y, spk, split, ks=(1, 5), repeats=5)
+    report = calibrate(CalibrationData(x, y, spk, split), ks=(1, 5), repeats=5)
     si = report["speaker_independent"][0]
     k5 = report["per_speaker_kshot"]["5"][0]
     assert report["n_speakers"] == 6 and report["chance"] == pytest.approx(1 / 3)
@@ -45,7 +45,7 @@ def test_calibration_detects_speaker_specific_styles():
 
 def test_calibration_without_styles_needs_no_adaptation():
     x, y, spk, split = _speaker_styled(idiosyncrasy=0.0)
-    report = calibrate(x, y, spk, split, ks=(5,), repeats=5)
+    report = calibrate(CalibrationData(x, y, spk, split), ks=(5,), repeats=5)
     assert report["speaker_normalised"][0] > 0.9
     assert report["per_speaker_kshot"]["5"][0] < report["speaker_normalised"][0] + 0.05
 
@@ -53,7 +53,7 @@ def test_calibration_without_styles_needs_no_adaptation():
 def test_kshot_skipped_when_too_few_examples():
     """12 train utterances per speaker and class: k = 5 is scored, k = 50 cannot be drawn and is left out."""
     x, y, spk, split = _speaker_styled(idiosyncrasy=1.0)
-    report = calibrate(x, y, spk, split, ks=(5, 50), repeats=2)
+    report = calibrate(CalibrationData(x, y, spk, split), ks=(5, 50), repeats=2)
     assert report["n_speakers"] == 6 and report["n_test_utterances"] == 6 * 3 * 8
     assert "50" not in report["per_speaker_kshot"]
     assert list(report["per_speaker_kshot"]) == ["5"], report  # the k that can be drawn is there
@@ -89,15 +89,16 @@ def _sentences_said(content: float, seed: int = 0):
 
 def test_kshot_content_check_splits_scored_utterances_by_sentence():
     x, y, spk, split, sentences = _sentences_said(content=3.0)
-    report = calibrate(x, y, spk, split, ks=(1, 3), repeats=5, sentences=sentences)
-    assert "kshot_content" not in calibrate(x, y, spk, split, ks=(1,), repeats=2)
+    report = calibrate(CalibrationData(x, y, spk, split, sentences), ks=(1, 3), repeats=5)
+    assert "kshot_content" not in calibrate(CalibrationData(x, y, spk, split), ks=(1,), repeats=2)
     for k in ("1", "3"):
         c = report["kshot_content"][k]
         # 3 emotions say an example's sentence: the content-dominated feature sends the 2 others to the
         # example's class, so shared-sentence utterances score far below chance, the others above them
         assert c["n_shared"] > 0 and c["n_other"] > 0
         assert c["shared"][0] < report["chance"] - 0.1 and c["other"][0] > c["shared"][0] + 0.2, c
-    assert report["per_speaker_kshot"] == calibrate(x, y, spk, split, ks=(1, 3), repeats=5)["per_speaker_kshot"]
+    without = calibrate(CalibrationData(x, y, spk, split), ks=(1, 3), repeats=5)
+    assert report["per_speaker_kshot"] == without["per_speaker_kshot"]
 
 
 def test_kshot_examples_are_never_scored():
@@ -105,6 +106,7 @@ def test_kshot_examples_are_never_scored():
     rng = np.random.default_rng(0)
     y = np.tile(np.repeat(np.arange(3), 4), 8)
     spk = np.repeat([f"s{s}" for s in range(8)], 12)
-    report = calibrate(rng.normal(size=(96, 30)), y, spk, np.array([""] * 96), ks=(1, 3), repeats=20)
+    report = calibrate(CalibrationData(rng.normal(size=(96, 30)), y, spk, np.array([""] * 96)), ks=(1, 3),
+                       repeats=20)
     for k in ("1", "3"):
         assert abs(report["per_speaker_kshot"][k][0] - 1 / 3) < 0.1, report

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,34 @@ from metalearn.data.sentences import sentence_key
 from metalearn.data.synth.features import utterance_features
 from metalearn.util import markdown
 from metalearn.util.intervals import t_interval
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """What :func:`calibrate` reads, one entry per utterance [N]: features ``x`` [N, D], labels ``y`` [N] in
+    0..C-1, ``speakers`` [N], ``splits`` [N] ("train", "test", or "" for a corpus without splits) and, for the
+    content check, ``sentences`` [N] (sentence keys; None: no check)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    speakers: np.ndarray
+    splits: np.ndarray
+    sentences: np.ndarray | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.y.max()) + 1
+
+    def scored(self, speaker: str) -> np.ndarray:
+        """Mask [N] of ``speaker``'s utterances every classifier is scored on: its test split, or all of them."""
+        return (self.speakers == speaker) & ((self.splits == "test") | (self.splits == ""))
+
+    def examples(self, speaker: str) -> np.ndarray:
+        """Mask [N] of the utterances k-shot examples of ``speaker`` are drawn from: its train split, or (a
+        corpus without splits) the scored ones, of which the drawn examples are then left unscored."""
+        if (self.splits == "train").any():
+            return (self.speakers == speaker) & (self.splits == "train")
+        return self.scored(speaker)
 
 
 def lda_fit(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float = 0.2
@@ -64,12 +93,13 @@ def _leave_one_out(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
     return float(np.mean(np.argmax(xte @ w + b, axis=1) == y[test]))
 
 
-def _kshot(x: np.ndarray, y: np.ndarray, others: np.ndarray, pool: np.ndarray, test: np.ndarray,
-           n_classes: int, k: int, repeats: int, rng: np.random.Generator, sentences: np.ndarray | None = None
+def _kshot(data: CalibrationData, speaker: str, k: int, repeats: int, rng: np.random.Generator
            ) -> tuple[float, np.ndarray] | None:
-    """(mean accuracy over ``repeats`` draws of k examples per class from ``pool``, counts [4]); None if too
+    """(mean accuracy of ``speaker`` over ``repeats`` draws of k examples per class, counts [4]); None if too
     few. The drawn examples are not scored. Counts, over the draws: right and all scored utterances whose
-    sentence (``sentences`` [N]) a drawn example says, then right and all of the others (zeros without)."""
+    sentence a drawn example says, then right and all of the others (zeros without ``data.sentences``)."""
+    x, y, sentences, n_classes = data.x, data.y, data.sentences, data.n_classes
+    others, pool, test = data.speakers != speaker, data.examples(speaker), data.scored(speaker)
     candidates = [np.flatnonzero(pool & (y == c)) for c in range(n_classes)]
     if min(len(c) for c in candidates) < k:
         return None
@@ -100,31 +130,26 @@ def _content(counts: Sequence[np.ndarray]) -> dict:
             "n_shared": int(sum(c[1] for c in counts)), "n_other": int(sum(c[3] for c in counts))}
 
 
-def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.ndarray,
-              ks: Sequence[int] = (1, 5, 10), repeats: int = 20, seed: int = 0,
-              sentences: np.ndarray | None = None) -> dict:
-    """Accuracies of the three classifiers; ``x`` [N, D], ``y`` [N] ints, ``speakers``, ``splits`` [N].
+def calibrate(data: CalibrationData, ks: Sequence[int] = (1, 5, 10), repeats: int = 20, seed: int = 0) -> dict:
+    """Accuracies of the three classifiers on ``data``.
 
     Each entry is (mean over speakers, 95% CI half-width); k-shot accuracies are first averaged
-    over ``repeats`` draws per speaker. With ``sentences`` [N] (sentence keys), ``kshot_content`` holds per k
+    over ``repeats`` draws per speaker. With ``data.sentences``, ``kshot_content`` holds per k
     the content check of the k-shot baseline (module docstring): ``shared`` and ``other`` (mean, CI) or
     None when no scored utterance is of that kind, and their counts ``n_shared``, ``n_other``.
     """
-    n_classes = int(y.max()) + 1
+    x, y, speakers, splits, n_classes = data.x, data.y, data.speakers, data.splits, data.n_classes
     rng = np.random.default_rng(seed)
     normed = x.copy()
     for s in np.unique(speakers):
         normed[speakers == s] = _standardise(x[speakers == s])[0]
-    has_train = (splits == "train").any()
     si, sn, kshot, content = [], [], {k: [] for k in ks}, {k: [] for k in ks}
     for s in np.unique(speakers):
-        test = (speakers == s) & ((splits == "test") | (splits == ""))
-        others = speakers != s
+        test, others = data.scored(s), speakers != s
         si.append(_leave_one_out(x, y, others, test, n_classes))
         sn.append(_leave_one_out(normed, y, others, test, n_classes))
-        pool = (speakers == s) & (splits == "train") if has_train else test
         for k in ks:
-            result = _kshot(x, y, others, pool, test, n_classes, k, repeats, rng, sentences)
+            result = _kshot(data, s, k, repeats, rng)
             if result is not None:
                 kshot[k].append(result[0])
                 content[k].append(result[1])
@@ -132,7 +157,7 @@ def calibrate(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, splits: np.nda
               "n_test_utterances": int(np.sum((splits == "test") | (splits == ""))),
               "speaker_independent": t_interval(si)[:2], "speaker_normalised": t_interval(sn)[:2],
               "per_speaker_kshot": {str(k): t_interval(v)[:2] for k, v in kshot.items() if v}}
-    if sentences is not None:
+    if data.sentences is not None:
         report["kshot_content"] = {str(k): _content(v) for k, v in content.items() if v}
     return report
 
@@ -143,7 +168,7 @@ def calibrate_manifest(rows: Sequence[Utterance], seed: int = 0) -> dict:
     x = np.stack([utterance_features(load_audio(u.path)) for u in rows])
     y = np.array([emotions.index(u.emotion) for u in rows])
     speakers, splits = np.array([u.speaker for u in rows]), np.array([u.split for u in rows])
-    report = calibrate(x, y, speakers, splits, seed=seed, sentences=np.array([sentence_key(u) for u in rows]))
+    report = calibrate(CalibrationData(x, y, speakers, splits, np.array([sentence_key(u) for u in rows])), seed=seed)
     report["emotions"] = emotions
     return report
 
