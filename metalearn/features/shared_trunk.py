@@ -18,6 +18,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from metalearn.features.backbones.pooling import masked_mean
 from metalearn.features.backbones.whisper import Trunk
 from metalearn.features.embeddings import (
     EmbeddingConfig,
+    ShardStore,
     cache_store,
     file_identity,
     plan_batches,
@@ -82,34 +84,47 @@ def fill_caches(rows: Sequence[Utterance], backbones: Sequence[SpeechBackbone], 
     durations = [min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in todo]
     batches = [[todo[j] for j in b] for b in plan_batches(durations, cfg.batch_seconds, cfg.max_batch)]
     dtype = np.float16 if cfg.storage == "float16" else np.float32
+    shared = _SharedPass(backbones, stores, tables, depth, device, cfg.precision, dtype)
     log.info("embedding %d clips with %d variants sharing %d frozen layers", len(todo), len(backbones), depth)
     with progress(float(sum(durations)), f"embeddings x{len(backbones)} (shared trunk)", "s",
                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
         for kept, waves, bad in prefetch_audio(rows, batches, cfg.max_seconds, cfg.prefetch):
             if kept:
-                _one_batch(backbones, stores, tables, [identities[i] for i in kept], waves, depth, device,
-                           cfg.precision, dtype)
+                _one_batch(shared, [identities[i] for i in kept], waves)
             step = sum(min(rows[i].duration_s, cfg.max_seconds or np.inf) for i in kept + [i for i, _ in bad])
             bar.update(min(step, bar.total - bar.n))  # float sums in another order may overshoot
     return True
 
 
+@dataclass(frozen=True)
+class _SharedPass:
+    """One extraction shared by V variants: their ``backbones`` [V], cache ``stores`` [V] and the identities each
+    store already holds (``tables`` [V], updated as shards are written); the ``depth`` frozen layers they share,
+    run on ``device`` at ``precision``; embeddings stored as ``dtype``."""
+
+    backbones: Sequence[SpeechBackbone]
+    stores: list[ShardStore]
+    tables: list[set[str]]
+    depth: int
+    device: torch.device
+    precision: str
+    dtype: type
+
+
 @torch.inference_mode()
-def _one_batch(backbones, stores, tables, idents: list[str], waves: list[torch.Tensor], depth: int,
-               device: torch.device, precision: str, dtype: type) -> None:
+def _one_batch(shared: _SharedPass, idents: list[str], waves: list[torch.Tensor]) -> None:
     """One padded batch: the shared trunk once, then each variant's own layers; one shard per variant."""
     batch, lengths = pad_batch(waves)
-    with autocast(device, precision):
-        trunk = backbones[0].trunk(batch.to(device), lengths.to(device), depth)
-        for backbone, store, table in zip(backbones, stores, tables, strict=True):
+    with autocast(shared.device, shared.precision):
+        trunk = shared.backbones[0].trunk(batch.to(shared.device), lengths.to(shared.device), shared.depth)
+        for backbone, store, table in zip(shared.backbones, shared.stores, shared.tables, strict=True):
             need = [j for j, ident in enumerate(idents) if ident not in table]
             if not need:
                 continue
-            out = backbone.forward_from(trunk, depth)
+            out = backbone.forward_from(trunk, shared.depth)
             pooled = pooled_states(out)
-            store.append([idents[j] for j in need], pooled[need].astype(dtype))
+            store.append([idents[j] for j in need], pooled[need].astype(shared.dtype))
             table.update(idents[j] for j in need)
-
 
 
 def caches_trunk(backbone: SpeechBackbone) -> bool:
