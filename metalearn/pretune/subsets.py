@@ -18,6 +18,7 @@ silently different weights. Each file is hashed once per process (keyed by path,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -35,10 +36,9 @@ from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_b
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
 from metalearn.pretune.distributed import barrier, from_main, is_main, world
-from metalearn.pretune.fit import HEADS, WEIGHTS  # noqa: F401 - HEADS is part of this module's interface
-from metalearn.pretune.fit import train_variant as fit_variant
+from metalearn.pretune.fit import HEADS, WEIGHTS, train_variant  # noqa: F401 - HEADS is this module's interface too
 from metalearn.pretune.records import check_fingerprint, variant_fingerprint
-from metalearn.pretune.train import TrainResult, jsonable
+from metalearn.pretune.train import jsonable
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import sha256_file, write_json
 
@@ -95,17 +95,6 @@ def _variant_config(subset: tuple[str, ...], cfg: PretuneConfig, backbone_cfg: B
             "fingerprint": fingerprint}
 
 
-def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], folder: Path, cfg: PretuneConfig,
-                  backbone_cfg: BackboneConfig, device: torch.device, fingerprint: dict,
-                  build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
-    """Pre-finetune a fresh backbone on ``subset`` into ``folder`` (:func:`metalearn.pretune.fit.train_variant`);
-    ``fingerprint`` (:func:`variant_fingerprint` of the corpora's manifest rows) goes into its config.json."""
-    config = _variant_config(subset, cfg, backbone_cfg, splits, fingerprint)
-    name = variant_name(subset)
-    return fit_variant(subset, splits, folder, cfg, backbone_cfg, device, config,
-                       lambda files: write_done(folder, name, files), build)
-
-
 def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
     """The untouched backbone: a config pointing at its source, no weights."""
     if is_main():
@@ -151,7 +140,9 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
             status[name] = "written"
         else:
             log.info("%s: training into %s", name, folder)
-            train_variant(subset, splits, folder, cfg, backbone_cfg, device, wanted[name], build)
+            config = _variant_config(subset, cfg, backbone_cfg, splits, wanted[name])  # its config.json
+            train_variant(subset, splits, folder, cfg, backbone_cfg, device, config,
+                          functools.partial(write_done, folder, name), build)
             status[name] = "trained"
     return status
 
