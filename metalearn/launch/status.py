@@ -109,7 +109,7 @@ def run_status(cfg: ExperimentConfig, shards: int | None = None) -> RunStatus:
         _shards(shards, out, launch)
         return RunStatus(out, cfg.name, [], str(e), list(running(out).values()), launch)
     write_plan(out, units)
-    return counted(out, cfg.name, [[u.trial_key(e) for e in u.episodes] for u in units], shards)
+    return status_of_plan(out, cfg.name, [[u.trial_key(e) for e in u.episodes] for u in units], shards)
 
 
 def folder_status(run_dir: str | Path, shards: int | None = None) -> RunStatus | None:
@@ -126,7 +126,7 @@ def folder_status(run_dir: str | Path, shards: int | None = None) -> RunStatus |
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     name = saved.get("name") if isinstance(saved, dict) else None
-    return counted(out, str(name or out.name), units, shards)
+    return status_of_plan(out, str(name or out.name), units, shards)
 
 
 def _shards(shards: int | None, out: Path, launch: dict | None) -> int:
@@ -136,7 +136,7 @@ def _shards(shards: int | None, out: Path, launch: dict | None) -> int:
     return count
 
 
-def counted(out: Path, name: str, units: list[list[TrialKey]], shards: int | None) -> RunStatus:
+def status_of_plan(out: Path, name: str, units: list[list[TrialKey]], shards: int | None) -> RunStatus:
     """The status of run folder ``out`` whose plan is ``units`` (each unit's trial keys, in plan order)."""
     from metalearn.report.records import read_logs, read_skips, trial_key
 
