@@ -77,6 +77,8 @@ class AutogradFinetune(Finetune):
     """Linear-head fine-tuning as the engine ran it before finetune_fast: vmap(grad) and the batched Adam step
     on batches standardised up front (``finetune.fit_heads_autograd``), for the before/after ratio."""
 
+    reads_rows = False  # it reads gathered batches, as the engine gave them before
+
     def fit(self, support_x, support_y, query_x, ways, val_x=None, val_y=None):  # noqa: ANN001, ANN201
         mean, scale = support_standardizer(support_x, support_y, self.cfg.standardize)
         init = self.initial_heads(support_x.shape[0], ways, mean, scale, support_x.dtype)

@@ -8,13 +8,14 @@ only, over rows described by a ``TaskRows``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from metalearn.fewshot.algorithms.rows import RowIndex
 from metalearn.fewshot.episodes import DISJOINT, PROTOCOLS, Episode
 from metalearn.util.errors import MetalearnError
 
@@ -34,11 +35,14 @@ def _pad(groups: list[tuple[str, ...]], labels: list[tuple[int, ...]], index_of:
     return idx, y, y >= 0
 
 
-def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor) -> dict[str, Tensor]:
+def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor, lazy: Collection[str] = ()
+                    ) -> dict[str, Tensor | RowIndex]:
     """Batch tensors for episodes of one shape (same support size and number of classes), on ``x``'s device.
 
     Returns support_x [E, S, D], support_y [E, S]; query_x [E, Qmax, D], query_y [E, Qmax] (-1 = padding),
     query_mask [E, Qmax] bool; val_x [E, Vmax, D], val_y, val_mask likewise (Vmax may be 0). Padded rows are 0.
+    ``lazy``: the parts ("query", "val") whose rows are returned as a :class:`RowIndex` into ``x`` instead
+    (the same values, gathered by the reader).
     """
     if not episodes:
         raise MetalearnError("episode_tensors: no episodes")
@@ -46,16 +50,15 @@ def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Te
     if len(shapes) > 1:
         raise MetalearnError(f"episode_tensors: episodes mix (support size, classes) shapes {sorted(shapes)}")
     ids = [e.episode_id for e in episodes]
-    out: dict[str, Tensor] = {}
+    out: dict[str, Tensor | RowIndex] = {}
     for name, attr in (("support", "support"), ("query", "query"), ("val", "validation")):
         idx, y, mask = _pad([getattr(e, attr) for e in episodes], [getattr(e, f"{attr}_labels") for e in episodes],
                             index_of, ids)
-        idx, y, mask = idx.to(x.device), y.to(x.device), mask.to(x.device)
-        rows = x.index_select(0, idx.reshape(-1)).view(*idx.shape, x.shape[-1])  # one pass, one buffer (2x faster)
-        out[f"{name}_x"] = rows if bool(mask.all()) else rows.masked_fill_(~mask[..., None], 0)
-        out[f"{name}_y"] = y
+        rows = RowIndex(x, idx.to(x.device), mask.to(x.device))
+        out[f"{name}_x"] = rows if name in lazy else rows.dense()  # dense: one pass, one buffer (2x faster)
+        out[f"{name}_y"] = y.to(x.device)
         if name != "support":
-            out[f"{name}_mask"] = mask
+            out[f"{name}_mask"] = rows.mask
     return out
 
 

@@ -62,12 +62,15 @@ def group_by_shape(episodes: Iterable[Episode], chunk: int) -> list[list[Episode
     return [g[i : i + chunk] for key in sorted(groups) for g in [groups[key]] for i in range(0, len(g), chunk)]
 
 
-def episode_batch(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor) -> EpisodeBatch:
-    """The batch an adapter scores: episodes of one shape with their tensors gathered from ``x`` [N, D]."""
+def episode_batch(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor, reads_rows: bool = False
+                  ) -> EpisodeBatch:
+    """The batch an adapter scores: episodes of one shape with their tensors gathered from ``x`` [N, D];
+    ``reads_rows``: the validation and query rows as :class:`~metalearn.fewshot.algorithms.rows.RowIndex` es
+    (for an adapter that declares it gathers them itself)."""
     from metalearn.fewshot.algorithms.base import EpisodeBatch
     from metalearn.fewshot.tasks import episode_tensors
 
-    t = episode_tensors(episodes, index_of, x)
+    t = episode_tensors(episodes, index_of, x, lazy=("query", "val") if reads_rows else ())
     has_val = t["val_x"].shape[1] > 0
     return EpisodeBatch(episodes, len(episodes[0].classes), t["support_y"], t["query_y"], t["query_mask"],
                         t["support_x"], t["query_x"], t["val_x"] if has_val else None,
@@ -104,7 +107,7 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
     records = []
     for group in group_by_shape(episodes, chunk):
         start = time.perf_counter()
-        batch = episode_batch(group, index_of, x)
+        batch = episode_batch(group, index_of, x, reads_rows=getattr(adapter, "reads_rows", False))
         logits = adapter.score(batch).detach()
         scores = episode_metrics(logits, batch.query_y, batch.query_mask)
         hits = (logits.argmax(-1) == batch.query_y).tolist() if per_query else None  # [E][Qmax], padding False

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from torch import Tensor
 
 from metalearn.fewshot.algorithms.functional import Params
+from metalearn.fewshot.algorithms.rows import RowIndex
 
 
 class TaskSampler(Protocol):
@@ -79,7 +80,9 @@ class EpisodeBatch:
 
     support_x [E, S, D], support_y [E, S], query_x [E, Q, D], query_y [E, Q] (-1 = padding),
     query_mask [E, Q]; val_x [E, V, D] and val_y [E, V] or None. The ``*_x`` tensors are None for methods
-    whose ``inputs`` are audio: they read the clips of ``episodes`` themselves.
+    whose ``inputs`` are audio: they read the clips of ``episodes`` themselves. For a method that declares
+    ``reads_rows``, query_x and val_x are :class:`~metalearn.fewshot.algorithms.rows.RowIndex` es (the same
+    rows, gathered as the method reads them).
     """
 
     episodes: Sequence[Any]
@@ -88,8 +91,8 @@ class EpisodeBatch:
     query_y: Tensor
     query_mask: Tensor
     support_x: Tensor | None = None
-    query_x: Tensor | None = None
-    val_x: Tensor | None = None
+    query_x: Tensor | RowIndex | None = None
+    val_x: Tensor | RowIndex | None = None
     val_y: Tensor | None = None
 
 
@@ -126,6 +129,7 @@ class AdapterBase:
     per_episode: ClassVar[bool] = False     # slow: the grid gives it one episode per unit (a kill loses one)
     trains_on: ClassVar[str] = "tasks"      # what meta_train samples: "tasks" (episodes) or "labels" (labelled clips)
     zero_point: ClassVar[bool] = False      # also scored with no support at all, as its k = 0 point (transfer)
+    reads_rows: bool = False                # True: query_x and val_x arrive as RowIndexes (it gathers them itself)
     options_like: ClassVar[str] = ""        # an algorithm whose fold-tuned values this one takes, under its own
                                             # tuned values (its config has that algorithm's fields)
 

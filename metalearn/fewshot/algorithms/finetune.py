@@ -51,6 +51,7 @@ from metalearn.fewshot.algorithms.functional import (
     linear_logits,
 )
 from metalearn.fewshot.algorithms.heads import head_forward, init_head, layer_indices
+from metalearn.fewshot.algorithms.rows import RowIndex, dense
 from metalearn.util.devices import resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import macro_f1
@@ -245,18 +246,25 @@ class Finetune(AdapterBase):
             raise MetalearnError(f"{self.name}: head {self.cfg.head!r}: expected one of {', '.join(HEADS)}"
                                  + (" (a prompt prior is a linear head)" if self.needs_prior else ""))
 
+    @property
+    def reads_rows(self) -> bool:
+        """The linear fast path gathers validation and query rows itself, a cache-sized chunk at a time."""
+        return self.cfg.vectorized and self.cfg.head == "linear"
+
     def meta_train(self, sampler: TaskSampler, steps: int) -> None:
         """Nothing to learn across speakers."""
 
-    def fit(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int,
-            val_x: Tensor | None = None, val_y: Tensor | None = None) -> FitResult:
-        """Standardise on the support set, then train the heads (shapes as in ``predict``)."""
+    def fit(self, support_x: Tensor, support_y: Tensor, query_x: Tensor | RowIndex, ways: int,
+            val_x: Tensor | RowIndex | None = None, val_y: Tensor | None = None) -> FitResult:
+        """Standardise on the support set, then train the heads (shapes as in ``predict``; query_x and val_x
+        may be :class:`RowIndex` es)."""
         sx, sy, qx = support_x.to(self.device), support_y.to(self.device), query_x.to(self.device)
         mean, scale = support_standardizer(sx, sy, self.cfg.standardize)
         init = self.initial_heads(sx.shape[0], ways, mean, scale, sx.dtype)
         if self.cfg.vectorized and "weight" in init:  # standardised a chunk at a time, in cache
             val = (None, None) if val_x is None or val_y is None else (val_x.to(self.device), val_y.to(self.device))
             return FitResult(*fit_linear_heads(FitInputs(sx, sy, qx, *val), ways, self.cfg, init, (mean, scale)))
+        qx, val_x = dense(qx), dense(val_x)
         vx = None if val_x is None else (val_x.to(self.device) - mean) / scale
         vy = None if val_y is None else val_y.to(self.device)
         fit = fit_heads if self.cfg.vectorized else fit_heads_loop

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from metalearn.fewshot.algorithms.finetune_config import FinetuneConfig
 from metalearn.fewshot.algorithms.functional import Params, masked_one_hot
+from metalearn.fewshot.algorithms.rows import RowIndex
 from metalearn.util.metrics import macro_f1
 
 ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
@@ -39,12 +40,13 @@ Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows becom
 @dataclass(frozen=True)
 class FitInputs:
     """The rows one batch of head fits reads: support_x [E, S, D], support_y [E, S] (< 0: padding), query_x
-    [E, Q, D]; for model selection val_x [E, V, D] and val_y [E, V] (-1 = padding; None: no selection)."""
+    [E, Q, D]; for model selection val_x [E, V, D] and val_y [E, V] (-1 = padding; None: no selection). query_x
+    and val_x may be :class:`RowIndex` es for :func:`fit_linear_heads` (gathered a chunk at a time)."""
 
     support_x: Tensor
     support_y: Tensor
-    query_x: Tensor
-    val_x: Tensor | None = None
+    query_x: Tensor | RowIndex
+    val_x: Tensor | RowIndex | None = None
     val_y: Tensor | None = None
 
 
@@ -88,13 +90,20 @@ def fit_linear_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Para
 class _Rows:
     """Rows x[i:i + n] [n, N, D] standardised as ``(x - mean) / scale`` (the two roundings of ``Finetune.fit``)
     into one buffer reused chunk after chunk: a fresh multi-MiB tensor per chunk cost more in page faults than
-    the arithmetic. The rows returned are overwritten by the next call."""
+    the arithmetic. Rows given as a :class:`RowIndex` are gathered into the buffer first, so they are
+    standardised while in cache. The rows returned are overwritten by the next call."""
 
     def __init__(self, standardizer: Standardizer | None, floats: int, like: Tensor) -> None:
         self.standardizer = standardizer
-        self.buffer = like.new_empty(floats if standardizer is not None else 0)
+        self.buffer = like.new_empty(floats)
 
-    def __call__(self, x: Tensor, i: int, n: int) -> Tensor:
+    def __call__(self, x: Tensor | RowIndex, i: int, n: int) -> Tensor:
+        if isinstance(x, RowIndex):
+            rows = x.take(i, n, out=self.buffer)
+            if self.standardizer is None:
+                return rows
+            mean, scale = (t[i:i + n] for t in self.standardizer)
+            return rows.sub_(mean).div_(scale)
         if self.standardizer is None:
             return x[i:i + n]
         mean, scale = (t[i:i + n] for t in self.standardizer)
@@ -139,7 +148,7 @@ def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor
     return saved
 
 
-def _scored(pt: Tensor, x: Tensor, rows: _Rows, first: int) -> Tensor:
+def _scored(pt: Tensor, x: Tensor | RowIndex, rows: _Rows, first: int) -> Tensor:
     """Logits [e, N, W] of rows x[first:first + e] under heads pt = [weight; bias]^T [e, H, D + 1] (H = W, or
     C x W for every checkpoint at once), standardised and multiplied a scoring chunk at a time."""
     d, size = x.shape[-1], max(1, SCORE_ROWS // max(x.shape[1], 1))
@@ -150,7 +159,7 @@ def _scored(pt: Tensor, x: Tensor, rows: _Rows, first: int) -> Tensor:
     return torch.cat(out)
 
 
-def _select(saved: Tensor, val_x: Tensor, val_y: Tensor, ways: int, rows: _Rows, first: int) -> Tensor:
+def _select(saved: Tensor, val_x: Tensor | RowIndex, val_y: Tensor, ways: int, rows: _Rows, first: int) -> Tensor:
     """Each episode's checkpoint [e] (an index into ``saved`` [e, C, W, D + 1]) of best validation macro-F1: the
     earliest best, as a strictly-better running choice keeps; the last (the final head) where no F1 is defined
     (no real validation row), as the sequential rule returns."""

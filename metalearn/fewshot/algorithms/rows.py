@@ -1,0 +1,58 @@
+"""Rows of a feature table taken per episode by index, gathered a slice of episodes at a time by their reader.
+
+An episode batch's validation and query rows are a few hundred rows per episode, the same rows for every
+episode of one speaker; gathered for the whole batch up front they are the batch's largest tensors (written
+once, read once, from memory). A method that reads them a cache-sized slice at a time (fine-tuning's fast
+path) declares ``reads_rows`` and receives a :class:`RowIndex` instead: the same values, gathered into its own
+reused buffer just before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """Episode rows ``table[index[e]]`` [E, R, D], padding (``mask`` False) read as zeros.
+
+    table [N, D]; index [E, R] long; mask [E, R] bool. ``take`` gives the rows of a slice of episodes, equal
+    to the slice of the fully gathered tensor (:meth:`dense`)."""
+
+    table: Tensor
+    index: Tensor
+    mask: Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        """[E, R, D], as the gathered tensor's."""
+        return torch.Size((*self.index.shape, self.table.shape[-1]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.table.device
+
+    def take(self, first: int, n: int, out: Tensor | None = None) -> Tensor:
+        """Rows of episodes first .. first + n - 1 [n', R, D] (n' = n but not past E), written into ``out`` (a
+        contiguous buffer of at least n' x R x D floats) when given."""
+        idx, mask = self.index[first:first + n], self.mask[first:first + n]
+        shape = (*idx.shape, self.table.shape[-1])
+        buffer = None if out is None else out[:idx.numel() * shape[-1]].view(-1, shape[-1])
+        rows = torch.index_select(self.table, 0, idx.reshape(-1), out=buffer).view(shape)
+        return rows if bool(mask.all()) else rows.masked_fill_(~mask[..., None], 0)
+
+    def dense(self) -> Tensor:
+        """Every episode's rows [E, R, D] in one tensor."""
+        return self.take(0, self.index.shape[0])
+
+    def to(self, device: torch.device | str) -> RowIndex | Tensor:
+        """Itself on its own device; elsewhere the gathered rows moved there (the table stays where it is)."""
+        return self if torch.device(device) == self.table.device else self.dense().to(device)
+
+
+def dense(x: Tensor | RowIndex | None) -> Tensor | None:
+    """``x`` as a tensor: a RowIndex gathered, a tensor (or None) as it is."""
+    return x.dense() if isinstance(x, RowIndex) else x
