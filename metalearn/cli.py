@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from metalearn.demo.cli import add_parser as add_episode_parser
@@ -97,9 +98,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from metalearn.report.records import merge_runs
     from metalearn.report.tables import write_report
+    from metalearn.util.lock import run_lock
 
-    path = merge_runs(args.sources, args.out)
-    written = write_report(args.out)
+    with run_lock(args.out):  # OUT_DIR checked for writability, and never merged into while a run writes there
+        path = merge_runs(args.sources, args.out)
+        written = write_report(args.out)
     print(f"merged {len(args.sources)} run folder(s) into {path}")
     for name, written_path in written.items():
         print(f"  {name}: {written_path}")
@@ -113,6 +116,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from metalearn.report.tables import reference_of_run, summary_table, write_report
 
     records = read_trials(args.run_dir)
+    methods = sorted({r["algorithm"] for r in records})
+    if args.reference and args.reference not in methods:
+        raise MetalearnError(f"--reference {args.reference!r} is not a method of {args.run_dir} (its methods: "
+                             f"{', '.join(methods)})")
     written = write_report(args.run_dir, records, reference=args.reference or reference_of_run(args.run_dir))
     print(summary_table(summarize(records), "accuracy"))
     print()
@@ -153,8 +160,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     add_backbone_args(p)
     p.add_argument("--variant", metavar="DIR", help="a pretune variant folder: its backbone, with its weights")
     p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
-    p.add_argument("--batch-seconds", type=float, default=160.0, help="padded audio seconds per batch")
-    p.add_argument("--max-seconds", type=float, default=None, help="crop utterances to this duration")
+    p.add_argument("--batch-seconds", type=positive(float), default=160.0, help="padded audio seconds per batch")
+    p.add_argument("--max-seconds", type=positive(float), default=None, help="crop utterances to this duration")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.set_defaults(func=_cmd_embed)
@@ -284,7 +291,8 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("status", help="done / planned trials of a run folder per shard, and what is running in it")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the out= of a run or a launch)")
-    p.add_argument("--shards", type=int, metavar="N", help="count shards of N parts (default: as launched)")
+    p.add_argument("--shards", type=positive(int), metavar="N",
+                   help="count shards of N parts (default: as launched)")
     p.set_defaults(func=run)
 
 
@@ -310,6 +318,20 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
                    "rerun it after a kill to resume")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, as for run")
     p.set_defaults(func=run)
+
+
+def positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` > 0, else argparse's one-line error naming the flag."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text}: expected a number > 0")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ Every case runs on the tiny synthetic corpus with the tiny random Whisper (tests
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -235,3 +236,78 @@ def test_push_to_hub_checks_the_repo_id_before_writing_the_export(trained: Path,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --push-to-hub 'not a repo' is not a Hub repo id") and "\n" not in err
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written, not even a temporary folder
+
+
+# -- found by experiments/adversarial.py -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate])
+def test_a_damaged_checkpoint_of_a_finished_variant_is_not_done(trained: Path, tmp_path: Path, damage) -> None:
+    """``pretune`` again over a finished variant verifies its checkpoints: damage is one line, never "skipped"."""
+    import shutil
+
+    import torch
+
+    from metalearn.features.backbones import BackboneConfig
+    from metalearn.pretune.subsets import parse_subsets, run_variants
+    from metalearn.util.errors import MetalearnError
+    from tests.test_export import RECIPE, _rows
+
+    root = trained.parent.parent
+    copy = tmp_path / "trained"
+    shutil.copytree(trained.parent, copy)
+    again = functools.partial(run_variants, _rows(root), parse_subsets("alpha", ["alpha"]), copy, RECIPE,
+                              BackboneConfig(family="whisper", source="tiny"), torch.device("cpu"))
+    assert again() == {"pft-alpha": "skipped (done)"}  # intact: skipped
+    damage(copy / "pft-alpha" / "heads.safetensors")
+    with pytest.raises(MetalearnError) as err:
+        again()
+    assert str(err.value).startswith(f"{copy / 'pft-alpha' / 'heads.safetensors'} is damaged")
+    assert "\n" not in str(err.value)
+
+
+def test_a_record_whose_numbers_are_not_numbers_is_left_out(base: Path, reference, caplog) -> None:
+    from metalearn.report.records import checksum
+
+    folder = copy_run(reference, base / "wrong-type")
+    log = folder / "trials.jsonl"
+
+    def wrong(line: str) -> str:
+        record = {k: v for k, v in json.loads(line).items() if k != CHECKSUM}
+        record["accuracy"] = "high"
+        return json.dumps({**record, CHECKSUM: checksum(record)}) + "\n"
+
+    edit_line(log, 1, wrong)
+    with caplog.at_level(logging.WARNING):
+        records = read_trials(folder)
+    said = warnings_about(caplog, f"{log}:2: trial record has accuracy 'high', expected a number")
+    assert len(said) == 1 and len(records) == len(read_trials(reference.out)) - 1
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe{\n", b"[1, 2]\n{}\n"])
+def test_a_damaged_skip_log_is_one_line(base: Path, reference, damage: bytes) -> None:
+    from metalearn.report.records import read_skips
+    from metalearn.util.errors import MetalearnError
+
+    folder = copy_run(reference, base / f"skips-{len(damage)}")
+    (folder / "skipped.jsonl").write_bytes(damage)
+    with pytest.raises(MetalearnError, match=r"skipped.jsonl:1: not a JSON skip record") as err:
+        read_skips(folder)
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_or_foreign_manifest_is_one_line(base: Path, reference, tmp_path: Path) -> None:
+    import shutil
+
+    from metalearn.data.corpus_config import CorpusConfig, prepare_manifest
+    from metalearn.util.errors import MetalearnError
+
+    shutil.copy(base / "manifests" / "esd.csv", tmp_path / "esd.csv")
+    corpus = CorpusConfig(corpus="esd", root=str(base / "data" / "esd"))
+    assert prepare_manifest(corpus, str(tmp_path))  # intact, from this root
+    with pytest.raises(MetalearnError, match="written from another esd root") as err:
+        prepare_manifest(CorpusConfig(corpus="esd", root="/elsewhere/esd"), str(tmp_path))
+    assert "delete the manifest" in str(err.value)
+    _truncate(tmp_path / "esd.csv")
+    with pytest.raises(MetalearnError, match=r"esd.csv, line \d+: no value for .*truncated or damaged"):
+        prepare_manifest(corpus, str(tmp_path))

@@ -56,3 +56,21 @@ def test_tuned_overlay_speaker_ids_are_what_was_typed(tmp_path: Path, ids: list[
     cfg = load_config("demo", [f"tuned.file={overlay}"])
     assert cfg.tuned.folds[0].validation == [ids[0]]
     assert cfg.tuned.folds[0].meta_train == [ids[1], "0012"]
+
+
+def test_an_excluded_id_that_is_no_speaker_is_named(tmp_path: Path, caplog) -> None:
+    """A typo in speakers.exclude excludes nothing: one warning names it (found by experiments/adversarial.py)."""
+    import logging
+
+    from metalearn.run.runner import target_rows
+
+    manifest = tmp_path / "esd.csv"
+    manifest.write_text("utterance_id,path,corpus,speaker,gender,emotion,raw_label,split,duration_s,sample_rate,text\n"
+                        f"u1,{tmp_path}/a.wav,esd,0011,male,angry,Angry,train,1.0,16000,x\n")
+    cfg = load_config(None, [f"data.target.root={tmp_path}", f"data.target.manifest={manifest}",
+                             "speakers.exclude=[9999, Unknown]"])
+    with caplog.at_level(logging.WARNING):
+        assert [u.speaker for u in target_rows(cfg)] == ["0011"]
+    said = [r.getMessage() for r in caplog.records if "speakers.exclude" in r.getMessage()]
+    assert said == ["config key 'speakers.exclude': ['9999'] are not speakers of the target corpus esd; they exclude "
+                    "nothing"]

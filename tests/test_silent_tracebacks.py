@@ -109,3 +109,37 @@ def test_bad_repo_id_is_refused_before_the_export(tmp_path: Path) -> None:
     with pytest.raises(MetalearnError, match="--push-to-hub 'not a repo' is not a Hub repo id"):
         export_variant(tmp_path / "variant", tmp_path / "out", repo="not a repo")
     assert not (tmp_path / "out").exists()
+
+
+# -- found by experiments/adversarial.py -----------------------------------------------------------------------
+
+
+def test_pretune_and_merge_out_where_nothing_can_be_written_is_one_line(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "m.csv").write_text("x")
+    for place in unwritable_places(tmp_path):
+        assert main(["pretune", "--manifests", str(tmp_path / "m.csv"), "--out", str(place)]) == 2
+        assert "pretune --out" in one_line(capsys)
+        assert main(["merge", str(place), str(tmp_path)]) == 2
+        assert "run folder" in one_line(capsys)
+
+
+def test_merge_into_a_folder_a_run_holds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from metalearn.util.lock import run_lock
+
+    with run_lock(tmp_path / "held"):
+        assert main(["merge", str(tmp_path / "held"), str(tmp_path)]) == 2
+    assert "is in use by" in one_line(capsys)
+
+
+def test_report_with_a_reference_that_is_not_a_method_is_one_line(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import json as json_
+
+    from metalearn.report.records import RECORD_FIELDS, sealed
+
+    record = {f: 0 for f in RECORD_FIELDS} | {"algorithm": "simpleshot", "pretune": "none", "speaker": "0011",
+                                              "episode_id": "e", "protocol": "nway", "accuracy": 0.5}
+    (tmp_path / "trials.jsonl").write_text(json_.dumps(sealed(record)) + "\n")
+    assert main(["report", str(tmp_path), "--reference", "nope"]) == 2
+    assert one_line(capsys) == f"error: --reference 'nope' is not a method of {tmp_path} (its methods: simpleshot)"

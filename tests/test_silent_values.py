@@ -77,3 +77,41 @@ def test_run_with_a_bad_value_writes_nothing(tmp_path: Path, override: str, caps
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and override.split("=")[0] in err
     assert not out.exists() and not (tmp_path / "manifests").exists()
+
+
+# -- found by experiments/adversarial.py -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("algorithms.finetune.lr=inf", "config key 'algorithms.finetune.lr': inf must be a finite number > 0"),
+    ("tune.trials=0", "config key 'tune.trials': 0 must be >= 1"),
+    ("tune.meta_steps=[0]", "config key 'tune.meta_steps': [0] must be a non-empty list of integers >= 1"),
+    ("embeddings.batch_seconds=0", "config key 'embeddings.batch_seconds': 0.0 must be > 0"),
+    ("embeddings.max_seconds=-1", "config key 'embeddings.max_seconds': -1.0 must be > 0"),
+    ("episodes.ks=[1,", "override 'episodes.ks=[1,': the value of 'episodes.ks' is not valid YAML"),
+])
+def test_more_bad_values_are_one_line_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises(MetalearnError) as err:
+        load_config(None, [override, ROOT])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "key"), [("device=cuda:7", "device"),
+                                               ("embeddings.device=tpu", "embeddings.device")])
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(override: str, key: str) -> None:
+    from metalearn.run.stages import check_devices
+
+    with pytest.raises(MetalearnError, match=f"config key '{key}': device") as err:
+        check_devices(load_config(None, [override, ROOT]))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["status", "RUN", "--shards", "0"], "argument --shards: 0: expected a number > 0"),
+    (["embed", "--manifest", "m.csv", "--batch-seconds", "0"], "argument --batch-seconds: 0: expected a number > 0"),
+    (["embed", "--manifest", "m.csv", "--max-seconds", "-1"], "argument --max-seconds: -1: expected a number > 0"),
+])
+def test_bad_command_line_numbers_are_one_line(argv: list[str], expected: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import MISSING
 
 from metalearn.data.manifest import Utterance, read_manifest, write_manifest
+from metalearn.util.errors import MetalearnError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
     """The corpus's manifest rows: read when the file exists, else parsed from its root and written."""
     path = manifest_path(corpus, manifests_dir)
     if path.is_file():
-        return read_manifest(path)
+        rows = read_manifest(path)
+        check_root(corpus, path, rows)
+        return rows
     from metalearn.data.corpora import load_corpus
 
     log.info("%s: writing the manifest from %s", path, corpus.root)
@@ -52,3 +55,16 @@ def prepare_manifest(corpus: CorpusConfig, manifests_dir: str) -> list[Utterance
         result.problems.write(path.with_name(path.stem + ".problems.tsv"))
         log.warning("%s: skipped %s", corpus.corpus, result.problems.summary())
     return result.utterances
+
+
+def check_root(corpus: CorpusConfig, path: Path, rows: list[Utterance]) -> None:
+    """A manifest found in the manifests folder (no ``manifest`` set) was written from this ``root``: its first
+    file lies under it; else one line (a manifest of another root would give that corpus's clips silently)."""
+    root = corpus.root if isinstance(corpus.root, str) else ""
+    if corpus.manifest or not root or root == MISSING or not rows:
+        return
+    first, base = Path(rows[0].path).absolute(), Path(root).absolute()
+    if not (first.is_relative_to(base) or first.resolve().is_relative_to(base.resolve())):
+        raise MetalearnError(f"{path}: written from another {corpus.corpus} root (its first file is {rows[0].path}), "
+                             f"not from root {root}; delete the manifest to write it from this root, or set the "
+                             f"root it was made from")

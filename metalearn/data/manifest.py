@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -66,13 +67,22 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise MetalearnError(f"manifest {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetalearnError(f"manifest {path}: unreadable ({type(e).__name__}); expected a UTF-8 CSV (delete it "
+                             f"to write it again from the corpus)") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise MetalearnError(f"manifest {path}: missing columns {missing}; expected {list(COLUMNS)}")
         rows = []
         for line, rec in enumerate(reader, start=2):
+            short = [c for c in COLUMNS if rec.get(c) is None]
+            if short:
+                raise MetalearnError(f"manifest {path}, line {line}: no value for {short} (a truncated or damaged "
+                                     f"line); delete the manifest to write it again from the corpus")
             try:
                 rows.append(Utterance(**{**{c: rec[c] for c in COLUMNS},
                                          "duration_s": float(rec["duration_s"]),

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import Queue
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from metalearn.features.backbones.pooling import masked_mean
 from metalearn.util.devices import autocast, resolve_device
 from metalearn.util.fileio import atomic_path, make_folder, sha256_file, write_json
 from metalearn.util.progress import progress
+from metalearn.util.ranges import Rule, check_fields
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -61,6 +63,12 @@ class EmbeddingConfig:
     precision: str = "fp32"
     storage: str = "float32"
     prefetch: int = 2
+    RANGES: ClassVar[dict[str, Rule]] = {"batch_seconds": "> 0", "max_batch": ">= 1", "max_seconds": "> 0",
+                                         "precision": ("fp32", "bf16", "fp16"), "storage": ("float32", "float16"),
+                                         "prefetch": ">= 0"}
+
+    def __post_init__(self) -> None:
+        check_fields(self, "embeddings")
 
 
 @dataclasses.dataclass

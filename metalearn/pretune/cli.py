@@ -45,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
     from metalearn.pretune.subsets import parse_subsets, run_variants
+    from metalearn.util.fileio import make_folder
 
     cfg = apply_overrides(preset(args.preset), args.overrides)
     backbone_cfg = backbone_config(args)
+    make_folder(args.out, "pretune --out")  # a place nothing can be written is one line, before any work
     utterances = [u for path in args.manifests for u in read_manifest(path)]
     subsets = parse_subsets(args.subsets, sorted({u.corpus for u in utterances}))
     device = distributed.init_from_env(cfg.device)

@@ -128,12 +128,14 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
     wanted = {variant_name(s): variant_fingerprint(s, cfg, backbone_cfg, utterances) for s in subsets}
     for name in [n for n in wanted if n not in missing]:  # every finished one checked before anything trains
         check_fingerprint(out / name, wanted[name])
+        verify_variant(out / name)  # its checkpoints' sizes and SHA-256 against done.json: damage is not "done"
     status: dict[str, str] = {}
     for subset in subsets:
         name = variant_name(subset)
         folder = out / name
         if name not in missing:
-            log.info("%s: already done (%s exists, made as this config says), skipping", name, folder / DONE)
+            log.info("%s: already done (%s exists, made as this config says, checkpoints verified), skipping",
+                     name, folder / DONE)
             status[name] = "skipped (done)"
         elif not subset:
             _write_none(folder, backbone_cfg)

@@ -126,7 +126,22 @@ def check_line(raw: bytes) -> tuple[dict | None, str | None]:
     if CHECKSUM in record and record[CHECKSUM] != checksum(record):
         return None, f"does not match its {CHECKSUM} (an edited or damaged line)"
     record.pop(CHECKSUM, None)
+    wrong = _wrong_type(record)
+    if wrong:
+        return None, f"has {wrong} (a damaged or hand-made line)"
     return record, None
+
+
+def _wrong_type(record: dict) -> str | None:
+    """The first number field of ``record`` that holds no number ("accuracy 'high', expected a number")."""
+    for name in _INT_FIELDS + _FLOAT_FIELDS:
+        value = record.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                name in _INT_FIELDS and not isinstance(value, int)):
+            return f"{name} {value!r}, expected {'an integer' if name in _INT_FIELDS else 'a number'}"
+    return None
 
 
 def scan_lines(data: bytes) -> list[Line]:

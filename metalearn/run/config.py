@@ -223,9 +223,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise MetalearnError(f"config key 'speakers.folds': {cfg.speakers.folds} must be >= 1")
     if cfg.speakers.validation < 0:
         raise MetalearnError(f"config key 'speakers.validation': {cfg.speakers.validation} must be >= 0")
-    if cfg.tune.trials < 1 or not cfg.tune.meta_steps or min(cfg.tune.meta_steps) < 1:
-        raise MetalearnError(f"config key 'tune': trials {cfg.tune.trials} and meta_steps {cfg.tune.meta_steps} "
-                             f"must be >= 1")
+    if cfg.tune.trials < 1:
+        raise MetalearnError(f"config key 'tune.trials': {cfg.tune.trials} must be >= 1")
+    if not cfg.tune.meta_steps or min(cfg.tune.meta_steps) < 1:
+        raise MetalearnError(f"config key 'tune.meta_steps': {cfg.tune.meta_steps} must be a non-empty list of "
+                             f"integers >= 1")
     if cfg.tracking.wandb:
         resolve_mode(cfg.tracking)  # an unknown W&B mode fails now, not after the grid
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:

@@ -132,8 +132,12 @@ class Logs:
 def target_rows(cfg: ExperimentConfig) -> list[Utterance]:
     """The target corpus's manifest rows outside ``speakers.exclude`` (written from its root when missing); none
     is a one-line error."""
-    rows = [u for u in prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
-            if u.speaker not in set(cfg.speakers.exclude)]
+    every = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
+    rows = [u for u in every if u.speaker not in set(cfg.speakers.exclude)]
+    unknown = sorted(set(cfg.speakers.exclude) - {u.speaker for u in every} - {"Unknown"})
+    if unknown:  # a typo excludes nothing; "Unknown" (the default, MSP-Podcast's pseudo-speaker) is not named
+        log.warning("config key 'speakers.exclude': %s are not speakers of the target corpus %s; they exclude "
+                    "nothing", unknown, cfg.data.target.corpus)
     if not rows:
         raise MetalearnError(f"{manifest_path(cfg.data.target, cfg.data.manifests_dir)}: no utterance of any speaker "
                              f"(outside speakers.exclude {cfg.speakers.exclude}); expected a manifest with rows")

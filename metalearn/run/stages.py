@@ -23,8 +23,20 @@ log = logging.getLogger(__name__)
 VARIANT_CLASSES: dict[str, type[PretuneVariant]] = {"clap": ClapVariant}  # kind -> class (default: supervised)
 
 
+def check_devices(cfg: ExperimentConfig) -> None:
+    """Before any work: ``device`` and ``embeddings.device`` exist here (one line naming the key)."""
+    from metalearn.util.devices import resolve_device
+
+    for key, spec in (("device", cfg.device), ("embeddings.device", cfg.embeddings.device)):
+        try:
+            resolve_device(spec)
+        except MetalearnError as e:
+            raise MetalearnError(f"config key '{key}': {e}") from None
+
+
 def check_roots(cfg: ExperimentConfig) -> None:
-    """Before any work: every corpus whose manifest is missing needs an existing root."""
+    """Before any work: every corpus whose manifest is missing needs an existing root; the devices exist."""
+    check_devices(cfg)
     corpora = {"data.target": cfg.data.target, **{f"data.sources.{k}": c for k, c in cfg.data.sources.items()}}
     for key, corpus in corpora.items():
         if key != "data.target" and not _needs_sources(cfg):

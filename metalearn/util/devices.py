@@ -21,6 +21,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise MetalearnError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MetalearnError(f"device {spec!r} requested but CUDA is not available here (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MetalearnError(f"device {spec!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return device
 
 

@@ -94,18 +94,22 @@ def read_jsonl(path: str | os.PathLike, fields: Sequence[str], what: str = "reco
     """
     defaults = defaults or {}
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_bytes().split(b"\n")
     records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
         try:
+            line = raw.decode("utf-8")
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (UnicodeDecodeError, json.JSONDecodeError):
             if i == len(lines):
                 log.warning("%s:%d: ignoring a torn last line", path, i)
                 continue
-            raise MetalearnError(f"{path}:{i}: not a JSON {what}: {line[:60]!r}") from None
+            raise MetalearnError(f"{path}:{i}: not a JSON {what} (a damaged line; delete the line or the file): "
+                                 f"{raw[:60].decode('utf-8', 'replace')!r}") from None
+        if not isinstance(record, dict):
+            raise MetalearnError(f"{path}:{i}: not a JSON {what} (expected an object): {line[:60]!r}")
         for f, value in defaults.items():
             record.setdefault(f, value)
         missing = [f for f in fields if f not in record]

@@ -9,6 +9,7 @@ the full key (``config key 'algorithms.maml.inner_lr': -1.0 must be > 0``).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,8 @@ def problem(value: Any, rule: Rule) -> str | None:
     for item in values:
         if isinstance(item, bool) or not isinstance(item, int | float):
             return f"{value!r} must be a number {rule}"
+        if not math.isfinite(item):
+            return f"{value!r} must be a finite number {rule}"
         if not COMPARISONS[sign](item, float(bound)):
             return f"{value!r} must be {rule}" if item is value else f"{value!r}: each must be {rule}"
     return None

@@ -64,5 +64,10 @@ def from_dotlist(items: Sequence[str]) -> DictConfig:
         if not key or "" in key.split("."):
             raise MetalearnError(f"override {item!r}: the key {key!r} has an empty part (two dots in a row, or a "
                                  f"dot at an end); expected dot-separated names, e.g. pretune.extra.NAME=VALUE")
-        OmegaConf.update(conf, key, parse_value(value) if sep else None)
+        try:
+            parsed = parse_value(value) if sep else None
+        except yaml.YAMLError as e:
+            raise MetalearnError(f"override {item[:80]!r}: the value of {key!r} is not valid YAML "
+                                 f"({' '.join(str(e).split())[:120]})") from None
+        OmegaConf.update(conf, key, parsed)
     return conf
