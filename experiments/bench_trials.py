@@ -104,21 +104,44 @@ def _compare(method: Finetune, episodes, x, index_of, fast: list[dict], chunk: i
 
 
 def _gather_seconds(episodes, x, index_of, chunk: int) -> float:
-    """Seconds per trial the engine spends gathering episode tensors from the table (episode_batch)."""
+    """Seconds per trial the engine spends building batches (episode_batch as run_trials calls it for
+    ``finetune``: the support gathered, validation and query rows by index, gathered later as they are scored)."""
     groups = group_by_shape(episodes, chunk)
     start = time.perf_counter()
     for group in groups:
-        episode_batch(group, index_of, x)
+        episode_batch(group, index_of, x, reads_rows=True)
     return (time.perf_counter() - start) / len(episodes)
 
 
-def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
-    """What the trials must move and compute at least (the engine's design: batches gathered per episode).
+def thin_product_gflops(dim: int = 768, ways: int = 2, support: int = 16, episodes: int = 32) -> float:
+    """GFLOP/s of the training step's products at the grid's shapes, in cache: the head [E, W, D] times the
+    support rows [E, D, S] and back (the two batched products of ``finetune_fast.train``). A W = 2 product
+    reads each support float for 2 multiply-adds, so BLAS runs it far below the large-matmul peak: this is the
+    rate the training products can reach here, measured beside the roofs."""
+    import bench_roofline
 
-    matmul GFLOP: per step two products over the support rows (4 S D W), validation logits of every
-    checkpoint (2 V D W per checkpoint) and the selected query logits (2 Q D W). Cache GB: the support read
-    twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments) over the
-    head. Memory GB: every trial's rows read from the table, written to its batch and read back, once each.
+    x, w = torch.randn(episodes, support, dim), torch.randn(episodes, ways, dim)
+    g = torch.randn(episodes, support, ways)
+    xt, out, grad = x.transpose(1, 2), torch.empty(episodes, ways, support), torch.empty(episodes, ways, dim)
+
+    def step() -> None:
+        for _ in range(50):
+            torch.bmm(w, xt, out=out)
+            torch.bmm(g.transpose(1, 2), x, out=grad)
+
+    seconds = bench_roofline.best_seconds(step, 5)
+    return 50 * 4 * episodes * support * dim * ways / seconds / 1e9
+
+
+def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
+    """What the trials must move and compute at least (the engine's design: the support gathered per episode,
+    validation and query rows gathered into a cache-sized buffer as they are scored).
+
+    matmul GFLOP: per step two products over the support rows (4 S D W; ``training_gflop``), validation
+    logits of every checkpoint (2 V D W per checkpoint) and the selected query logits (2 Q D W). Cache GB: the
+    support read twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments)
+    over the head. Memory GB: the support rows read from the table, written to the batch and read back;
+    validation and query rows read from the table once.
     """
     w, ckpts = 2, len(range(eval_every, steps + 1, eval_every)) + (steps % eval_every != 0)
     s = sum(len(e.support) for e in episodes)
@@ -126,7 +149,8 @@ def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
     q = sum(len(e.query) for e in episodes)
     flops = steps * 4 * s * dim * w + 2 * v * dim * w * ckpts + 2 * q * dim * w
     cache = steps * (2 * s * dim * 4 + 7 * len(episodes) * (dim + 1) * w * 4)
-    return {"matmul_gflop": flops / 1e9, "cache_gb": cache / 1e9, "memory_gb": 3 * (s + v + q) * dim * 4 / 1e9}
+    return {"matmul_gflop": flops / 1e9, "training_gflop": steps * 4 * s * dim * w / 1e9, "cache_gb": cache / 1e9,
+            "memory_gb": (3 * s + v + q) * dim * 4 / 1e9}
 
 
 def grid(variants: int, reference_trials: int, speakers: int = 20, device: str = "cpu",
@@ -166,7 +190,7 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
     return {"trials": n_trials, "variants": variants, "chunk": chunk, "engine_seconds": round(engine_s, 1),
             "engine_ms_per_trial": round(1000 * per_trial, 3),
             "engine_ms_per_trial_by_variant": per_variant_ms,
-            "of_which_gather_ms_per_trial (variant 0, episode_batch)": round(1000 * gather_s, 3),
+            "of_which_batch_ms_per_trial (variant 0, episode_batch)": round(1000 * gather_s, 3),
             "reference_ms_per_trial": round(1000 * ref[0], 1), "reference_trials_timed": min(reference_trials,
                                                                                                 len(episodes)),
             "speedup": round(ref[0] / per_trial, 1),
@@ -183,11 +207,16 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
 
 
 def floors(grid_result: dict, roofs: dict) -> dict:
-    """Lower bounds on the grid's time from its work and the roofs measured in the same run."""
+    """Lower bounds on the grid's time from its work and the roofs measured in the same run, and the time its
+    training products alone take at the rate such thin products reach here (``thin_product_gflops``)."""
     matmul = grid_result["matmul_gflop"] / roofs["matmul_peak_gflops"]
     memory = grid_result["memory_gb"] / roofs["copy_bandwidth_gbs"]
+    thin = grid_result["training_gflop"] / roofs["thin_product_gflops"]
     return {"floor_s_matmul_at_peak": round(matmul, 1), "floor_s_memory_at_copy_bandwidth": round(memory, 1),
-            "engine_s_over_larger_floor": round(grid_result["engine_seconds"] / max(matmul, memory), 1)}
+            "engine_s_over_larger_floor": round(grid_result["engine_seconds"] / max(matmul, memory), 1),
+            "training_products_s_at_thin_product_rate": round(thin, 1),
+            "engine_s_over_training_products_at_thin_rate": round(grid_result["engine_seconds"] / thin, 1) if thin
+            else None}
 
 
 def _meta_table(rows: list[dict]) -> list[str]:
@@ -237,6 +266,7 @@ def main() -> None:
                     "machine": platform.machine(), "torch": torch.__version__,
                     "roofs": bench_roofline.roofs(args.threads)}
     if "grid" in parts:
+        result["roofs"]["thin_product_gflops"] = round(thin_product_gflops(), 1)
         result["grid"] = grid(args.variants, args.reference_trials, chunk=args.chunk)
         result["grid"].update(floors(result["grid"], result["roofs"]))
     if "meta" in parts:

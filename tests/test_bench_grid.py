@@ -22,8 +22,11 @@ def test_tiny_grid_scores_equal_the_references_and_reports_its_floors() -> None:
     assert result["max_macro_f1_gap_vs_reference"] == 0.0 and result["reference_trials_timed"] == 4
     assert result["max_macro_f1_gap_vs_autograd_path"] == 0.0 and result["trials_whose_macro_f1_differs"] == 0
     assert result["autograd_path_trials"] == 30
-    floors = bench_trials.floors(result, {"matmul_peak_gflops": 1e-3, "copy_bandwidth_gbs": 1e-3})
+    floors = bench_trials.floors(result, {"matmul_peak_gflops": 1e-3, "copy_bandwidth_gbs": 1e-3,
+                                          "thin_product_gflops": 1e-4})
     assert floors["floor_s_matmul_at_peak"] == pytest.approx(result["matmul_gflop"] / 1e-3, rel=0.1)
+    assert floors["training_products_s_at_thin_product_rate"] == pytest.approx(result["training_gflop"] / 1e-4,
+                                                                               rel=0.1)
 
 
 def test_work_counts_products_and_passes() -> None:
@@ -34,5 +37,10 @@ def test_work_counts_products_and_passes() -> None:
     work = bench_trials.work(episodes, steps, dim=d, eval_every=10)  # checkpoints 10 and 20
     n = len(episodes)
     assert work["matmul_gflop"] == pytest.approx(n * (steps * 4 * s * d * 2 + 2 * v * d * 2 * 2 + 2 * q * d * 2) / 1e9)
-    assert work["memory_gb"] == pytest.approx(n * 3 * (s + v + q) * d * 4 / 1e9)
+    assert work["training_gflop"] == pytest.approx(n * steps * 4 * s * d * 2 / 1e9)
+    assert work["memory_gb"] == pytest.approx(n * (3 * s + v + q) * d * 4 / 1e9)  # val and query: read once
     assert work["cache_gb"] == pytest.approx(n * steps * (2 * s * d * 4 + 7 * (d + 1) * 2 * 4) / 1e9)
+
+
+def test_thin_product_rate_is_measured() -> None:
+    assert 0 < bench_trials.thin_product_gflops(dim=64, support=4, episodes=4) < 1e4
