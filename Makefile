@@ -11,8 +11,9 @@ SOURCES := iemocap msp_podcast cremad ravdess
 # Idle OpenMP threads spin only briefly before they sleep: libgomp's long default spin made small tensor ops up
 # to 50x slower beside another busy process (results/bench_threads.md); `python -m metalearn` sets the same.
 export GOMP_SPINCOUNT ?= 10000
-# The demo pre-finetunes on two source corpora: 3 subsets plus the untouched backbone.
-DEMO_SOURCES := iemocap msp_podcast
+# The demo's pre-finetuning sources (its preset's pretune.subsets; `make pretune` trains all 3 subsets). Its recipe is
+# cpu-small with sentence_disjoint off: every CREMA-D actor says the same 12 sentences (presets/demo.yaml).
+DEMO_SOURCES := cremad iemocap
 
 .PHONY: setup setup-l2l test test-slow lint demo episode corpora manifests embeddings pretune clean-data
 
@@ -86,7 +87,7 @@ manifests: corpora
 
 pretune: manifests
 	$(PY) -m metalearn pretune --preset cpu-small --subsets all --out $(RUNS)/pretune \
-	  --manifests $(foreach c,$(DEMO_SOURCES),$(DATA)/manifests/$(c).csv)
+	  --manifests $(foreach c,$(DEMO_SOURCES),$(DATA)/manifests/$(c).csv) --set sentence_disjoint=false
 
 # The pre-finetuning and embedding steps on their own (`make demo` runs them itself through the runner).
 embeddings: pretune

@@ -2,12 +2,13 @@
 
     python experiments/bench_pretune.py [--steps 20] [--set layer=1 trainable_layers=1 ...]
 
-The demo's sources (data/demo/manifests/iemocap.csv + msp_podcast.csv; ``make manifests``) and the ``cpu-small``
-recipe with ``--set`` overrides, on the embedded default backbone (Whisper base). The same seeded model and
-batch stream train twice: ``cache_trunk=false`` (every step runs the log-mel front end and every layer up to the
-head's state) and ``cache_trunk=true`` (the frozen layers' output computed once per clip: here by the untouched
-pass over the training clips that pre-finetuning makes anyway for the probe, timed apart). Prints the steps per
-second of both, their ratio, and the largest per-step loss gap between them (the same curve).
+The demo's pre-finetuning sources (data/demo/manifests/cremad.csv + iemocap.csv; ``make manifests``) and its recipe
+(``cpu-small`` with sentence_disjoint off, as presets/demo.yaml sets it) with ``--set`` overrides, on the embedded
+default backbone (Whisper base). The same seeded model and batch stream train twice: ``cache_trunk=false`` (every
+step runs the log-mel front end and every layer up to the head's state) and ``cache_trunk=true`` (the frozen layers'
+output computed once per clip: here by the untouched pass over the training clips that pre-finetuning makes anyway
+for the probe, timed apart). Prints the steps per second of both, their ratio, and the largest per-step loss gap
+between them (the same curve).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from metalearn.pretune.data import build_splits
 from metalearn.pretune.fit import build_model
 from metalearn.pretune.train import _setup, pooled_part, train_epoch
 
-SOURCES = ["data/demo/manifests/iemocap.csv", "data/demo/manifests/msp_podcast.csv"]
+SOURCES = ["data/demo/manifests/cremad.csv", "data/demo/manifests/iemocap.csv"]
 
 
 def run(cfg, splits, backbone_cfg: BackboneConfig, steps: int, device: torch.device) -> dict:  # noqa: ANN001
@@ -47,6 +48,27 @@ def run(cfg, splits, backbone_cfg: BackboneConfig, steps: int, device: torch.dev
             "cached": model.trunk_cache is not None}
 
 
+def measure(manifests: list[str], steps: int, preset_name: str = "cpu-small", overrides: tuple[str, ...] = (),
+            backbone_source: str = "default") -> dict:
+    """Both modes on the same seeded model and batches: their fill and step seconds, steps per second, the
+    ratio and the largest per-step loss gap (the figures ``main`` prints, for bench_trials' ``pretune`` part)."""
+    cfg = apply_overrides(preset(preset_name), ["sentence_disjoint=false", *overrides, "device=cpu"])
+    rows = [u for m in manifests for u in read_manifest(m)]
+    splits = build_splits(rows, cfg.seed, labels=cfg.labels, split=cfg.split, sentence_disjoint=cfg.sentence_disjoint)
+    backbone_cfg, device = BackboneConfig(source=backbone_source), torch.device("cpu")
+    out = {name: run(apply_overrides(cfg, [f"cache_trunk={str(cache).lower()}"]), splits, backbone_cfg, steps, device)
+           for name, cache in (("from audio", False), ("cached trunk", True))}
+    a, b = out["from audio"], out["cached trunk"]
+    return {"recipe": f"layer={cfg.layer} trainable_layers={cfg.trainable_layers} batch={cfg.batch_size}x"
+                      f"{cfg.grad_accum} max_seconds={cfg.max_seconds}",
+            "manifests": manifests, "steps_per_mode": steps, "threads": torch.get_num_threads(),
+            **{f"{name}: {k}": round(v, 3) for name, r in out.items()
+               for k, v in (("fill_s", r["fill"]), ("steps_s", r["seconds"]), ("steps_per_s", steps / r["seconds"]))},
+            "speedup_cached_over_audio": round(a["seconds"] / b["seconds"], 2),
+            "max_per_step_loss_gap": max(abs(x - y) for x, y in zip(a["losses"], b["losses"], strict=True)),
+            "cache_used": b["cached"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20, help="optimizer steps timed per mode")
@@ -55,24 +77,9 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--backbone-source", default="default")
     args = p.parse_args()
-    cfg = apply_overrides(preset(args.preset), [*args.overrides, "device=cpu"])
-    rows = [u for m in args.manifests for u in read_manifest(m)]
-    splits = build_splits(rows, cfg.seed, labels=cfg.labels, split=cfg.split, sentence_disjoint=cfg.sentence_disjoint)
-    backbone_cfg, device = BackboneConfig(source=args.backbone_source), torch.device("cpu")
-    out = {}
-    for name, cache in (("from audio", False), ("cached trunk", True)):
-        out[name] = run(apply_overrides(cfg, [f"cache_trunk={str(cache).lower()}"]), splits, backbone_cfg,
-                        args.steps, device)
-    print(f"recipe: layer={cfg.layer} trainable_layers={cfg.trainable_layers} batch={cfg.batch_size}x"
-          f"{cfg.grad_accum} max_seconds={cfg.max_seconds}; {args.steps} optimizer steps per mode, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'mode':<14} {'fill s':>7} {'steps s':>8} {'steps/s':>8}")
-    for name, r in out.items():
-        print(f"{name:<14} {r['fill']:>7.1f} {r['seconds']:>8.1f} {args.steps / r['seconds']:>8.3f}")
-    a, b = out["from audio"], out["cached trunk"]
-    gap = max(abs(x - y) for x, y in zip(a["losses"], b["losses"], strict=True))
-    print(f"ratio (cached / from audio steps per second): {a['seconds'] / b['seconds']:.2f}x; "
-          f"largest per-step loss gap {gap:.2e}; cache used: {b['cached']}")
+    result = measure(args.manifests, args.steps, args.preset, tuple(args.overrides), args.backbone_source)
+    for key, value in result.items():
+        print(f"{key}: {value}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ gathering episode tensors; the work (matmul GFLOP, cache and memory GB, see ``wo
 implies at the roofs measured in the same run; the load average while it ran.
 meta: the MAML family and Reptile, stacked path vs per-episode loop vs learn2learn (bench_meta.py).
 trunk: full-backbone fine-tuning with frozen lower layers, from audio vs on the cached trunk (bench_trunk.py).
+pretune: pre-finetuning steps per second at the demo's recipe and sources, from audio vs on the cached trunk
+(bench_pretune.py; needs ``make manifests``).
 Writes results/bench_trials.{json,md}. Timings on a shared machine are noisy: compare the ratios of one run.
 """
 
@@ -252,7 +254,8 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", default="roofs,grid,meta,trunk", help="comma-separated: roofs, grid, meta, trunk")
+    p.add_argument("--parts", default="roofs,grid,meta,trunk",
+                   help="comma-separated: roofs, grid, meta, trunk, pretune, fullft")
     p.add_argument("--variants", type=int, default=16, help="pretune variants (16 = Paper A's 33,600 trials)")
     p.add_argument("--reference-trials", type=int, default=64)
     p.add_argument("--chunk", type=int, default=CHUNK, help="episodes per engine batch (default: the runner's)")
@@ -274,6 +277,9 @@ def main() -> None:
     if "trunk" in parts:
         import bench_trunk
         result["trunk"] = bench_trunk.run(args.quick)
+    if "pretune" in parts:  # the demo's sources: `make manifests` first
+        import bench_pretune
+        result["pretune"] = bench_pretune.measure(bench_pretune.SOURCES, 10 if args.quick else 20)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
