@@ -143,3 +143,12 @@ def test_report_with_a_reference_that_is_not_a_method_is_one_line(tmp_path: Path
     (tmp_path / "trials.jsonl").write_text(json_.dumps(sealed(record)) + "\n")
     assert main(["report", str(tmp_path), "--reference", "nope"]) == 2
     assert one_line(capsys) == f"error: --reference 'nope' is not a method of {tmp_path} (its methods: simpleshot)"
+
+
+def test_episode_bad_numbers_and_unwritable_out_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["episode", "--k", "0"])
+    assert exit_.value.code == 2 and "argument --k: 0: expected an integer >= 1" in capsys.readouterr().err
+    for place in unwritable_places(tmp_path):
+        assert main(["episode", "--manifest", str(tmp_path / "m.csv"), "--out", str(place / "e.png")]) == 2
+        assert "episode --out's folder" in one_line(capsys)

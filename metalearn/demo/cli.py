@@ -13,9 +13,29 @@ EPISODE_ALGORITHMS = ("simpleshot", "protonet", "finetune", "maml")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from metalearn.demo.episode import main
+    from pathlib import Path
 
+    from metalearn.demo.episode import main
+    from metalearn.util.fileio import make_folder
+
+    for flag, path in (("--out", args.out), ("--html", args.html)):  # before any work: a place it can write
+        if path:
+            make_folder(Path(path).parent, f"episode {flag}'s folder")
     return main(args)
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``, else argparse's one-line error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: expected an integer >= {low}")
+        return value
+    parse.__name__ = "int"
+    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("episode", help="one speaker's few-shot episode, every algorithm on it (demo)")
     p.add_argument("--manifest", default="data/demo/manifests/esd.csv", metavar="FILE.csv", help="the corpus")
     p.add_argument("--speaker", metavar="ID", help="the episode's speaker (default: the first one)")
-    p.add_argument("--k", type=int, default=5, help="support clips per emotion, from the speaker's train split")
-    p.add_argument("--queries", type=int, default=None, metavar="N",
+    p.add_argument("--k", type=_at_least(1), default=5,
+                   help="support clips per emotion, from the speaker's train split")
+    p.add_argument("--queries", type=_at_least(1), default=None, metavar="N",
                    help="query clips per emotion (default: all of the speaker's test split)")
     p.add_argument("--algorithms", default=",".join(EPISODE_ALGORITHMS), metavar="A,B,..",
                    help="comma list of registered algorithms (metalearn.fewshot.algorithms; "
@@ -38,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="hidden state: an index (-1 = the last) or 'mean' of all (default: the --run folder's "
                         "choice, else chosen as the run chooses: SimpleShot on the other speakers' episodes)")
     p.add_argument("--variant", metavar="DIR", help="a pretune variant's backbone instead of the default")
-    p.add_argument("--meta-steps", type=int, default=100, help="meta-training steps on the other speakers")
+    p.add_argument("--meta-steps", type=_at_least(0), default=100, help="meta-training steps on the other speakers")
     p.add_argument("--seed", type=int, default=0, help="episode draw, initialisation and meta-training seed")
     p.add_argument("--cache-dir", default="cache/embeddings", metavar="DIR", help="embedding cache root")
     p.add_argument("--out", default="runs/episode/episode.png", metavar="FILE.png", help="where to draw the picture")
