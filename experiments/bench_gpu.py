@@ -34,7 +34,7 @@ from metalearn.features.backbones import BackboneConfig, build_backbone, pad_bat
 from metalearn.features.backbones.pooling import masked_mean
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top
-from metalearn.pretune.train import train_epoch
+from metalearn.pretune.train import TrainLoop, train_epoch
 from metalearn.util.devices import autocast
 
 SR = 16_000
@@ -106,7 +106,7 @@ def pretune_steps(backbone_cfg: BackboneConfig, device: torch.device, steps: int
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
             scaler = torch.amp.GradScaler(device.type, enabled=False)
             batches = _batches(batch, seconds, 4)
-            args = (net, batches, opt, sched, scaler, {"bench": 4}, cfg, device)
+            args = (net, TrainLoop(opt, sched, scaler, batches, {"bench": 4}, steps), cfg, device)
             train_epoch(*args, 1)  # warm-up
             _sync(device)
             start = time.perf_counter()

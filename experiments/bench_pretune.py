@@ -23,7 +23,7 @@ from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.config import apply_overrides, preset
 from metalearn.pretune.data import build_splits
 from metalearn.pretune.fit import build_model
-from metalearn.pretune.train import _setup, pooled_part, train_epoch
+from metalearn.pretune.train import pooled_part, train_epoch, training_loop
 
 SOURCES = ["data/demo/manifests/cremad.csv", "data/demo/manifests/iemocap.csv"]
 
@@ -39,11 +39,10 @@ def run(cfg, splits, backbone_cfg: BackboneConfig, steps: int, device: torch.dev
     fill = time.perf_counter() - start
     torch.manual_seed(cfg.seed)
     model.train()
-    loop = _setup(model, splits, cfg, device)
+    loop = training_loop(model, splits, cfg, device)
     losses, start = [], time.perf_counter()
     for _ in range(steps):
-        losses.append(train_epoch(model, loop.batches, loop.opt, loop.sched, loop.scaler, loop.n_classes, cfg,
-                                  device, 1))
+        losses.append(train_epoch(model, loop, cfg, device, 1))
     return {"fill": fill, "seconds": time.perf_counter() - start, "losses": losses,
             "cached": model.trunk_cache is not None}
 

@@ -71,13 +71,25 @@ def train_batches(splits: Mapping[str, CorpusSplits], cfg: PretuneConfig) -> Ite
                            num_workers=cfg.num_workers))
 
 
-def train_epoch(net: nn.Module, batches: Iterator, opt: torch.optim.Optimizer,
-                sched: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                n_classes: Mapping[str, int], cfg: PretuneConfig, device: torch.device, steps: int) -> float:
+@dataclasses.dataclass
+class TrainLoop:
+    """What the epoch loop needs besides the model: optimizer, schedule, scaler, the batch stream, the classes per
+    corpus and the optimizer steps per epoch."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    batches: Iterator
+    n_classes: dict[str, int]
+    steps: int
+
+
+def train_epoch(net: nn.Module, loop: TrainLoop, cfg: PretuneConfig, device: torch.device, steps: int) -> float:
     """``steps`` optimizer steps of ``cfg.grad_accum`` micro-batches; returns the mean global batch loss.
 
-    ``batches`` yields (waves [b, T], lengths [b], labels [b], corpus) and, to use the model's trunk cache, the
-    clips' keys [b] (:func:`metalearn.pretune.data.collate`)."""
+    ``loop.batches`` yields (waves [b, T], lengths [b], labels [b], corpus) and, to use the model's trunk cache,
+    the clips' keys [b] (:func:`metalearn.pretune.data.collate`)."""
+    batches, opt, sched, scaler, n_classes = loop.batches, loop.opt, loop.sched, loop.scaler, loop.n_classes
     world_size = world()[0]
     params = [p for p in net.parameters() if p.requires_grad]
     total = 0.0
@@ -105,20 +117,8 @@ def train_epoch(net: nn.Module, batches: Iterator, opt: torch.optim.Optimizer,
     return all_sum([total], device)[0] / (steps * cfg.grad_accum)
 
 
-@dataclasses.dataclass
-class _Loop:
-    """What the epoch loop needs besides the model: optimizer, schedule, scaler, batches, sizes."""
-
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    batches: Iterator
-    n_classes: dict[str, int]
-    steps: int
-
-
-def _setup(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
-           device: torch.device) -> _Loop:
+def training_loop(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
+                  device: torch.device) -> TrainLoop:
     """AdamW over the trainable parameters (backbone at ``lr``, heads and mix weights at ``head_lr``), warmup +
     linear decay over all epochs, the batch stream."""
     backbone = {id(p) for p in model.backbone.parameters()}
@@ -132,7 +132,7 @@ def _setup(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: 
         opt, linear_warmup_decay(int(round(cfg.warmup_fraction * total_steps)), total_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.precision == "fp16")
     n_classes = {c: len(s.labels) for c, s in splits.items()}
-    return _Loop(opt, sched, scaler, train_batches(splits, cfg), n_classes, steps)
+    return TrainLoop(opt, sched, scaler, train_batches(splits, cfg), n_classes, steps)
 
 
 def train(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: PretuneConfig,
@@ -156,14 +156,13 @@ def train(model: MultiHeadClassifier, splits: Mapping[str, CorpusSplits], cfg: P
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=True)
-    loop = _setup(model, splits, cfg, device)
+    loop = training_loop(model, splits, cfg, device)
     stopper = EarlyStopping(cfg.patience, cfg.min_delta)
     best_state, best_epoch, best_dev = None, 0, {}
     curve = open(curve_path, "w", encoding="utf-8") if curve_path and is_main() else None
     try:
         for epoch in range(1, cfg.max_epochs + 1):
-            loss = train_epoch(net, loop.batches, loop.opt, loop.sched, loop.scaler, loop.n_classes, cfg,
-                               device, loop.steps)
+            loss = train_epoch(net, loop, cfg, device, loop.steps)
             dev = evaluator(model, splits, "dev", cfg, device)
             if stopper.update(mean_accuracy(dev)) or best_state is None:
                 best_state, best_epoch, best_dev = snapshot(model), epoch, dev
