@@ -55,6 +55,15 @@ from metalearn.fewshot.algorithms.finetune import (
     train_selected,
 )
 from metalearn.fewshot.algorithms.finetune import search_space as finetune_space
+from metalearn.fewshot.algorithms.full_finetune_batched import (
+    Packed,
+    PassInputs,
+    Stack,
+    pack,
+    pooling_dtype,
+    supports,
+    train_batched,
+)
 from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.model import transformer_layers
 from metalearn.util.devices import autocast, resolve_device
@@ -81,10 +90,11 @@ class FullFinetuneConfig(FinetuneConfig):
     backbone_steps: int | None = None  # the first n of ``steps`` adapt those layers too; the rest train the head
                                        # alone on the adapted features, computed once (None: every step)
     trunk_cache_mb: int = 2048  # the frozen layers' output per clip, kept in memory up to this (0: from audio)
+    episodes_per_pass: int = 1  # episodes adapted together, weights stacked (1: one at a time; see the docstring)
 
     RANGES: ClassVar[dict[str, Rule]] = {**FinetuneConfig.RANGES, "trainable_layers": ">= 0", "backbone_lr": "> 0",
                                          "backbone_steps": ">= 0",
-                                         "trunk_cache_mb": ">= 0"}
+                                         "trunk_cache_mb": ">= 0", "episodes_per_pass": ">= 1"}
 
 
 # Small and fast, for tests and CPU smoke runs: FullFinetuneConfig(**CPU_SMALL).
@@ -220,16 +230,80 @@ class FullFinetune(AdapterBase):
                     batch, lengths = pad_batch([waves[k] for k in keys])
                     trunk = backbone.trunk(batch.to(self.device), lengths.to(self.device), depth)
                 hidden, frames = continue_to(backbone, trunk, depth, self.state), trunk.frames
-        pooled = masked_mean(hidden.float(), frames.to(self.device))
+        pooled = masked_mean(pooling_dtype(hidden), frames.to(self.device))
         return pooled if self.standardizer is None else self.standardizer.apply(pooled)
 
     def score(self, batch: EpisodeBatch) -> Tensor:
-        """Query logits [E, Q, W] of the batch's episodes, one adaptation each (padded rows are 0)."""
+        """Query logits [E, Q, W] of the batch's episodes, one adaptation each (padded rows are 0): up to
+        ``episodes_per_pass`` episodes at a time where the backbone allows (:meth:`batched`), else one by one."""
         logits = torch.zeros(*batch.query_y.shape, batch.ways)
-        for i, episode in enumerate(batch.episodes):
-            query, _ = self.run_episode(episode)
+        episodes, size = list(batch.episodes), self.cfg.episodes_per_pass
+        if size > 1 and self.batched():
+            queries = [q for i in range(0, len(episodes), size) for q in self.run_episodes(episodes[i : i + size])[0]]
+        else:
+            queries = [self.run_episode(episode)[0] for episode in episodes]
+        for i, query in enumerate(queries):
             logits[i, : len(query)] = query
         return logits
+
+    def batched(self) -> bool:
+        """Whether this backbone's episodes can be adapted together (:func:`.full_finetune_batched.supports`:
+        Whisper, whose frozen trunk is cached; the SSL families run one episode at a time)."""
+        backbone = self.prepare()
+        layers, after = transformer_layers(backbone)
+        n = self.cfg.trainable_layers
+        return supports(backbone, layers[self.state - n : self.state], after if self.state == len(layers) else [])
+
+    def run_episodes(self, episodes: Sequence[Episode]) -> tuple[list[Tensor], list[int]]:
+        """Episodes of one shape (support size, ways) adapted together: each one's query logits [Q_i, W] (on the
+        CPU) and selected step, as :meth:`run_episode` gives them (up to float rounding)."""
+        waves = self.load([k for ep in episodes for k in ep.support + ep.validation + ep.query])
+        backbone = self.prepare()
+        layers, after = transformer_layers(backbone)
+        n, ways = self.cfg.trainable_layers, len(episodes[0].classes)
+        if len({(len(ep.support), len(ep.classes)) for ep in episodes}) > 1:
+            raise MetalearnError("full_finetune: the episodes of one pass need one support size and one way count")
+        clips = self._clip_states(waves)
+        device = self.device
+
+        def packed(name: str) -> Packed:
+            return pack([[clips[k] for k in getattr(ep, name)] for ep in episodes])
+
+        def labels(name: str) -> Tensor:
+            rows = [getattr(ep, f"{name}_labels") for ep in episodes]
+            y = torch.full((len(rows), max(max(len(r) for r in rows), 1)), -1, dtype=torch.long)
+            for i, r in enumerate(rows):
+                y[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            return y.to(device)
+
+        def initial_heads(mean: Tensor, scale: Tensor) -> dict[str, Tensor]:
+            first = self.finetune.initial_heads(1, ways, mean[:1], scale[:1], mean.dtype)  # the per-trial draw
+            return {k: v.expand(len(episodes), *v.shape[1:]).clone() for k, v in first.items()}
+
+        has_val = any(ep.validation for ep in episodes)
+        inputs = PassInputs(packed("support"), labels("support"), packed("query"),
+                            packed("validation") if has_val else None, labels("validation") if has_val else None,
+                            lambda pooled: pooled if self.standardizer is None else self.standardizer.apply(pooled),
+                            initial_heads, lambda x, y: support_standardizer(x, y, self.cfg.standardize))
+        stack = Stack(layers[self.state - n : self.state], after if self.state == len(layers) else [], n > 0)
+        query, steps = train_batched(stack, inputs, ways, self.cfg, lambda: autocast(device, self.audio.precision))
+        return [query[i, : len(ep.query)].detach().cpu() for i, ep in enumerate(episodes)], steps.tolist()
+
+    def _clip_states(self, waves: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
+        """Each clip's trunk output (state h - n) [L, D] and its frames (the rows pooled: the first ones)."""
+        depth = self.state - self.cfg.trainable_layers
+        cache = self.trunks if self.trunks is not None else TrunkCache(self.backbone, depth, 2**62)
+        keys, out = list(waves), {}
+        trimmed = getattr(self.backbone, "mode", "trimmed") == "trimmed"
+        with torch.no_grad(), autocast(self.device, self.audio.precision):
+            for i in range(0, len(keys), EVAL_CHUNK):
+                part = keys[i : i + EVAL_CHUNK]
+                trunk = cache.batch(part, [waves[k] for k in part])
+                x = trunk.states[-1]
+                for j, key in enumerate(part):
+                    frames = int(trunk.frames[j])
+                    out[key] = (x[j, :frames] if trimmed else x[j], frames)
+        return out
 
     def run_episode(self, episode: Episode) -> tuple[Tensor, dict]:
         """Query logits [Q, W] (on the CPU) and info: best_step (the selected checkpoint), seconds."""

@@ -109,13 +109,15 @@ def batched_adam_step(params: Params, grads: Params, state: AdamState, adam: Ada
     same numbers as the single-tensor path in float64).
 
     Adam is element-wise, so the tensors may carry any leading dims (here: one head per episode, [E, ...]).
-    ``step`` counts from 1. The one impure function here: like torch.optim it updates ``params`` and
-    ``state`` in place (and returns them), because fresh buffers for every operation doubled the time of
-    a step on CPU; pass clones to keep the originals.
+    ``step`` counts from 1; ``params`` are contiguous, ``grads`` laid out in any way. The one impure function
+    here: like torch.optim it updates ``params`` and ``state`` in place (and returns them), because fresh buffers
+    for every operation doubled the time of a step on CPU; pass clones to keep the originals.
     """
     keys = list(params)
     steps = [torch.tensor(float(step - 1), device=params[k].device) for k in keys]  # the kernel adds 1
-    adam_functional([params[k] for k in keys], [grads[k] for k in keys], [state["exp_avg"][k] for k in keys],
+    # the kernel pairs elements by memory order: a gradient laid out otherwise (a transposed weight's) is copied
+    laid = [grads[k] if grads[k].stride() == params[k].stride() else grads[k].contiguous() for k in keys]
+    adam_functional([params[k] for k in keys], laid, [state["exp_avg"][k] for k in keys],
                     [state["exp_avg_sq"][k] for k in keys], [], steps, fused=True, amsgrad=False,
                     beta1=adam.betas[0], beta2=adam.betas[1], lr=adam.lr, weight_decay=adam.weight_decay, eps=adam.eps,
                     maximize=False)

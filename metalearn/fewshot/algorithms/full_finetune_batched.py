@@ -1,0 +1,285 @@
+"""``full_finetune`` of many episodes in one pass: their trainable layers and heads stacked along an episode dim.
+
+The episodes of a pass share the backbone's frozen trunk (state h - n of every clip, cached once) and differ only
+in the weights of the ``n`` layers ending at the feature's state and of the head. Those weights are stacked
+([E, ...], every episode starting from the pretune variant's), and one forward runs every episode's clips through
+its own weights by batched matmuls (:func:`whisper_layer`, Whisper's encoder layer written out on stacked weights),
+so one backward gives every episode's gradients (the episodes' losses are summed; no weight is shared).
+
+Clips are *packed*: each episode's clips are laid end to end along one frame axis ([E, T, D], T the longest
+episode's frames; the per-frame matmuls and layer norms see no padding), and only attention, which is per clip,
+gathers them into padded clips ([E x N, H, F, d]; masked like Whisper's trimmed mode). Pooling is one batched
+product with each clip's 1 / frames weights.
+
+Training is ``finetune.train_selected``'s, per episode: full-batch Adam (``batched_adam_step``, torch.optim.Adam's
+update, two settings: the head at ``lr``, the layers at ``backbone_lr``, both with ``weight_decay`` as L2), the
+layers stepping only for the first ``backbone_steps`` steps (then the head trains alone on the adapted
+layers' features, computed once), validation macro-F1 every ``eval_every`` steps and after the last (ties: the
+earliest; NaN never wins), the selected checkpoint's query logits computed when it is reached (for the episodes
+that improved only). Predictions equal the per-trial path's up to float rounding
+(tests/test_full_finetune_batched.py).
+
+:func:`supports` says when a backbone can run here (Whisper with a cacheable trunk); otherwise ``FullFinetune``
+runs its per-trial path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from metalearn.features.shared_trunk import caches_trunk
+from metalearn.fewshot.algorithms.functional import (
+    AdamSettings,
+    Params,
+    adam_init,
+    batched_adam_step,
+    cross_entropy,
+)
+from metalearn.fewshot.algorithms.heads import head_forward
+from metalearn.util.metrics import macro_f1
+
+LAYER_TYPES = ("WhisperEncoderLayer",)  # the layers :func:`whisper_layer` writes out
+
+
+def supports(backbone: nn.Module, layers: Sequence[nn.Module], after: Sequence[nn.Module]) -> bool:
+    """Whether the batched pass can train ``layers`` (and ``after``, applied on the last state) of ``backbone``."""
+    return (caches_trunk(backbone) and all(type(m).__name__ in LAYER_TYPES for m in layers)
+            and all(isinstance(m, nn.LayerNorm) or not list(m.parameters()) for m in after))
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The clips of E episodes (up to N each), frames laid end to end per episode.
+
+    x [E, T, D]: the trunk states (zero rows past an episode's frames); slot [E, N * F]: the packed row of each
+    (clip, frame) slot of the padded layout (T: a zero row); row [E, T]: the slot of each packed row (0 past the
+    episode's frames); mask [E * N, 1, 1, F]: additive attention mask (finfo.min past a clip's rows); pool
+    [E, N, T]: 1 / frames on each clip's pooled rows (all zero for a padded clip)."""
+
+    x: Tensor
+    slot: Tensor
+    row: Tensor
+    mask: Tensor
+    pool: Tensor
+    clips: int
+    width: int
+
+    def subset(self, index: Tensor) -> Packed:
+        """The episodes ``index`` [E'] only."""
+        n = self.clips
+        mask = self.mask.view(-1, n, *self.mask.shape[1:])[index].flatten(0, 1)
+        return Packed(self.x[index], self.slot[index], self.row[index], mask, self.pool[index], n, self.width)
+
+
+def pack(clips: Sequence[Sequence[tuple[Tensor, int]]]) -> Packed:
+    """``clips``: per episode, per clip, (states [L, D] attending over all L rows, frames pooled: the first ones)."""
+    e_count, n = len(clips), max(max(len(c) for c in clips), 1)
+    width = max([s.shape[0] for c in clips for s, _ in c] + [1])
+    totals = [sum(s.shape[0] for s, _ in c) for c in clips]
+    t_max = max(totals + [1])
+    ref = next(s for c in clips for s, _ in c)
+    x = ref.new_zeros(e_count, t_max, ref.shape[-1])
+    slot = torch.full((e_count, n * width), t_max, dtype=torch.long)
+    row = torch.zeros(e_count, t_max, dtype=torch.long)
+    keep = torch.zeros(e_count, n, width, dtype=torch.bool)
+    pool = torch.zeros(e_count, n, t_max, dtype=pooling_dtype(ref).dtype)
+    for e, episode in enumerate(clips):
+        start = 0
+        for i, (states, frames) in enumerate(episode):
+            length = states.shape[0]
+            x[e, start : start + length] = states
+            slot[e, i * width : i * width + length] = torch.arange(start, start + length)
+            row[e, start : start + length] = torch.arange(i * width, i * width + length)
+            keep[e, i, :length] = True
+            pool[e, i, start : start + frames] = 1.0 / max(frames, 1)
+            start += length
+    mask = torch.zeros(keep.shape, dtype=ref.dtype).masked_fill(~keep, torch.finfo(ref.dtype).min)
+    device = ref.device
+    return Packed(x, slot.to(device), row.to(device), mask.view(e_count * n, 1, 1, width).to(device),
+                  pool.to(device), n, width)
+
+
+def pooling_dtype(x: Tensor) -> Tensor:
+    """``x`` as pooled: float32 (from a lower autocast precision), float64 kept (the exactness tests run in it)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _take(x: Tensor, index: Tensor) -> Tensor:
+    """x [E, T, C], index [E, M] (values 0..T-1, or T: a zero row) -> [E, M, C]."""
+    e_count, t, c = x.shape
+    flat = torch.cat([x, x.new_zeros(e_count, 1, c)], 1).reshape(-1, c)
+    offsets = torch.arange(e_count, device=x.device)[:, None] * (t + 1)
+    return flat.index_select(0, (index + offsets).flatten()).view(e_count, -1, c)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x [E, T, in] by per-episode nn.Linear weights [E, out, in] (bias [E, out]) -> [E, T, out]."""
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
+
+
+def _layer_norm(x: Tensor, p: Params, name: str, eps: float) -> Tensor:
+    """nn.LayerNorm over the last dim with per-episode weight and bias ``{name}.weight`` [E, D]."""
+    out = nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(p[f"{name}.bias"][:, None], out, p[f"{name}.weight"][:, None])
+
+
+def whisper_layer(layer: nn.Module, p: Params, packed: Packed, x: Tensor) -> Tensor:
+    """transformers' WhisperEncoderLayer (eval mode: no dropout) on packed frames x [E, T, D], with each episode's
+    weights ``p`` (``layer``'s parameter names, [E, ...]); ``layer`` gives the shapes and constants only."""
+    attn, e_count, d = layer.self_attn, x.shape[0], x.shape[-1]
+    heads, dim, n, width = attn.num_heads, attn.head_dim, packed.clips, packed.width
+
+    def proj(h: Tensor, name: str) -> Tensor:
+        return _linear(h, p[f"self_attn.{name}.weight"], p.get(f"self_attn.{name}.bias"))
+
+    def clipped(t: Tensor) -> Tensor:  # [E, T, D] -> [E * N, H, F, d]
+        return _take(t, packed.slot).view(e_count * n, width, heads, dim).transpose(1, 2)
+
+    h = _layer_norm(x, p, "self_attn_layer_norm", layer.self_attn_layer_norm.eps)
+    q, k, v = proj(h, "q_proj") * attn.scaling, proj(h, "k_proj"), proj(h, "v_proj")
+    o = nn.functional.scaled_dot_product_attention(clipped(q), clipped(k), clipped(v), attn_mask=packed.mask,
+                                                   scale=1.0)
+    o = _take(o.transpose(1, 2).reshape(e_count, n * width, d), packed.row)
+    x = x + proj(o, "out_proj")
+    h = _layer_norm(x, p, "final_layer_norm", layer.final_layer_norm.eps)
+    x = x + _linear(layer.activation_fn(_linear(h, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"])
+    if x.dtype == torch.float16:
+        clamp = torch.finfo(x.dtype).max - 1000
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+@dataclass
+class Stack:
+    """The trainable modules and their per-episode weights: ``layers`` (run in order, their weights
+    ``params["{i}.{name}"]``) and ``after`` (applied to the last state: LayerNorm trains as ``"after{j}.{name}"``
+    when ``trainable``, else runs as it is)."""
+
+    layers: Sequence[nn.Module]
+    after: Sequence[nn.Module]
+    trainable: bool
+
+    def initial(self, episodes: int) -> Params:
+        """Every episode's weights: the modules' current values, stacked [E, ...] (leaves with gradients)."""
+        named = [(f"{i}.", m) for i, m in enumerate(self.layers)]
+        named += [(f"after{j}.", m) for j, m in enumerate(self.after)] if self.trainable else []
+        return {prefix + k: v.detach().expand(episodes, *v.shape).clone().requires_grad_(True)
+                for prefix, m in named for k, v in m.named_parameters()}
+
+    def forward(self, params: Params, packed: Packed) -> Tensor:
+        """Pooled state h of every clip [E, N, D] (padded clips: zeros)."""
+        x = packed.x
+        for i, layer in enumerate(self.layers):
+            x = whisper_layer(layer, {k[len(f"{i}."):]: v for k, v in params.items() if k.startswith(f"{i}.")},
+                              packed, x)
+        for j, module in enumerate(self.after):
+            if self.trainable and isinstance(module, nn.LayerNorm):
+                x = _layer_norm(x, params, f"after{j}", module.eps)
+            else:
+                x = module(x)
+        return torch.bmm(packed.pool, pooling_dtype(x))
+
+
+@dataclass(frozen=True)
+class PassInputs:
+    """One pass's episodes: packed support, validation and query clips; labels (-1: padding): support_y [E, S],
+    val_y [E, V] (None: no episode has validation); ``features``: pooled [E, N, D] -> the run's feature (the fold's
+    z-score); ``initial_heads``: (mean [E, 1, D], scale [E, 1, D]) -> heads {name: [E, ...]} (every episode's the
+    per-trial path's first); ``standardizer``: (support features [E, S, D], support_y) -> (mean, scale)."""
+
+    support: Packed
+    support_y: Tensor
+    query: Packed
+    val: Packed | None
+    val_y: Tensor | None
+    features: Callable[[Tensor], Tensor]
+    initial_heads: Callable[[Tensor, Tensor], Params]
+    standardizer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _head(params: Params, x: Tensor) -> Tensor:
+    """Episode-stacked heads on x [E, N, D]: linear ({weight [E, D, W], bias [E, W]}) or the MLP's head_forward."""
+    if "weight" in params:
+        return torch.baddbmm(params["bias"][:, None], x, params["weight"])
+    return torch.func.vmap(head_forward)(params, x)
+
+
+def is_checkpoint(step: int, steps: int, eval_every: int) -> bool:
+    return step % max(eval_every, 1) == 0 or step == steps
+
+
+def train_batched(stack: Stack, inputs: PassInputs, ways: int, cfg, autocast: Callable[[], object]
+                  ) -> tuple[Tensor, Tensor]:
+    """``train_selected`` for E episodes at once: query logits [E, Q, W] of each one's selected (else final)
+    checkpoint and its step [E]. ``cfg``: a FullFinetuneConfig; ``autocast``: the precision context."""
+    e_count = inputs.support_y.shape[0]
+    layers = stack.initial(e_count)
+    limit = (cfg.steps if cfg.backbone_steps is None else cfg.backbone_steps) if layers else 0
+
+    def feats(packed: Packed, params: Params) -> Tensor:
+        with autocast():
+            pooled = stack.forward(params, packed)
+        return inputs.features(pooled)
+
+    with torch.no_grad():
+        start = feats(inputs.support, layers)
+    mean, scale = inputs.standardizer(start, inputs.support_y)
+    head = {k: v.clone().requires_grad_(True) for k, v in inputs.initial_heads(mean, scale).items()}
+    settings = [AdamSettings(lr, (cfg.beta1, cfg.beta2), cfg.eps, cfg.weight_decay) for lr in (cfg.lr, cfg.backbone_lr)]
+    states = [adam_init(head), adam_init(layers)]
+    frozen: dict[str, Tensor] = {}
+
+    def logits(name: str, params: Params, head: Params, index: Tensor | None = None) -> Tensor:
+        packed = getattr(inputs, name)
+        if step_now[0] > limit:  # the layers are done adapting: their features, once
+            if name not in frozen:
+                with torch.no_grad():
+                    frozen[name] = start if name == "support" and limit == 0 else feats(packed, params)
+            x = frozen[name]
+        else:
+            x = feats(packed if index is None else packed.subset(index),
+                      params if index is None else {k: v[index] for k, v in params.items()})
+        if index is not None and step_now[0] > limit:
+            x = x[index]
+        m, s = (mean, scale) if index is None else (mean[index], scale[index])
+        return _head(head if index is None else {k: v[index] for k, v in head.items()}, (x - m) / s)
+
+    step_now = [0]
+    val = inputs.val is not None and inputs.val_y is not None
+    best_f1 = torch.full((e_count,), -math.inf, dtype=torch.float64)
+    best_step = torch.zeros(e_count, dtype=torch.long)
+    best: Tensor | None = None
+    for step in range(1, cfg.steps + 1):
+        step_now[0] = step
+        adapting = step <= limit
+        trained = {**head, **(layers if adapting else {})}
+        loss = cross_entropy(logits("support", layers, head), inputs.support_y).sum()
+        grads = dict(zip(trained, torch.autograd.grad(loss, list(trained.values())), strict=True))
+        batched_adam_step(head, {k: grads[k] for k in head}, states[0], settings[0], step)
+        if adapting:
+            batched_adam_step(layers, {k: grads[k] for k in layers}, states[1], settings[1], step)
+        if val and is_checkpoint(step, cfg.steps, cfg.eval_every):
+            with torch.no_grad():
+                pred = logits("val", layers, head).argmax(-1)
+                f1 = macro_f1(pred, inputs.val_y, None, ways).cpu().double().nan_to_num(nan=-math.inf)
+                better = f1 > best_f1
+                if bool(better.any()):
+                    index = better.nonzero().flatten()
+                    chosen = logits("query", layers, head, index.to(inputs.support_y.device))
+                    if best is None:
+                        best = chosen.new_zeros(e_count, *chosen.shape[1:])
+                    best[index.to(best.device)] = chosen
+                    best_step[better], best_f1[better] = step, f1[better]
+    with torch.no_grad():
+        final = logits("query", layers, head)
+    unselected = best_step == 0
+    if best is not None:
+        final = torch.where(unselected.to(final.device)[:, None, None], final, best)
+    return final, torch.where(unselected, cfg.steps, best_step)
