@@ -14,6 +14,9 @@ from metalearn.fewshot.algorithms.base import EpisodeBatch
 from metalearn.fewshot.algorithms.full_finetune import CPU_SMALL, FullFinetune, FullFinetuneConfig
 from metalearn.fewshot.algorithms.functional import AdamSettings, adam_init, batched_adam_step
 from metalearn.fewshot.episodes import Episode
+from metalearn.run.config import ExperimentConfig
+from metalearn.run.grid import Batching, plan_units
+from metalearn.run.planning import episodes_per_unit
 from tests.test_trunk_finetune import episode, paths, whisper_tiny  # noqa: F401 (paths: the module's clips fixture)
 
 CFG = FullFinetuneConfig(**{**CPU_SMALL, "steps": 8, "eval_every": 2}, episodes_per_pass=4)
@@ -108,3 +111,15 @@ def test_score_adapts_a_pass_at_a_time_and_ssl_backbones_one_by_one(backbone, pa
     ssl = FullFinetune(AudioInputs(lambda: build_backbone(BackboneConfig(family="wav2vec2", source="tiny")), paths),
                        dataclasses.replace(CFG, steps=1, episodes_per_pass=2))
     assert not ssl.batched() and ssl.score(batch).shape == (3, 4, 2)
+
+
+def test_the_grid_gives_full_finetune_its_episodes_per_pass_per_unit() -> None:
+    cfg = ExperimentConfig()
+    assert episodes_per_unit(cfg, "full_finetune") == 1
+    section = dataclasses.replace(cfg.algorithms.full_finetune, episodes_per_pass=3)
+    cfg = dataclasses.replace(cfg, algorithms=dataclasses.replace(cfg.algorithms, full_finetune=section))
+    assert episodes_per_unit(cfg, "full_finetune") == 3
+    eps = {0: [episode("s1", shift=i) for i in range(7)]}
+    for slow, sizes in (({"full_finetune": 3}, [3, 3, 1]), (["full_finetune"], [1] * 7)):
+        units = plan_units(["v"], [0], [["s1"]], ["full_finetune"], eps, Batching(100, slow=slow))
+        assert [len(u.episodes) for u in units] == sizes

@@ -16,6 +16,7 @@ from metalearn.fewshot.episodes import Episode
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.run.config import ExperimentConfig, GridPartConfig
 from metalearn.run.grid import Batching, Fold, Subset, Unit, plan_units
+from metalearn.run.run_folder import as_dict
 from metalearn.run.tuned import meta_steps_for, options_for
 from metalearn.util.errors import MetalearnError
 
@@ -96,7 +97,7 @@ def plan(cfg: ExperimentConfig, variants: dict[str, PretuneVariant], folds: list
     algos = cfg.algorithms
     check_grid(cfg, list(variants))
     classes = {a: adapter_class(a) for a in algos.run}
-    per_episode = [a for a, c in classes.items() if c.per_episode]
+    per_episode = {a: episodes_per_unit(cfg, a) for a, c in classes.items() if c.per_episode}
     per_k = [a for a, c in classes.items() if a not in per_episode and c.trains_on == "tasks"
              ] if cfg.meta_train.shots is None else []
     with_prior = frozenset(v for v, variant in variants.items() if variant.has_prior)
@@ -111,6 +112,12 @@ def plan(cfg: ExperimentConfig, variants: dict[str, PretuneVariant], folds: list
         only[a] = Subset(ks, part.repetitions, chosen, zero=c.zero_point)
     batching = Batching(cfg.chunk, per_k, only, per_episode, meta_seeds(cfg))
     return plan_units(list(variants), cfg.seeds, [getattr(f, scored) for f in folds], algos.run, episodes, batching)
+
+
+def episodes_per_unit(cfg: ExperimentConfig, algorithm: str) -> int:
+    """A per-episode algorithm's episodes per unit: its ``episodes_per_pass`` (full_finetune adapts that many
+    together; 1 when it has no such field)."""
+    return max(1, int(as_dict(getattr(cfg.algorithms, algorithm)).get("episodes_per_pass", 1)))
 
 
 def _set(values: list | None) -> frozenset | None:

@@ -28,6 +28,17 @@ the frozen layers' frame-level output (state h - n) is computed once per clip an
 (:class:`~metalearn.features.shared_trunk.TrunkCache`, up to ``trunk_cache_mb``; 0: from audio every step);
 the results equal the from-audio path's (tests/test_trunk_finetune.py). Backbones without a trunk (the SSL
 families) run their whole forward every step (their layers above ``h`` frozen and unused).
+
+With ``episodes_per_pass = m > 1``, :meth:`FullFinetune.score` adapts up to ``m`` episodes of its batch (one
+support size and way count: the runner groups them so and gives the method ``m`` episodes per unit) together
+(:mod:`.full_finetune_batched`): each episode's trainable layers and head stacked along an episode dim, run by
+batched matmuls over the episodes' cached trunk states (clips packed end to end, attention per clip), one
+backward for every episode's gradients, per-episode Adam (``batched_adam_step``, torch.optim.Adam's update with
+the head's and the layers' settings), ``backbone_steps`` and the validation selection per episode as above. Its
+predictions and selected steps are the per-trial path's up to float rounding (tests/test_full_finetune_batched.py,
+in float64; in float32 Adam magnifies gradients at the rounding level, e.g. a binary head's bias gradient, to
+lr-sized steps, so the paths' logits may part by ~1e-4). Backbones without a cacheable Whisper trunk (the SSL
+families) fall back to one episode at a time (:meth:`FullFinetune.batched`).
 """
 
 from __future__ import annotations
@@ -133,7 +144,8 @@ def continue_to(backbone: SpeechBackbone, trunk, depth: int, state: int) -> Tens
 
 
 class FullFinetune(AdapterBase):
-    """``finetune`` on the run's feature computed from audio, with the layers below it trained too (per episode)."""
+    """``finetune`` on the run's feature computed from audio, with the layers below it trained too (per episode, or
+    ``episodes_per_pass`` episodes together)."""
 
     name = "full_finetune"
     inputs = "audio"
