@@ -28,6 +28,7 @@ from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.subsets import (
     HEADS,
     WEIGHTS,
+    Training,
     backbone_for_variant,
     file_sha256,
     load_variant,
@@ -57,7 +58,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
                               0.4, 16_000))
     cfg = PretuneConfig(lr=1e-3, batch_size=4, grad_accum=1, max_epochs=1, patience=1, max_seconds=0.4,
                         steps_per_epoch=2, eval_batch_size=8, num_workers=0, device="cpu", trainable_layers=1)
-    run_variants(rows, [(), ("alpha",)], root / "out", cfg, WHISPER, CPU)
+    run_variants(rows, [(), ("alpha",)], root / "out", Training(cfg, WHISPER, CPU))
     return root / "out"
 
 

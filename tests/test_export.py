@@ -21,7 +21,7 @@ from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.export import SIDECAR, export_variant, push_to_hub
-from metalearn.pretune.subsets import backbone_for_variant, parse_subsets, run_variants
+from metalearn.pretune.subsets import Training, backbone_for_variant, parse_subsets, run_variants
 from metalearn.util.errors import MetalearnError
 from metalearn.util.hub import check_reachable
 from tests.fixtures import write_wav
@@ -51,8 +51,8 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rows = _rows(root)
     out = {}
     for family in ("wav2vec2", "whisper"):
-        run_variants(rows, parse_subsets("alpha", ["alpha"]), root / family, RECIPE,
-                     BackboneConfig(family=family, source="tiny"), torch.device("cpu"))
+        run_variants(rows, parse_subsets("alpha", ["alpha"]), root / family,
+                     Training(RECIPE, BackboneConfig(family=family, source="tiny"), torch.device("cpu")))
         out[family] = root / family / "pft-alpha"
     return out
 
@@ -218,7 +218,7 @@ def test_a_variant_of_an_encoder_cut_to_its_first_layers_exports_into_the_whole_
     variant's, the base's layer 2 and final norm untouched); an SSL encoder cut so is refused in one line."""
     rows = _rows(tmp_path)
     cut = BackboneConfig(source="tiny", layers=1)
-    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "cut", RECIPE, cut, torch.device("cpu"))
+    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "cut", Training(RECIPE, cut, torch.device("cpu")))
     variant = tmp_path / "cut" / "pft-alpha"
     folder = export_variant(variant, tmp_path / "exported")
     whole = build_backbone(BackboneConfig(source=str(folder)))
@@ -230,6 +230,6 @@ def test_a_variant_of_an_encoder_cut_to_its_first_layers_exports_into_the_whole_
     for name in ("layers.1.fc1.weight", "layer_norm.weight"):
         assert torch.equal(whole.encoder.state_dict()[name], base.encoder.state_dict()[name])
     ssl = BackboneConfig(family="wav2vec2", source="tiny", layers=1)
-    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "ssl", RECIPE, ssl, torch.device("cpu"))
+    run_variants(rows, parse_subsets("alpha", ["alpha"]), tmp_path / "ssl", Training(RECIPE, ssl, torch.device("cpu")))
     with pytest.raises(MetalearnError, match="cut to its first 1 layers .* not supported"):
         export_variant(tmp_path / "ssl" / "pft-alpha", tmp_path / "exported-ssl")

@@ -19,7 +19,7 @@ from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.export import export_variant
 from metalearn.pretune.extra import extra_variants, source_config
-from metalearn.pretune.subsets import parse_subsets, run_variants
+from metalearn.pretune.subsets import Training, parse_subsets, run_variants
 from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import open_variant, prepare_variants, variant_features
@@ -54,8 +54,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("extra")
     rows = _rows(root)
     write_manifest(rows, root / "alpha.csv")
-    run_variants(rows, parse_subsets("alpha", ["alpha"]), root / "trained", RECIPE,
-                 BackboneConfig(family="whisper", source="tiny"), torch.device("cpu"))
+    run_variants(rows, parse_subsets("alpha", ["alpha"]), root / "trained",
+                 Training(RECIPE, BackboneConfig(family="whisper", source="tiny"), torch.device("cpu")))
     export_variant(root / "trained" / "pft-alpha", root / "exported")
     (root / "folds.json").write_text(json.dumps([{"fold": 0, "test": ["s0", "s1"], "validation": ["s2"],
                                                   "meta_train": ["s3"]}]))

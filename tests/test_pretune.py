@@ -27,6 +27,7 @@ from metalearn.pretune.data import SplitAudio, build_splits, split_corpus
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top, scaled_loss
 from metalearn.pretune.schedule import EarlyStopping, ProportionalCorpusSampler
 from metalearn.pretune.subsets import (
+    Training,
     enumerate_subsets,
     load_variant,
     parse_subsets,
@@ -338,7 +339,7 @@ def test_variants_train_save_reload_and_skip(manifests: list[Path], tmp_path: Pa
 
     out, utts, cfg = tmp_path / "variants", _utterances(manifests), _cfg(trainable_layers=1)
     subsets = parse_subsets("none,alpha+beta,alpha", ["alpha", "beta"])
-    status = run_variants(utts, subsets, out, cfg, WHISPER, CPU, build)
+    status = run_variants(utts, subsets, out, Training(cfg, WHISPER, CPU, build))
     assert status == {"none": "written", "pft-alpha+beta": "trained", "pft-alpha": "trained"}
     assert sorted(p.name for p in (out / "none").iterdir()) == ["config.json", "done.json"]
     folder = out / "pft-alpha+beta"
@@ -360,13 +361,13 @@ def test_variants_train_save_reload_and_skip(manifests: list[Path], tmp_path: Pa
     # Rerun: everything is skipped, nothing rewritten.
     stamp = (folder / "backbone.safetensors").stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
-        again = run_variants(utts, subsets, out, cfg, WHISPER, CPU, build)
+        again = run_variants(utts, subsets, out, Training(cfg, WHISPER, CPU, build))
     assert set(again.values()) == {"skipped (done)"} and "already done" in caplog.text
     assert (folder / "backbone.safetensors").stat().st_mtime_ns == stamp
     # A killed run (no done.json) is trained again.
     (out / "pft-alpha" / "done.json").unlink()
     (out / "pft-alpha" / "backbone.safetensors").write_bytes(b"half written")
-    redo = run_variants(utts, subsets, out, cfg, WHISPER, CPU, build)
+    redo = run_variants(utts, subsets, out, Training(cfg, WHISPER, CPU, build))
     assert redo["pft-alpha"] == "trained" and redo["pft-alpha+beta"] == "skipped (done)"
     assert (out / "pft-alpha" / "done.json").is_file()
     load_variant(out / "pft-alpha", build_backbone(WHISPER))
@@ -460,7 +461,7 @@ def test_pretraining_is_bit_identical_under_different_loader_timing(manifests: l
     import metalearn.pretune.data as pretune_data
 
     utts, subsets = _utterances(manifests), [("alpha", "beta")]
-    run_variants(utts, subsets, tmp_path / "plain", _cfg(trainable_layers=1, num_workers=0), WHISPER, CPU)
+    run_variants(utts, subsets, tmp_path / "plain", Training(_cfg(trainable_layers=1, num_workers=0), WHISPER, CPU))
     real = pretune_data.load_audio
 
     def slow(path, **kw):  # noqa: ANN001, ANN003, ANN202 - load_audio's signature
@@ -468,7 +469,7 @@ def test_pretraining_is_bit_identical_under_different_loader_timing(manifests: l
         return real(path, **kw)
 
     monkeypatch.setattr(pretune_data, "load_audio", slow)
-    run_variants(utts, subsets, tmp_path / "slow", _cfg(trainable_layers=1, num_workers=2), WHISPER, CPU)
+    run_variants(utts, subsets, tmp_path / "slow", Training(_cfg(trainable_layers=1, num_workers=2), WHISPER, CPU))
     _assert_bit_identical(tmp_path / "plain" / "pft-alpha+beta", tmp_path / "slow" / "pft-alpha+beta")
 
 
@@ -481,6 +482,6 @@ def test_a_backbone_build_that_draws_random_numbers_changes_nothing(manifests: l
         return build_backbone(cfg)
 
     utts, subsets, cfg = _utterances(manifests), [("alpha",)], _cfg(trainable_layers=1)
-    run_variants(utts, subsets, tmp_path / "cached", cfg, WHISPER, CPU)
-    run_variants(utts, subsets, tmp_path / "imported", cfg, WHISPER, CPU, drawing)
+    run_variants(utts, subsets, tmp_path / "cached", Training(cfg, WHISPER, CPU))
+    run_variants(utts, subsets, tmp_path / "imported", Training(cfg, WHISPER, CPU, drawing))
     _assert_bit_identical(tmp_path / "cached" / "pft-alpha", tmp_path / "imported" / "pft-alpha")

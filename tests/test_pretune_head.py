@@ -16,7 +16,7 @@ from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.model import MultiHeadClassifier, freeze_for_head, head_state
 from metalearn.pretune.records import first_difference, variant_record, write_pretune_report
-from metalearn.pretune.subsets import ensure_variants, parse_subsets, run_variants
+from metalearn.pretune.subsets import Training, ensure_variants, parse_subsets, run_variants
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.util.errors import MetalearnError
 from tests.fixtures import write_wav
@@ -110,7 +110,7 @@ def _cfg(**kw: object) -> PretuneConfig:
 def test_a_mix_variant_records_its_feature_and_probe(sources: list[Utterance], tmp_path: Path) -> None:
     out = tmp_path / "v"
     cfg = _cfg(layer="mix")
-    folders = ensure_variants(sources, parse_subsets("none,alpha", ["alpha"]), out, cfg, WHISPER, CPU)
+    folders = ensure_variants(sources, parse_subsets("none,alpha", ["alpha"]), out, Training(cfg, WHISPER, CPU))
     assert folders == {"none": out / "none", "pft-alpha": out / "pft-alpha"}
     record = variant_record(out / "pft-alpha")
     assert variant_record(out / "none") is None
@@ -139,19 +139,19 @@ def test_a_mix_variant_records_its_feature_and_probe(sources: list[Utterance], t
 def test_a_finished_variant_is_reused_only_when_it_matches(sources: list[Utterance], tmp_path: Path) -> None:
     out, cfg = tmp_path / "v", _cfg(layer=1, max_epochs=1)
     subsets = parse_subsets("alpha", ["alpha"])
-    assert run_variants(sources, subsets, out, cfg, WHISPER, CPU) == {"pft-alpha": "trained"}
+    assert run_variants(sources, subsets, out, Training(cfg, WHISPER, CPU)) == {"pft-alpha": "trained"}
     record = variant_record(out / "pft-alpha")
     assert record["head_layer"] == 1 and PretuneVariant.read(out / "pft-alpha").head_layer == 1
-    assert run_variants(sources, subsets, out, _cfg(layer=1, max_epochs=1, device="cpu", num_workers=1), WHISPER,
-                        CPU) == {"pft-alpha": "skipped (done)"}  # speed and placement knobs are not identity
+    knobs = _cfg(layer=1, max_epochs=1, device="cpu", num_workers=1)  # speed and placement are not identity
+    assert run_variants(sources, subsets, out, Training(knobs, WHISPER, CPU)) == {"pft-alpha": "skipped (done)"}
     with pytest.raises(MetalearnError, match=r"pft-alpha was made differently from this config: recipe\.lr: "
                                              r"folder 0\.001, config 0\.01; delete the folder"):
-        run_variants(sources, subsets, out, _cfg(layer=1, max_epochs=1, lr=1e-2), WHISPER, CPU)
+        run_variants(sources, subsets, out, Training(_cfg(layer=1, max_epochs=1, lr=1e-2), WHISPER, CPU))
     changed = [sources[0].__class__(**{**sources[0].__dict__, "emotion": "sad"})] + sources[1:]
     with pytest.raises(MetalearnError, match=r"rows\.alpha: folder [0-9a-f]+, config [0-9a-f]+"):
-        ensure_variants(changed, subsets, out, cfg, WHISPER, CPU)
+        ensure_variants(changed, subsets, out, Training(cfg, WHISPER, CPU))
     with pytest.raises(MetalearnError, match=r"pretune variants \['pft-alpha'\] are not trained .*--prepare"):
-        ensure_variants(sources, subsets, tmp_path / "empty", cfg, WHISPER, CPU, train=False)
+        ensure_variants(sources, subsets, tmp_path / "empty", Training(cfg, WHISPER, CPU), train=False)
     assert first_difference({"a": {"b": 1, "c": [1, 2]}}, {"a": {"b": 1.0, "c": [1, 3]}}) == ("a.c[1]", 2, 3)
 
 

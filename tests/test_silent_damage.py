@@ -167,12 +167,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from metalearn.features.backbones import BackboneConfig
-    from metalearn.pretune.subsets import parse_subsets, run_variants
+    from metalearn.pretune.subsets import Training, parse_subsets, run_variants
     from tests.test_export import RECIPE, _rows
 
     root = tmp_path_factory.mktemp("export")
-    run_variants(_rows(root), parse_subsets("alpha", ["alpha"]), root / "trained", RECIPE,
-                 BackboneConfig(family="whisper", source="tiny"), torch.device("cpu"))
+    run_variants(_rows(root), parse_subsets("alpha", ["alpha"]), root / "trained",
+                 Training(RECIPE, BackboneConfig(family="whisper", source="tiny"), torch.device("cpu")))
     return root / "trained" / "pft-alpha"
 
 
@@ -249,15 +249,15 @@ def test_a_damaged_checkpoint_of_a_finished_variant_is_not_done(trained: Path, t
     import torch
 
     from metalearn.features.backbones import BackboneConfig
-    from metalearn.pretune.subsets import parse_subsets, run_variants
+    from metalearn.pretune.subsets import Training, parse_subsets, run_variants
     from metalearn.util.errors import MetalearnError
     from tests.test_export import RECIPE, _rows
 
     root = trained.parent.parent
     copy = tmp_path / "trained"
     shutil.copytree(trained.parent, copy)
-    again = functools.partial(run_variants, _rows(root), parse_subsets("alpha", ["alpha"]), copy, RECIPE,
-                              BackboneConfig(family="whisper", source="tiny"), torch.device("cpu"))
+    again = functools.partial(run_variants, _rows(root), parse_subsets("alpha", ["alpha"]), copy,
+                              Training(RECIPE, BackboneConfig(family="whisper", source="tiny"), torch.device("cpu")))
     assert again() == {"pft-alpha": "skipped (done)"}  # intact: skipped
     damage(copy / "pft-alpha" / "heads.safetensors")
     with pytest.raises(MetalearnError) as err:

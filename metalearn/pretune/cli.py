@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from metalearn.features.backbones import backbone_config
     from metalearn.pretune import distributed
     from metalearn.pretune.config import apply_overrides, preset
-    from metalearn.pretune.subsets import parse_subsets, run_variants
+    from metalearn.pretune.subsets import Training, parse_subsets, run_variants
     from metalearn.util.fileio import make_folder
 
     cfg = apply_overrides(preset(args.preset), args.overrides)
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if rank > 0:  # rank 0 speaks for all
             logging.getLogger().setLevel(logging.ERROR)
         log.info("pretune: %d variant(s), device %s, world size %d", len(subsets), device, world_size)
-        status = run_variants(utterances, subsets, args.out, cfg, backbone_cfg, device)
+        status = run_variants(utterances, subsets, args.out, Training(cfg, backbone_cfg, device))
     finally:
         distributed.shutdown()
     if rank == 0:

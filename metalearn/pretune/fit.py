@@ -32,7 +32,7 @@ from metalearn.pretune.data import CorpusSplits
 from metalearn.pretune.distributed import barrier, is_main
 from metalearn.pretune.model import MultiHeadClassifier, freeze_for_head, frozen_depth
 from metalearn.pretune.records import build_record, write_record
-from metalearn.pretune.train import TrainResult, jsonable, pooled_part, steps_per_epoch, train
+from metalearn.pretune.train import TrainResult, jsonable, pooled_part, train
 from metalearn.util.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,25 @@ def _write_json(path: Path, obj: object) -> None:
     write_json(path, jsonable(obj), indent=2)
 
 
-def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], folder: Path, cfg: PretuneConfig,
-                  backbone_cfg: BackboneConfig, device: torch.device, config: dict,
-                  finish: Callable[[Sequence[str]], None],
-                  build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> TrainResult:
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How the variants of one call are made: the recipe, the backbone's config, the device, and the function that
+    builds a fresh backbone from its config (tests pass a small one)."""
+
+    recipe: PretuneConfig
+    backbone: BackboneConfig
+    device: torch.device
+    build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone
+
+
+def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], folder: Path, training: Training,
+                  config: dict, finish: Callable[[Sequence[str]], None]) -> TrainResult:
     """Build a fresh backbone (seeded), pre-finetune it on ``subset`` and save the variant into ``folder``
     (``config``: its config.json, written first, with the ``head_layer`` the model resolves; ``finish(files)``
     writes done.json over the checkpoints, last, on rank 0)."""
+    cfg, device = training.recipe, training.device
     start = time.perf_counter()
-    backbone = build(backbone_cfg)
+    backbone = training.build(training.backbone)
     # Seeded AFTER the build: a build may draw from torch's global RNG or not (the default Whisper's first use
     # imports it, initialising a model at random; later builds load the import and draw nothing), and the
     # heads' initialisation must not depend on which happened (the cross-clone difference of pft-iemocap).
@@ -134,9 +144,8 @@ def train_variant(subset: tuple[str, ...], splits: dict[str, CorpusSplits], fold
         _save_state(heads, folder / HEADS)
         files = [WEIGHTS, HEADS]
         _write_json(folder / "summary.json", {"variant": config["variant"], **dataclasses.asdict(result)})
-        steps = result.epochs * steps_per_epoch(cfg, used)
         probes = {c: {"dev": p.dev, "test": p.test, "l2": p.l2} for c, p in scores.items()}
-        write_record(folder, build_record(config["variant"], head_layer(model), cfg, used, result, steps, probes,
+        write_record(folder, build_record(config["variant"], head_layer(model), cfg, used, result, probes,
                                           time.perf_counter() - start))
         finish(files)
     barrier()

@@ -28,7 +28,7 @@ from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits
-from metalearn.pretune.train import TrainResult, jsonable, mean_accuracy
+from metalearn.pretune.train import TrainResult, jsonable, mean_accuracy, steps_per_epoch
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic, write_json
 from metalearn.util.markdown import LEFT, RIGHT, table
@@ -39,11 +39,13 @@ FIELDS = ("variant", "kind", "head_layer", "trainable_layers", "corpora", "steps
 
 
 def build_record(variant: str, head_layer: int | str, cfg: PretuneConfig, splits: Mapping[str, CorpusSplits],
-                 result: TrainResult, steps: int, probes: Mapping[str, Mapping[str, float]], seconds: float) -> dict:
-    """The record of a trained supervised variant; ``passes`` = steps x batch x accumulation / train clips;
+                 result: TrainResult, probes: Mapping[str, Mapping[str, float]], seconds: float) -> dict:
+    """The record of a trained supervised variant; ``steps`` = epochs x the recipe's steps per epoch, ``passes`` =
+    steps x batch x accumulation / train clips;
     ``seconds``: the whole variant (untouched pass for the probe and the trunk cache, training, probe);
     ``probes``: corpus -> the probe's {"dev", "test", "l2"}."""
     n_train = sum(len(s.train) for s in splits.values())
+    steps = result.epochs * steps_per_epoch(cfg, splits)
     per_corpus = {c: {"dev_accuracy": result.dev_accuracy.get(c, math.nan),
                       "test_accuracy": result.test_accuracy.get(c, math.nan),
                       "probe_dev_accuracy": probes[c]["dev"], "probe_test_accuracy": probes[c]["test"],

@@ -36,7 +36,12 @@ from metalearn.features.backbones import BackboneConfig, SpeechBackbone, build_b
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.data import CorpusSplits, build_splits
 from metalearn.pretune.distributed import barrier, from_main, is_main, world
-from metalearn.pretune.fit import HEADS, WEIGHTS, train_variant  # noqa: F401 - HEADS is this module's interface too
+from metalearn.pretune.fit import (  # noqa: F401 - HEADS and Training are this module's interface too
+    HEADS,
+    WEIGHTS,
+    Training,
+    train_variant,
+)
 from metalearn.pretune.records import check_fingerprint, variant_fingerprint
 from metalearn.pretune.train import jsonable
 from metalearn.util.errors import MetalearnError
@@ -108,16 +113,15 @@ def _write_none(folder: Path, backbone_cfg: BackboneConfig) -> None:
 
 
 def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, ...]], out: str | os.PathLike,
-                 cfg: PretuneConfig, backbone_cfg: BackboneConfig, device: torch.device,
-                 build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone,
-                 train: bool = True) -> dict[str, str]:
-    """Train every variant of ``subsets`` that has no ``done.json`` under ``out``; variant -> status.
+                 training: Training, train: bool = True) -> dict[str, str]:
+    """Train every variant of ``subsets`` that has no ``done.json`` under ``out`` as ``training`` says;
+    variant -> status.
 
     A finished folder is reused only when its fingerprint (:func:`~.records.check_fingerprint`) matches this
     recipe, backbone and these corpora's rows; a mismatch is one line naming the first differing key. With
     ``train`` false a missing variant is an error instead.
     """
-    out = Path(out)
+    out, cfg, backbone_cfg = Path(out), training.recipe, training.backbone
     used = sorted({c for s in subsets for c in s})
     splits = build_splits(utterances, cfg.seed, corpora=used, labels=cfg.labels, split=cfg.split,
                           sentence_disjoint=cfg.sentence_disjoint) if used else {}
@@ -143,18 +147,16 @@ def run_variants(utterances: Sequence[Utterance], subsets: Sequence[tuple[str, .
         else:
             log.info("%s: training into %s", name, folder)
             config = _variant_config(subset, cfg, backbone_cfg, splits, wanted[name])  # its config.json
-            train_variant(subset, splits, folder, cfg, backbone_cfg, device, config,
-                          functools.partial(write_done, folder, name), build)
+            train_variant(subset, splits, folder, training, config, functools.partial(write_done, folder, name))
             status[name] = "trained"
     return status
 
 
 def ensure_variants(sources: Sequence[Utterance], subsets: Sequence[tuple[str, ...]], out: str | os.PathLike,
-                    recipe: PretuneConfig, backbone: BackboneConfig, device: torch.device, train: bool = True,
-                    build: Callable[[BackboneConfig], SpeechBackbone] = build_backbone) -> dict[str, Path]:
+                    training: Training, train: bool = True) -> dict[str, Path]:
     """Variant name -> folder for every subset: the finished ones checked against this config (their
     fingerprint), the missing ones trained (``train``; else one line saying to train them first)."""
-    run_variants(sources, subsets, out, recipe, backbone, device, build, train)
+    run_variants(sources, subsets, out, training, train)
     return {variant_name(s): Path(out) / variant_name(s) for s in subsets}
 
 

@@ -56,7 +56,7 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
     """Pretune variant name -> the typed variant, training the missing ones (when ``train``; else they are an error),
     then those ``pretune.extra`` names (exported variants or transformers folders, by folder or hub id)."""
     from metalearn.pretune.extra import extra_variants
-    from metalearn.pretune.subsets import ensure_variants, parse_subsets
+    from metalearn.pretune.subsets import Training, ensure_variants, parse_subsets
     from metalearn.util.devices import resolve_device
 
     sources = [u for c in cfg.data.sources.values() for u in prepare_manifest(c, cfg.data.manifests_dir)] \
@@ -65,8 +65,8 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
     subsets = parse_subsets(",".join(cfg.pretune.subsets), corpora)
     out = Path(cfg.pretune.out)
     # the finished variants are checked against what this config would make (their fingerprint), the rest trained
-    names = ensure_variants(sources, subsets, out, cfg.pretune.recipe, cfg.backbone,
-                            resolve_device(cfg.pretune.recipe.device), train=train)
+    training = Training(cfg.pretune.recipe, cfg.backbone, resolve_device(cfg.pretune.recipe.device))
+    names = ensure_variants(sources, subsets, out, training, train=train)
     folders = {**names, **_clap_variants(cfg, sources, corpora, out, train)}
     folders.update(extra_variants(cfg.pretune.extra, out / "extra", cfg.backbone.whisper_mode, folders))
     return {name: open_variant(folder) for name, folder in folders.items()}
