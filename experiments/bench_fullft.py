@@ -68,17 +68,19 @@ def compare(adapter: FullFinetune, eps: list, per_pass: int, device: torch.devic
 
 def run(trials: int = 8, per_pass: int = 8, steps: int | None = None, device: str = "cpu",
         backbone: BackboneConfig = DEMO_BACKBONE, layer: int = 1, seconds: float = 3.0,
-        clips: tuple[int, int, int] = (5, 2, 3), cfg: FullFinetuneConfig = DEMO, peak: bool = True) -> dict:
-    """The comparison at ``backbone`` / ``layer`` (default: the demo's) on ``trials`` episodes."""
+        clips: tuple[int, int, int] = (5, 2, 3), cfg: FullFinetuneConfig = DEMO, peak: bool = True,
+        factory=None) -> dict:  # noqa: ANN001
+    """The comparison at ``backbone`` / ``layer`` (default: the demo's; ``factory``: () -> a backbone, instead)
+    on ``trials`` episodes."""
     cfg = dataclasses.replace(cfg, episodes_per_pass=per_pass, **({} if steps is None else {"steps": steps}))
     dev = torch.device(device)
-    build_backbone(backbone)  # the first build imports the weights: not part of any trial
+    factory = factory or (lambda: build_backbone(backbone))
+    factory()  # the first build imports the weights: not part of any trial
     k, n_val, n_query = clips
     with tempfile.TemporaryDirectory() as tmp:
         paths = bench_trunk.write_clips(Path(tmp), 2, k + n_val + n_query, seconds)
         eps = bench_trunk.episodes(2, k, n_val, n_query, trials)
-        adapter = FullFinetune(AudioInputs(lambda: build_backbone(backbone), paths, layer=layer, max_seconds=seconds),
-                               cfg, device=dev)
+        adapter = FullFinetune(AudioInputs(factory, paths, layer=layer, max_seconds=seconds), cfg, device=dev)
         got = compare(adapter, eps, per_pass, dev)
     gflops_peak = bench_roofline.matmul_peak() if peak and dev.type == "cpu" else None
     trial_s, batched_s = got["trial_s"] / trials, got["batched_s"] / trials
@@ -95,6 +97,8 @@ def run(trials: int = 8, per_pass: int = 8, steps: int | None = None, device: st
            "batched_gflop_per_trial": round(got["batched_flops"] / 1e9, 2),
            "per_trial_gflops": round(got["trial_flops"] / 1e9 / trial_s, 1),
            "batched_gflops": round(got["batched_flops"] / 1e9 / batched_s, 1)}
+    if dev.type == "cuda":
+        out["max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
     if gflops_peak is not None:
         out["matmul_peak_gflops"] = round(gflops_peak, 1)
         out["per_trial_pct_of_peak"] = round(100 * out["per_trial_gflops"] / gflops_peak, 1)

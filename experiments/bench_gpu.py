@@ -11,6 +11,10 @@ Whisper base, is imported from the installed packages; ``--backbone`` takes a lo
 - pre-finetuning: optimizer steps per second of ``metalearn.pretune.train.train_epoch`` (MultiHeadClassifier,
   AdamW, batch 8 of 3 s crops, the whole backbone and the top 2 layers), fp32 and bf16;
 - full-backbone fine-tuning: trials per minute from audio and on the cached trunk (bench_trunk.py);
+- full-backbone fine-tuning batched across episodes (bench_fullft.py) at wav2vec2-base's layer shapes (768 wide,
+  12 heads, FFN 3072, 12 layers; random weights in a Whisper encoder, whose trunk the batched path caches), the
+  top layer trainable: seconds per trial one at a time and ``--per-pass`` at a time, the episodes per pass that
+  would fit an 80 GB card (from the peak memory measured) and the GPU-hours of Paper A's 33,600 trials either way;
 - the grid: Paper A's 33,600 head fine-tuning trials through the engine (bench_trials.py's grid) on the device.
 
 Writes results/bench_gpu.{json,md} (``--out``).
@@ -26,18 +30,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bench_fullft
 import bench_trials
 import bench_trunk
 import torch
 
 from metalearn.features.backbones import BackboneConfig, build_backbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
+from metalearn.features.backbones.whisper import whisper_from_config
 from metalearn.pretune.config import PretuneConfig
 from metalearn.pretune.model import MultiHeadClassifier, freeze_all_but_top
 from metalearn.pretune.train import TrainLoop, train_epoch
 from metalearn.util.devices import autocast
 
 SR = 16_000
+PAPER_A_TRIALS = 33_600
+W2V2_BASE_SHAPES = {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072}
+TINY_SHAPES = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64}
 
 
 def _sync(device: torch.device) -> None:
@@ -117,6 +126,28 @@ def pretune_steps(backbone_cfg: BackboneConfig, device: torch.device, steps: int
     return out
 
 
+def batched_fullft(device: torch.device, per_pass: int, tiny: bool) -> dict:
+    """bench_fullft's comparison on a random encoder of wav2vec2-base's shapes (``tiny``: a 32-wide one), the
+    last state read, its layer trainable; plus the episodes per pass fitting 80 GB and Paper A's GPU-hours."""
+    shapes = TINY_SHAPES if tiny else W2V2_BASE_SHAPES
+    config = {**shapes, "decoder_layers": 1, "decoder_attention_heads": shapes["encoder_attention_heads"],
+              "decoder_ffn_dim": shapes["encoder_ffn_dim"], "num_mel_bins": 80, "max_source_positions": 1500}
+    torch.manual_seed(0)
+    model = whisper_from_config(config).eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    out = bench_fullft.run(trials=2 if tiny else 2 * per_pass, per_pass=per_pass, steps=2 if tiny else None,
+                           device=str(device), layer=shapes["encoder_layers"], seconds=0.5 if tiny else 3.0,
+                           clips=(1, 1, 1) if tiny else (5, 2, 3), peak=False, factory=lambda: model)
+    out["backbone"] = "whisper:random (wav2vec2-base shapes)" if not tiny else "whisper:random (tiny)"
+    if "max_memory_allocated_gb" in out:  # the pass's peak, backbone and trunk cache included: an upper bound
+        out["episodes_per_pass_fitting_80gb"] = int(per_pass * 75 / max(out["max_memory_allocated_gb"], 1e-9))
+    out["paper_a_trials"] = PAPER_A_TRIALS
+    out["paper_a_gpu_hours_per_trial_path"] = round(PAPER_A_TRIALS * out["per_trial_s_per_trial"] / 3600, 2)
+    out["paper_a_gpu_hours_batched"] = round(PAPER_A_TRIALS * out["batched_s_per_trial"] / 3600, 2)
+    return out
+
+
 def markdown(result: dict) -> str:
     lines = ["# GPU benchmark", "", f"`{result['command']}` on {result['device_name']} (torch {result['torch']})", ""]
     for part, value in result.items():
@@ -131,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda")
     p.add_argument("--backbone", default="default", help="backbone source (default: Whisper base)")
     p.add_argument("--variants", type=int, default=16, help="grid variants (16 = 33,600 trials)")
+    p.add_argument("--per-pass", type=int, default=32, help="episodes per pass of the batched fine-tuning")
     p.add_argument("--tiny", action="store_true", help="tiny random backbone, a few clips and steps (logic only)")
     p.add_argument("--out", default="results/bench_gpu")
     args = p.parse_args(argv)
@@ -146,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     ff_cfg = dataclasses.replace(bench_trunk.DEMO, steps=2, eval_every=1) if tiny else bench_trunk.DEMO
     result["full_finetune"] = bench_trunk.run(device=args.device, backbone=backbone, trials=trials, cfg=ff_cfg,
                                               seconds=min(seconds, 3.0), clips=(1, 1, 1) if tiny else (5, 2, 3))
+    result["fullft_batched"] = batched_fullft(device, 2 if tiny else args.per_pass, tiny)
     result["grid"] = bench_trials.grid(1 if tiny else args.variants, 2 if tiny else 16, speakers,
                                        device=args.device, ks=(2,) if tiny else bench_trials.KS,
                                        steps=10 if tiny else 100)

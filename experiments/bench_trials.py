@@ -1,6 +1,6 @@
 """Benchmark: the trial engine's grid, meta-training on its roofline, and fine-tuning on a cached trunk.
 
-    python experiments/bench_trials.py [--parts roofs,grid,meta,trunk] [--variants 16] [--threads 2] [--chunk N]
+    python experiments/bench_trials.py [--parts roofs,grid,meta,trunk,fullft] [--variants 16] [--threads 2] [--chunk N]
 
 roofs: the matrix-multiply peak (a large fp32 matmul) and the copy bandwidth, on the same threads, in the
 same run as everything below (bench_roofline.py).
@@ -277,6 +277,10 @@ def main() -> None:
     if "trunk" in parts:
         import bench_trunk
         result["trunk"] = bench_trunk.run(args.quick)
+    if "fullft" in parts:  # backbone fine-tuning batched across episodes vs one at a time (bench_fullft.py)
+        import bench_fullft
+        result["fullft"] = bench_fullft.run(**({"trials": 2, "per_pass": 2, "steps": 6} if args.quick else
+                                               {"trials": 4, "per_pass": 4}))
     if "pretune" in parts:  # the demo's sources: `make manifests` first
         import bench_pretune
         result["pretune"] = bench_pretune.measure(bench_pretune.SOURCES, 10 if args.quick else 20)
