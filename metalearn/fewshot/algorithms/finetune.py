@@ -168,8 +168,8 @@ def fit_heads_loop(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params
         head = reference_head({k: v[e] for k, v in init.items()})
         real = support_y[e] >= 0
         val = None if val_x is None or val_y is None else (val_x[e:e + 1], val_y[e:e + 1])
-        chosen, chosen_step = train_selected(head, [{"params": list(head.parameters())}], support_x[e][real],
-                                             support_y[e][real], query_x[e], ways, cfg, val)
+        inputs = EpisodeInputs(support_x[e][real], support_y[e][real], query_x[e], val)
+        chosen, chosen_step = train_selected(head, [{"params": list(head.parameters())}], inputs, ways, cfg)
         logits.append(chosen)
         finals.append(head_params(head, linear="weight" in init))
         steps.append(chosen_step)
@@ -177,17 +177,30 @@ def fit_heads_loop(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params
     return FitResult(params, torch.stack(logits), torch.tensor(steps, device=support_x.device))
 
 
-def train_selected(model: Callable[[Any], Tensor], groups: list[dict], support: Any, support_y: Tensor, query: Any,
-                   ways: int, cfg: FinetuneConfig, val: tuple[Any, Tensor] | None = None) -> tuple[Tensor, int]:
+@dataclass(frozen=True)
+class EpisodeInputs:
+    """One episode as :func:`train_selected` reads it, in whatever form its model takes (rows, clip keys):
+    the support and its labels support_y [S], the query, and for model selection ``val`` = (inputs, labels
+    [..., V], -1 = padding) or None."""
+
+    support: Any
+    support_y: Tensor
+    query: Any
+    val: tuple[Any, Tensor] | None = None
+
+
+def train_selected(model: Callable[[Any], Tensor], groups: list[dict], inputs: EpisodeInputs, ways: int,
+                   cfg: FinetuneConfig) -> tuple[Tensor, int]:
     """Fine-tuning's training and model selection for one episode, whatever ``model`` reads.
 
-    ``model(inputs)`` gives logits [..., N, W] of its inputs (``support``, ``query``, validation); ``groups`` are
+    ``model(x)`` gives logits [..., N, W] of the episode's inputs (support, query, validation); ``groups`` are
     its trainable parameters as ``torch.optim.Adam`` parameter groups (a group's own ``lr`` wins over ``cfg.lr``).
-    ``cfg.steps`` full-batch Adam steps (``cfg``'s betas, eps, weight decay) on the support loss (support_y [S]);
-    given ``val`` = (inputs, labels [..., V], -1 = padding), the validation macro-F1 every ``eval_every`` steps
-    and after the last; returns the query logits [Q, W] of the best checkpoint (ties: the earliest; NaN never
-    wins) and its step, else the final logits and ``cfg.steps``. ``model`` keeps its final parameters.
+    ``cfg.steps`` full-batch Adam steps (``cfg``'s betas, eps, weight decay) on the support loss; given
+    validation inputs, the validation macro-F1 every ``eval_every`` steps and after the last; returns the query
+    logits [Q, W] of the best checkpoint (ties: the earliest; NaN never wins) and its step, else the final logits
+    and ``cfg.steps``. ``model`` keeps its final parameters.
     """
+    support, support_y, query, val = inputs.support, inputs.support_y, inputs.query, inputs.val
     opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                            weight_decay=cfg.weight_decay)
     best_f1, chosen, chosen_step = -math.inf, None, cfg.steps

@@ -59,6 +59,7 @@ from metalearn.features.featurize import Standardizer
 from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, AudioInputs, EpisodeBatch
 from metalearn.fewshot.algorithms.finetune import (
+    EpisodeInputs,
     Finetune,
     FinetuneConfig,
     reference_head,
@@ -364,5 +365,5 @@ class FullFinetune(AdapterBase):
         trainable = [p for p in self.backbone.parameters() if p.requires_grad]
         groups = [{"params": list(head.parameters())}, {"params": trainable, "lr": self.cfg.backbone_lr}]
         val = (list(episode.validation), vy) if episode.validation else None
-        return train_selected(model, groups, support, sy, list(episode.query), ways, self.cfg, val)
+        return train_selected(model, groups, EpisodeInputs(support, sy, list(episode.query), val), ways, self.cfg)
 
