@@ -45,19 +45,18 @@ Layer = tuple[Tensor, Tensor]  # (weight [E, out, in] or [out, in], bias [E, out
 
 def ce_target(y: Tensor, ways: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """What the cross-entropy gradient needs of labels y [E, N] (< 0 = padding), once per inner loop:
-    the row weights 1 / (real rows of the episode) [E, N, 1] (0 on padding) and the negated weighted one-hot
-    [E, N, W]."""
+    the row weights 1 / (real rows of the episode) [E, N, 1] (0 on padding) and the weighted one-hot [E, N, W]."""
     real = (y >= 0).to(dtype)
     weight = (real / real.sum(-1, keepdim=True).clamp_min(1)).unsqueeze(-1)
-    return weight, masked_one_hot(y, ways, dtype) * -weight
+    return weight, masked_one_hot(y, ways, dtype) * weight
 
 
 def ce_grad(logits: Tensor, y: Tensor, target: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """d(per-episode mean cross-entropy)/d(logits): logits [E, N, W], y [E, N] (< 0 = padding) -> [E, N, W].
 
     ``target``: ``ce_target(y, W, logits.dtype)``, when already computed."""
-    weight, neg_onehot = target if target is not None else ce_target(y, logits.shape[-1], logits.dtype)
-    return torch.addcmul(neg_onehot, logits.softmax(-1), weight)  # softmax x weight - one-hot, in one op
+    weight, onehot = target if target is not None else ce_target(y, logits.shape[-1], logits.dtype)
+    return logits.softmax(-1) * weight - onehot
 
 
 def _linear(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
@@ -92,8 +91,7 @@ def mlp_backward(layers: list[Layer], inputs: list[Tensor], dz: Tensor, relu_fir
     for i in reversed(range(len(layers))):
         h = inputs[i]
         grads.append((dz.transpose(-1, -2) @ h, dz.sum(-2)))
-        # ReLU's backward as autograd's own kernel: one op (not a mask and a product), differentiable again
-        dz = torch.ops.aten.threshold_backward(dz @ layers[i][0], h, 0) if i or relu_first else None
+        dz = (dz @ layers[i][0]) * (h > 0) if i or relu_first else None
     return grads[::-1], dz
 
 
@@ -177,10 +175,7 @@ def low_rank(init: Params, lr: InnerLR) -> bool:
 def _dense(init: Params, lr: InnerLR, sums: Params, ids: list[int]) -> list[Layer]:
     """Layers ``ids`` adapted: ``init - lr * sums`` (the shared init where no gradient was summed yet)."""
     def one(key: str) -> Tensor:
-        if key not in sums:
-            return init[key]
-        rate = _lr(lr, key)  # a scalar rate is one op (fewer nodes in the second-order graph)
-        return init[key] - rate * sums[key] if isinstance(rate, Tensor) else torch.sub(init[key], sums[key], alpha=rate)
+        return init[key] if key not in sums else init[key] - _lr(lr, key) * sums[key]
     return [(one(f"w{i}"), one(f"b{i}")) for i in ids]
 
 
