@@ -1053,40 +1053,36 @@ def missing_config_file(ctx: Context) -> Outcome:
     return refused(ctx.cli(*args), "nope.yaml")
 
 
+def _run_with_preset(ctx: Context, name: str, content: str | bytes, expect: str) -> Outcome:
+    """A run whose --config is a preset file holding ``content``, refused in a line naming ``expect``."""
+    preset = ctx.base / f"{name}.yaml"
+    if isinstance(content, bytes):
+        preset.write_bytes(content)
+    else:
+        preset.write_text(content)
+    args = ctx.run_args(name)
+    args[2] = str(preset)
+    return refused(ctx.cli(*args), expect)
+
+
 @attack("bad input")
 def preset_with_a_yaml_syntax_error(ctx: Context) -> Outcome:
-    preset = ctx.base / "b-syntax.yaml"
-    preset.write_text("name: tiny\nspeakers: {exclude: [0011\n")
-    args = ctx.run_args("b-syntax")
-    args[2] = str(preset)
-    return refused(ctx.cli(*args), "b-syntax.yaml")
+    return _run_with_preset(ctx, "b-syntax", "name: tiny\nspeakers: {exclude: [0011\n", "b-syntax.yaml")
 
 
 @attack("bad input")
 def preset_that_is_a_list(ctx: Context) -> Outcome:
-    preset = ctx.base / "b-list.yaml"
-    preset.write_text("- name\n- tiny\n")
-    args = ctx.run_args("b-list")
-    args[2] = str(preset)
-    return refused(ctx.cli(*args), "b-list.yaml")
+    return _run_with_preset(ctx, "b-list", "- name\n- tiny\n", "b-list.yaml")
 
 
 @attack("bad input")
 def preset_with_an_unknown_key(ctx: Context) -> Outcome:
-    preset = ctx.base / "b-unknown.yaml"
-    preset.write_text("name: tiny\nepisodez: {ks: [1]}\n")
-    args = ctx.run_args("b-unknown")
-    args[2] = str(preset)
-    return refused(ctx.cli(*args), "episodez")
+    return _run_with_preset(ctx, "b-unknown", "name: tiny\nepisodez: {ks: [1]}\n", "episodez")
 
 
 @attack("bad input")
 def binary_preset_file(ctx: Context) -> Outcome:
-    preset = ctx.base / "b-binary.yaml"
-    preset.write_bytes(b"\xff\xfe\x00\x01name: tiny\n")
-    args = ctx.run_args("b-binary")
-    args[2] = str(preset)
-    return refused(ctx.cli(*args), "b-binary.yaml")
+    return _run_with_preset(ctx, "b-binary", b"\xff\xfe\x00\x01name: tiny\n", "b-binary.yaml")
 
 
 @attack("bad input")
