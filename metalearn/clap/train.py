@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metalearn.clap.config import ClapTrainConfig  # noqa: F401 - re-exported
 from metalearn.clap.model import ClapModel
 from metalearn.data.audio import load_audio
 from metalearn.data.manifest import Utterance
@@ -34,34 +35,6 @@ from metalearn.util.errors import MetalearnError
 from metalearn.util.metrics import accuracy_from_confusion, confusion, uar_from_confusion
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class ClapTrainConfig:
-    """How CLAP pre-finetuning trains (the model itself is :class:`ClapConfig`)."""
-
-    lr: float = 5e-5                 # backbone layers
-    head_lr: float = 1e-3            # projections and logit scales
-    text_lr: float = 1e-5            # the text encoder, when the model's train_text is set (else unused)
-    batch_size: int = 16             # contrastive batch: more items, more negatives and positives per row
-    steps_per_epoch: int | None = None  # None: one pass over the training utterances
-    max_epochs: int = 10
-    patience: int = 3
-    warmup_fraction: float = 0.1
-    max_seconds: float = 5.0
-    trainable_layers: int | None = 2  # None: the whole backbone
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    eval_batch_size: int = 16
-    seed: int = 0
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        for name in ("lr", "head_lr", "text_lr", "batch_size", "max_epochs", "max_seconds", "eval_batch_size"):
-            if not getattr(self, name) > 0:
-                raise MetalearnError(f"clap training {name} must be > 0, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise MetalearnError(f"clap training batch_size must be >= 2 (a contrastive batch), got {self.batch_size}")
 
 
 @dataclasses.dataclass

@@ -34,10 +34,18 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metalearn.clap.heads import ClapHeadsConfig, HeadsData, fit_heads
-from metalearn.clap.loss import LOSSES
-from metalearn.clap.model import ClapConfig, ClapModel, with_loss
-from metalearn.clap.train import ClapParts, ClapTrainConfig, train_clap
+from metalearn.clap.config import (  # noqa: F401 - the stage config, re-exported
+    ENCODERS,
+    ClapConfig,
+    ClapHeadsConfig,
+    ClapStageConfig,
+    ClapTrainConfig,
+    check_stage,
+    with_loss,
+)
+from metalearn.clap.heads import HeadsData, fit_heads
+from metalearn.clap.model import ClapModel
+from metalearn.clap.train import ClapParts, train_clap
 from metalearn.data.manifest import Utterance, utterance_key
 from metalearn.features.backbones import BackboneConfig, build_backbone
 from metalearn.features.embeddings import EmbeddingConfig, extract
@@ -53,54 +61,6 @@ from metalearn.util.fileio import atomic_path, write_json
 log = logging.getLogger(__name__)
 HEADS = "clap_heads.safetensors"
 WEIGHTS = "backbone.safetensors"
-ENCODERS = ("frozen", "finetune")
-
-
-@dataclasses.dataclass
-class ClapStageConfig:
-    """Which CLAP variants a run trains, and how.
-
-    Attributes:
-        losses: one variant per loss: emo (Emo-CLAP), ml (ML-GEmo-CLAP), sl (SL-GEmo-CLAP), clip.
-        corpora: the source corpora they train on, "+"-joined (``all``: every source corpus).
-        alphas: each loss's alpha (emotion weight of ml and sl; ignored by emo and clip).
-        encoder: ``frozen`` (heads on cached features) or ``finetune`` (top backbone layers too, from audio).
-        exclude: emotions left out of training (MSP-Podcast's "other" names no emotion to prompt for).
-        seed: the sources' train/dev/test split (the supervised variants' default is 0 too).
-        model: the heads, text tower and prompt; its ``variant`` and ``alpha`` come from ``losses``/``alphas``.
-        heads: head training on cached features (``frozen``).
-        train: training from audio (``finetune``).
-        device: where ``finetune`` trains (auto: cuda when available).
-    """
-
-    losses: list[str] = dataclasses.field(default_factory=list)
-    corpora: str = "all"
-    alphas: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"emo": 1.0, "ml": 0.9, "sl": 0.8, "clip": 1.0})
-    encoder: str = "frozen"
-    exclude: list[str] = dataclasses.field(default_factory=lambda: ["other"])
-    seed: int = 0
-    model: ClapConfig = dataclasses.field(default_factory=lambda: ClapConfig(embed_dim=128))
-    heads: ClapHeadsConfig = dataclasses.field(default_factory=ClapHeadsConfig)
-    train: ClapTrainConfig = dataclasses.field(default_factory=ClapTrainConfig)
-    device: str = "auto"
-
-
-def check_stage(cfg: ClapStageConfig, key: str = "pretune.clap") -> None:
-    """One-line errors for values no type can refuse."""
-    unknown = [v for v in cfg.losses if v not in LOSSES]
-    if unknown:
-        raise MetalearnError(f"config key '{key}.losses': {unknown} are not CLAP losses ({', '.join(LOSSES)})")
-    if len(set(cfg.losses)) != len(cfg.losses):
-        raise MetalearnError(f"config key '{key}.losses': {cfg.losses} lists a loss twice")
-    missing = [v for v in cfg.losses if v not in cfg.alphas]
-    if missing:
-        raise MetalearnError(f"config key '{key}.alphas': no alpha for {missing}")
-    if cfg.encoder not in ENCODERS:
-        raise MetalearnError(f"config key '{key}.encoder': {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
-    if cfg.encoder == "frozen" and cfg.model.train_text:
-        raise MetalearnError(f"config key '{key}.model.train_text': the frozen encoder trains heads on cached "
-                             f"features with a frozen text tower; set it false or encoder=finetune")
 
 
 def clap_variant_name(loss: str, corpora: Sequence[str]) -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from metalearn.clap.heads import ClapHeadsConfig
-from metalearn.clap.loss import LOSSES
-from metalearn.clap.model import ClapConfig, check_config
-from metalearn.clap.train import ClapTrainConfig
-from metalearn.clap.variant import ENCODERS
+from metalearn.clap.config import (
+    ENCODERS,
+    LOSSES,
+    ClapConfig,
+    ClapHeadsConfig,
+    ClapTrainConfig,
+    check_config,
+)
 from metalearn.data.corpus_config import CorpusConfig
 from metalearn.data.emotions import CANONICAL, FOUR_CLASS
 from metalearn.features.backbones import BackboneConfig

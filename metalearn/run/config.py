@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from metalearn.clap.variant import ClapStageConfig, check_stage
+from metalearn.clap.config import ClapStageConfig, check_stage
 from metalearn.data.corpus_config import CorpusConfig
 from metalearn.features.backbones import BackboneConfig
 from metalearn.features.embeddings import EmbeddingConfig

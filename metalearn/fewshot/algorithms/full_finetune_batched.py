@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metalearn.features.shared_trunk import caches_trunk
 from metalearn.fewshot.algorithms.functional import (
     AdamSettings,
     Params,
@@ -48,6 +47,8 @@ LAYER_TYPES = ("WhisperEncoderLayer",)  # the layers :func:`whisper_layer` write
 
 def supports(backbone: nn.Module, layers: Sequence[nn.Module], after: Sequence[nn.Module]) -> bool:
     """Whether the batched pass can train ``layers`` (and ``after``, applied on the last state) of ``backbone``."""
+    from metalearn.features.shared_trunk import caches_trunk  # imports transformers: only once a backbone exists
+
     return (caches_trunk(backbone) and all(type(m).__name__ in LAYER_TYPES for m in layers)
             and all(isinstance(m, nn.LayerNorm) or not list(m.parameters()) for m in after))
 
