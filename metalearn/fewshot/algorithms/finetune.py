@@ -39,6 +39,7 @@ from metalearn.fewshot.algorithms.finetune_config import (  # the config and the
     HEADS,
     STANDARDIZE,
     FinetuneConfig,
+    is_checkpoint,
     search_space,  # noqa: F401 (the registry reads it here)
 )
 from metalearn.fewshot.algorithms.finetune_fast import FitInputs, fit_linear_heads
@@ -118,10 +119,6 @@ def _batched(forward: Forward) -> Callable[[Params, Tensor], Tensor]:
     return vmap(forward)
 
 
-def _is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:
-    return step % max(cfg.eval_every, 1) == 0 or step == cfg.steps
-
-
 def fit_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params) -> FitResult:
     """Train E heads at once on ``rows``: support_x [E, S, D], support_y [E, S], query_x [E, Q, D], val [E, V, D],
     [E, V].
@@ -148,7 +145,7 @@ def fit_heads_autograd(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Pa
     for step in range(1, cfg.steps + 1):
         grads = _batched_grad(forward_of(init))(params, support_x, support_y)
         params, state = batched_adam_step(params, grads, state, adam, step)
-        if val_x is not None and val_y is not None and _is_checkpoint(step, cfg):
+        if val_x is not None and val_y is not None and is_checkpoint(step, cfg):
             f1 = macro_f1(heads(params, val_x).argmax(-1), val_y, None, ways).nan_to_num(nan=-math.inf)
             better = f1 > best_f1
             best_logits = torch.where(better[:, None, None], heads(params, query_x), best_logits)
@@ -208,7 +205,7 @@ def train_selected(model: Callable[[Any], Tensor], groups: list[dict], inputs: E
         opt.zero_grad()
         nn.functional.cross_entropy(model(support), support_y).backward()
         opt.step()
-        if val is not None and _is_checkpoint(step, cfg):
+        if val is not None and is_checkpoint(step, cfg):
             with torch.no_grad():
                 pred = model(val[0]).argmax(-1)
                 f1 = macro_f1(pred.reshape(1, -1), val[1].reshape(1, -1), None, ways).item()

@@ -39,6 +39,12 @@ class FinetuneConfig:
         check_fields(self)
 
 
+def is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:
+    """Whether model selection compares the head after ``step``: every ``eval_every``-th step and the last (every
+    step when ``eval_every`` is 0). The one rule of every fine-tuning path."""
+    return step % max(cfg.eval_every, 1) == 0 or step == cfg.steps
+
+
 def search_space(trial: Any) -> dict:
     """Fine-tuning's tuning space (an Optuna trial -> FinetuneConfig fields); the head stays as configured."""
     return {"lr": trial.suggest_float("lr", 1e-3, 1e-1, log=True),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metalearn.fewshot.algorithms.finetune_config import FinetuneConfig
+from metalearn.fewshot.algorithms.finetune_config import FinetuneConfig, is_checkpoint
 from metalearn.fewshot.algorithms.functional import Params, masked_one_hot
 from metalearn.fewshot.algorithms.rows import RowIndex
 from metalearn.util.metrics import macro_f1
@@ -52,7 +52,7 @@ class FitInputs:
 
 def checkpoints(cfg: FinetuneConfig) -> list[int]:
     """The steps whose heads model selection compares: every ``eval_every``-th and the last."""
-    return [s for s in range(1, cfg.steps + 1) if s % max(cfg.eval_every, 1) == 0 or s == cfg.steps]
+    return [s for s in range(1, cfg.steps + 1) if is_checkpoint(s, cfg)]
 
 
 def fit_linear_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Params,

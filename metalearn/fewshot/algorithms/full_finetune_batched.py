@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metalearn.fewshot.algorithms.finetune_config import is_checkpoint
 from metalearn.fewshot.algorithms.functional import (
     AdamSettings,
     Params,
@@ -212,10 +213,6 @@ def _head(params: Params, x: Tensor) -> Tensor:
     return torch.func.vmap(head_forward)(params, x)
 
 
-def is_checkpoint(step: int, steps: int, eval_every: int) -> bool:
-    return step % max(eval_every, 1) == 0 or step == steps
-
-
 def train_batched(stack: Stack, inputs: PassInputs, ways: int, cfg, autocast: Callable[[], object]
                   ) -> tuple[Tensor, Tensor]:
     """``train_selected`` for E episodes at once: query logits [E, Q, W] of each one's selected (else final)
@@ -266,7 +263,7 @@ def train_batched(stack: Stack, inputs: PassInputs, ways: int, cfg, autocast: Ca
         batched_adam_step(head, {k: grads[k] for k in head}, states[0], settings[0], step)
         if adapting:
             batched_adam_step(layers, {k: grads[k] for k in layers}, states[1], settings[1], step)
-        if val and is_checkpoint(step, cfg.steps, cfg.eval_every):
+        if val and is_checkpoint(step, cfg):
             with torch.no_grad():
                 pred = logits("val", layers, head).argmax(-1)
                 f1 = macro_f1(pred, inputs.val_y, None, ways).cpu().double().nan_to_num(nan=-math.inf)

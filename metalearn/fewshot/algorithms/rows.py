@@ -31,10 +31,6 @@ class RowIndex:
         """[E, R, D], as the gathered tensor's."""
         return torch.Size((*self.index.shape, self.table.shape[-1]))
 
-    @property
-    def device(self) -> torch.device:
-        return self.table.device
-
     def take(self, first: int, n: int, out: Tensor | None = None) -> Tensor:
         """Rows of episodes first .. first + n - 1 [n', R, D] (n' = n but not past E), written into ``out`` (a
         contiguous buffer of at least n' x R x D floats) when given."""
