@@ -120,6 +120,6 @@ def test_the_grid_gives_full_finetune_its_episodes_per_pass_per_unit() -> None:
     cfg = dataclasses.replace(cfg, algorithms=dataclasses.replace(cfg.algorithms, full_finetune=section))
     assert episodes_per_unit(cfg, "full_finetune") == 3
     eps = {0: [episode("s1", shift=i) for i in range(7)]}
-    for slow, sizes in (({"full_finetune": 3}, [3, 3, 1]), (["full_finetune"], [1] * 7)):
+    for slow, sizes in (({"full_finetune": 3}, [3, 3, 1]), ({"full_finetune": 1}, [1] * 7)):
         units = plan_units(["v"], [0], [["s1"]], ["full_finetune"], eps, Batching(100, slow=slow))
         assert [len(u.episodes) for u in units] == sizes

@@ -139,15 +139,15 @@ class Batching:
         chunk: episodes per batch.
         per_k: algorithms meta-trained once per k (their units carry meta_k = k; others 0).
         only: algorithm -> the part of the grid it runs on (the rest: every episode of every variant).
-        slow: algorithms with a slow per-episode path: one episode per unit (so a kill loses one episode), or
-            as a mapping, the episodes per unit of each (full_finetune's ``episodes_per_pass``).
+        slow: algorithms with a slow per-episode path -> their episodes per unit (1: a kill loses one episode;
+            full_finetune's ``episodes_per_pass`` adapts more together).
         meta_seeds: (algorithm, fold, variant) -> the meta-training seeds its units are planned for (None: [0]).
     """
 
     chunk: int
     per_k: Sequence[str] = ()
     only: dict[str, Subset] = dataclasses.field(default_factory=dict)
-    slow: Sequence[str] | Mapping[str, int] = ()
+    slow: Mapping[str, int] = dataclasses.field(default_factory=dict)
     meta_seeds: Callable[[str, int, str], Sequence[int]] | None = None
 
 
@@ -173,7 +173,7 @@ def plan_units(variants: Sequence[str], seeds: Sequence[int], folds: Sequence[Se
                     if part.zero:
                         chosen = [z for z in without_support(mine)
                                   if part.repetitions is None or z.repetition < part.repetitions] + chosen
-                    size = (slow[algorithm] if isinstance(slow, Mapping) else 1) if algorithm in slow else chunk
+                    size = slow.get(algorithm, chunk)
                     for meta_k, group in _by_meta_k(chosen, algorithm in per_k):
                         batches = group_by_shape(group, size)
                         units += [Unit(variant, seed, f, algorithm, meta_k, tuple(b), meta_seed)
