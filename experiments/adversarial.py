@@ -214,6 +214,12 @@ class Context:
     def run(self, out: str | Path, *extra: str, **kw) -> Result:
         return self.cli(*self.run_args(out, *extra, **kw))
 
+    def run_over_pft(self, out: str | Path, pft: Path, *extra: str) -> Result:
+        """A run whose pretune.out is the folder ``pft`` of a pretune (its pft-iemocap, the same recipe)."""
+        return self.run(out, f"pretune.out={pft}", "pretune.subsets=[iemocap]",
+                        f"data.sources.iemocap={{corpus: iemocap, root: {self.base / 'data/iemocap'}}}",
+                        *[f"pretune.recipe.{x}" for x in PFT_RECIPE], *extra)
+
     def tune_args(self, out: str | Path, *extra: str) -> list[str]:
         return ["tune", "--config", self.preset, *self.common(out), "episodes.repetitions=1",
                 "algorithms.run=[finetune,majority]", "algorithms.finetune.steps=10", "meta_train.steps=3",
@@ -334,10 +340,7 @@ def pretune_again_with_another_whisper_mode(ctx: Context) -> Outcome:
 def run_reusing_pft_variants_after_a_recipe_change(ctx: Context) -> Outcome:
     """A run whose pretune.out holds pft-iemocap trained with another recipe (pretune.recipe.lr changed)."""
     pft = ctx.copy("pft", "c1-run-pft")
-    r = ctx.run("c1-run-pft-out", f"pretune.out={pft}", "pretune.subsets=[iemocap]",
-                f"data.sources.iemocap={{corpus: iemocap, root: {ctx.base / 'data/iemocap'}}}",
-                *[f"pretune.recipe.{x}" for x in PFT_RECIPE], "pretune.recipe.lr=0.5")
-    return refused(r, "lr")
+    return refused(ctx.run_over_pft("c1-run-pft-out", pft, "pretune.recipe.lr=0.5"), "lr")
 
 
 # ==============================================================================================================
@@ -705,10 +708,7 @@ def damaged_backbone_safetensors_of_a_finished_variant(ctx: Context) -> Outcome:
 def truncated_backbone_safetensors_used_by_a_run(ctx: Context) -> Outcome:
     pft = ctx.copy("pft", "c6-pft-trunc")
     truncate(pft / "pft-iemocap/backbone.safetensors")
-    r = ctx.run("c6-pft-trunc-run", f"pretune.out={pft}", "pretune.subsets=[iemocap]",
-                f"data.sources.iemocap={{corpus: iemocap, root: {ctx.base / 'data/iemocap'}}}",
-                *[f"pretune.recipe.{x}" for x in PFT_RECIPE])
-    return refused(r, "backbone.safetensors")
+    return refused(ctx.run_over_pft("c6-pft-trunc-run", pft), "backbone.safetensors")
 
 
 @attack("concurrency", "6")
