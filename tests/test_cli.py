@@ -130,6 +130,14 @@ def test_every_command_help_imports_nothing_heavy() -> None:
     assert "metalearn" in proc.stdout.split() and not HEAVY & set(proc.stdout.split())
 
 
+def test_print_config_imports_no_model_code() -> None:
+    """Reading a config needs torch (the schema's tensors) but neither transformers (the backbones, imported on
+    first use) nor scipy (the intervals): both cost seconds in every config-only command and CLI test."""
+    out, imported = run_metalearn("run", "--config", "demo", "--print-config")
+    assert "name: demo" in out and "torch" in imported
+    assert not {"transformers", "scipy"} & imported
+
+
 def test_report_command_prints_the_table_and_the_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from metalearn.report.records import TrialLog
     from tests.test_report import make_records

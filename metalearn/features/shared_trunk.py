@@ -26,9 +26,8 @@ from torch import Tensor
 
 from metalearn.data.manifest import Utterance
 from metalearn.features.backbones import SpeechBackbone, pad_batch
-from metalearn.features.backbones.base import length_mask
+from metalearn.features.backbones.base import Trunk, length_mask
 from metalearn.features.backbones.pooling import masked_mean
-from metalearn.features.backbones.whisper import Trunk
 from metalearn.features.embeddings import (
     EmbeddingConfig,
     ShardStore,

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from metalearn.util.intervals import t_quantile
 
@@ -60,6 +59,8 @@ def _tests_of_size(block: np.ndarray) -> list[PairedTest]:
     varied = ~constant
     if varied.any():
         half[varied] = t_quantile(n - 1) * block[varied].std(1, ddof=1) / math.sqrt(n)
+        from scipy import stats  # on first use, as in util.intervals: seconds that config-only commands skip
+
         p[varied] = stats.ttest_1samp(block[varied], 0.0, axis=1).pvalue
     return [PairedTest(n, float(mean[i]), float(mean[i] - half[i]), float(mean[i] + half[i]), float(p[i]),
                        int(better[i]), int(equal[i]), int(worse[i])) for i in range(c)]

@@ -11,13 +11,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 @functools.lru_cache(maxsize=4096)
 def t_quantile(df: int, level: float = 0.95) -> float:
     """The two-sided Student-t critical value: t_{(1 + level) / 2, df} (cached per df: the report computes tens
-    of thousands of intervals)."""
+    of thousands of intervals). scipy.stats is imported here, on first use: it costs seconds, and commands that
+    only read a config (``--print-config``, ``status``) import this module without computing an interval."""
+    from scipy import stats
+
     return float(stats.t.ppf((1 + level) / 2, df))
 
 

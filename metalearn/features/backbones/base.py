@@ -23,6 +23,16 @@ class BackboneOutput:
     lengths: Tensor
 
 
+@dataclasses.dataclass
+class Trunk:
+    """The shared lower part of a forward (``WhisperBackbone.trunk``, continued by ``forward_from``):
+    states [layers + 1] of [B, F, D], the attention mask, frames [B]."""
+
+    states: list[Tensor]
+    mask: Tensor | None
+    frames: Tensor
+
+
 class SpeechBackbone(nn.Module):
     """A speech encoder. Subclasses set the attributes below and implement :meth:`forward`.
 

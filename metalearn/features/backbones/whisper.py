@@ -10,15 +10,19 @@ Pooling uses the valid frames in both modes.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor, nn
 from transformers import WhisperConfig, WhisperModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from metalearn.features.backbones.base import BackboneOutput, SpeechBackbone, checked_depth, length_mask
+from metalearn.features.backbones.base import (  # noqa: F401 - Trunk is this module's interface too
+    BackboneOutput,
+    SpeechBackbone,
+    Trunk,
+    checked_depth,
+    length_mask,
+)
 
 N_FFT, HOP, SAMPLE_RATE, WINDOW_SECONDS = 400, 160, 16_000, 30
 MODES = ("trimmed", "window")
@@ -41,15 +45,6 @@ class LogMel(nn.Module):
         log_spec = torch.clamp(self.filters @ power, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
         return (log_spec + 4.0) / 4.0
-
-
-@dataclasses.dataclass
-class Trunk:
-    """The shared lower part of a forward: states [layers + 1] of [B, F, D], the attention mask, frames [B]."""
-
-    states: list[Tensor]
-    mask: Tensor | None
-    frames: Tensor
 
 
 class WhisperBackbone(SpeechBackbone):
