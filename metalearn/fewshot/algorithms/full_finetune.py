@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -67,10 +68,9 @@ from metalearn.fewshot.algorithms.finetune import (
 )
 from metalearn.fewshot.algorithms.finetune import search_space as finetune_space
 from metalearn.fewshot.algorithms.full_finetune_batched import (
-    Packed,
-    PassInputs,
     Stack,
-    pack,
+    clip_states,
+    pass_inputs,
     pooling_dtype,
     supports,
     train_batched,
@@ -290,49 +290,23 @@ class FullFinetune(AdapterBase):
         n, ways = self.cfg.trainable_layers, len(episodes[0].classes)
         if len({(len(ep.support), len(ep.classes)) for ep in episodes}) > 1:
             raise MetalearnError("full_finetune: the episodes of one pass need one support size and one way count")
-        clips = self._clip_states(waves)
         device = self.device
 
-        def packed(name: str) -> Packed:
-            return pack([[clips[k] for k in getattr(ep, name)] for ep in episodes])
+        def precision() -> AbstractContextManager:  # every forward's autocast
+            return autocast(device, self.audio.precision)
 
-        def labels(name: str) -> Tensor:
-            rows = [getattr(ep, f"{name}_labels") for ep in episodes]
-            y = torch.full((len(rows), max(max(len(r) for r in rows), 1)), -1, dtype=torch.long)
-            for i, r in enumerate(rows):
-                y[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            return y.to(device)
+        clips = clip_states(backbone, self.trunks, self.state - n, waves, EVAL_CHUNK, precision)
 
         def initial_heads(mean: Tensor, scale: Tensor) -> dict[str, Tensor]:
             first = self.finetune.initial_heads(1, ways, mean[:1], scale[:1], mean.dtype)  # the per-trial draw
             return {k: v.expand(len(episodes), *v.shape[1:]).clone() for k, v in first.items()}
 
-        has_val = any(ep.validation for ep in episodes)
-        inputs = PassInputs(packed("support"), labels("support"), packed("query"),
-                            packed("validation") if has_val else None, labels("validation") if has_val else None,
-                            lambda pooled: pooled if self.standardizer is None else self.standardizer.apply(pooled),
-                            initial_heads, lambda x, y: support_standardizer(x, y, self.cfg.standardize))
+        inputs = pass_inputs(episodes, clips, device,
+                             lambda pooled: pooled if self.standardizer is None else self.standardizer.apply(pooled),
+                             initial_heads, lambda x, y: support_standardizer(x, y, self.cfg.standardize))
         stack = Stack(layers[self.state - n : self.state], after if self.state == len(layers) else [], n > 0)
-        query, steps = train_batched(stack, inputs, ways, self.cfg, lambda: autocast(device, self.audio.precision))
+        query, steps = train_batched(stack, inputs, ways, self.cfg, precision)
         return [query[i, : len(ep.query)].detach().cpu() for i, ep in enumerate(episodes)], steps.tolist()
-
-    def _clip_states(self, waves: dict[str, Tensor]) -> dict[str, tuple[Tensor, int]]:
-        """Each clip's trunk output (state h - n) [L, D] and its frames (the rows pooled: the first ones)."""
-        depth = self.state - self.cfg.trainable_layers
-        from metalearn.features.shared_trunk import TrunkCache
-
-        cache = self.trunks if self.trunks is not None else TrunkCache(self.backbone, depth, 2**62)
-        keys, out = list(waves), {}
-        trimmed = getattr(self.backbone, "mode", "trimmed") == "trimmed"
-        with torch.no_grad(), autocast(self.device, self.audio.precision):
-            for i in range(0, len(keys), EVAL_CHUNK):
-                part = keys[i : i + EVAL_CHUNK]
-                trunk = cache.batch(part, [waves[k] for k in part])
-                x = trunk.states[-1]
-                for j, key in enumerate(part):
-                    frames = int(trunk.frames[j])
-                    out[key] = (x[j, :frames] if trimmed else x[j], frames)
-        return out
 
     def run_episode(self, episode: Episode) -> tuple[Tensor, dict]:
         """Query logits [Q, W] (on the CPU) and info: best_step (the selected checkpoint), seconds."""

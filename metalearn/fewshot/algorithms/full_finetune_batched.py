@@ -20,7 +20,8 @@ that improved only). Predictions equal the per-trial path's up to float rounding
 (tests/test_full_finetune_batched.py).
 
 :func:`supports` says when a backbone can run here (Whisper with a cacheable trunk); otherwise ``FullFinetune``
-runs its per-trial path.
+runs its per-trial path. ``FullFinetune.run_episodes`` builds a pass's inputs (:func:`clip_states`,
+:func:`pass_inputs`) and runs :func:`train_batched`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +45,10 @@ from metalearn.fewshot.algorithms.functional import (
 from metalearn.fewshot.algorithms.heads import head_forward
 from metalearn.util.metrics import macro_f1
 
+if TYPE_CHECKING:
+    from metalearn.features.shared_trunk import TrunkCache
+    from metalearn.fewshot.episodes import Episode
+
 LAYER_TYPES = ("WhisperEncoderLayer",)  # the layers :func:`whisper_layer` writes out
 
 
@@ -52,6 +58,26 @@ def supports(backbone: nn.Module, layers: Sequence[nn.Module], after: Sequence[n
 
     return (caches_trunk(backbone) and all(type(m).__name__ in LAYER_TYPES for m in layers)
             and all(isinstance(m, nn.LayerNorm) or not list(m.parameters()) for m in after))
+
+
+def clip_states(backbone: nn.Module, cache: TrunkCache | None, depth: int, waves: dict[str, Tensor], chunk: int,
+                autocast: Callable[[], object]) -> dict[str, tuple[Tensor, int]]:
+    """Each clip's trunk output (state ``depth`` = h - n) [L, D] and its frames (the rows pooled: the first ones),
+    ``chunk`` clips per forward, from ``cache`` (None: a cache for this call only)."""
+    from metalearn.features.shared_trunk import TrunkCache
+
+    cache = cache if cache is not None else TrunkCache(backbone, depth, 2**62)
+    keys, out = list(waves), {}
+    trimmed = getattr(backbone, "mode", "trimmed") == "trimmed"
+    with torch.no_grad(), autocast():
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
+            trunk = cache.batch(part, [waves[k] for k in part])
+            x = trunk.states[-1]
+            for j, key in enumerate(part):
+                frames = int(trunk.frames[j])
+                out[key] = (x[j, :frames] if trimmed else x[j], frames)
+    return out
 
 
 @dataclass(frozen=True)
@@ -204,6 +230,27 @@ class PassInputs:
     features: Callable[[Tensor], Tensor]
     initial_heads: Callable[[Tensor, Tensor], Params]
     standardizer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def pass_inputs(episodes: Sequence[Episode], clips: dict[str, tuple[Tensor, int]], device: torch.device,
+                features: Callable[[Tensor], Tensor], initial_heads: Callable[[Tensor, Tensor], Params],
+                standardizer: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]) -> PassInputs:
+    """The :class:`PassInputs` of ``episodes`` (one shape), their clips' :func:`clip_states` ``clips``."""
+
+    def packed(name: str) -> Packed:
+        return pack([[clips[k] for k in getattr(ep, name)] for ep in episodes])
+
+    def labels(name: str) -> Tensor:
+        rows = [getattr(ep, f"{name}_labels") for ep in episodes]
+        y = torch.full((len(rows), max(max(len(r) for r in rows), 1)), -1, dtype=torch.long)
+        for i, r in enumerate(rows):
+            y[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return y.to(device)
+
+    has_val = any(ep.validation for ep in episodes)
+    return PassInputs(packed("support"), labels("support"), packed("query"),
+                      packed("validation") if has_val else None, labels("validation") if has_val else None,
+                      features, initial_heads, standardizer)
 
 
 def _head(params: Params, x: Tensor) -> Tensor:
