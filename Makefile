@@ -11,6 +11,10 @@ SOURCES := iemocap msp_podcast cremad ravdess
 # Idle OpenMP threads spin only briefly before they sleep: libgomp's long default spin made small tensor ops up
 # to 50x slower beside another busy process (results/bench_threads.md); `python -m metalearn` sets the same.
 export GOMP_SPINCOUNT ?= 10000
+# glibc's malloc: blocks up to 32 MiB from the heap and up to 256 MiB of freed heap kept, instead of fresh pages
+# (page faults) for every multi-MiB tensor of a loop; `python -m metalearn` sets the same (cli.process_settings)
+export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+export MALLOC_TRIM_THRESHOLD_ ?= 268435456
 # The demo's pre-finetuning sources (its preset's pretune.subsets; `make pretune` trains all 3 subsets). Its recipe is
 # cpu-small with sentence_disjoint off: every CREMA-D actor says the same 12 sentences (presets/demo.yaml).
 DEMO_SOURCES := cremad iemocap

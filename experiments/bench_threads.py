@@ -1,10 +1,12 @@
-"""Benchmark: OpenMP's wait policy and thread count for meta-training, on a quiet and on a busy machine.
+"""Benchmark: OpenMP's wait policy, thread count and malloc settings for meta-training, quiet and busy.
 
     python experiments/bench_threads.py [--busy 2] [--steps 30] [--algorithms maml,reptile]
 
 Each setting runs in a fresh subprocess (the wait policy is read once, when torch loads its OpenMP runtime):
 1 thread; 2 threads with libgomp's default (idle threads spin a while at barriers, then sleep), always
-spinning (ACTIVE), never spinning (PASSIVE), and a short spin (GOMP_SPINCOUNT). The work is the demo's
+spinning (ACTIVE), never spinning (PASSIVE), and a short spin (GOMP_SPINCOUNT); then 1 thread and the
+short spin with glibc's malloc keeping freed multi-MiB blocks (``MALLOC_MMAP_THRESHOLD_`` 32 MiB,
+``MALLOC_TRIM_THRESHOLD_`` 256 MiB: what ``python -m metalearn`` and the Makefile set). The work is the demo's
 meta-training: 5-way, 5-shot tasks of 512-d features from 4 speakers, MLP head 512-256-5, ``--steps``
 meta-steps. Then the same again while ``--busy`` processes burn a core each (a machine shared with another
 job: CI beside a demo, two users). Writes results/bench_threads.md; compare the ratios within one run.
@@ -24,6 +26,10 @@ SETTINGS = (("1 thread", 1, {}), ("2 threads, OpenMP's default (spin a while, th
             ("2 threads, OMP_WAIT_POLICY=ACTIVE (spin)", 2, {"OMP_WAIT_POLICY": "ACTIVE"}),
             ("2 threads, OMP_WAIT_POLICY=PASSIVE (sleep)", 2, {"OMP_WAIT_POLICY": "PASSIVE"}),
             ("2 threads, GOMP_SPINCOUNT=10000", 2, {"GOMP_SPINCOUNT": "10000"}))
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+SETTINGS += (("1 thread, malloc keeps freed blocks", 1, MALLOC),
+             ("2 threads, GOMP_SPINCOUNT=10000, malloc keeps freed blocks (the CLI's settings)", 2,
+              {"GOMP_SPINCOUNT": "10000", **MALLOC}))
 
 CHILD = r"""
 import sys, time, numpy as np, torch
@@ -52,7 +58,7 @@ def burn() -> None:
 
 
 def run(threads: int, settings: dict[str, str], steps: int, algorithms: str) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | settings
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", *MALLOC)} | settings
     done = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), algorithms], env=env,
                           capture_output=True, text=True, check=True)
     last = done.stdout.strip().splitlines()[-1]
@@ -88,7 +94,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/bench_threads.md")
     args = ap.parse_args()
     start = time.time()
-    lines = ["# OpenMP wait policy and threads for meta-training", "",
+    lines = ["# OpenMP wait policy, threads and malloc settings for meta-training", "",
              f"`python experiments/bench_threads.py --busy {args.busy} --steps {args.steps} --algorithms "
              f"{args.algorithms}` on {os.cpu_count()} CPUs; seconds for {args.steps} meta-steps (demo shapes).", ""]
     lines += table(0, args.steps, args.algorithms)

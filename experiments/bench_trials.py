@@ -31,22 +31,26 @@ import sys
 import time
 from pathlib import Path
 
-import bench_meta
-import bench_roofline
-import numpy as np
-import torch
+from metalearn.cli import process_settings
 
-from metalearn.data.manifest import Utterance, utterance_key
-from metalearn.fewshot.algorithms.finetune import (
+process_settings()  # the CLI's OpenMP and malloc settings, before torch loads: the figures are the CLI's
+
+import bench_meta  # noqa: E402
+import bench_roofline  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from metalearn.data.manifest import Utterance, utterance_key  # noqa: E402
+from metalearn.fewshot.algorithms.finetune import (  # noqa: E402
     Finetune,
     FinetuneConfig,
     FitInputs,
     fit_heads_autograd,
     support_standardizer,
 )
-from metalearn.fewshot.episodes import binary_episodes
-from metalearn.fewshot.trials import TrialTags, episode_batch, group_by_shape, run_trials
-from metalearn.run.config import ExperimentConfig
+from metalearn.fewshot.episodes import binary_episodes  # noqa: E402
+from metalearn.fewshot.trials import TrialTags, episode_batch, group_by_shape, run_trials  # noqa: E402
+from metalearn.run.config import ExperimentConfig  # noqa: E402
 
 EMOTIONS = ("neutral", "happy", "angry", "sad", "surprise")
 KS = (2, 4, 8, 16, 24, 32, 64)

@@ -8,9 +8,11 @@ second. tests/test_cli.py fails when a module-level import brings one of them ba
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import math
 import os
+import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -352,13 +354,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # Idle OpenMP threads spin only briefly at barriers before they sleep: libgomp's long default spin made small
-    # tensor ops up to 50x slower beside another busy process (MAML meta-training: 110 s against 2 s, load 4),
-    # and never spinning made them 2x slower on a quiet machine (results/bench_threads.md). Read once, when
-    # torch loads its OpenMP runtime: set before any torch import; a policy the user set is kept.
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 256 << 20  # bytes; glibc's defaults: 128 KiB (adapting), 128 KiB
+
+
+def process_settings() -> None:
+    """Settings of the process that torch and glibc read once; call before torch is imported (the CLI does).
+
+    - Idle OpenMP threads spin only briefly at barriers before they sleep: libgomp's long default spin made
+      small tensor ops up to 50x slower beside another busy process (MAML meta-training: 110 s against 2 s,
+      load 4), and never spinning made them 2x slower on a quiet machine (results/bench_threads.md). Read
+      when torch loads its OpenMP runtime; a policy the user set is kept.
+    - glibc's malloc serves blocks above its mmap threshold with fresh pages and gives freed heap back to the
+      kernel, so a loop that allocates a multi-MiB tensor per step page-faults on it every time (Reptile's
+      per-episode [32, 256, 512] weights: zero-filling ran at page-fault speed, 2 GB/s). Blocks up to 32 MiB
+      come from the heap and up to 256 MiB of freed heap are kept instead (``mallopt``, the same as the
+      ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` variables, which the Makefile exports);
+      Reptile's meta-step 140 -> 105 ms (experiments/bench_meta.py). Values the user set are kept, and other
+      C libraries are left alone.
+    """
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    if platform.libc_ver()[0] == "glibc" and not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (malloc.h)
+        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    process_settings()
     if not sys.stderr.isatty():  # a redirected log: no library progress bars either (transformers' weights bar)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = build_parser().parse_args(argv)
