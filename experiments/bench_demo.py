@@ -28,12 +28,15 @@ STEPS = [("install", ["make", "setup"]), ("corpora", ["make", "corpora"]), ("man
 
 
 def run_step(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS of any child so far in MiB) of one command, its output appended to ``log``."""
+    """(wall seconds, peak RSS of any child so far in MiB) of one command, its output appended to ``log``.
+    Without PYTHONDONTWRITEBYTECODE, as the Makefile runs `make demo` (``unexport``); the CLI sets its thread and
+    malloc settings itself."""
     start = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, check=True, env=env)
     return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
