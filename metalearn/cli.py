@@ -369,7 +369,7 @@ def process_settings() -> None:
       per-episode [32, 256, 512] weights: zero-filling ran at page-fault speed, 2 GB/s). Blocks up to 32 MiB
       come from the heap and up to 256 MiB of freed heap are kept instead (``mallopt``, the same as the
       ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` variables, which the Makefile exports);
-      Reptile's meta-step 140 -> 105 ms (experiments/bench_meta.py). Values the user set are kept, and other
+      Reptile's meta-step 187 -> 106 ms side by side (docs/performance.md). Values the user set are kept, and other
       C libraries are left alone.
     """
     if "OMP_WAIT_POLICY" not in os.environ:
