@@ -27,26 +27,17 @@ from metalearn.configs.kinds import kind_name
 from metalearn.configs.load import load_config as _load_config
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, build_adapter
 from metalearn.fewshot.episode_io import load_episodes, save_episodes
+from metalearn.pretune.export import export_variant, push_to_hub
 from metalearn.report.compare import comparisons
 from metalearn.report.records import read_trials
 from metalearn.report.summary import summarize
 from metalearn.run.runner import RunResult
 from metalearn.util.errors import MetalearnError
 
-_LAZY = ("export_variant", "push_to_hub")  # from metalearn.pretune.export, on first use (__getattr__ below)
-__all__ = ["ALGORITHMS", "AdapterSpec", "RunResult", "build_adapter", "comparisons", "load_config", "load_episodes",
-           "make_corpora", "records", "run_experiment", "save_episodes", "summary", "to_dataframe", *_LAZY]
+__all__ = ["ALGORITHMS", "AdapterSpec", "RunResult", "build_adapter", "comparisons", "export_variant",
+           "load_config", "load_episodes", "make_corpora", "push_to_hub", "records", "run_experiment",
+           "save_episodes", "summary", "to_dataframe"]
 STAGES = ("all", "prepare", "manifest", "variants")
-
-
-def __getattr__(name: str) -> object:
-    """``export_variant`` and ``push_to_hub`` (:mod:`metalearn.pretune.export`), imported on first use: that module
-    imports transformers (about 10 s), which no other command of the API needs before it runs."""
-    if name in _LAZY:
-        from metalearn.pretune import export
-
-        return getattr(export, name)
-    raise AttributeError(f"module 'metalearn.api' has no attribute {name!r}")
 
 
 def _dotlist(overrides: Mapping[str, object] | Sequence[str] | None) -> list[str]:

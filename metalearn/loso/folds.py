@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from metalearn.clap.config import ClapConfig, ClapHeadsConfig
+from metalearn.clap.heads import HeadsData, dev_split, fit_heads
 from metalearn.data.corpora.iemocap import OPTIONS, TYPES
 from metalearn.data.manifest import Utterance
 from metalearn.data.sentences import sentence_key
@@ -98,8 +99,6 @@ def loso_fold(rows: Sequence[Utterance], held_out: str, dev_fraction: float, see
     if not len(test) or len(rest) < 2:
         raise MetalearnError(f"session {held_out}: {len(test)} test and {len(rest)} training utterances, "
                              f"expected >= 1 and >= 2")
-    from metalearn.clap.heads import dev_split  # the heads' module imports transformers: not to read configs
-
     dev_at, train_at = dev_split(len(rest), dev_fraction, seed)
     fold = SessionSplit(held_out, rest[train_at], rest[dev_at], test)
     check_fold(rows, fold)
@@ -130,8 +129,6 @@ def heads_fold(x: Tensor, rows: Sequence[Utterance], fold: SessionSplit, classes
     classes = list(classes)
     y = torch.tensor([classes.index(u.emotion) for u in rows], dtype=torch.long)
     train = fold.train
-    from metalearn.clap.heads import HeadsData, fit_heads
-
     data = HeadsData(x[train], [rows[i].emotion for i in train], [rows[i].gender for i in train],
                      x[fold.dev], y[fold.dev], x[fold.test], y[fold.test])
     _, step, dev, test = fit_heads(data, classes, model_cfg, heads_cfg)

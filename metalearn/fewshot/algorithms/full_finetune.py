@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -57,6 +57,7 @@ from metalearn.data.audio import TARGET_SR, AudioError, load_audio
 from metalearn.features.backbones import SpeechBackbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
 from metalearn.features.featurize import Standardizer
+from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, AudioInputs, EpisodeBatch
 from metalearn.fewshot.algorithms.finetune import (
     EpisodeInputs,
@@ -76,23 +77,10 @@ from metalearn.fewshot.algorithms.full_finetune_batched import (
     train_batched,
 )
 from metalearn.fewshot.episodes import Episode
+from metalearn.pretune.model import transformer_layers
 from metalearn.util.devices import autocast, resolve_device
 from metalearn.util.errors import MetalearnError
 from metalearn.util.ranges import Rule
-
-if TYPE_CHECKING:
-    from metalearn.features.shared_trunk import TrunkCache
-
-# The Whisper trunk and the pretune model import transformers (about 10 s): this module imports them where a
-# backbone is adapted, so that reading configs (the registry imports every method's module) stays fast.
-
-
-def transformer_layers(backbone: SpeechBackbone) -> tuple[list, list]:
-    """:func:`metalearn.pretune.model.transformer_layers` (imported when first needed)."""
-    from metalearn.pretune.model import transformer_layers as layers_of
-
-    return layers_of(backbone)
-
 
 EVAL_CHUNK = 32  # clips per forward when nothing trains (validation, query, the features of n = 0)
 BUCKET = 8  # clips per forward while the layers train (a full-batch step runs its support in such batches)
@@ -200,8 +188,6 @@ class FullFinetune(AdapterBase):
             for module in [*layers[self.state - n : self.state], *(after if n and self.state == len(layers) else [])]:
                 module.requires_grad_(True)
             self._initial = {k: p.detach().clone() for k, p in backbone.named_parameters() if p.requires_grad}
-            from metalearn.features.shared_trunk import TrunkCache, caches_trunk
-
             if self.cfg.trunk_cache_mb > 0 and caches_trunk(backbone):
                 self.trunks = TrunkCache(backbone, self.state - n, self.cfg.trunk_cache_mb * 2**20)
             self.finetune = Finetune(backbone.hidden_size, self.cfg, self.seed, self.device)

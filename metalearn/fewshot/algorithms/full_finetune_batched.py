@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.finetune_config import is_checkpoint
 from metalearn.fewshot.algorithms.functional import (
     AdamSettings,
@@ -43,19 +43,14 @@ from metalearn.fewshot.algorithms.functional import (
     cross_entropy,
 )
 from metalearn.fewshot.algorithms.heads import head_forward
+from metalearn.fewshot.episodes import Episode
 from metalearn.util.metrics import macro_f1
-
-if TYPE_CHECKING:
-    from metalearn.features.shared_trunk import TrunkCache
-    from metalearn.fewshot.episodes import Episode
 
 LAYER_TYPES = ("WhisperEncoderLayer",)  # the layers :func:`whisper_layer` writes out
 
 
 def supports(backbone: nn.Module, layers: Sequence[nn.Module], after: Sequence[nn.Module]) -> bool:
     """Whether the batched pass can train ``layers`` (and ``after``, applied on the last state) of ``backbone``."""
-    from metalearn.features.shared_trunk import caches_trunk  # imports transformers: only once a backbone exists
-
     return (caches_trunk(backbone) and all(type(m).__name__ in LAYER_TYPES for m in layers)
             and all(isinstance(m, nn.LayerNorm) or not list(m.parameters()) for m in after))
 
@@ -64,8 +59,6 @@ def clip_states(backbone: nn.Module, cache: TrunkCache | None, depth: int, waves
                 autocast: Callable[[], object]) -> dict[str, tuple[Tensor, int]]:
     """Each clip's trunk output (state ``depth`` = h - n) [L, D] and its frames (the rows pooled: the first ones),
     ``chunk`` clips per forward, from ``cache`` (None: a cache for this call only)."""
-    from metalearn.features.shared_trunk import TrunkCache
-
     cache = cache if cache is not None else TrunkCache(backbone, depth, 2**62)
     keys, out = list(waves), {}
     trimmed = getattr(backbone, "mode", "trimmed") == "trimmed"
