@@ -3,12 +3,13 @@ subprocesses)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .harness import Context, Outcome, Result, attack, either, first_traceback_line, refused
@@ -27,6 +28,15 @@ def hold_lock(ctx: Context, out: Path, kind: str) -> subprocess.Popen:
 def release(p: subprocess.Popen) -> None:
     p.send_signal(signal.SIGKILL)
     p.wait()
+
+
+@contextlib.contextmanager
+def holding(holder: subprocess.Popen) -> Iterator[None]:
+    """The body runs while ``holder`` (:func:`hold_lock`, :func:`hold_lock_shard`) holds its lock; released after."""
+    try:
+        yield
+    finally:
+        release(holder)
 
 
 def _both(ctx: Context, a: list[str], b: list[str], delay: float = 0.0) -> tuple[Result, Result]:
@@ -61,11 +71,8 @@ def one_refused(ra: Result, rb: Result, check: Callable[[], str | None], *needle
 @attack("concurrency", "6")
 def tune_while_a_run_holds_the_folder(ctx: Context) -> Outcome:
     out = ctx.base / "c6-locked"
-    holder = hold_lock(ctx, out, "run")
-    try:
+    with holding(hold_lock(ctx, out, "run")):
         r = ctx.sub(*ctx.tune_args(out))
-    finally:
-        release(holder)
     o = refused(r, "in use")
     if o.outcome == "right" and (out / "tuning").exists():
         return Outcome("silent", f"refused after writing tuning/: {o.message}")
@@ -92,11 +99,8 @@ def the_same_shard_twice(ctx: Context) -> Outcome:
     prep = ctx.cli(*args, "--prepare")
     if prep.rc != 0:
         return refused(prep)
-    holder = hold_lock_shard(ctx, out, 0, 2)
-    try:
+    with holding(hold_lock_shard(ctx, out, 0, 2)):
         r = ctx.sub(*args, "--shard", "1/2")
-    finally:
-        release(holder)
     return refused(r, "in use", "1/2")
 
 
@@ -112,33 +116,24 @@ def hold_lock_shard(ctx: Context, out: Path, index: int, count: int) -> subproce
 @attack("concurrency")
 def unsharded_run_while_a_shard_runs(ctx: Context) -> Outcome:
     out = ctx.base / "x-shard-vs-all"
-    holder = hold_lock_shard(ctx, out, 1, 2)
-    try:
+    with holding(hold_lock_shard(ctx, out, 1, 2)):
         r = ctx.sub(*ctx.run_args(out))
-    finally:
-        release(holder)
     return refused(r, "in use", "2/2")
 
 
 @attack("concurrency")
 def run_while_a_tune_holds_the_folder(ctx: Context) -> Outcome:
     out = ctx.base / "x-tune-held"
-    holder = hold_lock(ctx, out, "tune")
-    try:
+    with holding(hold_lock(ctx, out, "tune")):
         r = ctx.sub(*ctx.run_args(out))
-    finally:
-        release(holder)
     return refused(r, "in use")
 
 
 @attack("concurrency")
 def merge_into_a_folder_a_run_holds(ctx: Context) -> Outcome:
     out = ctx.base / "x-merge-held"
-    holder = hold_lock(ctx, out, "run")
-    try:
+    with holding(hold_lock(ctx, out, "run")):
         r = ctx.sub("merge", out, ctx.base / "ref")
-    finally:
-        release(holder)
     return refused(r, "in use")
 
 
@@ -187,9 +182,6 @@ def two_tunes_share_a_study(ctx: Context) -> Outcome:
 @attack("concurrency")
 def report_while_a_run_holds_the_folder(ctx: Context) -> Outcome:
     out = ctx.copy("ref", "x-report-held")
-    holder = hold_lock(ctx, out, "run")
-    try:
+    with holding(hold_lock(ctx, out, "run")):
         r = ctx.sub("report", out)
-    finally:
-        release(holder)
     return either(r, ("in use",), lambda: None)
