@@ -238,32 +238,32 @@ def another_config_into_a_finished_run(ctx: Context) -> Outcome:
     return refused(ctx.run(out, "episodes.repetitions=3"), "episodes.repetitions")
 
 
+def rerun_over_damaged(ctx: Context, folder: str, name: str, content: bytes) -> Outcome:
+    """A copy of the reference run with ``name`` overwritten by ``content``, run again: one line naming the file,
+    or the reference's results."""
+    out = ctx.copy("ref", folder)
+    (out / name).write_bytes(content)
+    return either(ctx.run(out), (name,), lambda: ctx.same_as_ref(out))
+
+
 @attack("damage")
 def damaged_run_json(ctx: Context) -> Outcome:
-    out = ctx.copy("ref", "d-runjson")
-    (out / "run.json").write_text("{not json")
-    return either(ctx.run(out), ("run.json",), lambda: ctx.same_as_ref(out))
+    return rerun_over_damaged(ctx, "d-runjson", "run.json", b"{not json")
 
 
 @attack("damage")
 def damaged_learned_json(ctx: Context) -> Outcome:
-    out = ctx.copy("ref", "d-learned")
-    (out / "learned.json").write_text("[1, 2")
-    return either(ctx.run(out), ("learned.json",), lambda: ctx.same_as_ref(out))
+    return rerun_over_damaged(ctx, "d-learned", "learned.json", b"[1, 2")
 
 
 @attack("damage")
 def damaged_skipped_jsonl(ctx: Context) -> Outcome:
-    out = ctx.copy("ref", "d-skipped")
-    (out / "skipped.jsonl").write_bytes(b"\xff\xfe{\n")
-    return either(ctx.run(out), ("skipped.jsonl",), lambda: ctx.same_as_ref(out))
+    return rerun_over_damaged(ctx, "d-skipped", "skipped.jsonl", b"\xff\xfe{\n")
 
 
 @attack("damage")
 def damaged_timing_json(ctx: Context) -> Outcome:
-    out = ctx.copy("ref", "d-timing")
-    (out / "timing.json").write_text("{")
-    return either(ctx.run(out), ("timing.json",), lambda: ctx.same_as_ref(out))
+    return rerun_over_damaged(ctx, "d-timing", "timing.json", b"{")
 
 
 @attack("damage")
