@@ -22,11 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from metalearn.cli import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 SETTINGS = (("1 thread", 1, {}), ("2 threads, OpenMP's default (spin a while, then sleep)", 2, {}),
             ("2 threads, OMP_WAIT_POLICY=ACTIVE (spin)", 2, {"OMP_WAIT_POLICY": "ACTIVE"}),
             ("2 threads, OMP_WAIT_POLICY=PASSIVE (sleep)", 2, {"OMP_WAIT_POLICY": "PASSIVE"}),
             ("2 threads, GOMP_SPINCOUNT=10000", 2, {"GOMP_SPINCOUNT": "10000"}))
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 SETTINGS += (("1 thread, malloc keeps freed blocks", 1, MALLOC),
              ("2 threads, GOMP_SPINCOUNT=10000, malloc keeps freed blocks (the CLI's settings)", 2,
               {"GOMP_SPINCOUNT": "10000", **MALLOC}))
