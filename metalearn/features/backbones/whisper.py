@@ -16,7 +16,7 @@ from transformers import WhisperConfig, WhisperModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from metalearn.features.backbones.base import (  # noqa: F401 - Trunk is this module's interface too
+from metalearn.features.backbones.base import (
     BackboneOutput,
     SpeechBackbone,
     Trunk,
