@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from metalearn.clap.config import LOSSES  # noqa: F401 - the losses are named with the configs
+from metalearn.clap.config import LOSSES
 from metalearn.util.errors import MetalearnError
 
 MAX_SCALE = 100.0

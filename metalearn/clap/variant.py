@@ -34,15 +34,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from metalearn.clap.config import (  # noqa: F401 - the stage config, re-exported
-    ENCODERS,
-    ClapConfig,
-    ClapHeadsConfig,
-    ClapStageConfig,
-    ClapTrainConfig,
-    check_stage,
-    with_loss,
-)
+from metalearn.clap.config import ClapConfig, ClapStageConfig, with_loss
 from metalearn.clap.heads import HeadsData, fit_heads
 from metalearn.clap.model import ClapModel
 from metalearn.clap.train import ClapParts, train_clap

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metalearn.clap.variant import ClapVariant
+from metalearn.clap.variant import ClapVariant, clap_variant_name, train_clap_variant
 from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance
 from metalearn.features.table import FeatureTable
@@ -75,8 +75,6 @@ def prepare_variants(cfg: ExperimentConfig, train: bool = True) -> dict[str, Pre
 def _clap_variants(cfg: ExperimentConfig, sources: list[Utterance], corpora: list[str], out: Path,
                    train: bool) -> dict[str, Path]:
     """CLAP variant name -> folder (one per loss of ``pretune.clap``), training the missing ones."""
-    from metalearn.clap.variant import clap_variant_name, train_clap_variant
-
     stage = cfg.pretune.clap
     if not stage.losses:
         return {}
