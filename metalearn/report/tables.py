@@ -17,6 +17,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -206,18 +207,20 @@ def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[
     from metalearn.report.figures_variants import plot_difference_heatmap, plot_variants
     from metalearn.report.plot_speakers import plot_per_speaker
     from metalearn.report.plots import plot_metric_vs_k
+    from metalearn.report.render import draw_all
 
-    written = {}
+    jobs = {}  # file name -> the job drawing it; drawn side by side (draw_all)
     protocols = protocols_by_size(records)
     for i, protocol in enumerate(protocols):
         chance = chance_level(r for r in records if r["protocol"] == protocol)
         suffix = "" if i == 0 else f"_{protocol}"
         for metric in METRICS:
             name = f"{metric}_vs_k{suffix}.png"
-            written[name] = plot_metric_vs_k(summary_rows, metric, run_dir / name, chance=chance, protocol=protocol)
+            jobs[name] = partial(plot_metric_vs_k, summary_rows, metric, run_dir / name, chance=chance,
+                                 protocol=protocol)
         if any(r["protocol"] == protocol for r in comparison_rows):
             name = f"comparison_vs_k{suffix}.png"
-            written[name] = plot_comparisons(comparison_rows, run_dir / name, protocol=protocol)
+            jobs[name] = partial(plot_comparisons, comparison_rows, run_dir / name, protocol=protocol)
         mine = [r for r in summary_rows if r["protocol"] == protocol]
         if len({r["pretune"] for r in mine}) < VARIANT_FIGURES_FROM or all(r["algorithm"] == "majority" for r in mine):
             continue
@@ -225,12 +228,13 @@ def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[
                        and r["pretune"] != "none" and r["algorithm"] == r["reference"] != "majority"]
         for metric in METRICS:
             name = f"variants_{metric}_vs_k{suffix}.png"
-            written[name] = plot_variants(summary_rows, run_dir / name, metric, protocol)
+            jobs[name] = partial(plot_variants, summary_rows, run_dir / name, metric, protocol)
             if any(r["metric"] == metric for r in versus_none):
                 name = f"variants_{metric}_diff{suffix}.png"
-                written[name] = plot_difference_heatmap(versus_none, run_dir / name, metric, protocol)
-    written["per_speaker.png"] = plot_per_speaker(speaker_rows, run_dir / "per_speaker.png", protocol=protocols[0])
-    return written
+                jobs[name] = partial(plot_difference_heatmap, versus_none, run_dir / name, metric, protocol)
+    jobs["per_speaker.png"] = partial(plot_per_speaker, speaker_rows, run_dir / "per_speaker.png",
+                                      protocol=protocols[0])
+    return draw_all(jobs)
 
 
 def _content_files(run_dir: Path, records: Sequence[dict], name: str) -> list[tuple[str, str]]:
