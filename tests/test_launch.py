@@ -191,10 +191,11 @@ def test_plain_sbatch_array_script_runs_its_shard_and_requeues_itself(tmp_path: 
 
 
 def after_first_batch(sig: signal.Signals) -> None:
-    """Make this process send itself ``sig`` once its first scored batch is logged (patched in the job)."""
-    from metalearn.run import runner
+    """Make this process send itself ``sig`` once its first scored batch is logged (patched in the job, whose
+    groups are scored in its own process: workers=1)."""
+    from metalearn.run import scoring
 
-    real = runner.score_group
+    real = scoring.score_group
 
     def scored(*args, **kwargs):
         for i, item in enumerate(real(*args, **kwargs)):
@@ -202,7 +203,7 @@ def after_first_batch(sig: signal.Signals) -> None:
             if i == 0:  # the runner has logged this batch and asks for the next
                 os.kill(os.getpid(), sig)
 
-    runner.score_group = scored
+    scoring.score_group = scored
 
 
 class PreemptedOnce(launch.ShardJob):
@@ -240,7 +241,7 @@ def lines(out: Path, shard: int) -> list[str]:
 def test_local_launch_with_a_preempted_shard_equals_an_unsharded_run(base: Path, reference, job_classes_by_value,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(launch, "ShardJob", PreemptedOnce)
-    assert launch_cli(base, "local", "local") == 0
+    assert launch_cli(base, "local", "local", 3, "workers=1") == 0
     out = base / "local"
     assert stable(out / "trials.csv") == stable(reference.out / "trials.csv")
     assert sum(len(lines(out, i)) for i in (1, 2, 3)) == reference.planned  # nothing twice
@@ -254,7 +255,7 @@ def test_killed_shard_is_finished_by_launching_again(base: Path, reference, job_
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(launch, "ShardJob", KilledOnce)
-    assert launch_cli(base, "killed", "local") == 2
+    assert launch_cli(base, "killed", "local", 3, "workers=1") == 2
     err = capsys.readouterr().err
     assert "shard 2/3 (job " in err and "was killed before it finished" in err and "\n" not in err.strip()
     out = base / "killed"
@@ -266,7 +267,7 @@ def test_killed_shard_is_finished_by_launching_again(base: Path, reference, job_
     row = next(x.split() for x in status if x.strip().startswith("2/3"))
     assert int(row[1]) == len(kept) < int(row[2]) and row[3:] == ["not", "running"]
     monkeypatch.setattr(launch, "ShardJob", SHARD_JOB)
-    assert launch_cli(base, "killed", "local") == 0
+    assert launch_cli(base, "killed", "local", 3, "workers=1") == 0
     assert lines(out, 2)[: len(kept)] == kept  # finished trials were kept, not rerun
     assert sum(len(lines(out, i)) for i in (1, 2, 3)) == reference.planned
     assert stable(out / "trials.csv") == stable(reference.out / "trials.csv")

@@ -23,7 +23,7 @@ from metalearn.data.synth.generate import generate
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.records import read_trials
-from metalearn.run import layer_choice, runner
+from metalearn.run import layer_choice, scoring
 from metalearn.run.draw import build_episodes
 from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchanged
 from metalearn.run.runner import run_experiment, speaker_folds
@@ -196,13 +196,13 @@ def test_a_layer_below_the_pre_finetuned_ones_is_marked(tmp_path: Path) -> None:
 def test_the_run_scores_each_fold_on_its_chosen_layer(setup: Setup, clean: list[dict],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Every feature read of the grid uses the layer of the fold it scores; layers.json is in the run folder."""
-    real, seen = runner.variant_features, []
+    real, seen = scoring.variant_features, []  # read here, before the groups are forked out
 
     def spy(cfg, variant, rows, layer=None):
         seen.append(layer)
         return real(cfg, variant, rows, layer)
 
-    monkeypatch.setattr(runner, "variant_features", spy)
+    monkeypatch.setattr(scoring, "variant_features", spy)
     cfg = load_config(None, overrides(setup.base, "run", CHOOSE, algorithms=["simpleshot"], **TINY))
     result = run_experiment(cfg)
     entries = json.loads((result.out / "layers.json").read_text())

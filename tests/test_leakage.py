@@ -20,7 +20,7 @@ import torch
 from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
-from metalearn.run import runner
+from metalearn.run import scoring
 from metalearn.run.runner import run_experiment
 from tests.conftest import overrides
 
@@ -40,7 +40,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(base: Path, out: str, poisoned: tuple[str, ...] = ()) -> dict[str, list[dict]]:
     """Run the tiny grid with ``poisoned`` speakers' features replaced by noise: speaker -> its records."""
-    real = runner.variant_features
+    real = scoring.variant_features  # read here, before the groups are forked out: the workers get the poison
 
     def poison(cfg, variant, rows, layer=None):
         table = real(cfg, variant, rows, layer)
@@ -49,11 +49,11 @@ def _run(base: Path, out: str, poisoned: tuple[str, ...] = ()) -> dict[str, list
         noise = 100 + 100 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
         return table.with_x(torch.where(bad[:, None], noise, x))
 
-    runner.variant_features = poison
+    scoring.variant_features = poison
     try:
         result = run_experiment(load_config(None, overrides(base, out, algorithms=ALGORITHMS, repetitions=1)))
     finally:
-        runner.variant_features = real
+        scoring.variant_features = real
     by_speaker: dict[str, list[dict]] = {}
     with open(result.out / "trials.csv", newline="") as f:
         for r in csv.DictReader(f):

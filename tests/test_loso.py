@@ -137,7 +137,7 @@ def test_held_out_session_is_never_trained_or_selected_on(base: Path, monkeypatc
 
     real = loso.loso_fold
     monkeypatch.setattr(loso, "loso_fold", spy)
-    run(base, "spied", "seeds=[0]", "losses=[emo]")
+    run(base, "spied", "seeds=[0]", "losses=[emo]", "workers=1")  # the folds in this process, where the spy is
     assert len(seen) == 2
     for trained, tested, held_out, covers in seen:
         assert held_out not in trained and tested == {held_out} and covers

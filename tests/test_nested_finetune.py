@@ -47,7 +47,7 @@ def scored(base: Path, out: str, monkeypatch: pytest.MonkeyPatch, *extra: str) -
     monkeypatch.setattr(AdapterBase, "score", capture(AdapterBase.score))
     monkeypatch.setattr(FullFinetune, "score", capture(FullFinetune.score))
     options = [f"algorithms.{a}.{o}" for a in ("finetune", "full_finetune") for o in HEAD]
-    cfg = load_config(None, overrides(base, out, *options, "features.choose_layer=true",
+    cfg = load_config(None, overrides(base, out, *options, "features.choose_layer=true", "workers=1",  # captured here
                                       "algorithms.full_finetune.trainable_layers=0", *extra,
                                       algorithms=["finetune", "full_finetune"], meta_train=False))
     run_experiment(cfg)

@@ -14,7 +14,7 @@ from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
 from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import VOLATILE
-from metalearn.run import runner
+from metalearn.run import runner, scoring
 from metalearn.run.grid import Unit
 from metalearn.run.reuse import Reuse, features_digest
 from tests.conftest import overrides
@@ -97,14 +97,15 @@ def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(runner, "prepare_variants", with_twin)
     monkeypatch.setattr(runner, "variant_names", lambda cfg: ["none", "twin"])
     calls = []
-    real_score = runner.score_group
+    real_score = scoring.score_group
 
     def counting(cfg, units, *args, **kwargs):
         calls.append(units[0].variant)
         return real_score(cfg, units, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "score_group", counting)
-    cfg = load_config(None, overrides(tmp_path, "run", algorithms=["finetune", "fomaml"], steps=5, repetitions=1))
+    monkeypatch.setattr(scoring, "score_group", counting)
+    cfg = load_config(None, overrides(tmp_path, "run", "workers=1",  # scored here, where calls are counted
+                                      algorithms=["finetune", "fomaml"], steps=5, repetitions=1))
     result = runner.run_experiment(cfg)
     assert result.complete and set(calls) == {"none"}
     with open(tmp_path / "run" / "trials.csv", newline="") as f:

@@ -38,6 +38,8 @@ class LosoExperimentConfig:
     ``model``: the CLAP heads, text tower and prompt; its ``variant`` and ``alpha`` come from ``losses``
     and ``alphas``. ``heads``: head training on cached features (``frozen``). ``train``: training from audio
     (``finetune``), on ``device`` (auto: cuda when available; the frozen encoder's heads train on the CPU).
+    ``workers``: the frozen encoder's folds trained side by side in that many forked processes (0: one per CPU;
+    1: one after another in this process); fine-tuning the encoder trains one fold at a time.
     """
 
     kind: str = "loso"
@@ -45,6 +47,7 @@ class LosoExperimentConfig:
     out: str = "results/${name}"
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
+    workers: int = 0
     data: LosoDataConfig = field(default_factory=LosoDataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -61,6 +64,8 @@ def validate(cfg: LosoExperimentConfig) -> None:
     """Cross-field checks no type can express; one line each, naming the config key."""
     if cfg.kind != "loso":
         raise MetalearnError(f"config key 'kind': {cfg.kind!r} in a loso experiment config")
+    if cfg.workers < 0:
+        raise MetalearnError(f"config key 'workers': {cfg.workers} must be >= 0 (0: one per CPU)")
     target = cfg.data.target
     if target.corpus != "iemocap":
         raise MetalearnError(f"config key 'data.target.corpus': {target.corpus!r}, expected iemocap "

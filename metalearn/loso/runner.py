@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ from metalearn.util.fileio import atomic_path, write_atomic, write_json
 from metalearn.util.jsonl_log import JsonlLog
 from metalearn.util.lock import run_lock
 from metalearn.util.provenance import provenance, refuse_dirty_results
+from metalearn.util.workers import run_forked
 
 log = logging.getLogger(__name__)
 
@@ -156,31 +158,41 @@ def target_rows(cfg: LosoExperimentConfig) -> list[Utterance]:
 
 def run_folds(cfg: LosoExperimentConfig, rows: list[Utterance], todo: Sequence[tuple[str, str, int]],
               fold_log: JsonlLog, out: Path, device: torch.device | None) -> None:
-    """Train and score each (loss, session, seed) of ``todo``, appending its record as it finishes."""
+    """Train and score each (loss, session, seed) of ``todo``, appending its record as it finishes.
+
+    With the frozen encoder, the folds train their heads (one thread each) side by side in ``cfg.workers`` forked
+    processes (:func:`metalearn.util.workers.run_forked`; 0: one per CPU); fine-tuning the encoder runs them one
+    after another."""
     from metalearn.util.progress import progress
 
     x = None
     if cfg.encoder == "frozen":
         rows, x = frozen_features(cfg, rows)
-    classes = list(cfg.data.target.classes)
+    jobs = {str(i): functools.partial(fold_record, cfg, rows, x, fold, out, device) for i, fold in enumerate(todo)}
     with progress(len(todo), f"{cfg.name} folds", "fold") as bar:
-        for loss, held_out, seed in todo:
-            start = time.perf_counter()
-            fold = loso_fold(rows, held_out, cfg.heads.dev_fraction, seed)
-            if x is not None:
-                heads = dataclasses.replace(cfg.heads, seed=seed)
-                scores = {**heads_fold(x, rows, fold, classes, with_loss(cfg.model, cfg.alphas, loss), heads),
-                          "best_epoch": None, "epochs": None}
-            else:
-                curve = out / "curves" / f"{loss}-{held_out}-seed{seed}.jsonl"
-                scores = finetune_fold(cfg, rows, fold, loss, seed, device, curve)
-            record = {"run": cfg.name, "loss": loss, "session": held_out, "seed": seed,
-                      "encoder": cfg.encoder, **scores, "train_sessions": train_sessions(rows, fold),
-                      "seconds": round(time.perf_counter() - start, 3)}
+        for _, record in run_forked(jobs, (cfg.workers or None) if x is not None else 1):
             fold_log.append(record)
-            log.info("%s %s seed %d: WA %.3f UA %.3f (dev UA %.3f)", loss, held_out, seed, record["wa"],
-                     record["ua"], record["dev_ua"])
+            log.info("%s %s seed %d: WA %.3f UA %.3f (dev UA %.3f)", record["loss"], record["session"],
+                     record["seed"], record["wa"], record["ua"], record["dev_ua"])
             bar.update(1)
+
+
+def fold_record(cfg: LosoExperimentConfig, rows: list[Utterance], x: Tensor | None, key: tuple[str, str, int],
+                out: Path, device: torch.device | None) -> dict:
+    """One (loss, held-out session, seed) fold trained and scored: its record. ``x``: the frozen encoder's
+    features [N, D] of ``rows`` (the heads train on them), else None (the encoder fine-tunes from audio)."""
+    loss, held_out, seed = key
+    start = time.perf_counter()
+    fold = loso_fold(rows, held_out, cfg.heads.dev_fraction, seed)
+    if x is not None:
+        heads = dataclasses.replace(cfg.heads, seed=seed)
+        scores = {**heads_fold(x, rows, fold, list(cfg.data.target.classes), with_loss(cfg.model, cfg.alphas, loss),
+                               heads), "best_epoch": None, "epochs": None}
+    else:
+        curve = out / "curves" / f"{loss}-{held_out}-seed{seed}.jsonl"
+        scores = finetune_fold(cfg, rows, fold, loss, seed, device, curve)
+    return {"run": cfg.name, "loss": loss, "session": held_out, "seed": seed, "encoder": cfg.encoder, **scores,
+            "train_sessions": train_sessions(rows, fold), "seconds": round(time.perf_counter() - start, 3)}
 
 
 def frozen_features(cfg: LosoExperimentConfig, rows: list[Utterance]) -> tuple[list[Utterance], Tensor]:

@@ -31,6 +31,7 @@ from metalearn.util import markdown
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_atomic
 from metalearn.util.intervals import t_interval
+from metalearn.util.workers import run_forked
 
 log = logging.getLogger(__name__)
 
@@ -198,18 +199,19 @@ VARIANT_FIGURES_FROM = 3  # pretune variants (none included) from which the vari
 
 
 def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[dict],
-                 speaker_rows: Sequence[dict], comparison_rows: Sequence[dict]) -> dict[str, Path]:
+                 speaker_rows: Sequence[dict], comparison_rows: Sequence[dict], workers: int | None = None
+                 ) -> dict[str, Path]:
     """The PNG figures: per protocol, each metric against k and the paired differences; with at least
     :data:`VARIANT_FIGURES_FROM` pretune variants, the variants on one axis per algorithm
     (``variants_{metric}_vs_k.png``) and, when ``none`` is among them, the variant x k map of the paired
-    difference to ``none`` (``variants_{metric}_diff.png``); the per-speaker heat map."""
+    difference to ``none`` (``variants_{metric}_diff.png``); the per-speaker heat map. Drawn by ``workers``
+    processes side by side (:func:`metalearn.util.workers.run_forked`; None: one per CPU)."""
     from metalearn.report.figures_comparison import plot_comparisons
     from metalearn.report.figures_variants import plot_difference_heatmap, plot_variants
     from metalearn.report.plot_speakers import plot_per_speaker
     from metalearn.report.plots import plot_metric_vs_k
-    from metalearn.report.render import draw_all
 
-    jobs = {}  # file name -> the job drawing it; drawn side by side (draw_all)
+    jobs = {}  # file name -> the job drawing it (one core's work each: matplotlib draws in one thread)
     protocols = protocols_by_size(records)
     for i, protocol in enumerate(protocols):
         chance = chance_level(r for r in records if r["protocol"] == protocol)
@@ -234,7 +236,8 @@ def _write_plots(run_dir: Path, records: Sequence[dict], summary_rows: Sequence[
                 jobs[name] = partial(plot_difference_heatmap, versus_none, run_dir / name, metric, protocol)
     jobs["per_speaker.png"] = partial(plot_per_speaker, speaker_rows, run_dir / "per_speaker.png",
                                       protocol=protocols[0])
-    return draw_all(jobs)
+    drawn = dict(run_forked(jobs, workers))
+    return {name: drawn[name] for name in jobs}
 
 
 def _content_files(run_dir: Path, records: Sequence[dict], name: str) -> list[tuple[str, str]]:
@@ -260,12 +263,13 @@ def reference_of_run(run_dir: str | os.PathLike) -> str:
 
 
 def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = None, reference: str = "finetune",
-                 plots: bool = True) -> dict[str, Path]:
+                 plots: bool = True, figure_workers: int | None = None) -> dict[str, Path]:
     """Write the report files of ``run_dir`` (from its trial records unless ``records`` is given).
 
     ``reference`` is the algorithm every other one is compared with (on the same pretune variant); when no
     record has it, comparisons.csv holds the variant-vs-``none`` comparisons only. ``plots=False`` writes the
-    tables alone. Returns {file name: path} of everything written. Raises MetalearnError for a missing folder
+    tables alone; ``figure_workers``: processes drawing the figures (None: one per CPU; the same bytes with any
+    number). Returns {file name: path} of everything written. Raises MetalearnError for a missing folder
     or no records.
     """
     run_dir = Path(run_dir)
@@ -290,7 +294,7 @@ def write_report(run_dir: str | os.PathLike, records: Sequence[dict] | None = No
         write_atomic(run_dir / file, text)
         written[file] = run_dir / file
     if plots:
-        written |= _write_plots(run_dir, records, summary_rows, speaker_rows, comparison_rows)
+        written |= _write_plots(run_dir, records, summary_rows, speaker_rows, comparison_rows, figure_workers)
     log.info("report: %d trials, %d summary rows, %d comparisons -> %d files in %s", len(records),
              len(summary_rows), len(comparison_rows), len(written), run_dir)
     return written

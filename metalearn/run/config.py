@@ -172,6 +172,8 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "cpu"           # where the embedding-level algorithms run (auto: cuda when available)
     chunk: int = 512              # episodes per vectorised batch
+    workers: int = 0              # processes scoring the trials side by side (0: one per CPU; 1: this process;
+                                  # on a GPU always 1), each with its share of the threads (run/scoring.py)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -239,9 +241,10 @@ def validate_ranges(cfg: ExperimentConfig) -> None:
     is allowed); each algorithm's own fields are checked by its config's ``RANGES`` (:mod:`metalearn.util.ranges`)."""
     mt, ep, sp = cfg.meta_train, cfg.episodes, cfg.speakers
     bounds: list[tuple[str, object, int]] = [
-        ("chunk", cfg.chunk, 1), ("meta_train.steps", mt.steps, 0), ("meta_train.shots", mt.shots, 1),
-        ("meta_train.queries", mt.queries, 1), ("episodes.repetitions", ep.repetitions, 1),
-        ("episodes.queries", ep.queries, 1), ("speakers.seed", sp.seed, 0), ("backbone.layers", cfg.backbone.layers, 1),
+        ("chunk", cfg.chunk, 1), ("workers", cfg.workers, 0), ("meta_train.steps", mt.steps, 0),
+        ("meta_train.shots", mt.shots, 1), ("meta_train.queries", mt.queries, 1),
+        ("episodes.repetitions", ep.repetitions, 1), ("episodes.queries", ep.queries, 1), ("speakers.seed", sp.seed, 0),
+        ("backbone.layers", cfg.backbone.layers, 1),
         *((f"algorithms.only.{name}.repetitions", part.repetitions, 1) for name, part in cfg.algorithms.only.items()),
         *((f"algorithms.only.{name}.ks", min(part.ks), 1) for name, part in cfg.algorithms.only.items() if part.ks)]
     for key, value, low in bounds:

@@ -40,6 +40,11 @@ class Reuse:
         self.records: dict[tuple, list[dict]] = {}
         self.lost: dict[tuple, list[Skipped]] = {}
 
+    def copies(self, units: list[Unit], digest: str) -> bool:
+        """Whether :meth:`scored` gives this group copies (every unit was scored on the same features before)."""
+        return bool(units) and units[0].algorithm in self.reusable and all(
+            (digest, dataclasses.replace(u, variant="")) in self.records for u in units)
+
     def scored(self, units: list[Unit], digest: str, score: Callable[[OnSkip], Iterable[tuple[Unit, list[dict]]]],
                skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
         """(unit, records) of one group: copies when every unit was scored on the same features before, else
@@ -48,7 +53,7 @@ class Reuse:
         if not units or units[0].algorithm not in self.reusable:
             yield from score(skip)
             return
-        if all(k in self.records for k in keys):
+        if self.copies(units, digest):
             for unit, key in zip(units, keys, strict=True):
                 if key in self.lost:
                     skip(unit, self.lost[key])

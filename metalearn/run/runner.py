@@ -17,14 +17,13 @@ import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 
 from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance
 from metalearn.fewshot.episode_io import save_episodes
 from metalearn.fewshot.episodes import Skipped
-from metalearn.report.content import QueryLog, query_file, query_records, shares_content
+from metalearn.report.content import QueryLog, query_file, shares_content
 from metalearn.report.records import (
     SkipLog,
     TrialLog,
@@ -45,9 +44,8 @@ from metalearn.run.inputs import RunInputs
 from metalearn.run.layer_choice import choose_layers
 from metalearn.run.learned import fitting_sources, write_inputs_report
 from metalearn.run.planning import check_grid, learns_across_speakers, plan, variant_names
-from metalearn.run.reuse import Reuse, features_digest
 from metalearn.run.run_folder import save_config, tracked_config, work_in
-from metalearn.run.scoring import score_group
+from metalearn.run.scoring import Sinks, run_workers, score_units, write_to
 from metalearn.run.stages import (
     check_roots,
     prefill_embeddings,
@@ -60,9 +58,8 @@ from metalearn.run.tuned import apply_tuned
 from metalearn.util.errors import MetalearnError
 from metalearn.util.fileio import write_json
 from metalearn.util.lock import run_lock
-from metalearn.util.progress import progress
+from metalearn.util.progress import Stopwatch, progress
 from metalearn.util.provenance import provenance, refuse_dirty_results
-from metalearn.util.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -231,31 +228,19 @@ def _skipper(skip_log: SkipLog, bar) -> OnSkip:
 
 
 def _run_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], logs: Logs, done: set, total: int) -> int:
-    """Score the units ``todo`` (planned in order of variant, layer and group) into ``logs``; how many trials ran.
-
-    Each (variant, fold) reads the layer chosen for it (``inputs.layers``), else the configured one.
-    """
-    ran = 0
+    """Score the units ``todo`` (planned in order of variant, layer and group) into ``logs``, in :func:`run_workers`
+    processes (:func:`metalearn.run.scoring.score_units`); how many trials ran."""
+    ran = [0]
     initial = total - sum(len(u.episodes) for u in todo)
     with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
-        skip, reuse = _skipper(logs.skips, bar), Reuse(cfg.algorithms.run)  # variants with equal features: once
-        chosen = inputs.layers
-        learns = functools.partial(learns_across_speakers, cfg)
-        for (variant, layer), group_units in groupby(todo, key=lambda u: (u.variant, chosen.get((u.variant, u.fold)))):
-            by_variant = list(group_units)
-            table = variant_features(cfg, inputs.variants[variant], inputs.table_rows(by_variant, learns), layer)
-            digest = features_digest(table.rows, table.x)
-            for _, group in groupby(by_variant, key=lambda u: u.group):
-                units = list(group)
-                score = functools.partial(score_group, cfg, units, inputs.variants[variant], table, inputs.folds)
-                for unit, records in reuse.scored(units, digest, score, skip):
-                    new = [r for r in records if trial_key(r) not in done]
-                    if logs.queries is not None:  # first: a kill between the two logs runs the trial again
-                        logs.queries.extend(query_records(unit.episodes, new))
-                    logs.trials.extend(new)
-                    ran += len(records)
-                    bar.update(len(records))
-    return ran
+        write = write_to(logs, done, bar)
+
+        def counted(unit: Unit, records: list[dict]) -> None:
+            write(unit, records)
+            ran[0] += len(records)
+
+        score_units(cfg, inputs, todo, Sinks(counted, _skipper(logs.skips, bar)), run_workers(cfg))
+    return ran[0]
 
 
 def finish(cfg: ExperimentConfig, out: Path, units: list[Unit], ran: int, write: bool = True) -> RunResult:

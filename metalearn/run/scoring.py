@@ -5,15 +5,29 @@ The runner never branches on an algorithm's name: it reads the adapter class's d
 (:class:`metalearn.fewshot.algorithms.base.AdapterBase`) and provides a prompt prior, audio inputs,
 meta-training tasks or labelled clips (``trains_on``) accordingly. Only the fold's meta-training speakers
 are learned from (standardisation, meta-training, training); its validation and test speakers never are.
+
+:func:`score_units` runs a shard's units group by group, side by side in ``workers`` forked processes. Most
+of a run's groups are small tensor operations (meta-training heads, fine-tuning heads) that a second OpenMP
+thread barely speeds up (results/bench_threads.md); ``workers`` processes of ``threads / workers`` threads each
+keep every core on useful work (results/bench_workers.md). The units run block by block, one (variant,
+feature) at a time: a block's features are read once here, its groups are forked out
+(:func:`metalearn.util.workers.run_forked`), and their records come back to this process, which alone writes
+the trial and skip logs as each group comes back (a kill loses the groups in flight, which a resumed run scores
+again). Groups whose every trial is a copy of an earlier variant's (:class:`metalearn.run.reuse.Reuse`) are
+copied here, never forked. With ``workers = 1`` the groups run here, one after another, in plan order, each unit
+logged as it is scored (a kill loses one batch at most: what a GPU run, always one worker, needs).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
+import torch
 
 from metalearn.data.manifest import utterance_key
 from metalearn.data.sentences import sentence_key
@@ -32,10 +46,17 @@ from metalearn.fewshot.episodes import Episode, Skipped
 from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
+from metalearn.report.content import query_records
+from metalearn.report.records import trial_key
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold, OnSkip, Unit
+from metalearn.run.inputs import RunInputs
+from metalearn.run.planning import learns_across_speakers
+from metalearn.run.reuse import Reuse, features_digest
+from metalearn.run.stages import variant_features
 from metalearn.run.tuned import meta_steps_for, options_for, tuned_values
 from metalearn.util.errors import MetalearnError
+from metalearn.util.workers import run_forked, usable_workers
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +194,95 @@ def training_data(inputs: GroupInputs, cls: type[AdapterBase], example: Episode,
     task = TaskSpec(len(example.classes), shots, cfg.meta_train.queries, example.protocol,
                     disjoint=cfg.episodes.disjoint)
     return SpeakerTaskSampler(x[keep], task_rows, sorted(set(speaker)), task, seed, cfg.device)
+
+
+# ------------------------------------------------------------------------ the units, side by side
+
+Scored = list[tuple[Unit, list[dict], list[Skipped]]]  # a group's units: (unit, its records, its skipped episodes)
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Where scored units go (this process only): ``write(unit, records)`` logs them, ``skip(unit, lost)`` logs
+    the episodes that could not be scored."""
+
+    write: Callable[[Unit, list[dict]], None]
+    skip: OnSkip
+
+
+def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sinks: Sinks, workers: int) -> None:
+    """Score the units ``todo`` (planned in order of variant, layer and group) into ``sinks``.
+
+    Each (variant, fold) reads the layer chosen for it (``inputs.layers``), else the configured one.
+    """
+    reuse = Reuse(cfg.algorithms.run)  # variants with equal features: scored once
+    chosen = inputs.layers
+    learns = functools.partial(learns_across_speakers, cfg)
+    for (variant, layer), block in groupby(todo, key=lambda u: (u.variant, chosen.get((u.variant, u.fold)))):
+        by_variant = list(block)
+        table = variant_features(cfg, inputs.variants[variant], inputs.table_rows(by_variant, learns), layer)
+        digest = features_digest(table.rows, table.x)
+        groups = [list(g) for _, g in groupby(by_variant, key=lambda u: u.group)]
+        if workers <= 1:  # here, each unit logged as the trial engine yields it: a kill loses one batch at most
+            for units in groups:
+                score = functools.partial(score_group, cfg, units, inputs.variants[variant], table, inputs.folds)
+                for unit, records in reuse.scored(units, digest, score, sinks.skip):
+                    sinks.write(unit, records)
+            continue
+        jobs = {}
+        for i, units in enumerate(groups):
+            if reuse.copies(units, digest):
+                for unit, records in reuse.scored(units, digest, _never, sinks.skip):
+                    sinks.write(unit, records)
+            else:
+                jobs[str(i)] = functools.partial(_collect, cfg, units, inputs.variants[variant], table, inputs.folds)
+        for i, scored in run_forked(jobs, workers, setup=_share_threads):
+            for unit, records in reuse.scored(groups[int(i)], digest, functools.partial(_replay, scored), sinks.skip):
+                sinks.write(unit, records)
+
+
+def run_workers(cfg: ExperimentConfig) -> int:
+    """The processes scoring a run's groups: ``cfg.workers`` (0: one per CPU this process may use), 1 where the
+    adapters run on a GPU (a forked process cannot use CUDA once its parent has)."""
+    from metalearn.util.devices import resolve_device
+
+    if resolve_device(cfg.device).type != "cpu":
+        return 1
+    return usable_workers(cfg.workers or None, 1 << 16)
+
+
+def _share_threads(workers: int) -> None:
+    """In each worker: this process's intra-op threads shared among the ``workers`` (at least one each)."""
+    torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+
+def _collect(cfg: ExperimentConfig, units: list[Unit], variant, table, folds) -> Scored:  # noqa: ANN001
+    """A group scored (in a worker): each unit, in plan order, with its records and the episodes it skipped."""
+    lost: dict[int, list[Skipped]] = {}
+    records = {id(unit): found for unit, found in
+               score_group(cfg, units, variant, table, folds, lambda unit, skipped: lost.update({id(unit): skipped}))}
+    return [(u, records.get(id(u), []), lost.get(id(u), [])) for u in units if id(u) in records or id(u) in lost]
+
+
+def _replay(scored: Scored, on_skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
+    """A worker's group as :func:`score_group` would have yielded it here: the skips first, then the records."""
+    for unit, records, lost in scored:
+        if lost:
+            on_skip(unit, lost)
+        if records:
+            yield unit, records
+
+
+def _never(on_skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
+    raise AssertionError("a group of copies is never scored")
+
+
+def write_to(logs, done: set, bar) -> Callable[[Unit, list[dict]], None]:  # noqa: ANN001
+    """The runner's writer: a unit's new records (not in ``done``) to its query and trial logs, and the bar."""
+    def write(unit: Unit, records: list[dict]) -> None:
+        new = [r for r in records if trial_key(r) not in done]
+        if logs.queries is not None:  # first: a kill between the two logs runs the trial again
+            logs.queries.extend(query_records(unit.episodes, new))
+        logs.trials.extend(new)
+        bar.update(len(records))
+    return write

@@ -1,13 +1,21 @@
-"""Progress with ETA: a live tqdm bar on a terminal; in a redirected log, plain lines (no carriage returns, no
-escape codes): one when the work starts, one every 30 s, one when it ends."""
+"""How long work takes, as it goes and after: progress with ETA (a live tqdm bar on a terminal; in a redirected
+log, plain lines, no carriage returns, no escape codes: one when the work starts, one every 30 s, one when it
+ends), and the wall time per named stage of one command, written beside its results (``timing.json``) for the
+benchmarks (:class:`Stopwatch`)."""
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
+
+from metalearn.util.fileio import write_json
 
 EVERY_S = 30.0  # seconds between two lines in a log
 
@@ -61,3 +69,29 @@ class LineProgress:
         self.file.write(f"{self.desc}: {self.n:.0f}/{self.total:.0f} {self.unit}{share}, "
                         f"{tqdm.format_interval(elapsed)} elapsed{eta}{tail}\n")
         self.file.flush()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+class Stopwatch:
+    """Seconds per stage, in the order first started; a stage entered twice adds up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def write(self, path: Path) -> None:
+        """``{"stages": {name: seconds}, "peak_rss_mb": ...}`` at ``path`` (atomic)."""
+        write_json(path, {"stages": {k: round(v, 3) for k, v in self.seconds.items()},
+                          "peak_rss_mb": round(peak_rss_mb(), 1)})
