@@ -8,8 +8,8 @@ are learned from (standardisation, meta-training, training); its validation and 
 
 :func:`score_units` runs a shard's units group by group, side by side in ``workers`` forked processes. Most
 of a run's groups are small tensor operations (meta-training heads, fine-tuning heads) that a second OpenMP
-thread barely speeds up (results/bench_threads.md); ``workers`` processes of ``threads / workers`` threads each
-keep every core on useful work (results/bench_workers.md). The units run block by block, one (variant,
+thread barely speeds up (results/bench_threads.md); ``workers`` processes of one thread each keep every core
+on useful work (results/bench_workers.md). The units run block by block, one (variant,
 feature) at a time: a block's features are read once here, its groups are forked out
 (:func:`metalearn.util.workers.run_forked`), and their records come back to this process, which alone writes
 the trial and skip logs as each group comes back (a kill loses the groups in flight, which a resumed run scores
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import numpy as np
-import torch
 
 from metalearn.data.manifest import utterance_key
 from metalearn.data.sentences import sentence_key
@@ -236,7 +235,7 @@ def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sink
                     sinks.write(unit, records)
             else:
                 jobs[str(i)] = functools.partial(_collect, cfg, units, inputs.variants[variant], table, inputs.folds)
-        for i, scored in run_forked(jobs, workers, setup=_share_threads):
+        for i, scored in run_forked(jobs, workers):
             for unit, records in reuse.scored(groups[int(i)], digest, functools.partial(_replay, scored), sinks.skip):
                 sinks.write(unit, records)
 
@@ -249,11 +248,6 @@ def run_workers(cfg: ExperimentConfig) -> int:
     if resolve_device(cfg.device).type != "cpu":
         return 1
     return usable_workers(cfg.workers or None, 1 << 16)
-
-
-def _share_threads(workers: int) -> None:
-    """In each worker: this process's intra-op threads shared among the ``workers`` (at least one each)."""
-    torch.set_num_threads(max(1, torch.get_num_threads() // workers))
 
 
 def _collect(cfg: ExperimentConfig, units: list[Unit], variant, table, folds) -> Scored:  # noqa: ANN001

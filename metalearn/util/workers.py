@@ -5,8 +5,11 @@ thread each), the scoring of a run's groups of trials (small tensor operations t
 barely speeds up). :func:`run_forked` forks its workers after the jobs are known, so a job is any callable,
 closures over tensors and configs included: nothing is pickled but each job's result on its way back (the
 standard library's :class:`concurrent.futures.ProcessPoolExecutor`, fork context; its workers exit when this
-process dies). Off Linux, where forking a process that has started threads is unsafe (macOS) or impossible
-(Windows), and with one worker, the jobs run here, one after another: the same results in the same order.
+process dies). A worker runs torch on one thread: GNU OpenMP's thread pool does not survive a fork, so a forked
+child that opens a parallel region after its parent has used one waits forever (seen: the LOSO folds hung at
+their first operation with two threads). Off Linux, where forking a process that has started threads is unsafe
+(macOS) or impossible (Windows), and with one worker, the jobs run here, one after another: the same results in
+the same order.
 """
 
 from __future__ import annotations
@@ -30,13 +33,12 @@ def usable_workers(workers: int | None, jobs: int) -> int:
     return max(1, min(jobs, workers or len(os.sched_getaffinity(0))))
 
 
-def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None,
-               setup: Callable[[int], None] | None = None) -> Iterator[tuple[str, T]]:
+def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None) -> Iterator[tuple[str, T]]:
     """Run every job of ``jobs`` (name -> a callable without arguments); yield (name, its result) as each ends.
 
-    ``workers``: see :func:`usable_workers`. With more than one, the results come in the order the jobs end and
-    ``setup(workers)`` runs first in each worker (e.g. to set its thread count); with one, in ``jobs``' order,
-    here. A job's exception is raised here (the jobs not yet started are cancelled).
+    ``workers``: see :func:`usable_workers`. With more than one, the results come in the order the jobs end, each
+    worker on one torch thread; with one, in ``jobs``' order, here, with this process's threads. A job's exception
+    is raised here (the jobs not yet started are cancelled).
     """
     global _JOBS
     count = usable_workers(workers, len(jobs))
@@ -49,7 +51,7 @@ def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None,
     _JOBS = jobs
     try:
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=setup, initargs=(count,) if setup else ()) as pool:
+                                 initializer=_one_thread) as pool:
             pending = {pool.submit(_run, name): name for name in jobs}  # forks the workers: they hold the jobs
             try:
                 while pending:
@@ -61,6 +63,12 @@ def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None,
                     future.cancel()
     finally:
         _JOBS = {}
+
+
+def _one_thread() -> None:
+    """In a new worker, before any job: torch (when this process has imported it) on one thread."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _run(name: str):
