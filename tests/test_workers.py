@@ -5,9 +5,12 @@ without being pickled, torch on one thread in each worker (which keeps a fork af
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +71,43 @@ def test_workers_run_torch_on_one_thread_after_the_parent_used_two():
                           env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[1]"
+
+
+ORPHAN_CHECK = """
+import os, sys, time
+from pathlib import Path
+from metalearn.util.workers import run_forked
+folder = Path(sys.argv[1])
+def job():
+    (folder / str(os.getpid())).touch()
+    time.sleep(120)
+list(run_forked({str(i): job for i in range(2)}, workers=2))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@linux_only
+def test_workers_end_when_a_kill_9_ends_their_parent(tmp_path):
+    """A worker left waiting on its job queue would outlive a killed run, holding the run folder's lock."""
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_CHECK, str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [int(p.name) for p in tmp_path.iterdir()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
 
 
 def test_a_failing_job_raises_its_error():

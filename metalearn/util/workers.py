@@ -4,12 +4,13 @@ What it serves: work that cannot use a second core from one process: a report's 
 thread each), the scoring of a run's groups of trials (small tensor operations that a second OpenMP thread
 barely speeds up). :func:`run_forked` forks its workers after the jobs are known, so a job is any callable,
 closures over tensors and configs included: nothing is pickled but each job's result on its way back (the
-standard library's :class:`concurrent.futures.ProcessPoolExecutor`, fork context; its workers exit when this
-process dies). A worker runs torch on one thread: GNU OpenMP's thread pool does not survive a fork, so a forked
-child that opens a parallel region after its parent has used one waits forever (seen: the LOSO folds hung at
-their first operation with two threads). Off Linux, where forking a process that has started threads is unsafe
-(macOS) or impossible (Windows), and with one worker, the jobs run here, one after another: the same results in
-the same order.
+standard library's :class:`concurrent.futures.ProcessPoolExecutor`, fork context). The kernel kills each worker
+when this process ends, however it ends, so that a killed run leaves no orphan holding its run folder's lock.
+A worker runs torch on one thread: GNU OpenMP's thread pool does not survive a fork, so a forked child that
+opens a parallel region after its parent has used one waits forever (seen: the LOSO folds hung at their first
+operation with two threads). Off Linux, where forking a process that has started threads is unsafe (macOS) or
+impossible (Windows), and with one worker, the jobs run here, one after another: the same results in the same
+order.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None) 
     _JOBS = jobs
     try:
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_one_thread) as pool:
+                                 initializer=_worker_start, initargs=(os.getpid(),)) as pool:
             pending = {pool.submit(_run, name): name for name in jobs}  # forks the workers: they hold the jobs
             try:
                 while pending:
@@ -65,8 +66,17 @@ def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None) 
         _JOBS = {}
 
 
-def _one_thread() -> None:
-    """In a new worker, before any job: torch (when this process has imported it) on one thread."""
+def _worker_start(parent: int) -> None:
+    """In a new worker, before any job: killed by the kernel when ``parent`` ends (a worker blocked on its job
+    queue would otherwise outlive a ``kill -9`` of the run, holding the run folder's lock), and torch (when the
+    parent has imported it) on one thread."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the line above
+        os._exit(1)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
