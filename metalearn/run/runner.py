@@ -23,7 +23,7 @@ from metalearn.data.corpus_config import manifest_path, prepare_manifest
 from metalearn.data.manifest import Utterance
 from metalearn.fewshot.episode_io import save_episodes
 from metalearn.fewshot.episodes import Skipped
-from metalearn.report.content import QueryLog, query_file, shares_content
+from metalearn.report.content import QueryLog, query_file, query_records, shares_content
 from metalearn.report.records import (
     SkipLog,
     TrialLog,
@@ -45,7 +45,7 @@ from metalearn.run.layer_choice import choose_layers
 from metalearn.run.learned import fitting_sources, write_inputs_report
 from metalearn.run.planning import check_grid, learns_across_speakers, plan, variant_names
 from metalearn.run.run_folder import save_config, tracked_config, work_in
-from metalearn.run.scoring import Sinks, run_workers, score_units, write_to
+from metalearn.run.scoring import Sinks, run_workers, score_units
 from metalearn.run.stages import (
     check_roots,
     prefill_embeddings,
@@ -169,7 +169,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, shard: tuple[int, int], prepar
     for s, (drawn_episodes, skipped) in drawn.items():
         save_episodes(out / f"episodes-seed{s}.jsonl", drawn_episodes, skipped)
     suffix = "" if shard[1] == 1 else f"-shard{shard[0] + 1}"
-    write_json(out / f"run{suffix}.json", provenance(cfg.device, shard=f"{shard[0] + 1}/{shard[1]}"))
+    write_json(out / f"run{suffix}.json", provenance(cfg.device, shard=f"{shard[0] + 1}/{shard[1]}",
+                                                     workers=run_workers(cfg)))
     with clock.stage("pretune variants"):  # shards side by side must not train one variant twice: trained first
         variants = prepare_variants(cfg, train=cfg.pretune.train and (shard[1] == 1 or prepare_only))
     episodes = {s: drawn[s][0] if s in drawn else build_episodes(cfg, rows, speakers, s, out) for s in cfg.seeds}
@@ -233,13 +234,16 @@ def _run_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], logs:
     ran = [0]
     initial = total - sum(len(u.episodes) for u in todo)
     with progress(total, f"{cfg.name} trials", "trial", initial=initial, disable=not todo) as bar:
-        write = write_to(logs, done, bar)
 
-        def counted(unit: Unit, records: list[dict]) -> None:
-            write(unit, records)
+        def write(unit: Unit, records: list[dict]) -> None:  # in this process only: the logs have one writer
+            new = [r for r in records if trial_key(r) not in done]
+            if logs.queries is not None:  # first: a kill between the two logs runs the trial again
+                logs.queries.extend(query_records(unit.episodes, new))
+            logs.trials.extend(new)
             ran[0] += len(records)
+            bar.update(len(records))
 
-        score_units(cfg, inputs, todo, Sinks(counted, _skipper(logs.skips, bar)), run_workers(cfg))
+        score_units(cfg, inputs, todo, Sinks(write, _skipper(logs.skips, bar)), run_workers(cfg))
     return ran[0]
 
 

@@ -45,8 +45,6 @@ from metalearn.fewshot.episodes import Episode, Skipped
 from metalearn.fewshot.tasks import SpeakerTaskSampler, TaskRows, TaskSpec
 from metalearn.fewshot.trials import TrialTags, run_trials
 from metalearn.pretune.variant import PretuneVariant
-from metalearn.report.content import query_records
-from metalearn.report.records import trial_key
 from metalearn.run.config import ExperimentConfig
 from metalearn.run.grid import Fold, OnSkip, Unit
 from metalearn.run.inputs import RunInputs
@@ -197,7 +195,7 @@ def training_data(inputs: GroupInputs, cls: type[AdapterBase], example: Episode,
 
 # ------------------------------------------------------------------------ the units, side by side
 
-Scored = list[tuple[Unit, list[dict], list[Skipped]]]  # a group's units: (unit, its records, its skipped episodes)
+Scored = list[tuple[int, list[dict], list[Skipped]]]  # a group's units: (position, records, skipped episodes)
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,8 @@ def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sink
             else:
                 jobs[str(i)] = functools.partial(_collect, cfg, units, inputs.variants[variant], table, inputs.folds)
         for i, scored in run_forked(jobs, workers):
-            for unit, records in reuse.scored(groups[int(i)], digest, functools.partial(_replay, scored), sinks.skip):
+            units = groups[int(i)]
+            for unit, records in reuse.scored(units, digest, functools.partial(_replay, units, scored), sinks.skip):
                 sinks.write(unit, records)
 
 
@@ -247,36 +246,26 @@ def run_workers(cfg: ExperimentConfig) -> int:
 
     if resolve_device(cfg.device).type != "cpu":
         return 1
-    return usable_workers(cfg.workers or None, 1 << 16)
+    return usable_workers(cfg.workers or None)
 
 
 def _collect(cfg: ExperimentConfig, units: list[Unit], variant, table, folds) -> Scored:  # noqa: ANN001
-    """A group scored (in a worker): each unit, in plan order, with its records and the episodes it skipped."""
+    """A group scored (in a worker): each unit's position in ``units`` with its records and skipped episodes."""
     lost: dict[int, list[Skipped]] = {}
     records = {id(unit): found for unit, found in
                score_group(cfg, units, variant, table, folds, lambda unit, skipped: lost.update({id(unit): skipped}))}
-    return [(u, records.get(id(u), []), lost.get(id(u), [])) for u in units if id(u) in records or id(u) in lost]
+    return [(i, records.get(id(u), []), lost.get(id(u), [])) for i, u in enumerate(units)
+            if id(u) in records or id(u) in lost]
 
 
-def _replay(scored: Scored, on_skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
-    """A worker's group as :func:`score_group` would have yielded it here: the skips first, then the records."""
-    for unit, records, lost in scored:
+def _replay(units: list[Unit], scored: Scored, on_skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
+    """A worker's group as :func:`score_group` would have yielded it here: each unit's skips, then its records."""
+    for i, records, lost in scored:
         if lost:
-            on_skip(unit, lost)
+            on_skip(units[i], lost)
         if records:
-            yield unit, records
+            yield units[i], records
 
 
 def _never(on_skip: OnSkip) -> Iterator[tuple[Unit, list[dict]]]:
     raise AssertionError("a group of copies is never scored")
-
-
-def write_to(logs, done: set, bar) -> Callable[[Unit, list[dict]], None]:  # noqa: ANN001
-    """The runner's writer: a unit's new records (not in ``done``) to its query and trial logs, and the bar."""
-    def write(unit: Unit, records: list[dict]) -> None:
-        new = [r for r in records if trial_key(r) not in done]
-        if logs.queries is not None:  # first: a kill between the two logs runs the trial again
-            logs.queries.extend(query_records(unit.episodes, new))
-        logs.trials.extend(new)
-        bar.update(len(records))
-    return write

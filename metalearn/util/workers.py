@@ -26,12 +26,13 @@ T = TypeVar("T")
 _JOBS: Mapping = {}  # the jobs of the pool being forked: its workers inherit them (fork copies this module)
 
 
-def usable_workers(workers: int | None, jobs: int) -> int:
+def usable_workers(workers: int | None, jobs: int | None = None) -> int:
     """How many processes :func:`run_forked` uses: ``workers`` (None: the CPUs this process may run on, its
-    affinity: a SLURM job's allocation, ``taskset``), at most one per job, 1 off Linux."""
+    affinity: a SLURM job's allocation, ``taskset``), at most one per job (of ``jobs``, when given), 1 off Linux."""
     if sys.platform != "linux":
         return 1
-    return max(1, min(jobs, workers or len(os.sched_getaffinity(0))))
+    count = workers or len(os.sched_getaffinity(0))
+    return max(1, count if jobs is None else min(jobs, count))
 
 
 def run_forked(jobs: Mapping[str, Callable[[], T]], workers: int | None = None) -> Iterator[tuple[str, T]]:
