@@ -173,7 +173,7 @@ class ExperimentConfig:
     device: str = "cpu"           # where the embedding-level algorithms run (auto: cuda when available)
     chunk: int = 512              # episodes per vectorised batch
     workers: int = 0              # processes scoring the trials side by side (0: one per CPU; 1: this process;
-                                  # on a GPU always 1), each with its share of the threads (run/scoring.py)
+                                  # on a GPU always 1), one torch thread each when > 1 (run/scoring.py)
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
