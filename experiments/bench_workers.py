@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_trials import VALUES, trials  # noqa: E402
+from compare_trials import differing, trials  # noqa: E402
 
 
 def run(config: str, out: Path, workers: int, threads: int | None = None) -> dict:
@@ -35,10 +35,9 @@ def run(config: str, out: Path, workers: int, threads: int | None = None) -> dic
     return json.loads((out / "timing.json").read_text())["stages"]
 
 
-def differing(a: Path, b: Path) -> tuple[int, list[str]]:
+def changed(a: Path, b: Path) -> tuple[int, list[str]]:
     """(trials whose values differ, their algorithms) between two run folders."""
-    ta, tb = trials(a), trials(b)
-    keys = [k for k in ta if k in tb and any(ta[k][f] != tb[k][f] for f in VALUES)]
+    keys = differing(trials(a), trials(b))
     return len(keys), sorted({k[1] for k in keys})
 
 
@@ -53,8 +52,8 @@ def main() -> None:
         here = run(args.config, folder / "here", 1)
         forked = run(args.config, folder / "workers", 0)
         one_thread = run(args.config, folder / "one-thread", 1, threads=1)
-        same, _ = differing(folder / "workers", folder / "one-thread")
-        changed, which = differing(folder / "here", folder / "workers")
+        same, _ = changed(folder / "workers", folder / "one-thread")
+        moved, which = changed(folder / "here", folder / "workers")
         total = len(trials(folder / "workers"))
     stages = list(here)
     lines = [f"# The {args.config} run's trials: one process against forked workers", "",
@@ -65,8 +64,8 @@ def main() -> None:
     lines += [f"| {s} | {here[s]:.1f} | {forked[s]:.1f} | {one_thread[s]:.1f} |" for s in stages]
     lines += ["", f"Trials stage: **{here['trials'] / forked['trials']:.2f}x** faster in workers.", "",
               f"Of {total:,} trials, the workers' equal the one-thread run's in all but {same} (must be 0); "
-              f"{changed} differ from the default-threads run of one process"
-              + (f" ({', '.join(which)}: the threads change the order of their sums)" if changed else "") + "."]
+              f"{moved} differ from the default-threads run of one process"
+              + (f" ({', '.join(which)}: the threads change the order of their sums)" if moved else "") + "."]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)

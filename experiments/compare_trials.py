@@ -23,13 +23,18 @@ def trials(folder: Path) -> dict[tuple, dict]:
                 for r in csv.DictReader(f)}
 
 
+def differing(a: dict[tuple, dict], b: dict[tuple, dict]) -> list[tuple]:
+    """The keys of the trials in both ``a`` and ``b`` (:func:`trials`) whose values differ, sorted."""
+    return sorted(k for k in a.keys() & b.keys() if any(a[k][f] != b[k][f] for f in VALUES))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
     a, b = trials(args.a), trials(args.b)
-    differ = sorted(k for k in a.keys() & b.keys() if any(a[k][f] != b[k][f] for f in VALUES))
+    differ = differing(a, b)
     print(f"trials: {len(a)} and {len(b)}; only in one: {len(a.keys() ^ b.keys())}; values differ: {len(differ)}")
     if differ:
         print("  algorithms:", ", ".join(sorted({k[1] for k in differ})), "| first:", differ[0])
