@@ -4,7 +4,6 @@ without being pickled, torch on one thread in each worker (which keeps a fork af
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -19,11 +18,11 @@ import torch
 
 from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
-from metalearn.report.records import VOLATILE
 from metalearn.report.tables import write_report
 from metalearn.run.runner import run_experiment
 from metalearn.util.workers import run_forked, usable_workers
 from tests.conftest import overrides
+from tests.test_launch import stable
 from tests.test_plots_figures import mock_records
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
@@ -117,11 +116,6 @@ def test_workers_end_when_a_kill_9_ends_their_parent(tmp_path):
     assert not any(_alive(pid) for pid in workers)
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)]
-
-
 @linux_only
 def test_a_run_in_workers_equals_one_scored_here_on_one_thread(tmp_path, one_thread):
     """The trials of a run scored in 2 forked workers (one thread each) are those of the same run scored group by
@@ -131,7 +125,7 @@ def test_a_run_in_workers_equals_one_scored_here_on_one_thread(tmp_path, one_thr
     here = run_experiment(load_config(None, overrides(tmp_path, "here", "workers=1", **methods)))
     forked = run_experiment(load_config(None, overrides(tmp_path, "forked", "workers=2", **methods)))
     assert here.complete and forked.complete and here.planned == forked.planned > 0
-    assert _rows(forked.out / "trials.csv") == _rows(here.out / "trials.csv")
+    assert stable(forked.out / "trials.csv") == stable(here.out / "trials.csv")
     workers = [json.loads((r.out / "run.json").read_text())["workers"] for r in (here, forked)]
     assert workers == [1, 2]
 

@@ -220,23 +220,27 @@ def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sink
         table = variant_features(cfg, inputs.variants[variant], inputs.table_rows(by_variant, learns), layer)
         digest = features_digest(table.rows, table.x)
         groups = [list(g) for _, g in groupby(by_variant, key=lambda u: u.group)]
+        emit = functools.partial(_emit, reuse, sinks, digest)
+        args = (inputs.variants[variant], table, inputs.folds)
         if workers <= 1:  # here, each unit logged as the trial engine yields it: a kill loses one batch at most
             for units in groups:
-                score = functools.partial(score_group, cfg, units, inputs.variants[variant], table, inputs.folds)
-                for unit, records in reuse.scored(units, digest, score, sinks.skip):
-                    sinks.write(unit, records)
+                emit(units, functools.partial(score_group, cfg, units, *args))
             continue
         jobs = {}
         for i, units in enumerate(groups):
             if reuse.copies(units, digest):
-                for unit, records in reuse.scored(units, digest, _never, sinks.skip):
-                    sinks.write(unit, records)
+                emit(units, _never)
             else:
-                jobs[str(i)] = functools.partial(_collect, cfg, units, inputs.variants[variant], table, inputs.folds)
+                jobs[str(i)] = functools.partial(_collect, cfg, units, *args)
         for i, scored in run_forked(jobs, workers):
-            units = groups[int(i)]
-            for unit, records in reuse.scored(units, digest, functools.partial(_replay, units, scored), sinks.skip):
-                sinks.write(unit, records)
+            emit(groups[int(i)], functools.partial(_replay, groups[int(i)], scored))
+
+
+def _emit(reuse: Reuse, sinks: Sinks, digest: str, units: list[Unit],
+          score: Callable[[OnSkip], Iterator[tuple[Unit, list[dict]]]]) -> None:
+    """One group's records into ``sinks``: copies of an earlier variant's (:class:`Reuse`), or what ``score`` gives."""
+    for unit, records in reuse.scored(units, digest, score, sinks.skip):
+        sinks.write(unit, records)
 
 
 def run_workers(cfg: ExperimentConfig) -> int:
