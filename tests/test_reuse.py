@@ -85,8 +85,10 @@ def test_digest_sees_every_bit_and_the_rows() -> None:
     assert features_digest(rows, x) != features_digest(rows[::-1], x)
 
 
-def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A second variant with the very same features: its records equal the ones scoring it would give."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    """A second variant with the very same features: its records equal the ones scoring it would give; scored once
+    (counted in this process with workers=1; with 2 workers the copies are made here, the originals forked)."""
     generate("tiny", tmp_path / "data", seed=0)
     real_prepare = runner.prepare_variants
 
@@ -104,10 +106,10 @@ def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest
         return real_score(cfg, units, *args, **kwargs)
 
     monkeypatch.setattr(scoring, "score_group", counting)
-    cfg = load_config(None, overrides(tmp_path, "run", "workers=1",  # scored here, where calls are counted
+    cfg = load_config(None, overrides(tmp_path, "run", f"workers={workers}",
                                       algorithms=["finetune", "fomaml"], steps=5, repetitions=1))
     result = runner.run_experiment(cfg)
-    assert result.complete and set(calls) == {"none"}
+    assert result.complete and set(calls) == ({"none"} if workers == 1 else set())  # forked calls are not seen
     with open(tmp_path / "run" / "trials.csv", newline="") as f:
         rows = [{k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)]
     twin = [dict(r, pretune="none") for r in rows if r["pretune"] == "twin"]
