@@ -188,13 +188,7 @@ class TrunkCache:
 
         Only the state at ``depth`` is kept: the trunk's lower states repeat it (pool layers >= depth only).
         """
-        missing = [i for i, key in enumerate(keys) if key not in self.states]
-        if missing:
-            self._fill([keys[i] for i in missing], [waves[i] for i in missing])
-        got = []
-        for key in keys:
-            self.states.move_to_end(key)
-            got.append(self.states[key])
+        got = self.clips(keys, waves)
         width = max(x.shape[0] for x, _ in got)
         x = torch.zeros(len(got), width, got[0][0].shape[-1], dtype=got[0][0].dtype, device=got[0][0].device)
         for i, (states, _) in enumerate(got):
@@ -205,8 +199,20 @@ class TrunkCache:
             keep = length_mask(frames, width)  # as WhisperBackbone.trunk builds it
             mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device)
             mask = mask.masked_fill(~keep, torch.finfo(x.dtype).min)[:, None, None, :]
-        self._evict(keep=len(set(keys)))
         return Trunk([x] * (self.depth + 1), mask, frames)
+
+    def clips(self, keys: Sequence[str], waves: Sequence[Tensor]) -> list[tuple[Tensor, int]]:
+        """Each clip's state at ``depth`` [F_i, D] (the rows attention spans) and its frames (the first rows, pooled),
+        unpadded, in the order of ``keys`` (audio ``waves`` [T_i] used for the ones not cached yet)."""
+        missing = [i for i, key in enumerate(keys) if key not in self.states]
+        if missing:
+            self._fill([keys[i] for i in missing], [waves[i] for i in missing])
+        got = []
+        for key in keys:
+            self.states.move_to_end(key)
+            got.append(self.states[key])
+        self._evict(keep=len(set(keys)))
+        return got
 
     def pooled_below(self, keys: Sequence[str]) -> Tensor:
         """Mean-pooled states 0..depth-1 of clips ``keys`` [depth, B, D] (``pool_below``; call :meth:`batch` with

@@ -46,6 +46,9 @@ class PretuneConfig:
         sentence_disjoint: with ``split=speaker``, drop train clips whose text is said in dev or test.
         cache_trunk: keep the frozen layers' output per clip in memory (computed once; Whisper backbones).
         trunk_cache_mb: the most memory that cache may hold (least recently used clips dropped past it).
+        pack_clips: with the cache, run a batch's clips end to end through the trainable Whisper layers (no padded
+            frame computed; :mod:`metalearn.features.backbones.whisper_packed`), the padded batch's values up to
+            float rounding; false: padded to the longest clip.
         probe_l2: L2 strengths the frozen linear probe tries (the best on dev is reported).
         weight_decay: AdamW weight decay (the Hugging Face Trainer default the paper used: 0).
         max_grad_norm: gradient clipping (Trainer default 1.0); None or 0 disables.
@@ -76,6 +79,7 @@ class PretuneConfig:
     sentence_disjoint: bool = True
     cache_trunk: bool = True
     trunk_cache_mb: int = 2048
+    pack_clips: bool = True
     probe_l2: list[float] = dataclasses.field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0

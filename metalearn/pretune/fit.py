@@ -93,7 +93,8 @@ def build_model(subset: tuple[str, ...], splits: Mapping[str, CorpusSplits], cfg
     model = MultiHeadClassifier(backbone, {c: splits[c].labels for c in subset}, cfg.layer)
     trainable = freeze_for_head(backbone, cfg.trainable_layers, model.top)
     depth = frozen_depth(cfg.trainable_layers, model.top)
-    cached = cfg.cache_trunk and depth is not None and model.cache_trunk(depth, cfg.trunk_cache_mb * 2**20)
+    cached = (cfg.cache_trunk and depth is not None
+              and model.cache_trunk(depth, cfg.trunk_cache_mb * 2**20, cfg.pack_clips))
     log.info("%s: %s, head on %s, %d trainable backbone parameters, frozen trunk %s", "+".join(subset),
              backbone.name, head_layer(model), trainable, f"of {depth} layers cached" if cached else "not cached")
     return model

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from metalearn.features.backbones.base import SpeechBackbone
 from metalearn.features.backbones.pooling import masked_mean
+from metalearn.features.backbones.whisper_packed import own_weights, pack, packs, pooling_dtype, whisper_layer
 from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.util.errors import MetalearnError
 
@@ -49,6 +50,7 @@ class MultiHeadClassifier(nn.Module):
         self.heads = nn.ModuleDict({c: nn.Linear(backbone.hidden_size, len(labels))
                                     for c, labels in sorted(self.label_sets.items())})
         self.trunk_cache: TrunkCache | None = None
+        self.pack_clips = False
         n = len(self.read_states)
         self.register_buffer("shift", torch.zeros(n, backbone.hidden_size))
         self.register_buffer("scale", torch.ones(n, backbone.hidden_size))
@@ -64,12 +66,13 @@ class MultiHeadClassifier(nn.Module):
         """The hidden states the head reads: [top] for one state, 0..L for a mix."""
         return list(range(self.top + 1)) if self.mix is not None else [self.top]
 
-    def cache_trunk(self, depth: int, max_bytes: int) -> bool:
+    def cache_trunk(self, depth: int, max_bytes: int, pack_clips: bool = True) -> bool:
         """Keep the output of the first ``depth`` layers per clip (they must be frozen); False when this backbone
-        cannot (no trunk, or dropout)."""
+        cannot (no trunk, or dropout). With ``pack_clips``, forwards from the cache run the clips end to end."""
         if not caches_trunk(self.backbone) or not 0 <= depth <= self.top:
             return False
         self.trunk_cache = TrunkCache(self.backbone, depth, max_bytes, pool_below=self.mix is not None)
+        self.pack_clips = pack_clips
         return True
 
     def pooled(self, waves: Tensor, lengths: Tensor, keys: Sequence[str] | None = None) -> Tensor:
@@ -79,6 +82,9 @@ class MultiHeadClassifier(nn.Module):
             out = b(waves, lengths)
             return masked_mean(out.hidden_states[self.read_states], out.lengths)
         cache = self.trunk_cache
+        layers = b.encoder.layers[cache.depth : self.top] if cache is not None else []
+        if cache is not None and keys is not None and self.pack_clips and packs(layers):
+            return self._pooled_packed(cache, layers, keys, waves, lengths)
         if cache is not None and keys is not None:
             clips = [w[:n] for w, n in zip(waves, lengths.tolist(), strict=True)]
             trunk, depth = cache.batch(keys, clips), cache.depth
@@ -94,6 +100,24 @@ class MultiHeadClassifier(nn.Module):
         if cache is not None and keys is not None:
             return torch.cat([cache.pooled_below(keys), masked_mean(torch.stack(states[depth:]), trunk.frames)])
         return masked_mean(torch.stack(states), trunk.frames)
+
+    def _pooled_packed(self, cache: TrunkCache, layers: Sequence[nn.Module], keys: Sequence[str], waves: Tensor,
+                       lengths: Tensor) -> Tensor:
+        """:meth:`pooled` from the trunk cache with the clips packed end to end (no padded frame runs through the
+        layers; :mod:`~metalearn.features.backbones.whisper_packed`): [S, B, D], the padded path's values up to float
+        rounding."""
+        b = self.backbone
+        clips = [w[:n] for w, n in zip(waves, lengths.tolist(), strict=True)]
+        packed = pack([cache.clips(keys, clips)])
+        states = [packed.x]  # [1, T, D] each
+        for layer in layers:
+            states.append(whisper_layer(layer, own_weights(layer), packed, states[-1]))
+        if self.top == b.num_states - 1:
+            states[-1] = b.encoder.layer_norm(states[-1])
+        pooled = torch.cat([torch.bmm(packed.pool, pooling_dtype(x)) for x in states])  # [S, B, D]
+        if self.mix is None:
+            return pooled[-1:]
+        return torch.cat([cache.pooled_below(keys), pooled])
 
     def mix_weights(self) -> Tensor | None:
         """The softmax weights [L + 1] of a mix (None for one state)."""

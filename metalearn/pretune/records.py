@@ -115,7 +115,7 @@ def write_pretune_report(records: Sequence[dict], out_dir: str | Path) -> list[P
 
 
 # Knobs that change how fast or where a variant trains, not what it learns or records.
-NOT_IDENTITY = ("device", "num_workers", "cache_trunk", "trunk_cache_mb", "eval_batch_size")
+NOT_IDENTITY = ("device", "num_workers", "cache_trunk", "trunk_cache_mb", "pack_clips", "eval_batch_size")
 _ROW_FIELDS = ("utterance_id", "corpus", "speaker", "gender", "emotion", "raw_label", "split", "duration_s",
                "sample_rate", "text")
 

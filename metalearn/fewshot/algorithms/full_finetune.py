@@ -56,6 +56,7 @@ from torch import Tensor
 from metalearn.data.audio import TARGET_SR, AudioError, load_audio
 from metalearn.features.backbones import SpeechBackbone, pad_batch
 from metalearn.features.backbones.pooling import masked_mean
+from metalearn.features.backbones.whisper_packed import pooling_dtype
 from metalearn.features.featurize import Standardizer
 from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.base import AdapterBase, AdapterSpec, AudioInputs, EpisodeBatch
@@ -72,7 +73,6 @@ from metalearn.fewshot.algorithms.full_finetune_batched import (
     Stack,
     clip_states,
     pass_inputs,
-    pooling_dtype,
     supports,
     train_batched,
 )

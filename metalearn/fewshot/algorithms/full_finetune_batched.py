@@ -6,10 +6,8 @@ in the weights of the ``n`` layers ending at the feature's state and of the head
 its own weights by batched matmuls (:func:`whisper_layer`, Whisper's encoder layer written out on stacked weights),
 so one backward gives every episode's gradients (the episodes' losses are summed; no weight is shared).
 
-Clips are *packed*: each episode's clips are laid end to end along one frame axis ([E, T, D], T the longest
-episode's frames; the per-frame matmuls and layer norms see no padding), and only attention, which is per clip,
-gathers them into padded clips ([E x N, H, F, d]; masked like Whisper's trimmed mode). Pooling is one batched
-product with each clip's 1 / frames weights.
+Clips are *packed* (:mod:`metalearn.features.backbones.whisper_packed`): each episode's clips end to end along one
+frame axis ([E, T, D]), attention per clip, pooling one batched product.
 
 Training is ``finetune.train_selected``'s, per episode: full-batch Adam (``batched_adam_step``, torch.optim.Adam's
 update, two settings: the head at ``lr``, the layers at ``backbone_lr``, both with ``weight_decay`` as L2), the
@@ -33,6 +31,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metalearn.features.backbones.whisper_packed import (
+    Packed,
+    layer_norm,
+    pack,
+    packs,
+    pooling_dtype,
+    whisper_layer,
+)
 from metalearn.features.shared_trunk import TrunkCache, caches_trunk
 from metalearn.fewshot.algorithms.finetune_config import is_checkpoint
 from metalearn.fewshot.algorithms.functional import (
@@ -46,12 +52,10 @@ from metalearn.fewshot.algorithms.heads import head_forward
 from metalearn.fewshot.episodes import Episode
 from metalearn.util.metrics import macro_f1
 
-LAYER_TYPES = ("WhisperEncoderLayer",)  # the layers :func:`whisper_layer` writes out
-
 
 def supports(backbone: nn.Module, layers: Sequence[nn.Module], after: Sequence[nn.Module]) -> bool:
     """Whether the batched pass can train ``layers`` (and ``after``, applied on the last state) of ``backbone``."""
-    return (caches_trunk(backbone) and all(type(m).__name__ in LAYER_TYPES for m in layers)
+    return (caches_trunk(backbone) and packs(layers)
             and all(isinstance(m, nn.LayerNorm) or not list(m.parameters()) for m in after))
 
 
@@ -71,110 +75,6 @@ def clip_states(backbone: nn.Module, cache: TrunkCache | None, depth: int, waves
                 frames = int(trunk.frames[j])
                 out[key] = (x[j, :frames] if trimmed else x[j], frames)
     return out
-
-
-@dataclass(frozen=True)
-class Packed:
-    """The clips of E episodes (up to N each), frames laid end to end per episode.
-
-    x [E, T, D]: the trunk states (zero rows past an episode's frames); slot [E, N * F]: the packed row of each
-    (clip, frame) slot of the padded layout (T: a zero row); row [E, T]: the slot of each packed row (0 past the
-    episode's frames); mask [E * N, 1, 1, F]: additive attention mask (finfo.min past a clip's rows); pool
-    [E, N, T]: 1 / frames on each clip's pooled rows (all zero for a padded clip)."""
-
-    x: Tensor
-    slot: Tensor
-    row: Tensor
-    mask: Tensor
-    pool: Tensor
-    clips: int
-    width: int
-
-    def subset(self, index: Tensor) -> Packed:
-        """The episodes ``index`` [E'] only."""
-        n = self.clips
-        mask = self.mask.view(-1, n, *self.mask.shape[1:])[index].flatten(0, 1)
-        return Packed(self.x[index], self.slot[index], self.row[index], mask, self.pool[index], n, self.width)
-
-
-def pack(clips: Sequence[Sequence[tuple[Tensor, int]]]) -> Packed:
-    """``clips``: per episode, per clip, (states [L, D] attending over all L rows, frames pooled: the first ones)."""
-    e_count, n = len(clips), max(max(len(c) for c in clips), 1)
-    width = max([s.shape[0] for c in clips for s, _ in c] + [1])
-    totals = [sum(s.shape[0] for s, _ in c) for c in clips]
-    t_max = max(totals + [1])
-    ref = next(s for c in clips for s, _ in c)
-    x = ref.new_zeros(e_count, t_max, ref.shape[-1])
-    slot = torch.full((e_count, n * width), t_max, dtype=torch.long)
-    row = torch.zeros(e_count, t_max, dtype=torch.long)
-    keep = torch.zeros(e_count, n, width, dtype=torch.bool)
-    pool = torch.zeros(e_count, n, t_max, dtype=pooling_dtype(ref).dtype)
-    for e, episode in enumerate(clips):
-        start = 0
-        for i, (states, frames) in enumerate(episode):
-            length = states.shape[0]
-            x[e, start : start + length] = states
-            slot[e, i * width : i * width + length] = torch.arange(start, start + length)
-            row[e, start : start + length] = torch.arange(i * width, i * width + length)
-            keep[e, i, :length] = True
-            pool[e, i, start : start + frames] = 1.0 / max(frames, 1)
-            start += length
-    mask = torch.zeros(keep.shape, dtype=ref.dtype).masked_fill(~keep, torch.finfo(ref.dtype).min)
-    device = ref.device
-    return Packed(x, slot.to(device), row.to(device), mask.view(e_count * n, 1, 1, width).to(device),
-                  pool.to(device), n, width)
-
-
-def pooling_dtype(x: Tensor) -> Tensor:
-    """``x`` as pooled: float32 (from a lower autocast precision), float64 kept (the exactness tests run in it)."""
-    return x if x.dtype == torch.float64 else x.float()
-
-
-def _take(x: Tensor, index: Tensor) -> Tensor:
-    """x [E, T, C], index [E, M] (values 0..T-1, or T: a zero row) -> [E, M, C]."""
-    e_count, t, c = x.shape
-    flat = torch.cat([x, x.new_zeros(e_count, 1, c)], 1).reshape(-1, c)
-    offsets = torch.arange(e_count, device=x.device)[:, None] * (t + 1)
-    return flat.index_select(0, (index + offsets).flatten()).view(e_count, -1, c)
-
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x [E, T, in] by per-episode nn.Linear weights [E, out, in] (bias [E, out]) -> [E, T, out]."""
-    if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias[:, None], x, weight.transpose(1, 2))
-
-
-def _layer_norm(x: Tensor, p: Params, name: str, eps: float) -> Tensor:
-    """nn.LayerNorm over the last dim with per-episode weight and bias ``{name}.weight`` [E, D]."""
-    out = nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
-    return torch.addcmul(p[f"{name}.bias"][:, None], out, p[f"{name}.weight"][:, None])
-
-
-def whisper_layer(layer: nn.Module, p: Params, packed: Packed, x: Tensor) -> Tensor:
-    """transformers' WhisperEncoderLayer (eval mode: no dropout) on packed frames x [E, T, D], with each episode's
-    weights ``p`` (``layer``'s parameter names, [E, ...]); ``layer`` gives the shapes and constants only."""
-    attn, e_count, d = layer.self_attn, x.shape[0], x.shape[-1]
-    heads, dim, n, width = attn.num_heads, attn.head_dim, packed.clips, packed.width
-
-    def proj(h: Tensor, name: str) -> Tensor:
-        return _linear(h, p[f"self_attn.{name}.weight"], p.get(f"self_attn.{name}.bias"))
-
-    def clipped(t: Tensor) -> Tensor:  # [E, T, D] -> [E * N, H, F, d]
-        return _take(t, packed.slot).view(e_count * n, width, heads, dim).transpose(1, 2)
-
-    h = _layer_norm(x, p, "self_attn_layer_norm", layer.self_attn_layer_norm.eps)
-    q, k, v = proj(h, "q_proj") * attn.scaling, proj(h, "k_proj"), proj(h, "v_proj")
-    o = nn.functional.scaled_dot_product_attention(clipped(q), clipped(k), clipped(v), attn_mask=packed.mask,
-                                                   scale=1.0)
-    o = _take(o.transpose(1, 2).reshape(e_count, n * width, d), packed.row)
-    x = x + proj(o, "out_proj")
-    h = _layer_norm(x, p, "final_layer_norm", layer.final_layer_norm.eps)
-    x = x + _linear(layer.activation_fn(_linear(h, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"])
-    if x.dtype == torch.float16:
-        clamp = torch.finfo(x.dtype).max - 1000
-        x = x.clamp(-clamp, clamp)
-    return x
 
 
 @dataclass
@@ -202,7 +102,7 @@ class Stack:
                               packed, x)
         for j, module in enumerate(self.after):
             if self.trainable and isinstance(module, nn.LayerNorm):
-                x = _layer_norm(x, params, f"after{j}", module.eps)
+                x = layer_norm(x, params, f"after{j}", module.eps)
             else:
                 x = module(x)
         return torch.bmm(packed.pool, pooling_dtype(x))
