@@ -12,6 +12,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from metalearn.configs.load import load_config
 from metalearn.data.synth.generate import generate
 from metalearn.report.tables import write_report
 from metalearn.run.runner import run_experiment
+from metalearn.run.scoring import slowest_first
 from metalearn.util.workers import run_forked, usable_workers
 from tests.conftest import overrides
 from tests.test_launch import stable
@@ -139,3 +141,13 @@ def test_usable_workers_never_more_than_the_jobs():
     assert usable_workers(8, 3) == (3 if sys.platform == "linux" else 1)
     assert usable_workers(1, 5) == 1
     assert 1 <= usable_workers(None, 100) <= os.cpu_count()
+
+
+def test_a_blocks_slowest_groups_start_first() -> None:
+    """Groups that adapt the backbone from audio go to the workers first, then the meta-learners, then the rest (in
+    plan order within each), so that a minute-long group never starts last while the other workers idle."""
+    plan = ["finetune", "maml", "simpleshot", "full_finetune", "reptile", "majority", "transfer", "full_finetune"]
+    groups = [[SimpleNamespace(group=("v", 0, fold, name, 0, 0))] for fold, name in enumerate(plan)]
+    order = [g[0].group[3] for g in sorted(groups, key=slowest_first)]
+    assert order == ["full_finetune", "full_finetune", "maml", "reptile", "transfer", "finetune", "simpleshot",
+                     "majority"]

@@ -232,8 +232,17 @@ def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sink
                 emit(units, _never)
             else:
                 jobs[str(i)] = functools.partial(_collect, cfg, units, *args)
+        jobs = {i: jobs[i] for i in sorted(jobs, key=lambda i: slowest_first(groups[int(i)]))}
         for i, scored in run_forked(jobs, workers):
             emit(groups[int(i)], functools.partial(_replay, groups[int(i)], scored))
+
+
+def slowest_first(units: list[Unit]) -> int:
+    """The order a block's groups start in, so that its slowest ones never start last while a worker idles (the
+    workers take them in this order; records are the same whatever the order): methods that adapt the backbone
+    from audio (minutes per group on a CPU), then those that meta-train, then the rest."""
+    cls = adapter_class(units[0].group[3])
+    return 0 if cls.inputs == "audio" else 1 if getattr(cls, "meta_learns", False) else 2
 
 
 def _emit(reuse: Reuse, sinks: Sinks, digest: str, units: list[Unit],
