@@ -1,8 +1,12 @@
-"""Fixtures and helpers shared by several test modules: the tiny-run overrides every run test builds its config
-from (:func:`overrides`) and the kill-and-resume check of the runners (:func:`kill_and_resume`)."""
+"""Fixtures and helpers shared by several test modules: the tiny synthetic corpora (:func:`tiny_corpora`), the
+tiny-run overrides every run test builds its config from (:func:`overrides`) and the kill-and-resume check of the
+runners (:func:`kill_and_resume`)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +14,23 @@ from typing import Any
 
 import pytest
 import torch
+
+from metalearn.data.synth.generate import generate
+
+_TINY: list[Path] = []  # the session's one generated copy of the tiny corpora
+
+
+def tiny_corpora(dest: Path) -> Path:
+    """The tiny synthetic corpora (preset "tiny", seed 0) in ``dest``, as ``generate("tiny", dest, seed=0)`` writes
+    them: generated once per test session (about 8 s), copied after (the synthesiser is byte-identical for a seed
+    whatever runs it: tests/test_synth.py); files already in ``dest`` are overwritten with the same bytes."""
+    if not _TINY:
+        source = Path(tempfile.mkdtemp(prefix="metalearn-tiny-"))
+        atexit.register(shutil.rmtree, source, True)
+        generate("tiny", source, seed=0)
+        _TINY.append(source)
+    shutil.copytree(_TINY[0], dest, dirs_exist_ok=True)
+    return dest
 
 
 @pytest.fixture(scope="module")

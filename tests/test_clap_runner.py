@@ -17,7 +17,6 @@ from metalearn.clap.model import ClapConfig, ClapModel
 from metalearn.clap.variant import load_clap_heads, prompt_head
 from metalearn.configs.load import load_config
 from metalearn.data.manifest import read_manifest, utterance_key
-from metalearn.data.synth.generate import generate
 from metalearn.features.featurize import reparametrize
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig
 from metalearn.fewshot.algorithms.text_head import TextHead, ZeroShot
@@ -26,7 +25,7 @@ from metalearn.report.records import read_trials, trial_key
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import open_variant, variant_features
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 
 def random_prior(dim: int, ways: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -87,7 +86,7 @@ def test_prompt_head_equals_zero_shot_logits() -> None:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("clap_runner")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

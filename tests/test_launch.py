@@ -22,11 +22,10 @@ import pytest
 
 from metalearn.cli import main
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.launch import jobs as launch
 from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 ALGORITHMS = ["simpleshot", "finetune"]
 SHARD_JOB = launch.ShardJob
@@ -35,7 +34,7 @@ SHARD_JOB = launch.ShardJob
 def tiny_base(factory: pytest.TempPathFactory) -> Path:
     """One tiny synthetic corpus (and its caches) for every test module of the session that asks."""
     root = factory.getbasetemp() / "launch-base"
-    generate("tiny", root / "data", seed=0)  # skips the corpora that exist
+    tiny_corpora(root / "data")
     (root / "tiny.yaml").write_text("name: tiny\n")
     return root
 

@@ -19,7 +19,6 @@ import pytest
 
 from metalearn.configs.load import load_config
 from metalearn.data.corpus_config import prepare_manifest
-from metalearn.data.synth.generate import generate
 from metalearn.features.backbones import BackboneConfig
 from metalearn.pretune.variant import PretuneVariant
 from metalearn.report.records import read_trials
@@ -29,7 +28,7 @@ from metalearn.run.layer_choice import choose_layers, layers_table, pick, unchan
 from metalearn.run.runner import run_experiment, speaker_folds
 from metalearn.run.stages import prepare_variants
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -57,7 +56,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     base = tmp_path_factory.mktemp("layers")
-    generate("tiny", base / "data", seed=0)
+    tiny_corpora(base / "data")
     cfg = load_config(None, overrides(base, "unused", CHOOSE, **TINY))
     rows = prepare_manifest(cfg.data.target, cfg.data.manifests_dir)
     speakers = sorted({u.speaker for u in rows})

@@ -18,11 +18,10 @@ import pytest
 import torch
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
 from metalearn.run import scoring
 from metalearn.run.runner import run_experiment
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 # each learns across speakers or standardizes
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml", "transfer"]
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/co
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("leakage")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.fewshot.episodes import nway_episodes
 from metalearn.report.records import VOLATILE, read_trials, trial_key
 from metalearn.report.summary import summarize
 from metalearn.run.grid import Batching, plan_units
 from metalearn.run.runner import run_experiment
 from metalearn.run.scoring import derived_seed
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 from tests.fixtures import make_rows
 
 ALGORITHMS = ["finetune", "protonet_proj", "fomaml", "transfer"]
@@ -32,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("meta_seeds")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
 from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ALGORITHMS = ("finetune", "simpleshot", "fomaml")
@@ -23,7 +22,7 @@ ALGORITHMS = ("finetune", "simpleshot", "fomaml")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sources")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

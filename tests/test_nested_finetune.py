@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.fewshot.algorithms.base import AdapterBase
 from metalearn.fewshot.algorithms.full_finetune import FullFinetune
 from metalearn.report.records import read_trials
 from metalearn.run.runner import run_experiment
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 HEAD = ("steps=12", "eval_every=3", "lr=0.05", "weight_decay=0.001", "standardize=per_dim")  # both algorithms
@@ -28,7 +27,7 @@ HEAD = ("steps=12", "eval_every=3", "lr=0.05", "weight_decay=0.001", "standardiz
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nested")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

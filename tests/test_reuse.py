@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.fewshot.episodes import Episode
 from metalearn.report.records import VOLATILE
 from metalearn.run import runner, scoring
 from metalearn.run.grid import Unit
 from metalearn.run.reuse import Reuse, features_digest
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 from tests.fixtures import make_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
@@ -89,7 +88,7 @@ def test_digest_sees_every_bit_and_the_rows() -> None:
 def test_a_run_copies_a_twin_variant_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
     """A second variant with the very same features: its records equal the ones scoring it would give; scored once
     (counted in this process with workers=1; with 2 workers the copies are made here, the originals forked)."""
-    generate("tiny", tmp_path / "data", seed=0)
+    tiny_corpora(tmp_path / "data")
     real_prepare = runner.prepare_variants
 
     def with_twin(cfg, train=True):

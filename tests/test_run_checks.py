@@ -10,12 +10,11 @@ import pytest
 
 from metalearn.configs.load import load_config, saved_config
 from metalearn.data.manifest import read_manifest, utterance_key
-from metalearn.data.synth.generate import generate
 from metalearn.launch.status import run_status
 from metalearn.report.records import merge_runs, read_skips, read_trials
 from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run_checks")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

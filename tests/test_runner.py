@@ -15,11 +15,10 @@ import pytest
 
 from metalearn.cli import main
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE, TrialLog, merge_runs, read_trials, trial_key
 from metalearn.run.runner import run_experiment
 from metalearn.util.errors import MetalearnError
-from tests.conftest import kill_and_resume, overrides
+from tests.conftest import kill_and_resume, overrides, tiny_corpora
 
 ALGORITHMS = ["finetune", "simpleshot", "protonet_proj", "fomaml"]
 
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/co
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runner")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from metalearn.cli import main
-from metalearn.data.synth.generate import generate
 from metalearn.report.records import VOLATILE
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.slow  # 10 rounds of 3 fresh Python processes: a few minutes on 2 cores
 
@@ -30,7 +29,7 @@ def _stable(path: Path) -> list[dict]:
 
 
 def test_three_shards_at_once_ten_rounds(tmp_path: Path) -> None:
-    generate("tiny", tmp_path / "data", seed=0)
+    tiny_corpora(tmp_path / "data")
     config = tmp_path / "shards.yaml"
     config.write_text("name: shards\n")  # the dataclass defaults and the overrides below, no preset
     assert main(["run", "--config", str(config), *overrides(tmp_path, tmp_path / "whole", **TINY)]) == 0

@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.report.records import CHECKSUM, VOLATILE, read_trials
 from metalearn.run.runner import run_experiment
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/co
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("damage")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -14,7 +14,6 @@ import yaml
 from metalearn.cli import main
 from metalearn.configs.load import load_config
 from metalearn.data.corpus_config import prepare_manifest
-from metalearn.data.synth.generate import generate
 from metalearn.fewshot.algorithms import ALGORITHMS, AdapterSpec, adapter_class, build_adapter, config_class
 from metalearn.run.runner import run_experiment
 from metalearn.run.stages import prepare_variants, variant_features
@@ -22,7 +21,7 @@ from metalearn.tune import study as tune_module
 from metalearn.tune.spaces import search_space, space_fields
 from metalearn.tune.study import Scorer, tune
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 TUNED = ["finetune", "transfer"]
 
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/co
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tune")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.tune.folder import tune_lock
 from metalearn.tune.journal import JOURNAL
 from metalearn.tune.study import tune
 from metalearn.util.errors import MetalearnError
 from metalearn.util.lock import run_lock
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 TINY = {"algorithms": ["finetune", "majority"], "repetitions": 1, "trials": 2}
@@ -26,7 +25,7 @@ TINY = {"algorithms": ["finetune", "majority"], "repetitions": 1, "trials": 2}
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny corpus and one finished tuning of finetune (``base/tuned``)."""
     root = tmp_path_factory.mktemp("tune_damage")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     tune(load_config(None, overrides(root, "tuned", "tune.algorithms=[finetune]", **TINY)))
     return root
 

@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.features.table import FeatureTable
 from metalearn.fewshot.algorithms import REGISTRY
 from metalearn.report.summary import speaker_means
@@ -26,7 +25,7 @@ from metalearn.tune import study as tune_module
 from metalearn.tune.journal import JOURNAL, StudyKey
 from metalearn.tune.study import tune
 from metalearn.util.errors import MetalearnError
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see tests/conftest.py
 TINY = {"algorithms": ["finetune", "transfer", "majority"], "repetitions": 1, "trials": 2}
@@ -35,7 +34,7 @@ TINY = {"algorithms": ["finetune", "transfer", "majority"], "repetitions": 1, "t
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tune_variants")
-    generate("tiny", root / "data", seed=0)
+    tiny_corpora(root / "data")
     return root
 
 

@@ -18,12 +18,11 @@ import pytest
 import torch
 
 from metalearn.configs.load import load_config
-from metalearn.data.synth.generate import generate
 from metalearn.report.tables import write_report
 from metalearn.run.runner import run_experiment
 from metalearn.run.scoring import slowest_first
 from metalearn.util.workers import run_forked, usable_workers
-from tests.conftest import overrides
+from tests.conftest import overrides, tiny_corpora
 from tests.test_launch import stable
 from tests.test_plots_figures import mock_records
 
@@ -122,7 +121,7 @@ def test_workers_end_when_a_kill_9_ends_their_parent(tmp_path):
 def test_a_run_in_workers_equals_one_scored_here_on_one_thread(tmp_path, one_thread):
     """The trials of a run scored in 2 forked workers (one thread each) are those of the same run scored group by
     group in this process on one thread, meta-trained methods included; run.json names the workers."""
-    generate("tiny", tmp_path / "data", seed=0)
+    tiny_corpora(tmp_path / "data")
     methods = dict(algorithms=["finetune", "simpleshot", "fomaml", "transfer"], repetitions=1)
     here = run_experiment(load_config(None, overrides(tmp_path, "here", "workers=1", **methods)))
     forked = run_experiment(load_config(None, overrides(tmp_path, "forked", "workers=2", **methods)))
