@@ -9,10 +9,10 @@ are learned from (standardisation, meta-training, training); its validation and 
 :func:`score_units` runs a shard's units group by group, side by side in ``workers`` forked processes. Most
 of a run's groups are small tensor operations (meta-training heads, fine-tuning heads) that a second OpenMP
 thread barely speeds up (results/bench_threads.md); ``workers`` processes of one thread each keep every core
-on useful work (results/bench_workers.md). The units run block by block, one (variant,
-feature) at a time: a block's features are read once here, its groups are forked out
-(:func:`metalearn.util.workers.run_forked`), and their records come back to this process, which alone writes
-the trial and skip logs as each group comes back (a kill loses the groups in flight, which a resumed run scores
+on useful work (results/bench_workers.md). The units run block by block, one (variant, feature) at a time: a
+block's features are read once here, its groups are forked out (:func:`metalearn.util.workers.run_forked`; the
+slowest kinds first, :func:`slowest_first`), and their records come back to this process, which alone writes the
+trial and skip logs as each group comes back (a kill loses the groups in flight, which a resumed run scores
 again). Groups whose every trial is a copy of an earlier variant's (:class:`metalearn.run.reuse.Reuse`) are
 copied here, never forked. With ``workers = 1`` the groups run here, one after another, in plan order, each unit
 logged as it is scored (a kill loses one batch at most: what a GPU run, always one worker, needs).

@@ -35,7 +35,8 @@ def own_weights(layer: nn.Module) -> Params:
 
 @dataclass(frozen=True)
 class Packed:
-    """The clips of E episodes (up to N each), frames laid end to end per episode.
+    """The clips of E groups (``full_finetune``'s episodes; one batch of pre-finetuning: E = 1), up to N each,
+    frames laid end to end per group.
 
     x [E, T, D]: the trunk states (zero rows past an episode's frames); slot [E, N * F]: the packed row of each
     (clip, frame) slot of the padded layout (T: a zero row); row [E, T]: the slot of each packed row (0 past the
