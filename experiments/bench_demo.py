@@ -2,6 +2,9 @@
 
     python experiments/bench_demo.py --clone /tmp/fresh [--repo .] [--out results/bench_demo.md]
 
+As a fresh machine sees it: ``PIP_NO_CACHE_DIR=1 UV_NO_CACHE=1 METALEARN_CACHE=$(mktemp -d)`` before the command
+(no wheel cache for pip or uv, the Whisper import included).
+
 Clones ``--repo`` (its committed HEAD) into ``--clone`` (which must not exist), then runs the steps `make demo`
 runs, one at a time: install (``make setup``), the corpora (``make corpora``), the manifests, the few-shot run
 (``metalearn run --config demo``, whose ``timing.json`` splits it into pre-finetuning and CLAP variants,
