@@ -82,11 +82,11 @@ class MultiHeadClassifier(nn.Module):
             out = b(waves, lengths)
             return masked_mean(out.hidden_states[self.read_states], out.lengths)
         cache = self.trunk_cache
-        layers = b.encoder.layers[cache.depth : self.top] if cache is not None else []
-        if cache is not None and keys is not None and self.pack_clips and packs(layers):
-            return self._pooled_packed(cache, layers, keys, waves, lengths)
         if cache is not None and keys is not None:
             clips = [w[:n] for w, n in zip(waves, lengths.tolist(), strict=True)]
+            layers = b.encoder.layers[cache.depth : self.top]
+            if self.pack_clips and packs(layers):
+                return self._pooled_packed(cache, layers, keys, clips)
             trunk, depth = cache.batch(keys, clips), cache.depth
         else:
             trunk, depth = b.trunk(waves, lengths, 0), 0
@@ -101,13 +101,12 @@ class MultiHeadClassifier(nn.Module):
             return torch.cat([cache.pooled_below(keys), masked_mean(torch.stack(states[depth:]), trunk.frames)])
         return masked_mean(torch.stack(states), trunk.frames)
 
-    def _pooled_packed(self, cache: TrunkCache, layers: Sequence[nn.Module], keys: Sequence[str], waves: Tensor,
-                       lengths: Tensor) -> Tensor:
-        """:meth:`pooled` from the trunk cache with the clips packed end to end (no padded frame runs through the
-        layers; :mod:`~metalearn.features.backbones.whisper_packed`): [S, B, D], the padded path's values up to float
-        rounding."""
+    def _pooled_packed(self, cache: TrunkCache, layers: Sequence[nn.Module], keys: Sequence[str],
+                       clips: list[Tensor]) -> Tensor:
+        """:meth:`pooled` from the trunk cache with the clips ([T_i] each) packed end to end (no padded frame runs
+        through the layers; :mod:`~metalearn.features.backbones.whisper_packed`): [S, B, D], the padded path's values
+        up to float rounding."""
         b = self.backbone
-        clips = [w[:n] for w, n in zip(waves, lengths.tolist(), strict=True)]
         packed = pack([cache.clips(keys, clips)])
         states = [packed.x]  # [1, T, D] each
         for layer in layers:

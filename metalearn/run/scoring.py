@@ -226,13 +226,14 @@ def score_units(cfg: ExperimentConfig, inputs: RunInputs, todo: list[Unit], sink
             for units in groups:
                 emit(units, functools.partial(score_group, cfg, units, *args))
             continue
-        jobs = {}
+        forked = []
         for i, units in enumerate(groups):
             if reuse.copies(units, digest):
                 emit(units, _never)
             else:
-                jobs[str(i)] = functools.partial(_collect, cfg, units, *args)
-        jobs = {i: jobs[i] for i in sorted(jobs, key=lambda i: slowest_first(groups[int(i)]))}
+                forked.append(i)
+        jobs = {str(i): functools.partial(_collect, cfg, groups[i], *args)
+                for i in sorted(forked, key=lambda i: slowest_first(groups[i]))}
         for i, scored in run_forked(jobs, workers):
             emit(groups[int(i)], functools.partial(_replay, groups[int(i)], scored))
 
@@ -242,7 +243,7 @@ def slowest_first(units: list[Unit]) -> int:
     workers take them in this order; records are the same whatever the order): methods that adapt the backbone
     from audio (minutes per group on a CPU), then those that meta-train, then the rest."""
     cls = adapter_class(units[0].group[3])
-    return 0 if cls.inputs == "audio" else 1 if getattr(cls, "meta_learns", False) else 2
+    return 0 if cls.inputs == "audio" else 1 if cls.meta_learns else 2
 
 
 def _emit(reuse: Reuse, sinks: Sinks, digest: str, units: list[Unit],
