@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -22,17 +23,20 @@ from metalearn.util.errors import MetalearnError
 
 def _pad(groups: list[tuple[str, ...]], labels: list[tuple[int, ...]], index_of: dict[str, int], ids: list[str]
          ) -> tuple[Tensor, Tensor, Tensor]:
-    """(row index [E, M], labels [E, M] with -1 padding, mask [E, M]) for ragged key lists."""
-    m = max((len(g) for g in groups), default=0)
-    idx = torch.zeros(len(groups), m, dtype=torch.long)
-    y = torch.full((len(groups), m), -1, dtype=torch.long)
-    for e, (keys, ys) in enumerate(zip(groups, labels, strict=True)):
-        try:
-            idx[e, :len(keys)] = torch.tensor([index_of[key] for key in keys], dtype=torch.long)
-        except KeyError as err:
-            raise MetalearnError(f"episode {ids[e]}: utterance {err.args[0]} has no row in the feature table") from None
-        y[e, :len(ys)] = torch.tensor(ys, dtype=torch.long)
-    return idx, y, y >= 0
+    """(row index [E, M], labels [E, M] with -1 padding, mask [E, M]) for ragged key lists (one label per key),
+    filled through flat arrays (a tensor per episode cost 0.3 s per 2,100 episodes)."""
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    mask = np.arange(lengths.max(initial=0)) < lengths[:, None]  # [E, M], row-major: the flat order
+    keys = list(chain.from_iterable(groups))
+    try:
+        flat = np.fromiter(map(index_of.__getitem__, keys), dtype=np.int64, count=len(keys))
+    except KeyError as err:
+        e = next(i for i, g in enumerate(groups) if err.args[0] in g)
+        raise MetalearnError(f"episode {ids[e]}: utterance {err.args[0]} has no row in the feature table") from None
+    idx, y = np.zeros(mask.shape, dtype=np.int64), np.full(mask.shape, -1, dtype=np.int64)
+    idx[mask] = flat
+    y[mask] = np.fromiter(chain.from_iterable(labels), dtype=np.int64, count=len(keys))
+    return torch.from_numpy(idx), torch.from_numpy(y), torch.from_numpy(mask)
 
 
 def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor, lazy: Collection[str] = ()
