@@ -9,9 +9,8 @@ grid: Paper A's full grid at the paper's scale: 20 speakers x 5 emotions with ES
 class means; binary episodes for 5 targets x 7 k x 3 repetitions = 2,100 per pretune variant; each
 variant gets its own embedding table, and all tables stay in memory (peak RSS reported). Head fine-tuning
 (100 Adam steps, model selection by validation macro-F1 every 10 steps) through the engine, all trials
-vectorised (finetune_fast, training by the compiled head_kernel), versus, on variant 0, the per-episode
-reference loop on a subset of its episodes, the autograd path the engine used before and the engine with its
-torch loop instead of the kernel on all of them (macro-F1 compared trial by trial); the share of
+vectorised (finetune_fast), versus, on variant 0, the per-episode reference loop on a subset of its episodes
+and the autograd path the engine used before on all of them (macro-F1 compared trial by trial); the share of
 gathering episode tensors; the work (matmul GFLOP, cache and memory GB, see ``work``) and the floors it
 implies at the roofs measured in the same run; the load average while it ran.
 meta: the MAML family and Reptile, stacked path vs per-episode loop vs learn2learn (bench_meta.py).
@@ -42,7 +41,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from metalearn.data.manifest import Utterance, utterance_key  # noqa: E402
-from metalearn.fewshot.algorithms import finetune_fast  # noqa: E402
 from metalearn.fewshot.algorithms.finetune import (  # noqa: E402
     Finetune,
     FinetuneConfig,
@@ -170,8 +168,6 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
     ``speakers``, ``ks`` and ``steps`` (Adam steps per trial) shrink it for the tests; ``chunk``: episodes per
     engine batch (the runner's ``chunk``)."""
     engine_s, n_trials, f1, per_variant_ms, tables, total = 0.0, 0, [], [], [], {}
-    finetune_fast.train(torch.zeros(1, 4, 8), torch.zeros(1, 4, dtype=torch.long), 2, FinetuneConfig(steps=1),
-                        torch.zeros(1, 8, 2), torch.zeros(1, 2), [1])  # head_kernel compiled (or loaded) untimed
     rss_before, load_before = _peak_rss_mb(), os.getloadavg()[0]
     for v in range(variants):
         rows, x = paper_table(seed=v, speakers=speakers)
@@ -196,12 +192,6 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             old = episodes if before_trials is None else episodes[:: max(1, len(episodes) // before_trials)]
             before = _compare(AutogradFinetune(768, FinetuneConfig(steps=steps), device=device), old, x,
                               index_of, records, chunk)
-            finetune_fast.KERNEL = False  # the same engine with the torch loop (the path on other devices)
-            try:
-                torch_loop = _compare(Finetune(768, FinetuneConfig(steps=steps), device=device), episodes, x,
-                                      index_of, records, chunk)
-            finally:
-                finetune_fast.KERNEL = True
     per_trial = engine_s / n_trials
     return {"trials": n_trials, "variants": variants, "chunk": chunk, "engine_seconds": round(engine_s, 1),
             "engine_ms_per_trial": round(1000 * per_trial, 3),
@@ -214,11 +204,6 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             "autograd_path_ms_per_trial (before finetune_fast)": round(1000 * before[0], 2),
             "autograd_path_trials": len(old), "speedup_vs_autograd_path": round(before[0] / per_trial, 1),
             "max_macro_f1_gap_vs_autograd_path": before[1], "trials_whose_macro_f1_differs": before[2],
-            "torch_loop_ms_per_trial (variant 0, head_kernel off)": round(1000 * torch_loop[0], 3),
-            "variant_0_ms_per_trial": per_variant_ms[0],
-            "speedup_vs_torch_loop (variant 0)": round(torch_loop[0] / (per_variant_ms[0] / 1000), 2),
-            "max_macro_f1_gap_vs_torch_loop": torch_loop[1], "trials_whose_macro_f1_differs_from_torch_loop":
-                torch_loop[2],
             "macro_f1_mean": round(float(np.mean(f1)), 4),
             **{k: round(n, 1) for k, n in total.items()},
             "load_average_1min (start, after variant 0, end)": [round(load_before, 2), round(load_mid, 2),

@@ -1,7 +1,4 @@
-"""The fast linear-head path (finetune_fast) against the autograd path it replaces and the per-episode loop.
-
-The equivalences to the last bit where it matters are the torch loop's (``KERNEL`` off: the path on other
-devices and dtypes); the compiled CPU kernel is held to float64 in tests/test_head_kernel.py."""
+"""The fast linear-head path (finetune_fast) against the autograd path it replaces and the per-episode loop."""
 
 from __future__ import annotations
 
@@ -22,12 +19,6 @@ from metalearn.fewshot.algorithms.finetune_fast import checkpoints, fit_linear_h
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def torch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """finetune_fast.train by its torch loop on the CPU too."""
-    monkeypatch.setattr(finetune_fast, "KERNEL", False)
 
 
 def _batch(seed: int, episodes: int = 12, ways: int = 2, shots: int = 3, val: int = 7, query: int = 9,
@@ -59,7 +50,6 @@ CASES = {
 }
 
 
-@pytest.mark.usefixtures("torch_loop")
 @pytest.mark.parametrize("with_val", [True, False])
 @pytest.mark.parametrize("case", list(CASES))
 def test_fast_path_equals_the_autograd_path_and_the_loop(case: str, with_val: bool) -> None:
@@ -80,9 +70,7 @@ def test_fast_path_equals_the_autograd_path_and_the_loop(case: str, with_val: bo
         assert (fast.best_step != cfg.steps).any(), "the case should make selection matter"
 
 
-@pytest.mark.parametrize("kernel", [True, False])
-def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyPatch, kernel: bool) -> None:
-    monkeypatch.setattr(finetune_fast, "KERNEL", kernel)
+def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
     sx, sy, qx, vx, vy = _batch(2, episodes=9)
     cfg = FinetuneConfig(steps=25, lr=0.05, eval_every=5)
     init = init_heads(9, sx.shape[-1], 2, 0.0, 0, torch.float32, CPU)
@@ -96,7 +84,6 @@ def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyP
     assert torch.equal(whole[2], chunked[2])
 
 
-@pytest.mark.usefixtures("torch_loop")
 @pytest.mark.parametrize("standardize", ["global", "per_dim", "none"])
 def test_standardising_by_chunk_equals_standardising_up_front(standardize: str) -> None:
     """``Finetune.fit`` hands raw rows and the standardiser to the fast path: the same numbers as the reference

@@ -3,22 +3,19 @@
 The same math as the autograd path (full-batch Adam on the mean support cross-entropy, model selection by
 validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint), written for a linear head:
 
-- the head is held as weight^T [E, W, D] and bias [E, W]; one step is two products over the support rows
-  X [E, S, D], ``logits^T = weight^T X^T + bias`` and ``grad = G^T X`` (the loss gradient G [E, S, W] by the
-  log-softmax backward, with no autograd graph), a sum over rows for the bias, and Adam. On the CPU in float32
-  :mod:`.head_kernel` runs an episode's steps back to back in one compiled loop (2.8x the torch loop at the
-  grid's shapes, ``experiments/bench_trials.py``); elsewhere a torch loop runs them as batched products (W-row
-  operands: BLAS's fast layout for a thin head; ``x @ weight`` ran 5-10x slower at W = 2), the log-softmax
-  backward kernel and one fused Adam kernel;
+- the head is held as weight^T [E, W, D] and bias [E, W, 1]; one step is two batched products over the
+  support rows X [E, S, D], ``logits^T = weight^T X^T + bias`` and ``grad = G^T X`` (the loss gradient G
+  [E, S, W] by the log-softmax backward kernel, with no autograd graph), a sum over rows for the bias, and
+  one fused Adam kernel on both tensors. W-row operands are BLAS's fast layout for a thin head: the
+  [E, S, D] x [E, D, W] layout of ``x @ weight`` ran 5-10x slower at W = 2;
 - episodes train in chunks of about ``ROWS`` support rows (3 MiB: a core's L2 and a share of L3), so the
   2 x ``steps`` passes over a chunk's support read cache, not memory;
 - the heads at the checkpoints are kept; afterwards one product per episode gives the validation logits of all
   checkpoints, and one more the query logits of the selected head (instead of validation logits at every
   checkpoint and query logits at every improvement). Validation and query rows are standardised and scored
   in chunks of about ``SCORE_ROWS`` rows, so no batch-sized temporary is ever made.
-The torch loop's results equal the autograd path's to float32 rounding (tests/test_finetune_fast.py), the
-kernel's the torch loop's to a few times that (tests/test_head_kernel.py); episodes do not interact, so the
-chunk sizes change them only by rounding (some kernels round differently per batch size).
+The results equal the autograd path's to float32 rounding (tests/test_finetune_fast.py); episodes do not
+interact, so the chunk sizes change them only by rounding (some kernels round differently per batch size).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from metalearn.util.metrics import macro_f1
 ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
 SCORE_ROWS = 1024  # validation + query rows per scoring chunk (3 MiB at D = 768)
 SAVED = 1 << 20  # floats of checkpoint heads kept per training chunk (4 MiB)
-KERNEL = True  # float32 on the CPU: train by head_kernel (False: by the torch loop, as on other devices)
 Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows become (x - mean) / scale
 
 
@@ -119,33 +115,24 @@ def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor
           kept: list[int]) -> Tensor:
     """``cfg.steps`` full-batch Adam steps on linear heads (weight [E, D, W], bias [E, W]) from support rows
     sx [E, S, D], sy [E, S]. Returns the heads ``[weight; bias]^T`` after each step in ``kept``
-    [E, len(kept), W, D + 1] (step 0: the initial heads). float32 rows on the CPU train by
-    :mod:`.head_kernel` (``KERNEL``), the rest by the torch loop below.
+    [E, len(kept), W, D + 1] (step 0: the initial heads).
 
-    The torch loop's gradient is the autograd path's to the last bit where it matters: the logits' gradient comes
-    from the same log-softmax backward kernel on [E, S, W] rows, and the bias gradient is the same sum over rows
-    (where a gradient is 0 in exact arithmetic, e.g. a bias at a zero start with balanced classes, the sign of its
+    The gradient is the autograd path's to the last bit where it matters: the logits' gradient comes from the
+    same log-softmax backward kernel on [E, S, W] rows, and the bias gradient is the same sum over rows (where a
+    gradient is 0 in exact arithmetic, e.g. a bias at a zero start with balanced classes, the sign of its
     rounding decides Adam's first step, a whole learning rate)."""
     xt = sx.transpose(1, 2)
     real = (sy >= 0).to(sx.dtype).unsqueeze(-1)  # [E, S, 1]
     share = real / real.sum(1, keepdim=True).clamp_min(1)  # each real row's weight in the mean loss
     d_logp = -masked_one_hot(sy, ways, sx.dtype) * share  # d(mean CE)/d log-probabilities [E, S, W]
     w = weight.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # [E, W, D], updated in place
-    saved = torch.empty(sx.shape[0], len(kept), ways, sx.shape[-1] + 1, dtype=sx.dtype, device=sx.device)
-    slot = {step: i for i, step in enumerate(kept)}
-    if KERNEL and sx.device.type == "cpu" and sx.dtype == torch.float32:
-        from metalearn.fewshot.algorithms import head_kernel  # imports numba: only when the kernel runs
-
-        b = bias.clone(memory_format=torch.contiguous_format)  # [E, W], updated in place
-        slots = [slot.get(step, -1) for step in range(cfg.steps + 1)]
-        head_kernel.train(sx, d_logp, w, b, cfg.steps, slots, saved, (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps,
-                                                                     cfg.weight_decay))
-        return saved
     b = bias.unsqueeze(-1).clone()  # [E, W, 1]
     heads = [w, b]
     grads, ms, vs = ([torch.zeros_like(t) for t in heads] for _ in range(3))
     count = torch.zeros((), dtype=sx.dtype, device=sx.device)  # the fused kernel's step count (advanced here)
     logits = torch.empty(*sx.shape[:2], ways, dtype=sx.dtype, device=sx.device)
+    saved = torch.empty(sx.shape[0], len(kept), ways, sx.shape[-1] + 1, dtype=sx.dtype, device=sx.device)
+    slot = {step: i for i, step in enumerate(kept)}
     for step in range(cfg.steps + 1):
         if step > 0:
             torch.add(torch.bmm(w, xt).transpose(1, 2), b.view(-1, 1, ways), out=logits)  # [E, S, W]
