@@ -348,3 +348,19 @@ def test_episode_is_frozen():
     ep = nway_episodes(make_rows(), ["0011"], k=1, repetitions=1, seed=0)[0][0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         ep.k = 2
+
+
+def test_pad_fills_ragged_episodes_and_names_what_is_wrong() -> None:
+    """Row indices and labels left-aligned, -1 and mask False after each episode's end; an unknown utterance
+    names its episode; a label count that does not match the utterances is refused."""
+    from metalearn.fewshot.tasks import _pad
+
+    index_of = {"a": 4, "b": 7, "c": 1}
+    idx, y, mask = _pad([("a", "b", "c"), ("c",), ()], [(0, 1, 1), (2,), ()], index_of, ["e0", "e1", "e2"])
+    assert idx.tolist() == [[4, 7, 1], [1, 0, 0], [0, 0, 0]]
+    assert y.tolist() == [[0, 1, 1], [2, -1, -1], [-1, -1, -1]]
+    assert torch.equal(mask, y >= 0)
+    with pytest.raises(MetalearnError, match="episode e1: utterance d has no row"):
+        _pad([("a",), ("d",)], [(0,), (1,)], index_of, ["e0", "e1"])
+    with pytest.raises(MetalearnError, match="1 labels for 2 utterances"):
+        _pad([("a", "b")], [(0,)], index_of, ["e0"])

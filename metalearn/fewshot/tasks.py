@@ -24,10 +24,13 @@ from metalearn.util.errors import MetalearnError
 def _pad(groups: list[tuple[str, ...]], labels: list[tuple[int, ...]], index_of: dict[str, int], ids: list[str]
          ) -> tuple[Tensor, Tensor, Tensor]:
     """(row index [E, M], labels [E, M] with -1 padding, mask [E, M]) for ragged key lists (one label per key),
-    filled through flat arrays (a tensor per episode cost 0.3 s per 2,100 episodes)."""
+    filled through flat arrays (a tensor per episode took 4.4x as long: 463 against 105 ms for one grid variant's
+    2,100 episodes)."""
     lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
     mask = np.arange(lengths.max(initial=0)) < lengths[:, None]  # [E, M], row-major: the flat order
     keys = list(chain.from_iterable(groups))
+    if sum(map(len, labels)) != len(keys):
+        raise MetalearnError(f"episodes {ids[0]}..{ids[-1]}: {sum(map(len, labels))} labels for {len(keys)} utterances")
     try:
         flat = np.fromiter(map(index_of.__getitem__, keys), dtype=np.int64, count=len(keys))
     except KeyError as err:
