@@ -362,5 +362,7 @@ def test_pad_fills_ragged_episodes_and_names_what_is_wrong() -> None:
     assert torch.equal(mask, y >= 0)
     with pytest.raises(MetalearnError, match="episode e1: utterance d has no row"):
         _pad([("a",), ("d",)], [(0,), (1,)], index_of, ["e0", "e1"])
-    with pytest.raises(MetalearnError, match="1 labels for 2 utterances"):
+    with pytest.raises(MetalearnError, match="episode e0: 1 labels for 2 utterances"):
         _pad([("a", "b")], [(0,)], index_of, ["e0"])
+    with pytest.raises(MetalearnError, match="episode e0: 1 labels for 2 utterances"):  # totals agree, episodes not
+        _pad([("a", "b"), ("c",)], [(0,), (1, 2)], index_of, ["e0", "e1"])

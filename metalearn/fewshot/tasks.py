@@ -28,9 +28,11 @@ def _pad(groups: list[tuple[str, ...]], labels: list[tuple[int, ...]], index_of:
     2,100 episodes)."""
     lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
     mask = np.arange(lengths.max(initial=0)) < lengths[:, None]  # [E, M], row-major: the flat order
+    counts = np.fromiter(map(len, labels), dtype=np.int64, count=len(labels))
+    if (wrong := np.flatnonzero(counts != lengths)).size:
+        e = wrong[0]
+        raise MetalearnError(f"episode {ids[e]}: {counts[e]} labels for {lengths[e]} utterances")
     keys = list(chain.from_iterable(groups))
-    if sum(map(len, labels)) != len(keys):
-        raise MetalearnError(f"episodes {ids[0]}..{ids[-1]}: {sum(map(len, labels))} labels for {len(keys)} utterances")
     try:
         flat = np.fromiter(map(index_of.__getitem__, keys), dtype=np.int64, count=len(keys))
     except KeyError as err:
