@@ -14,6 +14,7 @@ from metalearn.fewshot.algorithms.finetune import (
     fit_heads_autograd,
     fit_heads_loop,
     init_heads,
+    support_standardizer,
 )
 from metalearn.fewshot.algorithms.finetune_fast import checkpoints, fit_linear_heads
 
@@ -107,3 +108,57 @@ def test_zero_steps_and_checkpoints() -> None:
     assert all(torch.equal(init[k], before[k]) for k in init), "the initial heads must not be updated in place"
     torch.testing.assert_close(fast.logits, qx @ init["weight"] + init["bias"][:, None])
     assert torch.equal(fast.best_step, torch.zeros(sx.shape[0], dtype=torch.long))
+
+
+@pytest.mark.parametrize(("init_std", "weight_decay"), [(0.0, 0.0), (0.3, 0.0), (0.0, 1e-2)])
+def test_two_classes_train_through_one_row_as_every_row_would(init_std: float, weight_decay: float) -> None:
+    """Class 1's head moves by exactly minus class 0's step, so one row trains both: the heads after every kept
+    step equal the row-by-row trainer's to float32 rounding and are no further from a float64 run."""
+    sx, sy, *_ = _batch(5, episodes=10, shots=4)
+    cfg = FinetuneConfig(steps=30, lr=0.05, weight_decay=weight_decay, init_std=init_std)
+    init = init_heads(sx.shape[0], sx.shape[-1], 2, init_std, 2, torch.float32, CPU)
+    init["bias"] += torch.tensor([0.2, -0.1]) if init_std else 0.0  # random heads need not be opposite
+    kept = [0, 1, 10, 30]
+    two = finetune_fast.train_two_classes(sx, sy, cfg, init["weight"], init["bias"], kept)
+    rows = finetune_fast.train_rows(sx, sy, 2, cfg, init["weight"], init["bias"], kept)
+    exact = finetune_fast.train_rows(sx.double(), sy, 2, cfg, init["weight"].double(), init["bias"].double(), kept)
+    torch.testing.assert_close(two, rows, atol=2e-5, rtol=1e-5)
+    assert (two.double() - exact).abs().max() <= 2 * (rows.double() - exact).abs().max() + 1e-7
+
+
+def test_two_classes_with_weight_decay_train_every_row_unless_the_heads_start_opposite() -> None:
+    """Weight decay pulls each head towards 0: the heads' steps stay opposite only from opposite heads."""
+    sx, sy, *_ = _batch(6, episodes=4)
+    cfg = FinetuneConfig(steps=20, lr=0.05, weight_decay=0.1)
+    zero = init_heads(4, sx.shape[-1], 2, 0.0, 0, torch.float32, CPU)
+    drawn = init_heads(4, sx.shape[-1], 2, 0.5, 0, torch.float32, CPU)
+    for init, opposite in ((zero, True), (drawn, False)):
+        assert finetune_fast._opposite(init["weight"], init["bias"]) is opposite
+        fast = finetune_fast.train(sx, sy, 2, cfg, init["weight"], init["bias"], [20])
+        rows = finetune_fast.train_rows(sx, sy, 2, cfg, init["weight"], init["bias"], [20])
+        torch.testing.assert_close(fast, rows, atol=2e-5, rtol=1e-5)
+    wrong = finetune_fast.train_two_classes(sx, sy, cfg, drawn["weight"], drawn["bias"], [20])
+    assert (wrong - rows).abs().max() > 1e-3, "the one-row trainer must not serve decayed heads that start apart"
+
+
+def test_two_classes_keep_the_bias_difference_where_float64_does_at_one_row_per_class() -> None:
+    """One support row per class, standardised on their mean, zero heads: the rows are opposite, so the bias
+    gradient is 0 in exact arithmetic at every step and Adam turns float32 rounding into whole steps. The logit
+    difference's bias must stay where a float64 run keeps it, as the two-row trainer's does (tying the two
+    biases to one number moved it by ~1e-2, a learning rate's steps)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 2, 768, generator=g) + 2.0
+    sy = torch.tensor([[1, 0]]).expand(64, 2).contiguous()
+    mean, scale = support_standardizer(x, sy, "global")
+    sx = (x - mean) / scale
+    cfg = FinetuneConfig(steps=20, lr=0.01)
+    init = init_heads(64, 768, 2, 0.0, 0, torch.float32, CPU)
+    exact = finetune_fast.train_rows(sx.double(), sy, 2, cfg, init["weight"].double(), init["bias"].double(), [20])
+
+    def bias_gap(heads: torch.Tensor) -> float:
+        return float(((heads[..., 1, -1] - heads[..., 0, -1]).double() - (exact[..., 1, -1] - exact[..., 0, -1]))
+                     .abs().max())
+
+    rows = finetune_fast.train_rows(sx, sy, 2, cfg, init["weight"], init["bias"], [20])
+    assert bias_gap(rows) < 1e-4
+    assert bias_gap(finetune_fast.train_two_classes(sx, sy, cfg, init["weight"], init["bias"], [20])) < 1e-4

@@ -8,6 +8,10 @@ validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint)
   [E, S, W] by the log-softmax backward kernel, with no autograd graph), a sum over rows for the bias, and
   one fused Adam kernel on both tensors. W-row operands are BLAS's fast layout for a thin head: the
   [E, S, D] x [E, D, W] layout of ``x @ weight`` ran 5-10x slower at W = 2;
+- two classes (Paper A's binary trials) train through one head row: class 1's gradient is minus class 0's, so
+  Adam moves the two rows by opposite steps and one row's products give both (:func:`train_two_classes`; half
+  the arithmetic, 1.7x the two-row step at the grid's shapes); model selection reads the sign of the logit
+  difference, one product per checkpoint;
 - episodes train in chunks of about ``ROWS`` support rows (3 MiB: a core's L2 and a share of L3), so the
   2 x ``steps`` passes over a chunk's support read cache, not memory;
 - the heads at the checkpoints are kept; afterwards one product per episode gives the validation logits of all
@@ -115,7 +119,23 @@ def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor
           kept: list[int]) -> Tensor:
     """``cfg.steps`` full-batch Adam steps on linear heads (weight [E, D, W], bias [E, W]) from support rows
     sx [E, S, D], sy [E, S]. Returns the heads ``[weight; bias]^T`` after each step in ``kept``
-    [E, len(kept), W, D + 1] (step 0: the initial heads).
+    [E, len(kept), W, D + 1] (step 0: the initial heads). Two classes train through one row
+    (:func:`train_two_classes`) wherever that is exact in real arithmetic, any other head row by row
+    (:func:`train_rows`)."""
+    if ways == 2 and (cfg.weight_decay == 0 or _opposite(weight, bias)):
+        return train_two_classes(sx, sy, cfg, weight, bias, kept)
+    return train_rows(sx, sy, ways, cfg, weight, bias, kept)
+
+
+def _opposite(weight: Tensor, bias: Tensor) -> bool:
+    """Whether every two-class head's weight rows start opposite (a zero head's do), so weight decay keeps them
+    opposite (the biases train one by one, :func:`train_two_classes`)."""
+    return torch.equal(weight[..., 1], -weight[..., 0])
+
+
+def train_rows(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor, bias: Tensor,
+               kept: list[int]) -> Tensor:
+    """:func:`train` for any number of classes, every head row trained (shapes as there).
 
     The gradient is the autograd path's to the last bit where it matters: the logits' gradient comes from the
     same log-softmax backward kernel on [E, S, W] rows, and the bias gradient is the same sum over rows (where a
@@ -139,13 +159,71 @@ def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor
             g = torch._log_softmax_backward_data(d_logp, torch.log_softmax(logits, -1), -1, logits.dtype)
             torch.bmm(g.transpose(1, 2), sx, out=grads[0])
             torch.sum(g, 1, keepdim=True, out=grads[1].view(-1, 1, ways))
-            count.fill_(step)
-            torch._fused_adam_(heads, grads, ms, vs, [], [count, count], lr=cfg.lr, beta1=cfg.beta1,
-                               beta2=cfg.beta2, weight_decay=cfg.weight_decay, eps=cfg.eps, amsgrad=False,
-                               maximize=False)
+            _adam(heads, grads, ms, vs, count, step, cfg)
         if step in slot:
             torch.cat([w, b], 2, out=saved[:, slot[step]])
     return saved
+
+
+def train_two_classes(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weight: Tensor, bias: Tensor,
+                      kept: list[int]) -> Tensor:
+    """:func:`train` for two classes with one weight row: half the products of :func:`train_rows`.
+
+    The mean cross-entropy's gradient rows sum to zero over the classes (p - y, weighted per row), so class 1's
+    weight gradient is minus class 0's; Adam is odd in the gradient (its second moment even), so class 1's
+    weight row moves by exactly minus class 0's step: w1 = (w0 + w1 at the start) - w0 at every step (weight
+    decay adds lambda w, which keeps this only when the rows start opposite: the caller checks). One step is
+    then two products with one row: the logit difference ``z = (w1 - w0) x + b1 - b0`` [E, 1, S] and class 0's
+    weight gradient ``g0 x`` with ``g0 = share * (sigmoid(-z) - [y = 0])``.
+
+    The two biases train as two numbers, each on its own gradient (share * (sigmoid(-+z) - [y = c]) summed), as
+    in :func:`train_rows`: where the bias gradient is 0 in exact arithmetic (one support row per class
+    standardised on their mean, zero heads: the rows are opposite, so by symmetry at every step) Adam turns its
+    float32 rounding into steps of a learning rate, which two biases take nearly alike, leaving their difference
+    where a float64 run keeps it. Tied to one number they moved the difference instead: 82 of 300 k = 2 grid
+    trials' macro-F1 changed against a float64 run (trained apart: 4 of 2,100 at k = 24, the two-row path 7).
+    Equal to :func:`train_rows` in exact arithmetic (tests/test_finetune_fast.py)."""
+    e, s, d = sx.shape
+    xt = sx.transpose(1, 2)
+    real = (sy >= 0).to(sx.dtype)
+    share = (real / real.sum(1, keepdim=True).clamp_min(1)).unsqueeze(1)  # [E, 1, S]
+    labelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)], 1) * share  # share of rows labelled c [E, 2, S]
+    total = (weight[..., 0] + weight[..., 1]).unsqueeze(1)  # w0 + w1 [E, 1, D], constant
+    w = weight[..., :1].transpose(1, 2).clone(memory_format=torch.contiguous_format)  # w0 [E, 1, D], in place
+    b = bias.unsqueeze(-1).clone()  # [E, 2, 1]
+    heads = [w, b]
+    grads, ms, vs = ([torch.zeros_like(t) for t in heads] for _ in range(3))
+    count = torch.zeros((), dtype=sx.dtype, device=sx.device)
+    diff, bias_diff = torch.empty(e, 1, d, dtype=sx.dtype, device=sx.device), torch.empty_like(b[:, :1])
+    z = torch.empty(e, 1, s, dtype=sx.dtype, device=sx.device)
+    g = torch.empty(e, 2, s, dtype=sx.dtype, device=sx.device)  # d(mean CE)/d logit c
+    saved = torch.empty(e, len(kept), 2, d + 1, dtype=sx.dtype, device=sx.device)
+    slot = {step: i for i, step in enumerate(kept)}
+    for step in range(cfg.steps + 1):
+        if step > 0:
+            torch.add(total, w, alpha=-2, out=diff)  # w1 - w0
+            torch.sub(b[:, 1:], b[:, :1], out=bias_diff)
+            torch.baddbmm(bias_diff, diff, xt, out=z)  # logit 1 - logit 0
+            torch.sigmoid(torch.neg(z, out=g[:, :1]), out=g[:, :1])  # p0
+            torch.sigmoid(z, out=g[:, 1:])  # p1
+            g.mul_(share).sub_(labelled)
+            torch.bmm(g[:, :1], sx, out=grads[0])
+            torch.sum(g, 2, keepdim=True, out=grads[1])
+            _adam(heads, grads, ms, vs, count, step, cfg)
+        if step in slot:
+            h = saved[:, slot[step]]
+            h[:, :1, :d] = w
+            torch.sub(total, w, out=h[:, 1:, :d])
+            h[:, :, d:] = b
+    return saved
+
+
+def _adam(heads: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], count: Tensor, step: int,
+          cfg: FinetuneConfig) -> None:
+    """One fused Adam step on ``heads`` in place (``count``: the kernel's step counter, set to ``step`` here)."""
+    count.fill_(step)
+    torch._fused_adam_(heads, grads, ms, vs, [], [count, count], lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
+                       weight_decay=cfg.weight_decay, eps=cfg.eps, amsgrad=False, maximize=False)
 
 
 def _scored(pt: Tensor, x: Tensor | RowIndex, rows: _Rows, first: int) -> Tensor:
@@ -164,8 +242,11 @@ def _select(saved: Tensor, val_x: Tensor | RowIndex, val_y: Tensor, ways: int, r
     earliest best, as a strictly-better running choice keeps; the last (the final head) where no F1 is defined
     (no real validation row), as the sequential rule returns."""
     e, c, w, d1 = saved.shape
-    logits = _scored(saved.reshape(e, c * w, d1), val_x, rows, first).unflatten(-1, (c, w))  # [e, V, C, W]
-    pred = logits.argmax(-1).transpose(1, 2).reshape(e * c, -1)  # [e * C, V]
+    if w == 2:  # the sign of the logit difference, from one product: class 1 where it is positive (argmax's tie: 0)
+        pred = (_scored(saved[:, :, 1] - saved[:, :, 0], val_x, rows, first) > 0).long()  # [e, V, C]
+    else:
+        pred = _scored(saved.reshape(e, c * w, d1), val_x, rows, first).unflatten(-1, (c, w)).argmax(-1)
+    pred = pred.transpose(1, 2).reshape(e * c, -1)  # [e * C, V]
     f1 = macro_f1(pred, val_y[first:first + e].repeat_interleave(c, 0), None, ways).view(e, c)
     best = f1.nan_to_num(nan=-math.inf).argmax(-1)  # the first maximum
     return torch.where(f1.isnan().all(-1), c - 1, best)
