@@ -10,7 +10,8 @@ class means; binary episodes for 5 targets x 7 k x 3 repetitions = 2,100 per pre
 variant gets its own embedding table, and all tables stay in memory (peak RSS reported). Head fine-tuning
 (100 Adam steps, model selection by validation macro-F1 every 10 steps) through the engine, all trials
 vectorised (finetune_fast), versus, on variant 0, the per-episode reference loop on a subset of its episodes
-and the autograd path the engine used before on all of them (macro-F1 compared trial by trial); the share of
+and the autograd path the engine used before on all of them (macro-F1 compared trial by trial), and both against
+the engine on the same episodes in float64 (how many trials' macro-F1 rounding moves); the share of
 gathering episode tensors; the work (matmul GFLOP, cache and memory GB, see ``work``) and the floors it
 implies at the roofs measured in the same run; the load average while it ran.
 meta: the MAML family and Reptile, stacked path vs per-episode loop vs learn2learn (bench_meta.py).
@@ -97,16 +98,23 @@ def _by_id(records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: r["episode_id"])
 
 
-def _compare(method: Finetune, episodes, x, index_of, fast: list[dict], chunk: int) -> tuple[float, float, int]:
+def _compare(method: Finetune, episodes, x, index_of, fast: list[dict], chunk: int
+             ) -> tuple[float, float, int, list[dict]]:
     """(seconds per trial of ``method`` on ``episodes``, its largest macro-F1 gap to the engine's records of the
-    same episodes, how many trials differ)."""
+    same episodes, how many trials differ, its records)."""
     start = time.perf_counter()
     other = run_trials(method, episodes, x, index_of, TrialTags("bench", "v0", 0), chunk=chunk)
     seconds = (time.perf_counter() - start) / len(episodes)
-    ids = {e.episode_id for e in episodes}
+    return (seconds, *_differing(other, fast), other)
+
+
+def _differing(records: list[dict], others: list[dict]) -> tuple[float, int]:
+    """(largest macro-F1 gap, trials whose macro-F1 differs) between ``records`` and the same episodes'
+    ``others``."""
+    ids = {r["episode_id"] for r in records}
     gaps = [abs(a["macro_f1"] - b["macro_f1"])
-            for a, b in zip(_by_id(other), _by_id([r for r in fast if r["episode_id"] in ids]), strict=True)]
-    return seconds, max(gaps), sum(g > 0 for g in gaps)
+            for a, b in zip(_by_id(records), _by_id([r for r in others if r["episode_id"] in ids]), strict=True)]
+    return max(gaps), sum(g > 0 for g in gaps)
 
 
 def _gather_seconds(episodes, x, index_of, chunk: int) -> float:
@@ -119,11 +127,12 @@ def _gather_seconds(episodes, x, index_of, chunk: int) -> float:
     return (time.perf_counter() - start) / len(episodes)
 
 
-def thin_product_gflops(dim: int = 768, ways: int = 2, support: int = 16, episodes: int = 32) -> float:
-    """GFLOP/s of the training step's products at the grid's shapes, in cache: the head [E, W, D] times the
-    support rows [E, D, S] and back (the two batched products of ``finetune_fast.train``). A W = 2 product
-    reads each support float for 2 multiply-adds, so BLAS runs it far below the large-matmul peak: this is the
-    rate the training products can reach here, measured beside the roofs."""
+def thin_product_gflops(dim: int = 768, ways: int = 1, support: int = 16, episodes: int = 32) -> float:
+    """GFLOP/s of the training step's products at the grid's shapes, in cache: W head rows [E, W, D] times the
+    support rows [E, D, S] and back (the two batched products of ``finetune_fast.train``; two classes train one
+    row, ``train_two_classes``). Such a product reads each support float for W multiply-adds, so BLAS runs it far
+    below the large-matmul peak: this is the rate the training products can reach here, measured beside the
+    roofs."""
     import bench_roofline
 
     x, w = torch.randn(episodes, support, dim), torch.randn(episodes, ways, dim)
@@ -143,19 +152,20 @@ def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
     """What the trials must move and compute at least (the engine's design: the support gathered per episode,
     validation and query rows gathered into a cache-sized buffer as they are scored).
 
-    matmul GFLOP: per step two products over the support rows (4 S D W; ``training_gflop``), validation
-    logits of every checkpoint (2 V D W per checkpoint) and the selected query logits (2 Q D W). Cache GB: the
-    support read twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments)
-    over the head. Memory GB: the support rows read from the table, written to the batch and read back;
+    matmul GFLOP: per step two products of one head row over the support rows (4 S D: two classes train one
+    weight row, ``finetune_fast.train_two_classes``; ``training_gflop``), the validation logit differences of
+    every checkpoint (2 V D per checkpoint) and the selected query logits (2 Q D W). Cache GB: the support read
+    twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments) over the weight
+    row and two biases. Memory GB: the support rows read from the table, written to the batch and read back;
     validation and query rows read from the table once.
     """
     w, ckpts = 2, len(range(eval_every, steps + 1, eval_every)) + (steps % eval_every != 0)
     s = sum(len(e.support) for e in episodes)
     v = sum(len(e.validation) for e in episodes)
     q = sum(len(e.query) for e in episodes)
-    flops = steps * 4 * s * dim * w + 2 * v * dim * w * ckpts + 2 * q * dim * w
-    cache = steps * (2 * s * dim * 4 + 7 * len(episodes) * (dim + 1) * w * 4)
-    return {"matmul_gflop": flops / 1e9, "training_gflop": steps * 4 * s * dim * w / 1e9, "cache_gb": cache / 1e9,
+    flops = steps * 4 * s * dim + 2 * v * dim * ckpts + 2 * q * dim * w
+    cache = steps * (2 * s * dim * 4 + 7 * len(episodes) * (dim + 2) * 4)
+    return {"matmul_gflop": flops / 1e9, "training_gflop": steps * 4 * s * dim / 1e9, "cache_gb": cache / 1e9,
             "memory_gb": (3 * s + v + q) * dim * 4 / 1e9}
 
 
@@ -163,7 +173,8 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
          ks: tuple[int, ...] = KS, steps: int = 100, chunk: int = CHUNK, before_trials: int | None = None) -> dict:
     """The 33,600-trial grid (for 16 variants, every table kept in memory) with the engine; on variant 0 also
     the per-episode loop (``reference_trials`` of its episodes) and the autograd path the engine used before
-    (``before_trials``, None: all), with their macro-F1 gaps to the engine.
+    (``before_trials``, None: all), with their macro-F1 gaps to the engine, and how many trials of the engine
+    and of the autograd path differ from the engine run in float64.
 
     ``speakers``, ``ks`` and ``steps`` (Adam steps per trial) shrink it for the tests; ``chunk``: episodes per
     engine batch (the runner's ``chunk``)."""
@@ -192,6 +203,9 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             old = episodes if before_trials is None else episodes[:: max(1, len(episodes) // before_trials)]
             before = _compare(AutogradFinetune(768, FinetuneConfig(steps=steps), device=device), old, x,
                               index_of, records, chunk)
+            exact = run_trials(Finetune(768, FinetuneConfig(steps=steps), device=device), episodes, x.double(),
+                               index_of, TrialTags("bench", "v0", 0), chunk=chunk)
+            off_exact = {"engine": _differing(records, exact)[1], "autograd path": _differing(before[3], exact)[1]}
     per_trial = engine_s / n_trials
     return {"trials": n_trials, "variants": variants, "chunk": chunk, "engine_seconds": round(engine_s, 1),
             "engine_ms_per_trial": round(1000 * per_trial, 3),
@@ -204,6 +218,8 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             "autograd_path_ms_per_trial (before finetune_fast)": round(1000 * before[0], 2),
             "autograd_path_trials": len(old), "speedup_vs_autograd_path": round(before[0] / per_trial, 1),
             "max_macro_f1_gap_vs_autograd_path": before[1], "trials_whose_macro_f1_differs": before[2],
+            "trials_whose_macro_f1_differs_from_float64 (engine, autograd path)": [off_exact["engine"],
+                                                                                  off_exact["autograd path"]],
             "macro_f1_mean": round(float(np.mean(f1)), 4),
             **{k: round(n, 1) for k, n in total.items()},
             "load_average_1min (start, after variant 0, end)": [round(load_before, 2), round(load_mid, 2),

@@ -187,34 +187,32 @@ def train_two_classes(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weight: Tenso
     xt = sx.transpose(1, 2)
     real = (sy >= 0).to(sx.dtype)
     share = (real / real.sum(1, keepdim=True).clamp_min(1)).unsqueeze(1)  # [E, 1, S]
-    labelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)], 1) * share  # share of rows labelled c [E, 2, S]
+    unlabelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)]).unsqueeze(2) * -share  # [2, E, 1, S]
     total = (weight[..., 0] + weight[..., 1]).unsqueeze(1)  # w0 + w1 [E, 1, D], constant
     w = weight[..., :1].transpose(1, 2).clone(memory_format=torch.contiguous_format)  # w0 [E, 1, D], in place
-    b = bias.unsqueeze(-1).clone()  # [E, 2, 1]
+    b = bias.T.reshape(2, e, 1, 1).clone()  # class-major: each class's rows contiguous, as products write them
     heads = [w, b]
     grads, ms, vs = ([torch.zeros_like(t) for t in heads] for _ in range(3))
     count = torch.zeros((), dtype=sx.dtype, device=sx.device)
-    diff, bias_diff = torch.empty(e, 1, d, dtype=sx.dtype, device=sx.device), torch.empty_like(b[:, :1])
-    z = torch.empty(e, 1, s, dtype=sx.dtype, device=sx.device)
-    g = torch.empty(e, 2, s, dtype=sx.dtype, device=sx.device)  # d(mean CE)/d logit c
+    g = torch.empty(2, e, 1, s, dtype=sx.dtype, device=sx.device)  # -z and z, then d(mean CE)/d logit c
+    base = None if not bool(total.any()) else torch.bmm(total, xt)  # (w0 + w1) x [E, 1, S] (zero heads: none)
+    shift = torch.empty(e, 1, 1 if base is None else s, dtype=sx.dtype, device=sx.device)
     saved = torch.empty(e, len(kept), 2, d + 1, dtype=sx.dtype, device=sx.device)
     slot = {step: i for i, step in enumerate(kept)}
     for step in range(cfg.steps + 1):
-        if step > 0:
-            torch.add(total, w, alpha=-2, out=diff)  # w1 - w0
-            torch.sub(b[:, 1:], b[:, :1], out=bias_diff)
-            torch.baddbmm(bias_diff, diff, xt, out=z)  # logit 1 - logit 0
-            torch.sigmoid(torch.neg(z, out=g[:, :1]), out=g[:, :1])  # p0
-            torch.sigmoid(z, out=g[:, 1:])  # p1
-            g.mul_(share).sub_(labelled)
-            torch.bmm(g[:, :1], sx, out=grads[0])
-            torch.sum(g, 2, keepdim=True, out=grads[1])
+        if step > 0:  # -z = logit 0 - logit 1 = 2 w0 x - (w0 + w1) x + b0 - b1
+            torch.sub(b[0], b[1], out=shift) if base is None else torch.sub(b[0] - b[1], base, out=shift)
+            torch.baddbmm(shift, w, xt, alpha=2, out=g[0])
+            torch.neg(g[0], out=g[1])
+            torch.addcmul(unlabelled, g.sigmoid_(), share, out=g)  # share * (p_c - [y = c])
+            torch.bmm(g[0], sx, out=grads[0])
+            torch.sum(g, -1, keepdim=True, out=grads[1])
             _adam(heads, grads, ms, vs, count, step, cfg)
         if step in slot:
             h = saved[:, slot[step]]
             h[:, :1, :d] = w
             torch.sub(total, w, out=h[:, 1:, :d])
-            h[:, :, d:] = b
+            h[:, :, d] = b.view(2, e).T
     return saved
 
 
