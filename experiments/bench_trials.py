@@ -170,16 +170,25 @@ def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
 
 
 def grid(variants: int, reference_trials: int, speakers: int = 20, device: str = "cpu",
-         ks: tuple[int, ...] = KS, steps: int = 100, chunk: int = CHUNK, before_trials: int | None = None) -> dict:
+         ks: tuple[int, ...] = KS, steps: int = 100, chunk: int = CHUNK, before_trials: int | None = None,
+         compiled: bool = True) -> dict:
     """The 33,600-trial grid (for 16 variants, every table kept in memory) with the engine; on variant 0 also
     the per-episode loop (``reference_trials`` of its episodes) and the autograd path the engine used before
     (``before_trials``, None: all), with their macro-F1 gaps to the engine, and how many trials of the engine
     and of the autograd path differ from the engine run in float64.
 
+    ``compiled``: each variant also through the compiled kernel (``finetune.kernel = "numba"``), right after the
+    torch engine, for the ratio of the two in one run; its trials compared with the torch engine's and float64.
+
     ``speakers``, ``ks`` and ``steps`` (Adam steps per trial) shrink it for the tests; ``chunk``: episodes per
     engine batch (the runner's ``chunk``)."""
     engine_s, n_trials, f1, per_variant_ms, tables, total = 0.0, 0, [], [], [], {}
+    kernel_s, kernel_ms, kernel = 0.0, [], {}
     rss_before, load_before = _peak_rss_mb(), os.getloadavg()[0]
+    if compiled:  # numba's import and the kernel's first call (a compile, or loading its cache), timed apart
+        start = time.perf_counter()
+        _kernel_warm_up(steps)
+        kernel["first_call_s (numba import, compile or cache load)"] = round(time.perf_counter() - start, 2)
     for v in range(variants):
         rows, x = paper_table(seed=v, speakers=speakers)
         tables.append(x)  # as a 16-variant run holds them
@@ -194,6 +203,14 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
         per_variant_ms.append(round(1000 * seconds / len(records), 2))
         f1 += [r["macro_f1"] for r in records]
         total = {k: total.get(k, 0) + n for k, n in work(episodes, steps).items()}
+        if compiled:
+            start = time.perf_counter()
+            through_kernel = run_trials(Finetune(768, FinetuneConfig(steps=steps, kernel="numba"), device=device),
+                                        episodes, x, index_of, TrialTags("bench", f"v{v}", 0), chunk=chunk)
+            kernel_s += time.perf_counter() - start
+            kernel_ms.append(round(1000 * (time.perf_counter() - start) / len(records), 2))
+            if v == 0:
+                kernel_records = through_kernel
         if v == 0:
             load_mid = os.getloadavg()[0]
             gather_s = _gather_seconds(episodes, x, index_of, chunk)
@@ -206,7 +223,14 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             exact = run_trials(Finetune(768, FinetuneConfig(steps=steps), device=device), episodes, x.double(),
                                index_of, TrialTags("bench", "v0", 0), chunk=chunk)
             off_exact = {"engine": _differing(records, exact)[1], "autograd path": _differing(before[3], exact)[1]}
+            if compiled:
+                kernel["trials_whose_macro_f1_differs (variant 0: from the torch engine, from float64)"] = [
+                    _differing(kernel_records, records)[1], _differing(kernel_records, exact)[1]]
     per_trial = engine_s / n_trials
+    if compiled:
+        kernel = {"engine_seconds": round(kernel_s, 1), "engine_ms_per_trial": round(1000 * kernel_s / n_trials, 3),
+                  "engine_ms_per_trial_by_variant": kernel_ms,
+                  "speedup_over_the_torch_engine": round(engine_s / kernel_s, 2), **kernel}
     return {"trials": n_trials, "variants": variants, "chunk": chunk, "engine_seconds": round(engine_s, 1),
             "engine_ms_per_trial": round(1000 * per_trial, 3),
             "engine_ms_per_trial_by_variant": per_variant_ms,
@@ -225,7 +249,14 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             "load_average_1min (start, after variant 0, end)": [round(load_before, 2), round(load_mid, 2),
                                                                  round(os.getloadavg()[0], 2)],
             "tables_in_memory_mb": round(sum(t.numel() * 4 for t in tables) / 2**20),
-            "peak_rss_mb": round(_peak_rss_mb()), "peak_rss_mb_before_grid": round(rss_before)}
+            "peak_rss_mb": round(_peak_rss_mb()), "peak_rss_mb_before_grid": round(rss_before),
+            **({"compiled_kernel": kernel} if compiled else {})}
+
+
+def _kernel_warm_up(steps: int) -> None:
+    """One tiny fit through the compiled kernel, so the grid's timing holds no import or compile."""
+    rows = FitInputs(torch.randn(2, 4, 8), torch.tensor([[0, 1, 0, 1]] * 2), torch.randn(2, 3, 8))
+    Finetune(8, FinetuneConfig(steps=steps, kernel="numba")).fit(rows.support_x, rows.support_y, rows.query_x, 2)
 
 
 def floors(grid_result: dict, roofs: dict) -> dict:
@@ -234,8 +265,11 @@ def floors(grid_result: dict, roofs: dict) -> dict:
     matmul = grid_result["matmul_gflop"] / roofs["matmul_peak_gflops"]
     memory = grid_result["memory_gb"] / roofs["copy_bandwidth_gbs"]
     thin = grid_result["training_gflop"] / roofs["thin_product_gflops"]
+    kernel = grid_result.get("compiled_kernel", {}).get("engine_seconds")
     return {"floor_s_matmul_at_peak": round(matmul, 1), "floor_s_memory_at_copy_bandwidth": round(memory, 1),
             "engine_s_over_larger_floor": round(grid_result["engine_seconds"] / max(matmul, memory), 1),
+            **({"compiled_kernel_engine_s_over_larger_floor": round(kernel / max(matmul, memory), 1)} if kernel
+               else {}),
             "training_products_s_at_thin_product_rate": round(thin, 1),
             "engine_s_over_training_products_at_thin_rate": round(grid_result["engine_seconds"] / thin, 1) if thin
             else None}
@@ -269,7 +303,9 @@ def markdown(result: dict) -> str:
             lines += ["## meta", "", *_meta_table(value), ""]
         elif isinstance(value, dict):
             lines += [f"## {part}", "", "| measure | value |", "|---|---|"]
-            lines += [f"| {k} | {v} |" for k, v in value.items()] + [""]
+            lines += [f"| {k} | {v} |" for k, v in value.items() if not isinstance(v, dict)]
+            lines += [f"| {k}: {sub} | {v} |" for k, inner in value.items() if isinstance(inner, dict)
+                      for sub, v in inner.items()] + [""]
     return "\n".join(lines)
 
 

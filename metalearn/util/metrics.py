@@ -33,10 +33,14 @@ def confusion(pred: Tensor, y: Tensor, mask: Tensor | None, ways: int) -> Tensor
     """
     if mask is None:
         mask = y >= 0
-    keep = mask.to(torch.float64).unsqueeze(-1)  # [E, Q, 1]
-    true_oh = torch.nn.functional.one_hot(torch.where(mask, y, 0).long(), ways).to(torch.float64) * keep
-    pred_oh = torch.nn.functional.one_hot(torch.where(mask, pred, 0).long(), ways).to(torch.float64)
-    return torch.einsum("eqt,eqp->etp", true_oh, pred_oh)
+    truth, guess = y[mask].long(), pred[mask].long()
+    for name, ids in (("labels", truth), ("predictions", guess)):
+        if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < ways):
+            low, high = int(ids.min()), int(ids.max())
+            raise ValueError(f"confusion: {name} must be class ids in [0, {ways}), got {low}..{high}")
+    episode = torch.arange(pred.shape[0], device=pred.device).unsqueeze(-1).expand_as(mask)[mask]
+    cells = torch.bincount((episode * ways + truth) * ways + guess, minlength=pred.shape[0] * ways * ways)
+    return cells.view(pred.shape[0], ways, ways).to(torch.float64)  # one count per (episode, truth, prediction)
 
 
 def _counts(conf: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from metalearn.util.errors import MetalearnError
 from metalearn.util.ranges import Rule, check_fields
 
 STANDARDIZE = ("none", "global", "per_dim")
 HEADS = ("linear", "mlp")
+KERNELS = ("torch", "numba")
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,20 @@ class FinetuneConfig:
     vectorized: bool = True  # False: the per-episode loop (fit_heads_loop)
     head: str = "linear"  # linear | mlp (the MLP of MAML: hidden sizes ``mlp_hidden``)
     mlp_hidden: tuple[int, ...] = (256,)  # the MLP head's hidden sizes (head=mlp only)
+    kernel: str = "torch"  # torch | numba: two-class linear heads on the CPU through a compiled kernel (head_kernel.py;
+                           # float32 rounding apart from torch's, so a run's records name it); other heads: torch
 
     # steps 0: the initial head (texthead: its prompt prior); eval_every 0: select at every step
     RANGES: ClassVar[dict[str, Rule]] = {
         "steps": ">= 0", "lr": "> 0", "weight_decay": ">= 0", "beta1": ">= 0", "beta2": ">= 0", "eps": "> 0",
-        "init_std": ">= 0", "standardize": STANDARDIZE, "eval_every": ">= 0", "head": HEADS, "mlp_hidden": ">= 1"}
+        "init_std": ">= 0", "standardize": STANDARDIZE, "eval_every": ">= 0", "head": HEADS, "mlp_hidden": ">= 1",
+        "kernel": KERNELS}
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.kernel != "torch" and not (self.vectorized and self.head == "linear"):
+            raise MetalearnError(f"{type(self).__name__}: kernel {self.kernel!r} trains the vectorised linear heads: "
+                                 "expected head linear and vectorized true, or kernel torch")
 
 
 def is_checkpoint(step: int, cfg: FinetuneConfig) -> bool:

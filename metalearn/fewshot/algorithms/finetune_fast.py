@@ -14,10 +14,14 @@ validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint)
   difference, one product per checkpoint;
 - episodes train in chunks of about ``ROWS`` support rows (3 MiB: a core's L2 and a share of L3), so the
   2 x ``steps`` passes over a chunk's support read cache, not memory;
-- the heads at the checkpoints are kept; afterwards one product per episode gives the validation logits of all
+- with ``kernel = "numba"`` two-class heads train through a compiled kernel instead, each episode's steps back
+  to back in cache (:mod:`.head_kernel`; 2.8x the torch steps at the grid's shapes);
+- the heads at the checkpoints are kept; afterwards one product gives the validation logits of all
   checkpoints, and one more the query logits of the selected head (instead of validation logits at every
-  checkpoint and query logits at every improvement). Validation and query rows are standardised and scored
-  in chunks of about ``SCORE_ROWS`` rows, so no batch-sized temporary is ever made.
+  checkpoint and query logits at every improvement). Rows given by index (a :class:`RowIndex`) are scored once
+  per distinct row set for every episode that reads it, the standardisation folded into the heads
+  (:mod:`.shared_rows`); rows given as tensors are standardised and scored in chunks of about ``SCORE_ROWS``
+  rows, so no batch-sized temporary is ever made.
 The results equal the autograd path's to float32 rounding (tests/test_finetune_fast.py); episodes do not
 interact, so the chunk sizes change them only by rounding (some kernels round differently per batch size).
 """
@@ -33,6 +37,7 @@ from torch import Tensor
 from metalearn.fewshot.algorithms.finetune_config import FinetuneConfig, is_checkpoint
 from metalearn.fewshot.algorithms.functional import Params, masked_one_hot
 from metalearn.fewshot.algorithms.rows import RowIndex
+from metalearn.fewshot.algorithms.shared_rows import shared_logits
 from metalearn.util.metrics import macro_f1
 
 ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
@@ -123,6 +128,8 @@ def train(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: Tensor
     (:func:`train_two_classes`) wherever that is exact in real arithmetic, any other head row by row
     (:func:`train_rows`)."""
     if ways == 2 and (cfg.weight_decay == 0 or _opposite(weight, bias)):
+        if cfg.kernel == "numba" and sx.device.type == "cpu" and sx.dtype == torch.float32:
+            return train_two_classes_compiled(sx, sy, cfg, weight, bias, kept)
         return train_two_classes(sx, sy, cfg, weight, bias, kept)
     return train_rows(sx, sy, ways, cfg, weight, bias, kept)
 
@@ -216,6 +223,23 @@ def train_two_classes(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weight: Tenso
     return saved
 
 
+def train_two_classes_compiled(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weight: Tensor, bias: Tensor,
+                               kept: list[int]) -> Tensor:
+    """:func:`train_two_classes` through the compiled kernel (``cfg.kernel = "numba"``, float32 on the CPU):
+    each episode's steps back to back in cache (:mod:`.head_kernel`; shapes as :func:`train`)."""
+    from metalearn.fewshot.algorithms import head_kernel  # numba loads on first use only
+
+    real = (sy >= 0).to(sx.dtype)
+    share = real / real.sum(1, keepdim=True).clamp_min(1)  # [E, S]
+    labelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)], 1) * share.unsqueeze(1)  # [E, 2, S]
+    w = weight[..., 0].clone(memory_format=torch.contiguous_format)  # class 0's row [E, D], updated in place
+    saved = torch.empty(sx.shape[0], len(kept), 2, sx.shape[-1] + 1, dtype=sx.dtype)
+    slots = [kept.index(t) if t in kept else -1 for t in range(cfg.steps + 1)]
+    head_kernel.train_two_classes(sx, share, labelled, w, weight[..., 0] + weight[..., 1], bias.clone(), cfg.steps,
+                                  slots, saved, (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay))
+    return saved
+
+
 def _adam(heads: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], count: Tensor, step: int,
           cfg: FinetuneConfig) -> None:
     """One fused Adam step on ``heads`` in place (``count``: the kernel's step counter, set to ``step`` here)."""
@@ -226,7 +250,13 @@ def _adam(heads: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[T
 
 def _scored(pt: Tensor, x: Tensor | RowIndex, rows: _Rows, first: int) -> Tensor:
     """Logits [e, N, W] of rows x[first:first + e] under heads pt = [weight; bias]^T [e, H, D + 1] (H = W, or
-    C x W for every checkpoint at once), standardised and multiplied a scoring chunk at a time."""
+    C x W for every checkpoint at once): rows given by index from one product per distinct row set, with the
+    standardisation folded into the heads (:func:`.shared_rows.shared_logits`); rows given as a tensor
+    standardised and multiplied a scoring chunk at a time."""
+    if isinstance(x, RowIndex):
+        mean, scale = rows.standardizer or (pt.new_zeros(x.shape[0], 1, x.shape[-1]),
+                                            pt.new_ones(x.shape[0], 1, x.shape[-1]))
+        return shared_logits(pt, x, first, mean, scale)
     d, size = x.shape[-1], max(1, SCORE_ROWS // max(x.shape[1], 1))
     out = []
     for j in range(0, pt.shape[0], size):

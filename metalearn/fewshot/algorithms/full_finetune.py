@@ -106,7 +106,8 @@ class FullFinetuneConfig(FinetuneConfig):
 
     RANGES: ClassVar[dict[str, Rule]] = {**FinetuneConfig.RANGES, "trainable_layers": ">= 0", "backbone_lr": "> 0",
                                          "backbone_steps": ">= 0",
-                                         "trunk_cache_mb": ">= 0", "episodes_per_pass": ">= 1"}
+                                         "trunk_cache_mb": ">= 0", "episodes_per_pass": ">= 1",
+                                         "kernel": ("torch",)}  # its head trains with the backbone, by torch
 
 
 # Small and fast, for tests and CPU smoke runs: FullFinetuneConfig(**CPU_SMALL).
