@@ -157,7 +157,8 @@ def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
     every checkpoint (2 V D per checkpoint) and the selected query logits (2 Q D W). Cache GB: the support read
     twice per step, and Adam's seven passes (read head, grad, 2 moments; write head, 2 moments) over the weight
     row and two biases. Memory GB: the support rows read from the table, written to the batch and read back;
-    validation and query rows read from the table once.
+    each distinct set of validation or query rows read from the table once (episodes that share one are scored
+    from one read, ``shared_rows``).
     """
     w, ckpts = 2, len(range(eval_every, steps + 1, eval_every)) + (steps % eval_every != 0)
     s = sum(len(e.support) for e in episodes)
@@ -166,7 +167,8 @@ def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
     flops = steps * 4 * s * dim + 2 * v * dim * ckpts + 2 * q * dim * w
     cache = steps * (2 * s * dim * 4 + 7 * len(episodes) * (dim + 2) * 4)
     return {"matmul_gflop": flops / 1e9, "training_gflop": steps * 4 * s * dim / 1e9, "cache_gb": cache / 1e9,
-            "memory_gb": (3 * s + v + q) * dim * 4 / 1e9}
+            "memory_gb": (3 * s + sum(map(len, {e.validation for e in episodes} | {e.query for e in episodes})))
+            * dim * 4 / 1e9}
 
 
 def grid(variants: int, reference_trials: int, speakers: int = 20, device: str = "cpu",

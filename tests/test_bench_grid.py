@@ -50,7 +50,7 @@ def test_work_counts_products_and_passes() -> None:
     # one weight row trains two classes; one logit difference per checkpoint (2); both query logits
     assert work["matmul_gflop"] == pytest.approx(n * (steps * 4 * s * d + 2 * v * d * 2 + 2 * q * d * 2) / 1e9)
     assert work["training_gflop"] == pytest.approx(n * steps * 4 * s * d / 1e9)
-    assert work["memory_gb"] == pytest.approx(n * (3 * s + v + q) * d * 4 / 1e9)  # val and query: read once
+    assert work["memory_gb"] == pytest.approx((n * 3 * s + v + q) * d * 4 / 1e9)  # one speaker's val and query
     assert work["cache_gb"] == pytest.approx(n * steps * (2 * s * d * 4 + 7 * (d + 2) * 4) / 1e9)
 
 
