@@ -33,14 +33,15 @@ def confusion(pred: Tensor, y: Tensor, mask: Tensor | None, ways: int) -> Tensor
     """
     if mask is None:
         mask = y >= 0
-    truth, guess = y[mask].long(), pred[mask].long()
-    for name, ids in (("labels", truth), ("predictions", guess)):
-        if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < ways):
-            low, high = int(ids.min()), int(ids.max())
-            raise ValueError(f"confusion: {name} must be class ids in [0, {ways}), got {low}..{high}")
-    episode = torch.arange(pred.shape[0], device=pred.device).unsqueeze(-1).expand_as(mask)[mask]
-    cells = torch.bincount((episode * ways + truth) * ways + guess, minlength=pred.shape[0] * ways * ways)
-    return cells.view(pred.shape[0], ways, ways).to(torch.float64)  # one count per (episode, truth, prediction)
+    for name, ids in (("labels", y), ("predictions", pred)):
+        outside = mask & ((ids < 0) | (ids >= ways))
+        if bool(outside.any()):
+            raise ValueError(f"confusion: {name} must be class ids in [0, {ways}), got {int(ids[outside][0])}")
+    e = pred.shape[0]
+    episode = torch.arange(e, device=pred.device).unsqueeze(-1)
+    cells = torch.where(mask, (episode * ways + y.long()) * ways + pred.long(), e * ways * ways)  # padding: a spare bin
+    counts = torch.bincount(cells.reshape(-1), minlength=e * ways * ways + 1)[:-1]
+    return counts.view(e, ways, ways).to(torch.float64)  # one count per (episode, truth, prediction)
 
 
 def _counts(conf: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
