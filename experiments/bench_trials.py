@@ -209,8 +209,9 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
             start = time.perf_counter()
             through_kernel = run_trials(Finetune(768, FinetuneConfig(steps=steps, kernel="numba"), device=device),
                                         episodes, x, index_of, TrialTags("bench", f"v{v}", 0), chunk=chunk)
-            kernel_s += time.perf_counter() - start
-            kernel_ms.append(round(1000 * (time.perf_counter() - start) / len(records), 2))
+            seconds = time.perf_counter() - start
+            kernel_s += seconds
+            kernel_ms.append(round(1000 * seconds / len(records), 2))
             if v == 0:
                 kernel_records = through_kernel
         if v == 0:

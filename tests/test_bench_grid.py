@@ -28,7 +28,7 @@ def test_tiny_grid_scores_equal_the_references_and_reports_its_floors() -> None:
     kernel = result["compiled_kernel"]
     assert kernel["trials_whose_macro_f1_differs (variant 0: from the torch engine, from float64)"] == [0, 0]
     assert len(kernel["engine_ms_per_trial_by_variant"]) == 2 and kernel["engine_ms_per_trial"] > 0
-    assert "compiled_kernel: speedup_over_the_torch_engine" in bench_trials.markdown({**result_meta(), "grid": result})
+    assert "compiled_kernel: speedup_over_the_torch_engine" in bench_trials.markdown({**_meta(), "grid": result})
     floors = bench_trials.floors(result, {"matmul_peak_gflops": 1e-3, "copy_bandwidth_gbs": 1e-3,
                                           "thin_product_gflops": 1e-4})
     assert floors["floor_s_matmul_at_peak"] == pytest.approx(result["matmul_gflop"] / 1e-3, rel=0.1)
@@ -36,7 +36,7 @@ def test_tiny_grid_scores_equal_the_references_and_reports_its_floors() -> None:
                                                                                rel=0.1)
 
 
-def result_meta() -> dict:
+def _meta() -> dict:
     return {"command": "python experiments/bench_trials.py", "threads": 1, "torch": "2"}
 
 
