@@ -366,3 +366,19 @@ def test_pad_fills_ragged_episodes_and_names_what_is_wrong() -> None:
         _pad([("a", "b")], [(0,)], index_of, ["e0"])
     with pytest.raises(MetalearnError, match="episode e0: 1 labels for 2 utterances"):  # totals agree, episodes not
         _pad([("a", "b"), ("c",)], [(0,), (1, 2)], index_of, ["e0", "e1"])
+
+
+def test_pad_places_shared_key_tuples_for_every_episode() -> None:
+    """Episodes sharing one key tuple (a speaker's query keys) get its rows in their own places, with their own
+    labels, as equal tuples that are separate objects do."""
+    from metalearn.fewshot.tasks import _pad
+
+    index_of = {"a": 4, "b": 7, "c": 1, "d": 9}
+    shared = ("c", "a", "d")
+    groups = [shared, ("b",), shared, ("c", "a", "d"), (), shared]
+    labels = [(0, 1, 0), (1,), (1, 1, 0), (0, 0, 1), (), (2, 2, 2)]
+    idx, y, _ = _pad(groups, labels, index_of, [f"e{i}" for i in range(6)])
+    assert idx.tolist() == [[1, 4, 9], [7, 0, 0], [1, 4, 9], [1, 4, 9], [0, 0, 0], [1, 4, 9]]
+    assert y.tolist() == [[0, 1, 0], [1, -1, -1], [1, 1, 0], [0, 0, 1], [-1, -1, -1], [2, 2, 2]]
+    with pytest.raises(MetalearnError, match="episode e1: utterance x has no row"):
+        _pad([("a",), ("x",), ("x",)], [(0,), (1,), (1,)], index_of, ["e0", "e1", "e2"])
