@@ -14,9 +14,9 @@ Same math as the torch path to float32 rounding, not to the bit: sums run in ano
 multiply-adds), so a trial whose model selection sits on a tie can pick another checkpoint, as between two BLAS
 builds; which path made a run's records is therefore part of its config (``finetune.kernel``). Adam's
 step-dependent factors are computed in float64, as torch's fused Adam does. NaN and inf propagate as in torch (no
-``nnan`` or ``ninf`` fast-math flags). This module (and numba, about 1 s) is imported on first use only; the first
-call on a machine compiles the kernel (seconds) and caches the machine code beside this file (numba's
-``cache=True``), later processes load it.
+``nnan`` or ``ninf`` fast-math flags). This module (and numba) is imported on first use only; the first call on a
+machine compiles the kernel and caches the machine code beside this file (numba's ``cache=True``): 3.2 s here
+with numba's import, 0.8 s for a later process that loads it.
 """
 
 from __future__ import annotations
