@@ -258,8 +258,8 @@ def grid(variants: int, reference_trials: int, speakers: int = 20, device: str =
 
 def _kernel_warm_up(steps: int) -> None:
     """One tiny fit through the compiled kernel, so the grid's timing holds no import or compile."""
-    rows = FitInputs(torch.randn(2, 4, 8), torch.tensor([[0, 1, 0, 1]] * 2), torch.randn(2, 3, 8))
-    Finetune(8, FinetuneConfig(steps=steps, kernel="numba")).fit(rows.support_x, rows.support_y, rows.query_x, 2)
+    Finetune(8, FinetuneConfig(steps=steps, kernel="numba")).fit(torch.randn(2, 4, 8), torch.tensor([[0, 1, 0, 1]] * 2),
+                                                                  torch.randn(2, 3, 8), 2)
 
 
 def floors(grid_result: dict, roofs: dict) -> dict:

@@ -50,7 +50,7 @@ Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows becom
 class FitInputs:
     """The rows one batch of head fits reads: support_x [E, S, D], support_y [E, S] (< 0: padding), query_x
     [E, Q, D]; for model selection val_x [E, V, D] and val_y [E, V] (-1 = padding; None: no selection). query_x
-    and val_x may be :class:`RowIndex` es for :func:`fit_linear_heads` (gathered a chunk at a time)."""
+    and val_x may be :class:`RowIndex` es for :func:`fit_linear_heads` (scored once per distinct row set)."""
 
     support_x: Tensor
     support_y: Tensor
@@ -99,20 +99,14 @@ def fit_linear_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Para
 class _Rows:
     """Rows x[i:i + n] [n, N, D] standardised as ``(x - mean) / scale`` (the two roundings of ``Finetune.fit``)
     into one buffer reused chunk after chunk: a fresh multi-MiB tensor per chunk cost more in page faults than
-    the arithmetic. Rows given as a :class:`RowIndex` are gathered into the buffer first, so they are
-    standardised while in cache. The rows returned are overwritten by the next call."""
+    the arithmetic. The rows returned are overwritten by the next call (rows given by index are scored by
+    :func:`.shared_rows.shared_logits` instead)."""
 
     def __init__(self, standardizer: Standardizer | None, floats: int, like: Tensor) -> None:
         self.standardizer = standardizer
         self.buffer = like.new_empty(floats)
 
-    def __call__(self, x: Tensor | RowIndex, i: int, n: int) -> Tensor:
-        if isinstance(x, RowIndex):
-            rows = x.take(i, n, out=self.buffer)
-            if self.standardizer is None:
-                return rows
-            mean, scale = (t[i:i + n] for t in self.standardizer)
-            return rows.sub_(mean).div_(scale)
+    def __call__(self, x: Tensor, i: int, n: int) -> Tensor:
         if self.standardizer is None:
             return x[i:i + n]
         mean, scale = (t[i:i + n] for t in self.standardizer)
@@ -149,9 +143,7 @@ def train_rows(sx: Tensor, sy: Tensor, ways: int, cfg: FinetuneConfig, weight: T
     gradient is 0 in exact arithmetic, e.g. a bias at a zero start with balanced classes, the sign of its
     rounding decides Adam's first step, a whole learning rate)."""
     xt = sx.transpose(1, 2)
-    real = (sy >= 0).to(sx.dtype).unsqueeze(-1)  # [E, S, 1]
-    share = real / real.sum(1, keepdim=True).clamp_min(1)  # each real row's weight in the mean loss
-    d_logp = -masked_one_hot(sy, ways, sx.dtype) * share  # d(mean CE)/d log-probabilities [E, S, W]
+    d_logp = -masked_one_hot(sy, ways, sx.dtype) * _share(sy, sx.dtype).unsqueeze(-1)  # d(mean CE)/d log-probs
     w = weight.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # [E, W, D], updated in place
     b = bias.unsqueeze(-1).clone()  # [E, W, 1]
     heads = [w, b]
@@ -192,9 +184,9 @@ def train_two_classes(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weight: Tenso
     Equal to :func:`train_rows` in exact arithmetic (tests/test_finetune_fast.py)."""
     e, s, d = sx.shape
     xt = sx.transpose(1, 2)
-    real = (sy >= 0).to(sx.dtype)
-    share = (real / real.sum(1, keepdim=True).clamp_min(1)).unsqueeze(1)  # [E, 1, S]
-    unlabelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)]).unsqueeze(2) * -share  # [2, E, 1, S]
+    share = _share(sy, sx.dtype)
+    unlabelled = -_labelled(sy, share).transpose(0, 1).unsqueeze(2).contiguous()  # -share [y = c] [2, E, 1, S]
+    share = share.unsqueeze(1)  # [E, 1, S]
     total = (weight[..., 0] + weight[..., 1]).unsqueeze(1)  # w0 + w1 [E, 1, D], constant
     w = weight[..., :1].transpose(1, 2).clone(memory_format=torch.contiguous_format)  # w0 [E, 1, D], in place
     b = bias.T.reshape(2, e, 1, 1).clone()  # class-major: each class's rows contiguous, as products write them
@@ -229,15 +221,25 @@ def train_two_classes_compiled(sx: Tensor, sy: Tensor, cfg: FinetuneConfig, weig
     each episode's steps back to back in cache (:mod:`.head_kernel`; shapes as :func:`train`)."""
     from metalearn.fewshot.algorithms import head_kernel  # numba loads on first use only
 
-    real = (sy >= 0).to(sx.dtype)
-    share = real / real.sum(1, keepdim=True).clamp_min(1)  # [E, S]
-    labelled = torch.stack([(sy == c).to(sx.dtype) for c in (0, 1)], 1) * share.unsqueeze(1)  # [E, 2, S]
+    share = _share(sy, sx.dtype)
     w = weight[..., 0].clone(memory_format=torch.contiguous_format)  # class 0's row [E, D], updated in place
     saved = torch.empty(sx.shape[0], len(kept), 2, sx.shape[-1] + 1, dtype=sx.dtype)
     slots = [kept.index(t) if t in kept else -1 for t in range(cfg.steps + 1)]
-    head_kernel.train_two_classes(sx, share, labelled, w, weight[..., 0] + weight[..., 1], bias.clone(), cfg.steps,
-                                  slots, saved, (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay))
+    head_kernel.train_two_classes(sx, share, _labelled(sy, share), w, weight[..., 0] + weight[..., 1], bias.clone(),
+                                  cfg.steps, slots, saved, (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay))
     return saved
+
+
+def _share(sy: Tensor, dtype: torch.dtype) -> Tensor:
+    """Each support row's weight in the mean loss [E, S]: 1 / (the episode's real rows) on real rows (sy >= 0), 0 on
+    padding."""
+    real = (sy >= 0).to(dtype)
+    return real / real.sum(1, keepdim=True).clamp_min(1)
+
+
+def _labelled(sy: Tensor, share: Tensor) -> Tensor:
+    """``share`` where a row's label is class c, for two classes [E, 2, S]."""
+    return torch.stack([(sy == c).to(share.dtype) for c in (0, 1)], 1) * share.unsqueeze(1)
 
 
 def _adam(heads: list[Tensor], grads: list[Tensor], ms: list[Tensor], vs: list[Tensor], count: Tensor, step: int,

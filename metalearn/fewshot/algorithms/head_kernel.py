@@ -38,8 +38,7 @@ def train_two_classes(sx: Tensor, share: Tensor, labelled: Tensor, w: Tensor, to
     is class c. After step t (t = 0: the initial heads) with ``slots[t] >= 0`` both heads ``[w_c; b_c]`` are
     written to ``saved[:, slots[t]]`` ([E, C, 2, D + 1]). ``adam``: (lr, beta1, beta2, eps, weight_decay), the
     L2 added to the gradient as ``torch.optim.Adam`` does (the caller keeps the rows opposite when it is used)."""
-    arrays = (t.detach().contiguous().numpy() for t in (sx, share, labelled, total))
-    x, sh, lab, tot = arrays
+    x, sh, lab, tot = (t.detach().contiguous().numpy() for t in (sx, share, labelled, total))
     wn, bn, out = (t.detach().numpy() for t in (w, b, saved))
     lr, beta1, beta2, eps, decay = adam
     t = np.arange(1, steps + 1, dtype=np.float64)  # the step-dependent factors in float64, as torch's fused Adam

@@ -1,10 +1,10 @@
-"""Rows of a feature table taken per episode by index, gathered a slice of episodes at a time by their reader.
+"""Rows of a feature table taken per episode by index, read by their reader as it needs them.
 
 An episode batch's validation and query rows are a few hundred rows per episode, the same rows for every
 episode of one speaker; gathered for the whole batch up front they are the batch's largest tensors (written
-once, read once, from memory). A method that reads them a cache-sized slice at a time (fine-tuning's fast
-path) declares ``reads_rows`` and receives a :class:`RowIndex` instead: the same values, gathered into its own
-reused buffer just before use.
+once, read once, from memory). A method that reads them itself (fine-tuning's fast path, which scores each
+distinct row set once for every episode that reads it: :mod:`.shared_rows`) declares ``reads_rows`` and
+receives a :class:`RowIndex` instead: the same values, by index.
 """
 
 from __future__ import annotations
@@ -31,13 +31,10 @@ class RowIndex:
         """[E, R, D], as the gathered tensor's."""
         return torch.Size((*self.index.shape, self.table.shape[-1]))
 
-    def take(self, first: int, n: int, out: Tensor | None = None) -> Tensor:
-        """Rows of episodes first .. first + n - 1 [n', R, D] (n' = n but not past E), written into ``out`` (a
-        contiguous buffer of at least n' x R x D floats) when given."""
+    def take(self, first: int, n: int) -> Tensor:
+        """Rows of episodes first .. first + n - 1 [n', R, D] (n' = n but not past E)."""
         idx, mask = self.index[first:first + n], self.mask[first:first + n]
-        shape = (*idx.shape, self.table.shape[-1])
-        buffer = None if out is None else out[:idx.numel() * shape[-1]].view(-1, shape[-1])
-        rows = torch.index_select(self.table, 0, idx.reshape(-1), out=buffer).view(shape)
+        rows = torch.index_select(self.table, 0, idx.reshape(-1)).view(*idx.shape, self.table.shape[-1])
         return rows if bool(mask.all()) else rows.masked_fill_(~mask[..., None], 0)
 
     def dense(self) -> Tensor:
