@@ -71,12 +71,16 @@ def test_fast_path_equals_the_autograd_path_and_the_loop(case: str, with_val: bo
         assert (fast.best_step != cfg.steps).any(), "the case should make selection matter"
 
 
-def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("scored_together", [1, 4])
+def test_chunk_sizes_change_results_only_by_rounding(monkeypatch: pytest.MonkeyPatch, scored_together: int) -> None:
+    """One episode per training chunk, its heads scored alone or with up to three more chunks' (groups of 4, 4
+    and 1 of the 9 episodes): the results of one chunk for all."""
     sx, sy, qx, vx, vy = _batch(2, episodes=9)
     cfg = FinetuneConfig(steps=25, lr=0.05, eval_every=5)
     init = init_heads(9, sx.shape[-1], 2, 0.0, 0, torch.float32, CPU)
     whole = fit_linear_heads(FitInputs(sx, sy, qx, vx, vy), 2, cfg, init)
-    for name, value in (("ROWS", 7), ("SCORE_ROWS", 20), ("SAVED", 1)):  # 1, 1 and 1 episode per chunk
+    saved = scored_together * len(finetune_fast.checkpoints(cfg)) * 2 * (sx.shape[-1] + 1)  # floats of heads kept
+    for name, value in (("ROWS", 7), ("SCORE_ROWS", 20), ("SAVED", saved)):  # 1 episode per training chunk
         monkeypatch.setattr(finetune_fast, name, value)
     chunked = fit_linear_heads(FitInputs(sx, sy, qx, vx, vy), 2, cfg, init)
     for a, b in zip(whole[0].values(), chunked[0].values(), strict=True):

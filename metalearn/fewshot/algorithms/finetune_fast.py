@@ -16,9 +16,9 @@ validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint)
   2 x ``steps`` passes over a chunk's support read cache, not memory;
 - with ``kernel = "numba"`` two-class heads train through a compiled kernel instead, each episode's steps back
   to back in cache (:mod:`.head_kernel`; 2.8x the torch steps at the grid's shapes);
-- the heads at the checkpoints are kept; afterwards one product gives the validation logits of all
-  checkpoints, and one more the query logits of the selected head (instead of validation logits at every
-  checkpoint and query logits at every improvement). Rows given by index (a :class:`RowIndex`) are scored once
+- the heads at the checkpoints are kept (for training chunks up to ``SAVED`` floats of heads); afterwards one
+  product gives the validation logits of all checkpoints, and one more the query logits of the selected head
+  (instead of validation logits at every checkpoint and query logits at every improvement). Rows given by index (a :class:`RowIndex`) are scored once
   per distinct row set for every episode that reads it, the standardisation folded into the heads
   (:mod:`.shared_rows`); rows given as tensors are standardised and scored in chunks of about ``SCORE_ROWS``
   rows, so no batch-sized temporary is ever made.
@@ -42,7 +42,8 @@ from metalearn.util.metrics import macro_f1
 
 ROWS = 1024  # support rows per training chunk: 1024 x 768 floats = 3 MiB (L2 + a share of L3; measured best)
 SCORE_ROWS = 1024  # validation + query rows per scoring chunk (3 MiB at D = 768)
-SAVED = 1 << 20  # floats of checkpoint heads kept per training chunk (4 MiB)
+SAVED = 1 << 23  # floats of checkpoint heads kept before they are scored (32 MiB: a grid batch of 512 two-class
+# episodes with 11 checkpoints at D = 768 in two groups)
 Standardizer = tuple[Tensor, Tensor]  # (mean, scale) [E, 1, D] each: rows become (x - mean) / scale
 
 
@@ -80,17 +81,21 @@ def fit_linear_heads(rows: FitInputs, ways: int, cfg: FinetuneConfig, init: Para
     support = _Rows(standardizer, min(size, e) * s * d, support_x)
     scoring = _Rows(standardizer, max(SCORE_ROWS, query_x.shape[1], 0 if val_x is None else val_x.shape[1]) * d,
                     support_x)
-    finals, logits, picks = [], [], []
+    finals, logits, picks, group, first = [], [], [], [], 0
     for i in range(0, e, size):
-        saved = train(support(support_x, i, size), support_y[i:i + size], ways, cfg, init["weight"][i:i + size],
-                      init["bias"][i:i + size], kept)  # [e, C, W, D + 1]
+        group.append(train(support(support_x, i, size), support_y[i:i + size], ways, cfg, init["weight"][i:i + size],
+                           init["bias"][i:i + size], kept))  # [e, C, W, D + 1]
+        if i + size < e and (len(group) + 1) * group[0].numel() <= SAVED:
+            continue  # score a group of chunks at once: one product per row set for more episodes
+        saved, group = torch.cat(group) if len(group) > 1 else group[0], []
         pick = torch.full((saved.shape[0],), len(kept) - 1, dtype=torch.long, device=saved.device)
         if selecting:
-            pick = _select(saved, val_x, val_y, ways, scoring, i)
+            pick = _select(saved, val_x, val_y, ways, scoring, first)
         chosen = saved[torch.arange(saved.shape[0], device=saved.device), pick]
         finals.append(saved[:, -1])
-        logits.append(_scored(chosen, query_x, scoring, i))
+        logits.append(_scored(chosen, query_x, scoring, first))
         picks.append(pick)
+        first += saved.shape[0]
     heads = torch.cat(finals)  # [E, W, D + 1]
     params = {"weight": heads[..., :d].transpose(1, 2).contiguous(), "bias": heads[..., d].contiguous()}
     return params, torch.cat(logits), torch.tensor(kept, device=heads.device)[torch.cat(picks)]
