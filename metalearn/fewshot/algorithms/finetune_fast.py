@@ -18,10 +18,10 @@ validation macro-F1 every ``eval_every`` steps, ties to the earliest checkpoint)
   to back in cache (:mod:`.head_kernel`; 2.8x the torch steps at the grid's shapes);
 - the heads at the checkpoints are kept (for training chunks up to ``SAVED`` floats of heads); afterwards one
   product gives the validation logits of all checkpoints, and one more the query logits of the selected head
-  (instead of validation logits at every checkpoint and query logits at every improvement). Rows given by index (a :class:`RowIndex`) are scored once
-  per distinct row set for every episode that reads it, the standardisation folded into the heads
-  (:mod:`.shared_rows`); rows given as tensors are standardised and scored in chunks of about ``SCORE_ROWS``
-  rows, so no batch-sized temporary is ever made.
+  (instead of validation logits at every checkpoint and query logits at every improvement). Rows given by
+  index (a :class:`RowIndex`) are scored once per distinct row set for every episode that reads it, the
+  standardisation folded into the heads (:mod:`.shared_rows`); rows given as tensors are standardised and
+  scored in chunks of about ``SCORE_ROWS`` rows, so no batch-sized temporary is ever made.
 The results equal the autograd path's to float32 rounding (tests/test_finetune_fast.py); episodes do not
 interact, so the chunk sizes change them only by rounding (some kernels round differently per batch size).
 """

@@ -28,38 +28,43 @@ def shared_logits(heads: Tensor, x: RowIndex, first: int, mean: Tensor, scale: T
     """Logits [e, R, H] of episodes first .. first + e - 1's rows ``x`` (padding read as zeros, as
     :meth:`RowIndex.take` gives them) standardised as ``(x - mean) / scale``, under heads = [weight; bias]^T
     [e, H, D + 1]. mean, scale: [E, 1, D] for every episode of ``x``; a scale expanded from one number per
-    episode (``standardize = global``) divides the logits instead of the weights. Episodes of one row set that lie
-    side by side in the batch (a speaker's, usually) read their heads in place; others are gathered."""
+    episode (``standardize = global``) divides the logits instead of the weights. Row sets read by the same
+    number of episodes (all of a grid batch's, usually) are multiplied in one batched product."""
     e, h, d1 = heads.shape
     d = d1 - 1
     idx, mask = x.index[first:first + e], x.mask[first:first + e]
     keys, group = torch.unique(idx.masked_fill(~mask, -1), dim=0, return_inverse=True)  # [U, R], [e]
     mean, scale = mean[first:first + e], scale[first:first + e]
     one_number = scale.stride(-1) == 0  # (x - m) / s . w = ((x - m) . w) / s
+    order = torch.argsort(group, stable=True)  # episodes by row set: each set's members side by side
+    count = torch.bincount(group, minlength=len(keys))  # [U]
+    ends = count.cumsum(0)
     out = heads.new_empty(e, idx.shape[1], h)
-    order = torch.argsort(group, stable=True)
-    for u, members in enumerate(torch.split(order, torch.bincount(group, minlength=len(keys)).tolist())):
-        lo, n = int(members[0]), len(members)
-        sel = slice(lo, lo + n) if int(members[-1]) - lo == n - 1 else members  # ascending: a range when adjacent
-        rows, centre = _centred(x.table, keys[u], bool(mean[sel].any()))
-        w, s = heads[sel, :, :d], scale[sel]  # [n, H, D], [n, 1, D]
+    for n in count.unique().tolist():  # row sets read by n episodes each
+        sets = torch.nonzero(count == n).squeeze(1)  # [u]
+        members = order[(ends[sets] - n).unsqueeze(1) + torch.arange(n, device=order.device)].view(-1)  # [u n]
+        rows, centre = _centred(x.table, keys[sets], bool(mean[members].any()))  # [u, R, D], [u, 1, D]
+        w, s, m = heads[members, :, :d], scale[members], mean[members]  # [u n, H, D], [u n, 1, D] twice
         w = w if one_number else w / s
-        shift = (mean[sel] - centre) / s if one_number else mean[sel] - centre  # (m - c) [/ s] [n, 1, D]
-        logits = (rows @ w.reshape(-1, d).T).view(-1, n, h).transpose(0, 1)  # [n, R, H]
+        shift = m - centre.repeat_interleave(n, 0)  # (m - c) [u n, 1, D]
+        shift = shift / s if one_number else shift
+        logits = torch.bmm(rows, w.view(len(sets), n * h, d).transpose(1, 2))  # [u, R, n H]
+        logits = logits.view(len(sets), -1, n, h).transpose(1, 2).reshape(-1, idx.shape[1], h)  # [u n, R, H]
         if one_number:
             logits = logits / s[:, :, :1]
-        out[sel] = logits + (heads[sel, :, d:] - torch.bmm(w, shift.transpose(1, 2))).transpose(1, 2)
+        out[members] = logits + (heads[members, :, d:] - torch.bmm(w, shift.transpose(1, 2))).transpose(1, 2)
     return out
 
 
-def _centred(table: Tensor, key: Tensor, centre: bool) -> tuple[Tensor, Tensor]:
-    """The rows ``table[key]`` [R, D] (a zero row where key < 0: padding) minus their real rows' mean, and that
-    mean [D]; with ``centre`` False (the episodes subtract no mean) the rows as they are and 0."""
-    rows = table.index_select(0, key.clamp_min(0))
-    real = key >= 0
+def _centred(table: Tensor, keys: Tensor, centre: bool) -> tuple[Tensor, Tensor]:
+    """The rows ``table[keys]`` [U, R, D] of U row sets (a zero row where a key < 0: padding), each set minus its
+    real rows' mean, and those means [U, 1, D]; with ``centre`` False (the episodes subtract no mean) the rows as
+    they are and 0."""
+    rows = table.index_select(0, keys.clamp_min(0).view(-1)).view(*keys.shape, table.shape[-1])
+    real = keys >= 0
     if not bool(real.all()):
         rows.masked_fill_(~real.unsqueeze(-1), 0)
-    if not (centre and bool(real.any())):
-        return rows, rows.new_zeros(rows.shape[-1])
-    mean = rows.mean(0) if bool(real.all()) else rows[real].mean(0)
-    return rows.sub_(mean), mean
+    if not centre:
+        return rows, rows.new_zeros(len(keys), 1, rows.shape[-1])
+    mean = rows.sum(1, keepdim=True) / real.sum(1).clamp_min(1).to(rows.dtype).view(-1, 1, 1)  # padding adds 0
+    return rows.sub_(mean), mean  # padding too: (0 - c) . w + the shift is a zero row's logit
