@@ -8,7 +8,7 @@ only, over rows described by a ``TaskRows``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -32,16 +32,34 @@ def _pad(groups: list[tuple[str, ...]], labels: list[tuple[int, ...]], index_of:
     if (wrong := np.flatnonzero(counts != lengths)).size:
         e = wrong[0]
         raise MetalearnError(f"episode {ids[e]}: {counts[e]} labels for {lengths[e]} utterances")
-    keys = list(chain.from_iterable(groups))
     try:
-        flat = np.fromiter(map(index_of.__getitem__, keys), dtype=np.int64, count=len(keys))
+        flat = _flat(groups, lambda keys: map(index_of.__getitem__, keys))
     except KeyError as err:
         e = next(i for i, g in enumerate(groups) if err.args[0] in g)
         raise MetalearnError(f"episode {ids[e]}: utterance {err.args[0]} has no row in the feature table") from None
     idx, y = np.zeros(mask.shape, dtype=np.int64), np.full(mask.shape, -1, dtype=np.int64)
     idx[mask] = flat
-    y[mask] = np.fromiter(chain.from_iterable(labels), dtype=np.int64, count=len(keys))
+    y[mask] = _flat(labels, iter)
     return torch.from_numpy(idx), torch.from_numpy(y), torch.from_numpy(mask)
+
+
+def _flat(groups: list[tuple], values: Callable[[Iterable], Iterable[int]]) -> np.ndarray:
+    """``values`` of every group's items, the groups end to end [sum of lengths], each group object read once: a
+    grid's episodes share their validation and query tuples (a speaker's 105 binary episodes hold the same two),
+    so one variant's 2,100 episodes look up 40 of them, not 4,200 (query and validation 33 -> 9 ms of _pad)."""
+    first: dict[int, int] = {}  # id(group) -> its position among the distinct groups (all alive in ``groups``)
+    distinct = []
+    for g in groups:
+        if id(g) not in first:
+            first[id(g)] = len(distinct)
+            distinct.append(g)
+    lengths = np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))
+    flat = np.fromiter(values(chain.from_iterable(distinct)), dtype=np.int64, count=int(lengths.sum()))
+    if len(distinct) == len(groups):
+        return flat
+    which = np.fromiter((first[id(g)] for g in groups), dtype=np.int64, count=len(groups))
+    starts, sizes = (np.cumsum(lengths) - lengths)[which], lengths[which]  # each group's slice of ``flat``
+    return flat[np.repeat(starts - (np.cumsum(sizes) - sizes), sizes) + np.arange(int(sizes.sum()))]
 
 
 def episode_tensors(episodes: Sequence[Episode], index_of: dict[str, int], x: Tensor, lazy: Collection[str] = ()
