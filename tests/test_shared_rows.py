@@ -65,3 +65,26 @@ def test_fits_from_row_indexes_equal_fits_from_gathered_rows() -> None:
         gathered = fit_linear_heads(FitInputs(support, sy, x.dense(), x.dense(), vy), ways, cfg, init, standardizer)
         assert torch.equal(by_index[2], gathered[2])
         torch.testing.assert_close(by_index[1], gathered[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("standardize", ["global", "per_dim"])
+def test_row_sets_read_by_equally_many_episodes_share_one_product(standardize: str) -> None:
+    """Three row sets read by two episodes each (interleaved, one set padded) go through one batched product:
+    every episode's logits still equal its own standardised rows' (as close to float64 as those), padding rows
+    included."""
+    g = torch.Generator().manual_seed(2)
+    table = 3.0 + torch.randn(30, 16, generator=g)
+    a, b, c = torch.arange(0, 5), torch.tensor([5, 6, 7, 0, 0]), torch.arange(10, 15)
+    index = torch.stack([a, b, c, a, c, b])
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[[1, 5], 3:] = False
+    x = RowIndex(table, index, mask)
+    support = 3.0 + torch.randn(6, 4, 16, generator=g)
+    mean, scale = support_standardizer(support, torch.zeros(6, 4, dtype=torch.long), standardize)
+    heads = torch.randn(6, 3, 17, generator=g)
+    exact = _reference(heads, x, mean, scale)
+    dense = ((x.dense() - mean) / scale) @ heads[..., :-1].transpose(1, 2) + heads[..., -1].unsqueeze(1)
+    shared = shared_logits(heads, x, 0, mean, scale)
+    assert shared.shape == (6, 5, 3)
+    shared_error = (shared.double() - exact).abs().max().item()
+    assert shared_error <= 2 * (dense.double() - exact).abs().max().item() + 1e-6, shared_error

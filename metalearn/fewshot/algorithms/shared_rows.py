@@ -8,11 +8,13 @@ products over freshly written rows. The standardisation folds into the heads ins
     ((x - m) / s) . w + b  =  (x - c) . (w / s)  +  b - ((m - c) / s) . w,
 
 so the episodes reading one row set multiply its rows once, all their heads at once (a product with many
-columns, which BLAS runs near its peak), and each episode keeps its own bias. ``c`` is a constant any value of
-which gives the same logits in exact arithmetic: the row set's mean, so both terms stay at the scale of the
-rows' spread, as the standardised rows are, instead of the features' offset (``x . (w / s) - m . (w / s)``
-would cancel two large numbers: at an offset of 3 the logits' error to float64 was 3.7x the per-episode
-path's, centred 1.0x; tests/test_shared_rows.py), or 0 where the episodes subtract no mean
+columns, which BLAS runs near its peak), and each episode keeps its own bias; row sets read by equally many
+episodes (every speaker's in a grid batch of one k) go through one batched product, not a loop of products.
+
+``c`` is a constant any value of which gives the same logits in exact arithmetic: the row set's mean, so both
+terms stay at the scale of the rows' spread, as the standardised rows are, instead of the features' offset
+(``x . (w / s) - m . (w / s)`` would cancel two large numbers: at an offset of 3 the logits' error to float64 was
+3.7x the per-episode path's, centred 1.0x; tests/test_shared_rows.py), or 0 where the episodes subtract no mean
 (``standardize = none``: the plain product).
 """
 
