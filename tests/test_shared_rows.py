@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metalearn.fewshot.algorithms import shared_rows
 from metalearn.fewshot.algorithms.finetune import FinetuneConfig, FitInputs, init_heads, support_standardizer
 from metalearn.fewshot.algorithms.finetune_fast import fit_linear_heads
 from metalearn.fewshot.algorithms.rows import RowIndex
@@ -68,10 +69,13 @@ def test_fits_from_row_indexes_equal_fits_from_gathered_rows() -> None:
 
 
 @pytest.mark.parametrize("standardize", ["global", "per_dim"])
-def test_row_sets_read_by_equally_many_episodes_share_one_product(standardize: str) -> None:
-    """Three row sets read by two episodes each (interleaved, one set padded) go through one batched product:
-    every episode's logits still equal its own standardised rows' (as close to float64 as those), padding rows
-    included."""
+@pytest.mark.parametrize("row_floats", [1 << 22, 1])
+def test_row_sets_read_by_equally_many_episodes_share_one_product(standardize: str, row_floats: int,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three row sets read by two episodes each (interleaved, one set padded) go through one batched product, or
+    one product per set where ROW_FLOATS allows one set's rows only: every episode's logits still equal its own
+    standardised rows' (as close to float64 as those), padding rows included."""
+    monkeypatch.setattr(shared_rows, "ROW_FLOATS", row_floats)
     g = torch.Generator().manual_seed(2)
     table = 3.0 + torch.randn(30, 16, generator=g)
     a, b, c = torch.arange(0, 5), torch.tensor([5, 6, 7, 0, 0]), torch.arange(10, 15)

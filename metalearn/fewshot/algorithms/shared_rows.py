@@ -25,13 +25,17 @@ from torch import Tensor
 
 from metalearn.fewshot.algorithms.rows import RowIndex
 
+ROW_FLOATS = 1 << 22  # floats of row sets gathered for one batched product (16 MiB: a grid batch's 20 speakers'
+# 150 query rows at D = 768 in one; episodes that each read their own rows never gather a batch-sized copy)
+
 
 def shared_logits(heads: Tensor, x: RowIndex, first: int, mean: Tensor, scale: Tensor) -> Tensor:
     """Logits [e, R, H] of episodes first .. first + e - 1's rows ``x`` (padding read as zeros, as
     :meth:`RowIndex.take` gives them) standardised as ``(x - mean) / scale``, under heads = [weight; bias]^T
     [e, H, D + 1]. mean, scale: [E, 1, D] for every episode of ``x``; a scale expanded from one number per
     episode (``standardize = global``) divides the logits instead of the weights. Row sets read by the same
-    number of episodes (all of a grid batch's, usually) are multiplied in one batched product."""
+    number of episodes (all of a grid batch's, usually) are multiplied in one batched product, up to
+    ``ROW_FLOATS`` of rows at a time."""
     e, h, d1 = heads.shape
     d = d1 - 1
     idx, mask = x.index[first:first + e], x.mask[first:first + e]
@@ -42,8 +46,10 @@ def shared_logits(heads: Tensor, x: RowIndex, first: int, mean: Tensor, scale: T
     count = torch.bincount(group, minlength=len(keys))  # [U]
     ends = count.cumsum(0)
     out = heads.new_empty(e, idx.shape[1], h)
-    for n in count.unique().tolist():  # row sets read by n episodes each
-        sets = torch.nonzero(count == n).squeeze(1)  # [u]
+    per_product = max(1, ROW_FLOATS // max(idx.shape[1] * d, 1))  # row sets gathered for one product
+    products = [(readers, part) for readers in count.unique().tolist()  # row sets read by as many episodes
+                for part in torch.nonzero(count == readers).squeeze(1).split(per_product)]
+    for n, sets in products:  # n episodes read each of the row sets ``sets`` [u]
         members = order[(ends[sets] - n).unsqueeze(1) + torch.arange(n, device=order.device)].view(-1)  # [u n]
         rows, centre = _centred(x.table, keys[sets], bool(mean[members].any()))  # [u, R, D], [u, 1, D]
         w, s, m = heads[members, :, :d], scale[members], mean[members]  # [u n, H, D], [u n, 1, D] twice
