@@ -112,8 +112,9 @@ def run_trials(adapter: Adapter, episodes: Sequence[Episode], x: Tensor, index_o
         scores = episode_metrics(logits, batch.query_y, batch.query_mask)
         hits = (logits.argmax(-1) == batch.query_y).tolist() if per_query else None  # [E][Qmax], padding False
         seconds = (time.perf_counter() - start) / len(group)
+        columns = {m: v.tolist() for m, v in scores.items()}  # Python floats, the same values as float(v[i])
         for i, e in enumerate(group):
-            record = trial_record(e, adapter, {m: float(v[i]) for m, v in scores.items()}, tags, seconds)
+            record = trial_record(e, adapter, {m: c[i] for m, c in columns.items()}, tags, seconds)
             if hits is not None:
                 record["query_correct"] = "".join("1" if h else "0" for h in hits[i][:len(e.query)])
             records.append(record)
