@@ -181,6 +181,29 @@ def test_finetune_vectorised_matches_reference(with_val: bool, standardize: str)
     assert torch.equal(fast.best_step, ref.best_step)
 
 
+@pytest.mark.parametrize("standardize", ["global", "per_dim"])
+def test_support_standardizer_ignores_padding_rows(standardize: str) -> None:
+    """Padding support rows (label -1, whatever their values) change no episode's mean or scale: each padded
+    episode's statistics equal those of its real rows alone, and an unpadded batch takes the same numbers as
+    the padded path would give it."""
+    g = torch.Generator().manual_seed(5)
+    x = 2.0 + torch.randn(4, 6, 12, generator=g)
+    y = torch.randint(0, 3, (4, 6), generator=g)
+    padded_y = y.clone()
+    padded_y[1, 4:], padded_y[3, 1:] = -1, -1
+    garbage = x.clone()
+    garbage[1, 4:], garbage[3, 1:] = 1e3, -7.0
+    mean, scale = support_standardizer(garbage, padded_y, standardize)
+    for e, real in ((0, 6), (1, 4), (2, 6), (3, 1)):
+        alone = support_standardizer(x[e:e + 1, :real], y[e:e + 1, :real], standardize)
+        torch.testing.assert_close(mean[e], alone[0][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(scale[e], alone[1][0], rtol=1e-6, atol=1e-6)
+    plain = support_standardizer(x, y, standardize)
+    with_padding_path = support_standardizer(torch.cat([x, x[:1]]), torch.cat([y, -torch.ones_like(y[:1])]),
+                                             standardize)  # one all-padding episode forces the masked path
+    assert torch.equal(plain[0], with_padding_path[0][:4]) and torch.equal(plain[1], with_padding_path[1][:4])
+
+
 def test_model_selection_returns_the_best_validation_checkpoint() -> None:
     """Random validation labels make the validation macro-F1 wander from checkpoint to checkpoint, so the best
     is often not the last; the choice must equal a brute-force search over heads retrained to each checkpoint."""
