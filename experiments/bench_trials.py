@@ -150,7 +150,7 @@ def thin_product_gflops(dim: int = 768, ways: int = 1, support: int = 16, episod
 
 def work(episodes, steps: int, dim: int = 768, eval_every: int = 10) -> dict:
     """What the trials must move and compute at least (the engine's design: the support gathered per episode,
-    validation and query rows gathered into a cache-sized buffer as they are scored).
+    validation and query rows scored once per distinct row set, from the table).
 
     matmul GFLOP: per step two products of one head row over the support rows (4 S D: two classes train one
     weight row, ``finetune_fast.train_two_classes``; ``training_gflop``), the validation logit differences of

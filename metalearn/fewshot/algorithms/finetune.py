@@ -82,9 +82,10 @@ def support_standardizer(support_x: Tensor, support_y: Tensor, mode: str) -> tup
         parts = [support_standardizer(support_x[i:i + size], support_y[i:i + size], mode)
                  for i in range(0, support_x.shape[0], size)]
         return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
-    real = (support_y >= 0).to(support_x.dtype).unsqueeze(-1)  # [E, S, 1]
+    keep = support_y >= 0
+    real = keep.to(support_x.dtype).unsqueeze(-1)  # [E, S, 1]
     n = real.sum(1, keepdim=True).clamp_min(1)
-    padded = not bool((support_y >= 0).all())  # without padding, times 1 changes no bit: two passes fewer
+    padded = not bool(keep.all())  # without padding, times 1 changes no bit: two passes fewer
     mean = (support_x * real if padded else support_x).sum(1, keepdim=True) / n
     spread = (support_x - mean).square_()
     var = (spread.mul_(real) if padded else spread).sum(1, keepdim=True) / n  # [E, 1, D]

@@ -19,8 +19,7 @@ from torch import Tensor
 class RowIndex:
     """Episode rows ``table[index[e]]`` [E, R, D], padding (``mask`` False) read as zeros.
 
-    table [N, D]; index [E, R] long; mask [E, R] bool. ``take`` gives the rows of a slice of episodes, equal
-    to the slice of the fully gathered tensor (:meth:`dense`)."""
+    table [N, D]; index [E, R] long; mask [E, R] bool."""
 
     table: Tensor
     index: Tensor
@@ -31,15 +30,10 @@ class RowIndex:
         """[E, R, D], as the gathered tensor's."""
         return torch.Size((*self.index.shape, self.table.shape[-1]))
 
-    def take(self, first: int, n: int) -> Tensor:
-        """Rows of episodes first .. first + n - 1 [n', R, D] (n' = n but not past E)."""
-        idx, mask = self.index[first:first + n], self.mask[first:first + n]
-        rows = torch.index_select(self.table, 0, idx.reshape(-1)).view(*idx.shape, self.table.shape[-1])
-        return rows if bool(mask.all()) else rows.masked_fill_(~mask[..., None], 0)
-
     def dense(self) -> Tensor:
-        """Every episode's rows [E, R, D] in one tensor."""
-        return self.take(0, self.index.shape[0])
+        """Every episode's rows [E, R, D] in one tensor, padding as zeros."""
+        rows = torch.index_select(self.table, 0, self.index.reshape(-1)).view(self.shape)
+        return rows if bool(self.mask.all()) else rows.masked_fill_(~self.mask[..., None], 0)
 
     def to(self, device: torch.device | str) -> RowIndex | Tensor:
         """Itself on its own device; elsewhere the gathered rows moved there (the table stays where it is)."""

@@ -31,7 +31,7 @@ ROW_FLOATS = 1 << 22  # floats of row sets gathered for one batched product (16 
 
 def shared_logits(heads: Tensor, x: RowIndex, first: int, mean: Tensor, scale: Tensor) -> Tensor:
     """Logits [e, R, H] of episodes first .. first + e - 1's rows ``x`` (padding read as zeros, as
-    :meth:`RowIndex.take` gives them) standardised as ``(x - mean) / scale``, under heads = [weight; bias]^T
+    :meth:`RowIndex.dense` gives them) standardised as ``(x - mean) / scale``, under heads = [weight; bias]^T
     [e, H, D + 1]. mean, scale: [E, 1, D] for every episode of ``x``; a scale expanded from one number per
     episode (``standardize = global``) divides the logits instead of the weights. Row sets read by the same
     number of episodes (all of a grid batch's, usually) are multiplied in one batched product, up to
@@ -68,10 +68,8 @@ def _centred(table: Tensor, keys: Tensor, centre: bool) -> tuple[Tensor, Tensor]
     """The rows ``table[keys]`` [U, R, D] of U row sets (a zero row where a key < 0: padding), each set minus its
     real rows' mean, and those means [U, 1, D]; with ``centre`` False (the episodes subtract no mean) the rows as
     they are and 0."""
-    rows = table.index_select(0, keys.clamp_min(0).view(-1)).view(*keys.shape, table.shape[-1])
     real = keys >= 0
-    if not bool(real.all()):
-        rows.masked_fill_(~real.unsqueeze(-1), 0)
+    rows = RowIndex(table, keys.clamp_min(0), real).dense()
     if not centre:
         return rows, rows.new_zeros(len(keys), 1, rows.shape[-1])
     mean = rows.sum(1, keepdim=True) / real.sum(1).clamp_min(1).to(rows.dtype).view(-1, 1, 1)  # padding adds 0
